@@ -1,0 +1,180 @@
+"""DataflowRegistry: tasks registered with their I/O keys, wired into a DAG by key names."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ..task import get_spec, task_display_name
+from .dag import DAG, DAGNode, _node_fields
+
+TaskNode = DAGNode
+
+
+class DataflowRegistry:
+    """Collects tasks and their data keys; `build_dag()` validates and returns the DAG.
+
+    External inputs (keys given to `execute(inputs=...)`) are the keys declared with
+    `register_external_input`. When none are declared, the inputs of the first registered task
+    are taken as the pipeline's external inputs, as the taskiq-flow examples expect; any other
+    input that no task produces is reported by `build_dag()`, naming the task and the key.
+    """
+
+    def __init__(self) -> None:
+        self._dag = DAG()
+        self._declared_external: dict[str, None] = {}
+        self._last_by_task: dict[Any, int] = {}
+        self._names_by_task: dict[Any, str] = {}
+
+    # -- registration -------------------------------------------------------------------------
+
+    def register_task(
+        self,
+        task: Any,
+        output: str | None = None,
+        inputs: Sequence[str] | None = None,
+        *,
+        outputs: Sequence[str] | None = None,
+        name: str | None = None,
+        **metadata: Any,
+    ) -> TaskNode:
+        """Register `task` as producing `output` (or `outputs`) from `inputs`.
+
+        Missing arguments come from the task's `pipeline_task` spec, then from its signature.
+        Registering the same task again with the same keys only updates its metadata.
+        """
+        dag = self._dag
+        if (
+            type(output) is str
+            and type(inputs) in (list, tuple)
+            and outputs is None
+            and not metadata
+            and get_spec(task) is None
+        ):
+            # Fast path for generated DAGs: no spec to merge, keys given explicitly.
+            ins = tuple(inputs)
+            outs: tuple[str, ...] = (output,)
+            if name is None:
+                name = self._names_by_task.get(task)
+                if name is None:
+                    name = self._names_by_task[task] = task_display_name(task)
+            meta = None
+        else:
+            fields = _node_fields(task, output, outputs, inputs, metadata, name)
+            ins, outs, name, meta = (
+                fields["_inputs"],
+                fields["_outputs"],
+                fields["_names"],
+                fields["_metadata"] or None,
+            )
+            if not outs:
+                raise ValueError(
+                    f"task {name!r} declares no output: pass output='key' (or outputs=[...]) "
+                    "to register_task or to @pipeline_task"
+                )
+        previous = self._last_by_task.get(task)
+        if previous is not None and dag._outputs[previous] == outs and dag._inputs[previous] == ins:
+            if meta:
+                dag._metadata[previous] = {**(dag._metadata[previous] or {}), **meta}
+            return DAGNode._view(dag, previous)
+        node_id = len(dag._tasks)
+        dag._tasks.append(task)
+        dag._names.append(name)
+        dag._inputs.append(ins)
+        dag._outputs.append(outs)
+        dag._metadata.append(meta)
+        dag._graph = None
+        self._last_by_task[task] = node_id
+        return DAGNode._view(dag, node_id)
+
+    def register_external_input(self, input_name: str) -> None:
+        """Declare a key that is supplied at run time rather than produced by a task."""
+        if not isinstance(input_name, str):
+            raise TypeError(f"an input name must be a string, got {input_name!r}")
+        self._declared_external[input_name] = None
+        self._dag._graph = None
+
+    # -- queries ------------------------------------------------------------------------------
+
+    def get_tasks(self) -> list[TaskNode]:
+        """Every registered task, as nodes (`.task`, `.task_name`, `.inputs`, `.outputs`)."""
+        return list(self._dag.nodes)
+
+    def get_outputs(self) -> list[str]:
+        """Every output key, in registration order."""
+        return self._dag.output_keys
+
+    def get_external_inputs(self) -> list[str]:
+        """Declared external inputs, then every other consumed key that no task produces."""
+        keys = dict(self._declared_external)
+        keys.update(dict.fromkeys(self._dag.external_inputs))
+        return list(keys)
+
+    def get_producer(self, output_key: str) -> TaskNode | None:
+        node_id = self._dag.graph.producer(output_key)
+        return None if node_id is None else DAGNode._view(self._dag, node_id)
+
+    def get_consumers(self, input_key: str) -> list[TaskNode]:
+        return self._dag._views(self._dag.graph.consumers(input_key))
+
+    def _node_id(self, task: Any) -> int:
+        if isinstance(task, DAGNode) and task._dag is self._dag:
+            return task._id
+        ids = self._dag._index("_names" if isinstance(task, str) else "_tasks").get(task)
+        if not ids:
+            raise KeyError(f"task {_name_of(task)!r} is not registered")
+        if len(ids) > 1 and len({(self._dag._inputs[i], self._dag._outputs[i]) for i in ids}) > 1:
+            raise ValueError(
+                f"task {_name_of(task)!r} is registered {len(ids)} times with different keys; "
+                "pass the TaskNode returned by register_task instead"
+            )
+        return ids[0]
+
+    def get_data_dependencies(self, task: Any) -> list[str]:
+        """The input keys of a task (a task object, its name, or its TaskNode)."""
+        return list(self._dag._inputs[self._node_id(task)])
+
+    def get_task_metadata(self, task: Any) -> dict[str, Any]:
+        """`output`, `outputs`, `inputs` and any metadata given at registration."""
+        node_id = self._node_id(task)
+        outs = self._dag._outputs[node_id]
+        return {
+            "output": outs[0] if len(outs) == 1 else None,
+            "outputs": list(outs),
+            "inputs": list(self._dag._inputs[node_id]),
+            "task_name": self._dag._names[node_id],
+            **(self._dag._metadata[node_id] or {}),
+        }
+
+    def __len__(self) -> int:
+        return len(self._dag)
+
+    # -- building -----------------------------------------------------------------------------
+
+    def build_dag(self, external_inputs: Sequence[str] | None = None) -> DAG:
+        """Wire producers to consumers, validate, and return the DAG.
+
+        Raises DAGValidationError (a ValueError) listing every problem: an input no task
+        produces, an output two tasks produce, a cycle as a path.
+        """
+        src = self._dag
+        external = list(self._declared_external)
+        if external_inputs is not None:
+            external.extend(external_inputs)
+        if not external and src._inputs:
+            external = list(src._inputs[0])
+        dag = DAG._from_columns(
+            list(src._tasks),
+            list(src._names),
+            list(src._inputs),
+            list(src._outputs),
+            list(src._metadata),
+            external,
+            strict_inputs=True,
+        )
+        dag.validate()
+        return dag
+
+
+def _name_of(task: Any) -> str:
+    return task if isinstance(task, str) else task_display_name(task)

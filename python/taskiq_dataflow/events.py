@@ -1,0 +1,124 @@
+"""Run and step events: the single source for callbacks, progress bars, the CLI and stores.
+
+Events are only built when someone listens, so an unobserved million-task run pays nothing.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    run_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class RunStarted(Event):
+    total: int
+    inputs: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RunFinished(Event):
+    status: str  # "succeeded" | "failed" | "cancelled"
+    counts: dict[str, int] = field(default_factory=dict)
+    elapsed: float = 0.0
+    error: BaseException | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StepStarted(Event):
+    node: int
+    task_name: str
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class StepCompleted(Event):
+    node: int
+    task_name: str
+    result: Any
+    attempt: int = 1
+    duration: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StepFailed(Event):
+    node: int
+    task_name: str
+    error: TaskError
+    attempt: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class StepRetried(Event):
+    node: int
+    task_name: str
+    error: TaskError
+    attempt: int  # the attempt about to run
+    delay: float
+
+
+@dataclass(frozen=True, slots=True)
+class StepSkipped(Event):
+    node: int
+    task_name: str
+    because_of: str  # the failed task's name
+
+
+@dataclass(frozen=True, slots=True)
+class TaskError:
+    """A task's failure as data: survives any transport, keeps the traceback text."""
+
+    task_name: str
+    type: str
+    message: str
+    traceback: str = ""
+    exception: BaseException | None = None
+
+    def __str__(self) -> str:
+        return f"task '{self.task_name}' failed: {self.type}: {self.message}"
+
+
+Listener = Callable[[Event], Awaitable[None] | None]
+
+
+class EventBus:
+    """Subscribe callables to events; `subscribe(fn, StepCompleted)` filters by type."""
+
+    def __init__(self) -> None:
+        self._listeners: list[tuple[Listener, tuple[type[Event], ...]]] = []
+        self.step_listeners = False  # anyone interested in per-step events?
+
+    def subscribe(self, listener: Listener, *types: type[Event]) -> Callable[[], None]:
+        """Call `listener(event)` for each event (of `types`, if given). Returns an unsubscribe."""
+        entry = (listener, types or (Event,))
+        self._listeners.append(entry)
+        self._refresh()
+
+        def unsubscribe() -> None:
+            if entry in self._listeners:
+                self._listeners.remove(entry)
+                self._refresh()
+
+        return unsubscribe
+
+    def _refresh(self) -> None:
+        run_level = (RunStarted, RunFinished)
+        self.step_listeners = any(
+            any(not issubclass(t, run_level) for t in types) for _, types in self._listeners
+        )
+
+    def __bool__(self) -> bool:
+        return bool(self._listeners)
+
+    async def emit(self, event: Event) -> None:
+        for listener, types in self._listeners:
+            if isinstance(event, types):
+                outcome = listener(event)
+                if inspect.isawaitable(outcome):
+                    await outcome

@@ -1,0 +1,151 @@
+"""The `pipeline_task` decorator and the per-task spec it attaches."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+F = TypeVar("F")
+
+SPEC_ATTR = "__dataflow__"
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """What a task consumes and produces, and how it is run."""
+
+    outputs: tuple[str, ...]
+    inputs: tuple[str, ...] | None  # None: inferred from the function's parameters
+    name: str | None = None
+    retries: int | None = None
+    retry_delay: float | None = None
+    retry_backoff: float | None = None
+    retry_jitter: float | None = None
+    timeout: float | None = None
+    pool: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def output(self) -> str | None:
+        return self.outputs[0] if len(self.outputs) == 1 else None
+
+
+def _outputs_of(output: str | None, outputs: Sequence[str] | None, where: str) -> tuple[str, ...]:
+    if output is not None and outputs is not None:
+        raise TypeError(f"{where}: give either output= or outputs=, not both")
+    if output is not None:
+        if not isinstance(output, str):
+            raise TypeError(f"{where}: output must be a string, got {type(output).__name__}")
+        return (output,)
+    if outputs is None:
+        return ()
+    if isinstance(outputs, str):
+        raise TypeError(f"{where}: outputs must be a list of strings; use output={outputs!r}")
+    result = tuple(outputs)
+    for key in result:
+        if not isinstance(key, str):
+            raise TypeError(f"{where}: output keys must be strings, got {key!r}")
+    if len(set(result)) != len(result):
+        raise ValueError(f"{where}: outputs list a key twice: {list(result)}")
+    return result
+
+
+def pipeline_task(
+    func: Any = None,
+    *,
+    output: str | None = None,
+    outputs: Sequence[str] | None = None,
+    inputs: Sequence[str] | None = None,
+    name: str | None = None,
+    retries: int | None = None,
+    retry_delay: float | None = None,
+    retry_backoff: float | None = None,
+    retry_jitter: float | None = None,
+    timeout: float | None = None,
+    pool: str | None = None,
+    **metadata: Any,
+) -> Any:
+    """Declare a task's output key(s) and input keys.
+
+    Works under `@broker.task` (apply it first, i.e. below it) or on a plain function.
+    Inputs default to the names of the function's parameters that have no default value.
+    """
+
+    def decorate(target: F) -> F:
+        where = f"pipeline_task on {_display_name(target)!r}"
+        spec = TaskSpec(
+            outputs=_outputs_of(output, outputs, where),
+            inputs=None if inputs is None else _check_keys(inputs, where),
+            name=name or _display_name(target),
+            retries=retries,
+            retry_delay=retry_delay,
+            retry_backoff=retry_backoff,
+            retry_jitter=retry_jitter,
+            timeout=timeout,
+            pool=pool,
+            metadata=dict(metadata),
+        )
+        setattr(target, SPEC_ATTR, spec)
+        return target
+
+    if func is not None:
+        return decorate(func)
+    return decorate
+
+
+def _check_keys(keys: Sequence[str], where: str) -> tuple[str, ...]:
+    if isinstance(keys, str):
+        raise TypeError(f"{where}: inputs must be a list of strings, not the string {keys!r}")
+    result = tuple(keys)
+    for key in result:
+        if not isinstance(key, str):
+            raise TypeError(f"{where}: input keys must be strings, got {key!r}")
+    return result
+
+
+def get_spec(task: Any) -> TaskSpec | None:
+    """The spec attached by `pipeline_task`, on the task or on the function a taskiq task wraps."""
+    spec = getattr(task, SPEC_ATTR, None)
+    if spec is None:
+        spec = getattr(getattr(task, "original_func", None), SPEC_ATTR, None)
+    return spec
+
+
+def original_function(task: Any) -> Callable[..., Any]:
+    """The plain callable behind a taskiq decorated task (or the task itself)."""
+    return getattr(task, "original_func", task)
+
+
+def _display_name(task: Any) -> str:
+    task_name = getattr(task, "task_name", None)
+    if isinstance(task_name, str):
+        # taskiq names tasks "module:function" and renames the wrapped function; keep the short part.
+        return task_name.rsplit(":", 1)[-1]
+    return getattr(task, "__name__", None) or type(task).__name__
+
+
+def task_display_name(task: Any) -> str:
+    spec = get_spec(task)
+    if spec is not None and spec.name:
+        return spec.name
+    return _display_name(task)
+
+
+def infer_inputs(task: Any) -> tuple[str, ...]:
+    """Parameter names without a default value: the keys the task must be given."""
+    func = original_function(task)
+    try:
+        params = inspect.signature(func).parameters.values()
+    except (TypeError, ValueError) as exc:
+        raise TypeError(
+            f"cannot infer the inputs of task {_display_name(task)!r} from its signature; "
+            "pass inputs=[...]"
+        ) from exc
+    return tuple(
+        p.name
+        for p in params
+        if p.default is inspect.Parameter.empty
+        and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    )

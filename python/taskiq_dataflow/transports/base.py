@@ -1,0 +1,68 @@
+"""The dispatch interface: a transport is `kick` (send jobs) and `listen` (completions pushed back)."""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import traceback
+from collections.abc import AsyncIterator
+from typing import Any, NamedTuple
+
+from ..events import TaskError
+
+
+class Job(NamedTuple):
+    node: int
+    attempt: int
+    task: Any  # the registered task object (a taskiq task or a plain callable)
+    func: Any  # the plain callable behind it
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    name: str
+    timeout: float | None
+
+
+class Completion(NamedTuple):
+    node: int
+    attempt: int
+    ok: bool
+    value: Any  # the task's return value, or a TaskError
+
+
+def task_error(name: str, exc: BaseException) -> TaskError:
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return TaskError(name, type(exc).__name__, str(exc), text, exc)
+
+
+class Transport(abc.ABC):
+    """Runs jobs somewhere and pushes their completions back to the engine."""
+
+    def __init__(self) -> None:
+        self._done: list[Completion] = []
+        self._wake = asyncio.Event()
+
+    @abc.abstractmethod
+    def kick(self, jobs: list[Job]) -> None:
+        """Start `jobs` without blocking; each ends in exactly one pushed Completion."""
+
+    def push(self, completion: Completion) -> None:
+        self._done.append(completion)
+        self._wake.set()
+
+    async def listen(self) -> AsyncIterator[list[Completion]]:
+        """Batches of completions, as soon as there are any (no timer, no polling)."""
+        while True:
+            if not self._done:
+                self._wake.clear()
+                await self._wake.wait()
+            batch, self._done = self._done, []
+            yield batch
+
+    async def startup(self) -> None:  # noqa: B027 - optional hook
+        """Connect, spawn pools: whatever must happen before the first kick."""
+
+    async def shutdown(self) -> None:  # noqa: B027 - optional hook
+        """Release what startup took."""
+
+    def cancel(self) -> None:  # noqa: B027 - optional hook
+        """Stop in-flight work where the transport can."""

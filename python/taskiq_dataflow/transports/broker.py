@@ -1,0 +1,118 @@
+"""Dispatch through any taskiq broker with `task.kiq(...)`.
+
+Completions are pushed: the transport hooks the broker's result backend so that a result saved
+in this process (InMemoryBroker, or a worker running in-process) reaches the engine at once.
+For a broker whose workers run elsewhere there is no generic push channel in taskiq, so each task
+falls back to taskiq's `wait_result`; the NATS cluster transport pushes results instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from typing import Any
+
+from .base import Completion, Job, Transport, task_error
+
+# result backend -> transports listening to it (several engines may share one broker)
+_HOOKED: weakref.WeakKeyDictionary[Any, set[BrokerTransport]] = weakref.WeakKeyDictionary()
+
+
+def _hook(backend: Any, transport: BrokerTransport) -> None:
+    listeners = _HOOKED.get(backend)
+    if listeners is None:
+        listeners = _HOOKED[backend] = set()
+        original = backend.set_result
+
+        async def set_result(task_id: str, result: Any) -> None:
+            await original(task_id, result)
+            for listener in list(listeners):
+                listener._on_result(task_id, result)
+
+        backend.set_result = set_result
+    listeners.add(transport)
+
+
+class BrokerTransport(Transport):
+    """Kick each job with `task.kiq`; completions come back through the result backend."""
+
+    def __init__(self, broker: Any, in_process: bool | None = None) -> None:
+        super().__init__()
+        self.broker = broker
+        if in_process is None:
+            from taskiq import InMemoryBroker
+
+            in_process = isinstance(broker, InMemoryBroker)
+        self.in_process = in_process
+        self._pending: dict[str, tuple[Job, asyncio.TimerHandle | None]] = {}
+        self._inflight: set[asyncio.Future[Any]] = set()
+
+    async def startup(self) -> None:
+        if self.in_process:
+            _hook(self.broker.result_backend, self)
+
+    async def shutdown(self) -> None:
+        self.cancel()
+        if self._inflight:
+            await asyncio.gather(*self._inflight, return_exceptions=True)
+        listeners = _HOOKED.get(self.broker.result_backend)
+        if listeners is not None:
+            listeners.discard(self)
+
+    def kick(self, jobs: list[Job]) -> None:
+        for job in jobs:
+            if not hasattr(job.task, "kiq"):
+                exc = TypeError(
+                    f"task '{job.name}' is a plain function; the broker transport needs tasks "
+                    "decorated with @broker.task (or use transport='local')"
+                )
+                self.push(Completion(job.node, job.attempt, False, task_error(job.name, exc)))
+                continue
+            fut = asyncio.ensure_future(self._send(job))
+            self._inflight.add(fut)
+            fut.add_done_callback(self._inflight.discard)
+
+    async def _send(self, job: Job) -> None:
+        try:
+            kicked = await job.task.kiq(*job.args, **job.kwargs)
+        except Exception as exc:
+            self.push(Completion(job.node, job.attempt, False, task_error(job.name, exc)))
+            return
+        timer = None
+        if job.timeout is not None:
+            timer = asyncio.get_running_loop().call_later(job.timeout, self._timed_out, kicked.task_id)
+        self._pending[kicked.task_id] = (job, timer)
+        # In-process results cannot arrive before this line: nothing awaited since kiq returned.
+        if not self.in_process:
+            result = await kicked.wait_result()
+            self._on_result(kicked.task_id, result)
+
+    def _timed_out(self, task_id: str) -> None:
+        entry = self._pending.pop(task_id, None)
+        if entry is not None:
+            job = entry[0]
+            exc = TimeoutError(f"task '{job.name}' timed out after {job.timeout} s")
+            self.push(Completion(job.node, job.attempt, False, task_error(job.name, exc)))
+
+    def _on_result(self, task_id: str, result: Any) -> None:
+        entry = self._pending.pop(task_id, None)
+        if entry is None:
+            return  # another engine's task, or one that timed out
+        job, timer = entry
+        if timer is not None:
+            timer.cancel()
+        if result.is_err:
+            error = result.error
+            if not isinstance(error, BaseException):
+                error = RuntimeError(str(error))
+            self.push(Completion(job.node, job.attempt, False, task_error(job.name, error)))
+        else:
+            self.push(Completion(job.node, job.attempt, True, result.return_value))
+
+    def cancel(self) -> None:
+        for fut in list(self._inflight):
+            fut.cancel()
+        for _, timer in self._pending.values():
+            if timer is not None:
+                timer.cancel()
+        self._pending.clear()

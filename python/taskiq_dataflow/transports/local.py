@@ -1,0 +1,163 @@
+"""In-process dispatch: async tasks on the event loop, blocking ones in an executor."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import functools
+import inspect
+from collections.abc import AsyncIterator
+from typing import Any
+
+from .base import Completion, Job, Transport, task_error
+
+
+class LocalTransport(Transport):
+    """Runs tasks in this process.
+
+    A coroutine is first stepped directly: a task that finishes without suspending (most cheap
+    tasks) completes with no asyncio.Task at all; one that suspends continues as a Task. Blocking
+    functions run in a thread pool, or a process pool with `executor="process"`.
+    """
+
+    # Yield to the event loop at least this often when every task completes eagerly.
+    EAGER_YIELD_EVERY = 256
+
+    def __init__(self, executor: str | concurrent.futures.Executor = "thread", workers: int | None = None):
+        super().__init__()
+        self._executor_spec = executor
+        self._workers = workers
+        self._executor: concurrent.futures.Executor | None = None
+        self._owns_executor = False
+        self._tasks: dict[int, asyncio.Future[Any]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._is_coro: dict[Any, bool] = {}
+
+    async def startup(self) -> None:
+        self._loop = asyncio.get_running_loop()
+
+    def _pool(self) -> concurrent.futures.Executor:
+        if self._executor is None:
+            spec = self._executor_spec
+            if isinstance(spec, concurrent.futures.Executor):
+                self._executor = spec
+            elif spec == "process":
+                self._executor = concurrent.futures.ProcessPoolExecutor(self._workers)
+                self._owns_executor = True
+            elif spec == "thread":
+                self._executor = concurrent.futures.ThreadPoolExecutor(
+                    self._workers, thread_name_prefix="dataflow-task"
+                )
+                self._owns_executor = True
+            else:
+                raise ValueError(f"executor must be 'thread', 'process' or an Executor, got {spec!r}")
+        return self._executor
+
+    def kick(self, jobs: list[Job]) -> None:
+        push = self._done.append
+        for job in jobs:
+            func = job.func
+            is_coro = self._is_coro.get(func)
+            if is_coro is None:
+                is_coro = self._is_coro[func] = inspect.iscoroutinefunction(func)
+            if not is_coro:
+                self._run_blocking(job)
+                continue
+            try:
+                coro = func(*job.args, **job.kwargs)
+                yielded = coro.send(None)
+            except StopIteration as stop:
+                push(Completion(job.node, job.attempt, True, stop.value))
+                continue
+            except BaseException as exc:  # noqa: BLE001 - a task's failure is data
+                push(Completion(job.node, job.attempt, False, task_error(job.name, exc)))
+                continue
+            self._continue(job, coro, yielded)
+        if self._done:
+            self._wake.set()
+
+    def _continue(self, job: Job, coro: Any, yielded: Any) -> None:
+        task = asyncio.ensure_future(_resume(coro, yielded, job.timeout))
+        self._tasks[job.node] = task
+        task.add_done_callback(functools.partial(self._finished, job))
+
+    def _run_blocking(self, job: Job) -> None:
+        assert self._loop is not None
+        call = functools.partial(job.func, *job.args, **job.kwargs)
+        fut: asyncio.Future[Any] = self._loop.run_in_executor(self._pool(), call)
+        if job.timeout is not None:
+            fut = asyncio.ensure_future(asyncio.wait_for(fut, job.timeout))
+        self._tasks[job.node] = fut
+        fut.add_done_callback(functools.partial(self._finished, job))
+
+    def _finished(self, job: Job, fut: asyncio.Future[Any]) -> None:
+        self._tasks.pop(job.node, None)
+        if fut.cancelled():
+            exc: BaseException = asyncio.CancelledError(f"task '{job.name}' was cancelled")
+            self.push(Completion(job.node, job.attempt, False, task_error(job.name, exc)))
+            return
+        exc = fut.exception()
+        if exc is None:
+            self.push(Completion(job.node, job.attempt, True, fut.result()))
+        else:
+            if isinstance(exc, asyncio.TimeoutError | TimeoutError) and job.timeout is not None:
+                exc = TimeoutError(f"task '{job.name}' timed out after {job.timeout} s")
+            self.push(Completion(job.node, job.attempt, False, task_error(job.name, exc)))
+
+    async def listen(self) -> AsyncIterator[list[Completion]]:
+        eager_batches = 0
+        while True:
+            if not self._done:
+                eager_batches = 0
+                self._wake.clear()
+                await self._wake.wait()
+            else:
+                eager_batches += 1
+                if eager_batches % self.EAGER_YIELD_EVERY == 0:
+                    await asyncio.sleep(0)
+            batch, self._done = self._done, []
+            yield batch
+
+    def cancel(self) -> None:
+        for fut in list(self._tasks.values()):
+            fut.cancel()
+
+    async def shutdown(self) -> None:
+        self.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        if self._executor is not None and self._owns_executor:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+
+
+async def _resume(coro: Any, yielded: Any, timeout: float | None) -> Any:
+    """Drive a coroutine that was started by hand and suspended on `yielded`."""
+    if timeout is not None:
+        return await asyncio.wait_for(_drive(coro, yielded), timeout)
+    return await _drive(coro, yielded)
+
+
+async def _drive(coro: Any, yielded: Any) -> Any:
+    while True:
+        try:
+            if yielded is None:
+                await asyncio.sleep(0)  # a bare `yield` (what asyncio.sleep(0) does)
+            else:
+                try:
+                    await yielded
+                except asyncio.CancelledError:
+                    if not yielded.done() or yielded.cancelled() is False:
+                        raise
+                except BaseException:  # noqa: BLE001 - the coroutine reads it from the future
+                    pass
+        except asyncio.CancelledError as cancel:
+            try:
+                yielded = coro.throw(cancel)
+            except StopIteration as stop:
+                return stop.value
+            continue
+        try:
+            yielded = coro.send(None)
+        except StopIteration as stop:
+            return stop.value

@@ -1,0 +1,22 @@
+//! Pure-Rust core of taskiq-dataflow: the dependency graph built from task input and
+//! output keys, its validation and orderings, and the ready-set scheduler.
+//!
+//! Nodes and keys are dense `u32` ids and adjacency lives in CSR arrays, so graphs of
+//! millions of nodes stay compact and every algorithm is iterative.
+
+mod csr;
+mod error;
+mod graph;
+mod intern;
+mod order;
+mod scheduler;
+mod validate;
+
+pub type NodeId = u32;
+pub type KeyId = u32;
+
+pub use error::{Cycle, GraphError};
+pub use graph::{Graph, GraphBuilder};
+pub use order::Levels;
+pub use scheduler::{Counts, NodeState, SchedError, Scheduler};
+pub use validate::Problem;

@@ -1,0 +1,436 @@
+//! The ready-set scheduler: hands out nodes whose predecessors are done, up to a
+//! capacity, highest priority first, and tracks each node's state.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::fmt;
+use std::sync::Arc;
+
+use crate::error::Cycle;
+use crate::graph::Graph;
+use crate::NodeId;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NodeState {
+    /// Waiting for predecessors.
+    Pending,
+    /// Queued, waiting for capacity.
+    Ready,
+    /// Handed out by `start`, `complete`, `complete_many` or `take_ready`.
+    Running,
+    Done,
+    Failed,
+    /// Will not run: it depends on a failed node, or the run was cancelled.
+    Skipped,
+}
+
+impl NodeState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeState::Pending => "pending",
+            NodeState::Ready => "ready",
+            NodeState::Running => "running",
+            NodeState::Done => "done",
+            NodeState::Failed => "failed",
+            NodeState::Skipped => "skipped",
+        }
+    }
+}
+
+impl fmt::Display for NodeState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How many nodes are in each state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Counts {
+    pub pending: usize,
+    pub ready: usize,
+    pub running: usize,
+    pub done: usize,
+    pub failed: usize,
+    pub skipped: usize,
+}
+
+impl Counts {
+    fn slot(&mut self, state: NodeState) -> &mut usize {
+        match state {
+            NodeState::Pending => &mut self.pending,
+            NodeState::Ready => &mut self.ready,
+            NodeState::Running => &mut self.running,
+            NodeState::Done => &mut self.done,
+            NodeState::Failed => &mut self.failed,
+            NodeState::Skipped => &mut self.skipped,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum SchedError {
+    OutOfRange(NodeId),
+    NotRunning { node: NodeId, state: NodeState },
+    AlreadyStarted,
+    NotStarted,
+    DuplicateInBatch(NodeId),
+    Cycle(Cycle),
+    PrioritiesLength { expected: usize, got: usize },
+}
+
+impl fmt::Display for SchedError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SchedError::OutOfRange(node) => write!(f, "node {node} does not exist"),
+            SchedError::NotRunning { node, state } => {
+                write!(f, "node {node} is not running (it is {state})")
+            }
+            SchedError::AlreadyStarted => f.write_str("the scheduler has already started"),
+            SchedError::NotStarted => f.write_str("the scheduler has not started yet"),
+            SchedError::DuplicateInBatch(node) => {
+                write!(f, "node {node} appears more than once in the batch")
+            }
+            SchedError::Cycle(c) => c.fmt(f),
+            SchedError::PrioritiesLength { expected, got } => write!(
+                f,
+                "priorities has {got} entries but the graph has {expected} nodes"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for SchedError {}
+
+impl From<Cycle> for SchedError {
+    fn from(c: Cycle) -> Self {
+        SchedError::Cycle(c)
+    }
+}
+
+/// Maps an `f64` to a `u64` with the same order, so the ready heap compares integers.
+/// NaN counts as the lowest priority; -0.0 equals 0.0.
+fn priority_key(p: f64) -> u64 {
+    if p.is_nan() {
+        return 0;
+    }
+    let bits = (p + 0.0).to_bits();
+    if bits >> 63 == 1 {
+        !bits
+    } else {
+        bits | (1 << 63)
+    }
+}
+
+/// Ready-set scheduler over a shared acyclic graph.
+///
+/// Among ready nodes the highest priority runs first, ties (and every node when no
+/// priorities are given) in ascending id order. Nodes are handed out only up to the
+/// capacity (the number of Running nodes); the rest wait as Ready.
+#[derive(Debug, Clone)]
+pub struct Scheduler {
+    graph: Arc<Graph>,
+    state: Vec<NodeState>,
+    /// Predecessors not yet Done, per node.
+    waiting: Vec<u32>,
+    priority: Option<Vec<u64>>,
+    /// May hold stale entries of nodes skipped while queued; they are dropped on pop.
+    ready: BinaryHeap<(u64, Reverse<NodeId>)>,
+    capacity: Option<usize>,
+    counts: Counts,
+    started: bool,
+}
+
+impl Scheduler {
+    /// `priorities`: higher runs first among ready nodes; None runs ready nodes in
+    /// ascending id order. `capacity`: most nodes Running at once (None: unlimited;
+    /// Some(0) hands nothing out until `set_capacity`).
+    pub fn new(
+        graph: Arc<Graph>,
+        priorities: Option<Vec<f64>>,
+        capacity: Option<usize>,
+    ) -> Result<Self, SchedError> {
+        let n = graph.node_count();
+        if let Some(p) = &priorities {
+            if p.len() != n {
+                return Err(SchedError::PrioritiesLength {
+                    expected: n,
+                    got: p.len(),
+                });
+            }
+        }
+        // A cycle would leave its nodes pending forever.
+        if let Some(cycle) = graph.find_cycle() {
+            return Err(SchedError::Cycle(cycle));
+        }
+        let waiting = graph
+            .predecessors
+            .offsets
+            .windows(2)
+            .map(|w| (w[1] - w[0]) as u32)
+            .collect();
+        Ok(Scheduler {
+            state: vec![NodeState::Pending; n],
+            waiting,
+            priority: priorities.map(|p| p.into_iter().map(priority_key).collect()),
+            ready: BinaryHeap::new(),
+            capacity,
+            counts: Counts {
+                pending: n,
+                ..Counts::default()
+            },
+            started: false,
+            graph,
+        })
+    }
+
+    pub fn graph(&self) -> &Arc<Graph> {
+        &self.graph
+    }
+
+    pub fn is_started(&self) -> bool {
+        self.started
+    }
+
+    pub fn capacity(&self) -> Option<usize> {
+        self.capacity
+    }
+
+    #[inline]
+    fn set(&mut self, node: NodeId, to: NodeState) {
+        let from = std::mem::replace(&mut self.state[node as usize], to);
+        *self.counts.slot(from) -= 1;
+        *self.counts.slot(to) += 1;
+    }
+
+    #[inline]
+    fn enqueue(&mut self, node: NodeId) {
+        let key = self.priority.as_ref().map_or(0, |p| p[node as usize]);
+        self.ready.push((key, Reverse(node)));
+    }
+
+    fn check_range(&self, node: NodeId) -> Result<(), SchedError> {
+        if (node as usize) < self.state.len() {
+            Ok(())
+        } else {
+            Err(SchedError::OutOfRange(node))
+        }
+    }
+
+    fn check_running(&self, node: NodeId) -> Result<(), SchedError> {
+        self.check_range(node)?;
+        match self.state[node as usize] {
+            NodeState::Running => Ok(()),
+            state => Err(SchedError::NotRunning { node, state }),
+        }
+    }
+
+    /// `node` is Done: successors whose last missing predecessor it was become Ready.
+    #[inline]
+    fn release_successors(&mut self, node: NodeId) {
+        let graph = Arc::clone(&self.graph);
+        for &s in graph.successors(node) {
+            let w = &mut self.waiting[s as usize];
+            *w -= 1;
+            if *w == 0 && self.state[s as usize] == NodeState::Pending {
+                self.set(s, NodeState::Ready);
+                self.enqueue(s);
+            }
+        }
+    }
+
+    /// Pops queued nodes into Running until capacity is reached.
+    fn hand_out(&mut self, out: &mut Vec<NodeId>) {
+        while self.capacity.is_none_or(|c| self.counts.running < c) {
+            let Some((_, Reverse(node))) = self.ready.pop() else {
+                break;
+            };
+            if self.state[node as usize] == NodeState::Ready {
+                self.set(node, NodeState::Running);
+                out.push(node);
+            }
+        }
+    }
+
+    /// Before `start`: marks nodes as already Done (restarting from stored results);
+    /// their successors can become ready at `start`. Nodes already Done are ignored.
+    /// An id out of range fails the whole call without changing anything.
+    pub fn mark_done(&mut self, nodes: &[NodeId]) -> Result<(), SchedError> {
+        if self.started {
+            return Err(SchedError::AlreadyStarted);
+        }
+        nodes.iter().try_for_each(|&v| self.check_range(v))?;
+        for &v in nodes {
+            if self.state[v as usize] == NodeState::Pending {
+                self.set(v, NodeState::Done);
+                self.release_successors_before_start(v);
+            }
+        }
+        Ok(())
+    }
+
+    /// Like `release_successors`, but readiness is decided at `start`.
+    fn release_successors_before_start(&mut self, node: NodeId) {
+        for &s in self.graph.successors(node) {
+            self.waiting[s as usize] -= 1;
+        }
+    }
+
+    /// Nodes whose predecessors are all Done become Ready; up to capacity of them
+    /// become Running and are returned, highest priority first.
+    pub fn start(&mut self) -> Result<Vec<NodeId>, SchedError> {
+        if self.started {
+            return Err(SchedError::AlreadyStarted);
+        }
+        self.started = true;
+        let mut queued = Vec::new();
+        for v in 0..self.state.len() as NodeId {
+            if self.state[v as usize] == NodeState::Pending && self.waiting[v as usize] == 0 {
+                self.set(v, NodeState::Ready);
+                let key = self.priority.as_ref().map_or(0, |p| p[v as usize]);
+                queued.push((key, Reverse(v)));
+            }
+        }
+        // Heapifying all initial nodes at once is linear, unlike pushing them one by one.
+        self.ready = BinaryHeap::from(queued);
+        let mut out = Vec::new();
+        self.hand_out(&mut out);
+        Ok(out)
+    }
+
+    /// Running -> Done. Returns the nodes handed out now: newly ready ones, and queued
+    /// ones when capacity frees up, highest priority first. On error nothing changes.
+    pub fn complete(&mut self, node: NodeId) -> Result<Vec<NodeId>, SchedError> {
+        if !self.started {
+            return Err(SchedError::NotStarted);
+        }
+        self.check_running(node)?;
+        self.set(node, NodeState::Done);
+        self.release_successors(node);
+        let mut out = Vec::new();
+        self.hand_out(&mut out);
+        Ok(out)
+    }
+
+    /// `complete` for a batch. The whole batch is checked first (range, Running, no
+    /// repeats), so an error changes nothing.
+    pub fn complete_many(&mut self, nodes: &[NodeId]) -> Result<Vec<NodeId>, SchedError> {
+        if !self.started {
+            return Err(SchedError::NotStarted);
+        }
+        nodes.iter().try_for_each(|&v| self.check_running(v))?;
+        // Every node is Running, so one already Done here is a repeat within the batch;
+        // using the state as the "seen" mark avoids allocating a set.
+        for (i, &v) in nodes.iter().enumerate() {
+            if self.state[v as usize] == NodeState::Done {
+                for &u in &nodes[..i] {
+                    self.set(u, NodeState::Running);
+                }
+                return Err(SchedError::DuplicateInBatch(v));
+            }
+            self.set(v, NodeState::Done);
+        }
+        for &v in nodes {
+            self.release_successors(v);
+        }
+        let mut out = Vec::new();
+        self.hand_out(&mut out);
+        Ok(out)
+    }
+
+    /// Running -> Failed; every node depending on it, directly or through other
+    /// Pending/Ready nodes, becomes Skipped. Returns the skipped ids ascending. The
+    /// freed capacity is not used: call `take_ready` next.
+    ///
+    /// A Done node (from `mark_done`) already holds its outputs, so the search does
+    /// not go past it; without `mark_done` this is every descendant of `node`.
+    pub fn fail(&mut self, node: NodeId) -> Result<Vec<NodeId>, SchedError> {
+        if !self.started {
+            return Err(SchedError::NotStarted);
+        }
+        self.check_running(node)?;
+        self.set(node, NodeState::Failed);
+        let graph = Arc::clone(&self.graph);
+        // The result doubles as the search queue.
+        let mut skipped: Vec<NodeId> = Vec::new();
+        let mut head = 0;
+        let mut u = node;
+        loop {
+            for &s in graph.successors(u) {
+                if matches!(
+                    self.state[s as usize],
+                    NodeState::Pending | NodeState::Ready
+                ) {
+                    self.set(s, NodeState::Skipped);
+                    skipped.push(s);
+                }
+            }
+            if head == skipped.len() {
+                break;
+            }
+            u = skipped[head];
+            head += 1;
+        }
+        skipped.sort_unstable();
+        Ok(skipped)
+    }
+
+    /// Hands out queued Ready nodes up to capacity (after `fail`, `requeue` or
+    /// `set_capacity`). Empty before `start`.
+    pub fn take_ready(&mut self) -> Vec<NodeId> {
+        let mut out = Vec::new();
+        if self.started {
+            self.hand_out(&mut out);
+        }
+        out
+    }
+
+    /// Takes effect at the next hand-out; call `take_ready` to use a larger capacity.
+    pub fn set_capacity(&mut self, capacity: Option<usize>) {
+        self.capacity = capacity;
+    }
+
+    /// Running -> Ready, back in the queue (e.g. its worker died); it does not count
+    /// as done. Call `take_ready` to hand it out again.
+    pub fn requeue(&mut self, node: NodeId) -> Result<(), SchedError> {
+        if !self.started {
+            return Err(SchedError::NotStarted);
+        }
+        self.check_running(node)?;
+        self.set(node, NodeState::Ready);
+        self.enqueue(node);
+        Ok(())
+    }
+
+    /// Stops the run: every Pending or Ready node becomes Skipped; returns them
+    /// ascending. Running nodes stay Running and may still complete or fail.
+    pub fn cancel(&mut self) -> Vec<NodeId> {
+        let mut skipped = Vec::new();
+        for v in 0..self.state.len() as NodeId {
+            if matches!(
+                self.state[v as usize],
+                NodeState::Pending | NodeState::Ready
+            ) {
+                self.set(v, NodeState::Skipped);
+                skipped.push(v);
+            }
+        }
+        self.ready.clear();
+        skipped
+    }
+
+    pub fn state(&self, node: NodeId) -> Result<NodeState, SchedError> {
+        self.check_range(node)?;
+        Ok(self.state[node as usize])
+    }
+
+    /// O(1): maintained on every change.
+    pub fn counts(&self) -> Counts {
+        self.counts
+    }
+
+    /// Nothing Pending, Ready or Running.
+    pub fn is_finished(&self) -> bool {
+        let c = &self.counts;
+        c.pending == 0 && c.ready == 0 && c.running == 0
+    }
+}

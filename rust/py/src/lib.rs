@@ -1,0 +1,485 @@
+//! pyo3 bindings of `dataflow_core`: the `taskiq_dataflow._core` module.
+//!
+//! Thin by design: each method converts its arguments, makes one call into the core (with the
+//! GIL released for whole-graph work) and converts the result. No graph logic lives here.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use dataflow_core::{
+    Graph, GraphBuilder, GraphError, NodeId, NodeState, Problem, SchedError, Scheduler,
+};
+use pyo3::create_exception;
+use pyo3::exceptions::{PyIndexError, PyKeyError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyList, PyString, PyTuple};
+
+create_exception!(
+    _core,
+    CycleError,
+    PyValueError,
+    "The graph has a cycle; args are (message, closed path of node ids)."
+);
+create_exception!(
+    _core,
+    SchedulerError,
+    PyValueError,
+    "A scheduler call that the node's state does not allow; args are (message, node id or None)."
+);
+
+fn cycle_err(path: &[NodeId]) -> PyErr {
+    let text = path
+        .iter()
+        .map(|n| n.to_string())
+        .collect::<Vec<_>>()
+        .join(" -> ");
+    CycleError::new_err((format!("cycle: {text}"), path.to_vec()))
+}
+
+fn graph_err(err: GraphError) -> PyErr {
+    match err {
+        GraphError::Cycle(c) => cycle_err(&c.path),
+        GraphError::NodeOutOfRange(n) => PyIndexError::new_err(format!("no node with id {n}")),
+        other => PyValueError::new_err(other.to_string()),
+    }
+}
+
+fn sched_err(err: SchedError) -> PyErr {
+    let node = match &err {
+        SchedError::OutOfRange(n) | SchedError::DuplicateInBatch(n) => Some(*n),
+        SchedError::NotRunning { node, .. } => Some(*node),
+        SchedError::Cycle(c) => return cycle_err(&c.path),
+        _ => None,
+    };
+    SchedulerError::new_err((err.to_string(), node))
+}
+
+fn state_name(state: NodeState) -> &'static str {
+    match state {
+        NodeState::Pending => "pending",
+        NodeState::Ready => "ready",
+        NodeState::Running => "running",
+        NodeState::Done => "done",
+        NodeState::Failed => "failed",
+        NodeState::Skipped => "skipped",
+    }
+}
+
+/// Collects one node's keys (a tuple, list or other iterable of str) into `buf`.
+fn keys_into<'py>(
+    obj: &Bound<'py, PyAny>,
+    node: usize,
+    what: &str,
+    buf: &mut Vec<Bound<'py, PyString>>,
+) -> PyResult<()> {
+    buf.clear();
+    let bad = |item: &Bound<'py, PyAny>| {
+        PyTypeError::new_err((
+            format!(
+                "node {node}: {what} keys must be strings, got {}",
+                item.get_type().name().map(|n| n.to_string()).unwrap_or_default()
+            ),
+            node,
+        ))
+    };
+    if let Ok(tuple) = obj.cast::<PyTuple>() {
+        for item in tuple.iter() {
+            buf.push(item.cast_into::<PyString>().map_err(|e| bad(e.into_inner().as_any()))?);
+        }
+    } else if obj.is_instance_of::<PyString>() {
+        return Err(PyTypeError::new_err((
+            format!("node {node}: {what} must be a sequence of keys, not a string"),
+            node,
+        )));
+    } else {
+        for item in obj.try_iter()? {
+            let item = item?;
+            buf.push(item.cast_into::<PyString>().map_err(|e| bad(e.into_inner().as_any()))?);
+        }
+    }
+    Ok(())
+}
+
+/// Feeds `buf`'s strings to the core as &str; a string that is not valid UTF-8 is reported after.
+fn strs<'a>(
+    buf: &'a [Bound<'_, PyString>],
+    err: &'a RefCell<Option<PyErr>>,
+) -> impl Iterator<Item = &'a str> + 'a {
+    buf.iter().map(move |s| {
+        s.to_str().unwrap_or_else(|e| {
+            err.borrow_mut().get_or_insert(e);
+            ""
+        })
+    })
+}
+
+/// The task graph as integers: node ids are positions, data keys are interned strings.
+#[pyclass(module = "taskiq_dataflow._core", name = "Graph", frozen)]
+struct PyGraph {
+    inner: Arc<Graph>,
+}
+
+impl PyGraph {
+    fn key(&self, key: &str) -> Option<u32> {
+        self.inner.key_id(key)
+    }
+
+    fn node(&self, node: NodeId) -> PyResult<NodeId> {
+        self.inner.check_node(node).map_err(graph_err)?;
+        Ok(node)
+    }
+
+    fn nodes(&self, nodes: Vec<NodeId>) -> PyResult<Vec<NodeId>> {
+        for &n in &nodes {
+            self.node(n)?;
+        }
+        Ok(nodes)
+    }
+
+    fn key_names(&self, keys: &[u32]) -> Vec<String> {
+        keys.iter()
+            .map(|&k| self.inner.key_name(k).to_owned())
+            .collect()
+    }
+}
+
+#[pymethods]
+impl PyGraph {
+    /// Build from per-node input keys and output keys (one entry per node), optional explicit
+    /// edges (from, to) and keys declared as supplied from outside.
+    #[new]
+    #[pyo3(signature = (inputs, outputs, edges = None, external = None))]
+    fn new(
+        py: Python<'_>,
+        inputs: &Bound<'_, PyAny>,
+        outputs: &Bound<'_, PyAny>,
+        edges: Option<Vec<(NodeId, NodeId)>>,
+        external: Option<Vec<String>>,
+    ) -> PyResult<Self> {
+        let n = inputs.len()?;
+        if outputs.len()? != n {
+            return Err(PyValueError::new_err(format!(
+                "inputs has {n} entries but outputs has {}: one entry per node in each",
+                outputs.len()?
+            )));
+        }
+        let mut builder = GraphBuilder::with_capacity(n, n);
+        let (mut ins, mut outs) = (Vec::new(), Vec::new());
+        let err = RefCell::new(None);
+        let in_iter = inputs.try_iter()?;
+        let out_iter = outputs.try_iter()?;
+        for (node, (i, o)) in in_iter.zip(out_iter).enumerate() {
+            keys_into(&i?, node, "input", &mut ins)?;
+            keys_into(&o?, node, "output", &mut outs)?;
+            builder.add_node(strs(&ins, &err), strs(&outs, &err));
+            if let Some(e) = err.borrow_mut().take() {
+                return Err(e);
+            }
+        }
+        for (a, b) in edges.unwrap_or_default() {
+            builder.add_edge(a, b);
+        }
+        for key in external.unwrap_or_default() {
+            builder.declare_external(&key);
+        }
+        let graph = py.detach(|| builder.build());
+        Ok(Self {
+            inner: Arc::new(graph),
+        })
+    }
+
+    /// A graph of `node_count` keyless nodes and the given edges.
+    #[staticmethod]
+    fn from_edges(py: Python<'_>, node_count: u32, edges: Vec<(NodeId, NodeId)>) -> Self {
+        let graph = py.detach(|| {
+            let mut builder = GraphBuilder::with_capacity(node_count as usize, 0);
+            builder.add_nodes(node_count);
+            for (a, b) in edges {
+                builder.add_edge(a, b);
+            }
+            builder.build()
+        });
+        Self {
+            inner: Arc::new(graph),
+        }
+    }
+
+    #[getter]
+    fn node_count(&self) -> usize {
+        self.inner.node_count()
+    }
+
+    #[getter]
+    fn edge_count(&self) -> usize {
+        self.inner.edge_count()
+    }
+
+    #[getter]
+    fn key_count(&self) -> usize {
+        self.inner.key_count()
+    }
+
+    fn __len__(&self) -> usize {
+        self.inner.node_count()
+    }
+
+    /// Every problem, as tuples: ("missing_input", node, key), ("duplicate_output", key, first,
+    /// second), ("cycle", [a, b, ..., a]), ("bad_edge", from, to).
+    #[pyo3(signature = (strict_inputs = false))]
+    fn validate<'py>(&self, py: Python<'py>, strict_inputs: bool) -> PyResult<Vec<Bound<'py, PyTuple>>> {
+        let graph = self.inner.clone();
+        let problems = py.detach(|| graph.validate(strict_inputs));
+        problems
+            .into_iter()
+            .map(|p| match p {
+                Problem::MissingInput { node, key } => {
+                    ("missing_input", node, self.inner.key_name(key)).into_pyobject(py)
+                }
+                Problem::DuplicateOutput { key, first, second } => {
+                    ("duplicate_output", self.inner.key_name(key), first, second).into_pyobject(py)
+                }
+                Problem::Cycle(c) => ("cycle", c.path).into_pyobject(py),
+                Problem::BadEdge { from, to } => ("bad_edge", from, to).into_pyobject(py),
+            })
+            .collect()
+    }
+
+    /// Node ids in dependency order; among independent nodes the smaller id comes first.
+    fn topological_order(&self, py: Python<'_>) -> PyResult<Vec<NodeId>> {
+        let graph = self.inner.clone();
+        py.detach(|| graph.topological_order())
+            .map_err(|c| cycle_err(&c.path))
+    }
+
+    /// Node ids grouped by parallel level.
+    fn levels<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let graph = self.inner.clone();
+        let levels = py
+            .detach(|| graph.levels())
+            .map_err(|c| cycle_err(&c.path))?;
+        PyList::new(py, levels.iter())
+    }
+
+    fn roots(&self) -> Vec<NodeId> {
+        self.inner.roots()
+    }
+
+    fn leaves(&self) -> Vec<NodeId> {
+        self.inner.leaves()
+    }
+
+    fn predecessors(&self, node: NodeId) -> PyResult<Vec<NodeId>> {
+        Ok(self.inner.predecessors(self.node(node)?).to_vec())
+    }
+
+    fn successors(&self, node: NodeId) -> PyResult<Vec<NodeId>> {
+        Ok(self.inner.successors(self.node(node)?).to_vec())
+    }
+
+    fn has_edge(&self, from: NodeId, to: NodeId) -> PyResult<bool> {
+        Ok(self
+            .inner
+            .successors(self.node(from)?)
+            .binary_search(&self.node(to)?)
+            .is_ok())
+    }
+
+    /// Every edge as (from, to), by source then target.
+    fn edges(&self) -> Vec<(NodeId, NodeId)> {
+        self.inner.edges().collect()
+    }
+
+    /// Nodes with a path to any of `nodes`.
+    fn ancestors(&self, py: Python<'_>, nodes: Vec<NodeId>) -> PyResult<Vec<NodeId>> {
+        let nodes = self.nodes(nodes)?;
+        Ok(py.detach(|| self.inner.ancestors(&nodes)))
+    }
+
+    /// Nodes reachable from any of `nodes`.
+    fn descendants(&self, py: Python<'_>, nodes: Vec<NodeId>) -> PyResult<Vec<NodeId>> {
+        let nodes = self.nodes(nodes)?;
+        Ok(py.detach(|| self.inner.descendants(&nodes)))
+    }
+
+    /// The producers of `keys` and everything upstream of them. KeyError names an unknown key.
+    fn required_for(&self, keys: Vec<String>) -> PyResult<Vec<NodeId>> {
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        self.inner.required_for(&keys).map_err(PyKeyError::new_err)
+    }
+
+    /// (total weight, node ids) of the heaviest path; weight 1 per node unless given.
+    #[pyo3(signature = (weights = None))]
+    fn critical_path(&self, weights: Option<Vec<f64>>) -> PyResult<(f64, Vec<NodeId>)> {
+        self.inner
+            .critical_path(weights.as_deref())
+            .map_err(graph_err)
+    }
+
+    /// Per node, the heaviest path from it to a leaf (itself included).
+    #[pyo3(signature = (weights = None))]
+    fn bottom_levels(&self, weights: Option<Vec<f64>>) -> PyResult<Vec<f64>> {
+        self.inner
+            .bottom_levels(weights.as_deref())
+            .map_err(graph_err)
+    }
+
+    /// Nodes not in `completed` whose predecessors are all in it.
+    fn ready_given(&self, completed: Vec<NodeId>) -> Vec<NodeId> {
+        self.inner.ready_given(&completed)
+    }
+
+    /// The node producing `key`, or None.
+    fn producer(&self, key: &str) -> Option<NodeId> {
+        self.key(key).and_then(|k| self.inner.producer(k))
+    }
+
+    /// The nodes consuming `key`.
+    fn consumers(&self, key: &str) -> Vec<NodeId> {
+        self.key(key)
+            .map(|k| self.inner.consumers(k).to_vec())
+            .unwrap_or_default()
+    }
+
+    fn node_inputs(&self, node: NodeId) -> PyResult<Vec<String>> {
+        Ok(self.key_names(self.inner.node_inputs(self.node(node)?)))
+    }
+
+    fn node_outputs(&self, node: NodeId) -> PyResult<Vec<String>> {
+        Ok(self.key_names(self.inner.node_outputs(self.node(node)?)))
+    }
+
+    /// Consumed keys that no node produces, in order of first appearance.
+    fn unproduced_inputs(&self) -> Vec<String> {
+        let g = &self.inner;
+        let keys: Vec<u32> = (0..g.key_count() as u32)
+            .filter(|&k| g.producer(k).is_none() && !g.consumers(k).is_empty())
+            .collect();
+        self.key_names(&keys)
+    }
+
+    /// Keys some node produces, in the order of their producers.
+    fn output_keys(&self) -> Vec<String> {
+        let g = &self.inner;
+        let keys: Vec<u32> = (0..g.node_count() as u32)
+            .flat_map(|n| g.node_outputs(n).iter().map(move |&k| (n, k)))
+            .filter(|&(n, k)| g.producer(k) == Some(n))
+            .map(|(_, k)| k)
+            .collect();
+        self.key_names(&keys)
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "<Graph {} nodes, {} edges, {} keys>",
+            self.inner.node_count(),
+            self.inner.edge_count(),
+            self.inner.key_count()
+        )
+    }
+}
+
+/// The ready-set scheduler: hands out nodes whose inputs are all available.
+#[pyclass(module = "taskiq_dataflow._core", name = "Scheduler")]
+struct PyScheduler {
+    inner: Scheduler,
+}
+
+#[pymethods]
+impl PyScheduler {
+    /// `priorities`: higher first among ready nodes; `capacity`: most nodes running at once.
+    #[new]
+    #[pyo3(signature = (graph, priorities = None, capacity = None))]
+    fn new(
+        graph: &Bound<'_, PyGraph>,
+        priorities: Option<Vec<f64>>,
+        capacity: Option<usize>,
+    ) -> PyResult<Self> {
+        let inner = Scheduler::new(graph.get().inner.clone(), priorities, capacity)
+            .map_err(sched_err)?;
+        Ok(Self { inner })
+    }
+
+    /// Before start(): nodes already done (restored from a store).
+    fn mark_done(&mut self, nodes: Vec<NodeId>) -> PyResult<()> {
+        self.inner.mark_done(&nodes).map_err(sched_err)
+    }
+
+    /// The nodes that can run now (they are counted as running).
+    fn start(&mut self) -> PyResult<Vec<NodeId>> {
+        self.inner.start().map_err(sched_err)
+    }
+
+    /// Mark a running node done; returns the nodes that can run now.
+    fn complete(&mut self, node: NodeId) -> PyResult<Vec<NodeId>> {
+        self.inner.complete(node).map_err(sched_err)
+    }
+
+    /// complete() for a batch; nothing changes if any node in it is not running.
+    fn complete_many(&mut self, py: Python<'_>, nodes: Vec<NodeId>) -> PyResult<Vec<NodeId>> {
+        let inner = &mut self.inner;
+        py.detach(|| inner.complete_many(&nodes)).map_err(sched_err)
+    }
+
+    /// Mark a running node failed; returns the nodes skipped because they depend on it.
+    fn fail(&mut self, node: NodeId) -> PyResult<Vec<NodeId>> {
+        self.inner.fail(node).map_err(sched_err)
+    }
+
+    /// Queued ready nodes that fit in the capacity now.
+    fn take_ready(&mut self) -> Vec<NodeId> {
+        self.inner.take_ready()
+    }
+
+    #[pyo3(signature = (capacity = None))]
+    fn set_capacity(&mut self, capacity: Option<usize>) {
+        self.inner.set_capacity(capacity)
+    }
+
+    /// Put a running node back in the ready queue (its worker died before finishing it).
+    fn requeue(&mut self, node: NodeId) -> PyResult<()> {
+        self.inner.requeue(node).map_err(sched_err)
+    }
+
+    /// Skip everything not yet running; returns the skipped nodes.
+    fn cancel(&mut self) -> Vec<NodeId> {
+        self.inner.cancel()
+    }
+
+    fn state(&self, node: NodeId) -> PyResult<&'static str> {
+        self.inner.state(node).map(state_name).map_err(sched_err)
+    }
+
+    /// {"pending", "ready", "running", "done", "failed", "skipped"} -> count.
+    fn counts(&self) -> HashMap<&'static str, usize> {
+        let c = self.inner.counts();
+        HashMap::from([
+            ("pending", c.pending),
+            ("ready", c.ready),
+            ("running", c.running),
+            ("done", c.done),
+            ("failed", c.failed),
+            ("skipped", c.skipped),
+        ])
+    }
+
+    #[getter]
+    fn running(&self) -> usize {
+        self.inner.counts().running
+    }
+
+    #[getter]
+    fn finished(&self) -> bool {
+        self.inner.is_finished()
+    }
+}
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyGraph>()?;
+    m.add_class::<PyScheduler>()?;
+    m.add("CycleError", m.py().get_type::<CycleError>())?;
+    m.add("SchedulerError", m.py().get_type::<SchedulerError>())?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}
