@@ -144,6 +144,9 @@ async def _drive(coro: Any, yielded: Any) -> Any:
             if yielded is None:
                 await asyncio.sleep(0)  # a bare `yield` (what asyncio.sleep(0) does)
             else:
+                # The coroutine marked the future as awaited; hand that role to this task, as
+                # asyncio.Task does, so that cancelling us cancels the future it waits on.
+                yielded._asyncio_future_blocking = False
                 try:
                     await yielded
                 except asyncio.CancelledError:
