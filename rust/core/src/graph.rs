@@ -2,13 +2,38 @@
 
 use std::sync::OnceLock;
 
-use crate::csr::{Csr, Scatter};
+use crate::csr::Csr;
 use crate::error::GraphError;
-use crate::intern::Interner;
+use crate::intern::{hash, Interner};
 use crate::{KeyId, NodeId};
 
 /// Marks "no node" in per-key tables (a key nobody produces).
 pub(crate) const NONE: u32 = u32::MAX;
+
+const BATCH: usize = 16;
+
+/// Up to `BATCH` keys of one node, hashed, waiting to be interned: `(name, hash, is_output)`.
+struct KeyBatch<'a> {
+    keys: [(&'a str, u64, bool); BATCH],
+    len: usize,
+}
+
+impl Default for KeyBatch<'_> {
+    fn default() -> Self {
+        KeyBatch {
+            keys: [("", 0, false); BATCH],
+            len: 0,
+        }
+    }
+}
+
+impl<'a> KeyBatch<'a> {
+    #[inline]
+    fn push(&mut self, name: &'a str, is_output: bool) {
+        self.keys[self.len] = (name, hash(name.as_bytes()), is_output);
+        self.len += 1;
+    }
+}
 
 /// Collects nodes, keys and explicit edges; `build` turns them into a `Graph`.
 #[derive(Debug, Clone, Default)]
@@ -68,23 +93,54 @@ impl GraphBuilder {
         outputs: impl IntoIterator<Item = &'a str>,
     ) -> NodeId {
         let id = self.next_id();
+        // Keys are hashed a batch at a time and their table slots read before any is
+        // resolved: with large graphs each lookup is a cache miss, and this way the
+        // misses of a node's keys overlap.
+        let mut batch = KeyBatch::default();
         for name in inputs {
-            let key = self.intern(name);
-            self.inputs.targets.push(key);
-        }
-        self.inputs.end_row();
-        for name in outputs {
-            let key = self.intern(name);
-            let first = self.producer[key as usize];
-            if first == NONE {
-                self.producer[key as usize] = id;
-            } else if first != id {
-                self.duplicate_outputs.push((key, first, id));
+            if batch.len == BATCH {
+                self.resolve(&mut batch, id);
             }
-            self.outputs.targets.push(key);
+            batch.push(name, false);
         }
+        for name in outputs {
+            if batch.len == BATCH {
+                self.resolve(&mut batch, id);
+            }
+            batch.push(name, true);
+        }
+        self.resolve(&mut batch, id);
+        self.inputs.end_row();
         self.outputs.end_row();
         id
+    }
+
+    fn resolve(&mut self, batch: &mut KeyBatch<'_>, node: NodeId) {
+        let keys = &batch.keys[..batch.len];
+        let mut warm = 0u32;
+        for &(_, h, _) in keys {
+            warm ^= self.keys.touch(h);
+        }
+        std::hint::black_box(warm);
+        for &(name, h, is_output) in keys {
+            let (key, new) = self.keys.intern_hashed(name, h);
+            if new {
+                self.producer.push(NONE);
+                self.external.push(false);
+            }
+            if is_output {
+                let first = self.producer[key as usize];
+                if first == NONE {
+                    self.producer[key as usize] = node;
+                } else if first != node {
+                    self.duplicate_outputs.push((key, first, node));
+                }
+                self.outputs.targets.push(key);
+            } else {
+                self.inputs.targets.push(key);
+            }
+        }
+        batch.len = 0;
     }
 
     /// Adds `count` nodes with no keys (for graphs given as explicit edges only).
@@ -124,38 +180,44 @@ impl GraphBuilder {
         let (mut valid, bad_edges): (Vec<_>, Vec<_>) = explicit
             .into_iter()
             .partition(|&(from, to)| (from as usize) < n && (to as usize) < n);
-        // Grouped by target so they can be merged into the key-derived edges, which
-        // are generated target by target.
+        // Grouped by target so each predecessor row can take its explicit edges in turn.
         valid.sort_unstable_by_key(|&(from, to)| (to, from));
 
-        let mut counts = vec![0usize; n + 1];
-        for &key in &inputs.targets {
-            let p = producer[key as usize];
-            if p != NONE {
-                counts[p as usize] += 1;
-            }
-        }
-        for &(from, _) in &valid {
-            counts[from as usize] += 1;
-        }
-        let mut scatter = Scatter::new(counts);
-        let mut next_explicit = valid.len();
-        for v in (0..n as u32).rev() {
+        // Predecessor rows first: a node's row comes from its own inputs, so the rows
+        // are written sequentially; the successors then need a single scatter pass.
+        let mut predecessors = Csr::with_capacity(n, inputs.targets.len() + valid.len());
+        let mut next_explicit = 0;
+        let mut forward = true;
+        for v in 0..n as NodeId {
+            let start = predecessors.targets.len();
             for &key in inputs.row(v) {
                 let p = producer[key as usize];
                 if p != NONE {
-                    scatter.place(p, v);
+                    predecessors.targets.push(p);
                 }
             }
-            while next_explicit > 0 && valid[next_explicit - 1].1 == v {
-                next_explicit -= 1;
-                scatter.place(valid[next_explicit].0, v);
+            while next_explicit < valid.len() && valid[next_explicit].1 == v {
+                predecessors.targets.push(valid[next_explicit].0);
+                next_explicit += 1;
             }
+            let row = &mut predecessors.targets[start..];
+            if row.len() > 1 {
+                row.sort_unstable();
+                let mut kept = 1;
+                for i in 1..row.len() {
+                    if row[i] != row[kept - 1] {
+                        row[kept] = row[i];
+                        kept += 1;
+                    }
+                }
+                predecessors.targets.truncate(start + kept);
+            }
+            if let Some(&last) = predecessors.targets[start..].last() {
+                forward &= last < v;
+            }
+            predecessors.end_row();
         }
-        let mut successors = scatter.finish();
-        // Targets were placed in order, so a repeated edge is a run inside its row.
-        successors.dedup_rows();
-        let predecessors = successors.transpose(n);
+        let successors = predecessors.transpose(n);
 
         Graph {
             keys,
@@ -165,6 +227,7 @@ impl GraphBuilder {
             outputs,
             successors,
             predecessors,
+            forward,
             consumers: OnceLock::new(),
             bad_edges,
             duplicate_outputs,
@@ -185,6 +248,10 @@ pub struct Graph {
     pub(crate) outputs: Csr,
     pub(crate) successors: Csr,
     pub(crate) predecessors: Csr,
+    /// Every edge goes from a smaller id to a larger one (nodes were added in
+    /// dependency order, the common case): then the ids themselves are the
+    /// lexicographically smallest topological order and there is no cycle to look for.
+    pub(crate) forward: bool,
     /// Built on first use: many callers never ask, and it costs a pass over all inputs.
     consumers: OnceLock<Csr>,
     pub(crate) bad_edges: Vec<(NodeId, NodeId)>,
@@ -226,19 +293,10 @@ impl Graph {
     pub fn consumers(&self, key: KeyId) -> &[NodeId] {
         self.consumers
             .get_or_init(|| {
-                let mut counts = vec![0usize; self.keys.len() + 1];
-                for &key in &self.inputs.targets {
-                    counts[key as usize] += 1;
-                }
-                let mut scatter = Scatter::new(counts);
-                for v in (0..self.node_count() as u32).rev() {
-                    for &key in self.inputs.row(v) {
-                        scatter.place(key, v);
-                    }
-                }
-                let mut csr = scatter.finish();
-                csr.dedup_rows();
-                csr
+                let mut consumers = self.inputs.transpose(self.keys.len());
+                // A node listing a key twice appears twice in a row, side by side.
+                consumers.dedup_rows();
+                consumers
             })
             .row(key)
     }

@@ -1,16 +1,68 @@
-//! Key interning: each distinct key string gets a dense `KeyId`.
+//! Key interning: each distinct key string gets a dense `KeyId`, in order of first use.
+//!
+//! A purpose-built open-addressing table rather than `FxHashMap<Box<str>, KeyId>`:
+//! with a million keys every lookup is a cache miss, and a std map pays three
+//! (control bytes, bucket, boxed string) plus an allocation per key. Here a slot
+//! holds the first bytes of its key, so a short key is confirmed by one slot read
+//! and a long one by one more read of the name arena. On the 1M-node benchmark
+//! this made building about twice as fast.
 
-use rustc_hash::FxHashMap;
+use std::hash::Hasher;
+
+use rustc_hash::FxHasher;
 
 use crate::KeyId;
 
-/// Names live once in a single arena string (read by `name`), plus once as the map's
-/// boxed key (needed to look a name up): one small allocation per key, not two.
+const EMPTY: u32 = u32::MAX;
+/// Keys up to this many bytes are stored whole inside their slot.
+const INLINE: usize = 7;
+
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    /// High bits of the hash; the lowest bit says whether the key is longer than `INLINE`.
+    check: u32,
+    id: KeyId,
+    /// Short key: its bytes, zero padded, with the length in the top byte.
+    /// Long key: its first 8 bytes, a cheap filter before comparing whole names.
+    word: u64,
+}
+
+const VACANT: Slot = Slot {
+    check: 0,
+    id: EMPTY,
+    word: 0,
+};
+
+#[inline]
+pub fn hash(bytes: &[u8]) -> u64 {
+    let mut h = FxHasher::default();
+    h.write(bytes);
+    h.finish()
+}
+
+/// The slot fields `(check, word)` that `name` must match.
+#[inline]
+fn fingerprint(name: &[u8], hash: u64) -> (u32, u64) {
+    let mut word = [0u8; 8];
+    let long = name.len() > INLINE;
+    if long {
+        word.copy_from_slice(&name[..8]);
+    } else {
+        word[..name.len()].copy_from_slice(name);
+        word[7] = name.len() as u8;
+    }
+    (
+        ((hash >> 32) as u32 & !1) | long as u32,
+        u64::from_le_bytes(word),
+    )
+}
+
 #[derive(Debug, Clone)]
 pub struct Interner {
-    map: FxHashMap<Box<str>, KeyId>,
+    slots: Vec<Slot>,
+    /// Every name back to back; key `k` is `arena[starts[k]..starts[k + 1]]`.
     arena: String,
-    ends: Vec<usize>,
+    starts: Vec<usize>,
 }
 
 impl Default for Interner {
@@ -21,47 +73,107 @@ impl Default for Interner {
 
 impl Interner {
     pub fn with_capacity(keys: usize) -> Self {
-        let mut ends = Vec::with_capacity(keys + 1);
-        ends.push(0);
+        let mut starts = Vec::with_capacity(keys + 1);
+        starts.push(0);
         Interner {
-            map: FxHashMap::with_capacity_and_hasher(keys, Default::default()),
-            // A guess of ~8 bytes a name avoids most regrowth for typical keys.
+            slots: vec![VACANT; table_size(keys)],
+            // ~8 bytes a name avoids most regrowth for typical keys.
             arena: String::with_capacity(keys * 8),
-            ends,
+            starts,
         }
     }
 
     #[inline]
     pub fn len(&self) -> usize {
-        self.ends.len() - 1
+        self.starts.len() - 1
+    }
+
+    /// Linear probing from the hash: the slot holding `name`, or the vacant slot that ends its run.
+    #[inline]
+    fn find(&self, name: &str, hash: u64) -> usize {
+        let (check, word) = fingerprint(name.as_bytes(), hash);
+        let mask = self.slots.len() - 1;
+        let mut i = hash as usize & mask;
+        loop {
+            let slot = self.slots[i];
+            if slot.id == EMPTY
+                || (slot.check == check
+                    && slot.word == word
+                    && (check & 1 == 0 || self.name(slot.id) == name))
+            {
+                return i;
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    /// Reads the first slot `hash` probes and returns something derived from it.
+    /// Issuing these reads for several keys before resolving any of them lets the
+    /// processor wait for their cache misses at the same time instead of in turn.
+    #[inline]
+    pub fn touch(&self, hash: u64) -> u32 {
+        self.slots[hash as usize & (self.slots.len() - 1)].id
     }
 
     /// Returns the id of `name`, and whether it was new.
     #[inline]
     pub fn intern(&mut self, name: &str) -> (KeyId, bool) {
-        if let Some(&id) = self.map.get(name) {
-            return (id, false);
+        self.intern_hashed(name, hash(name.as_bytes()))
+    }
+
+    /// `intern` with `hash(name)` already computed.
+    #[inline]
+    pub fn intern_hashed(&mut self, name: &str, h: u64) -> (KeyId, bool) {
+        let i = self.find(name, h);
+        if self.slots[i].id != EMPTY {
+            return (self.slots[i].id, false);
         }
-        let id = KeyId::try_from(self.len()).expect("more than u32::MAX distinct keys");
+        let id = KeyId::try_from(self.len())
+            .ok()
+            .filter(|&id| id != EMPTY)
+            .expect("more than u32::MAX - 1 distinct keys");
         self.arena.push_str(name);
-        self.ends.push(self.arena.len());
-        self.map.insert(name.into(), id);
+        self.starts.push(self.arena.len());
+        let (check, word) = fingerprint(name.as_bytes(), h);
+        self.slots[i] = Slot { check, id, word };
+        if self.len() * 2 > self.slots.len() {
+            self.grow();
+        }
         (id, true)
     }
 
-    #[inline]
+    /// Doubles the table, re-placing every key (hashes are recomputed from the names).
+    fn grow(&mut self) {
+        let size = self.slots.len() * 2;
+        let old = std::mem::replace(&mut self.slots, vec![VACANT; size]);
+        let mask = size - 1;
+        for slot in old.into_iter().filter(|s| s.id != EMPTY) {
+            let mut i = hash(self.name(slot.id).as_bytes()) as usize & mask;
+            while self.slots[i].id != EMPTY {
+                i = (i + 1) & mask;
+            }
+            self.slots[i] = slot;
+        }
+    }
+
     pub fn get(&self, name: &str) -> Option<KeyId> {
-        self.map.get(name).copied()
+        let slot = self.slots[self.find(name, hash(name.as_bytes()))];
+        (slot.id != EMPTY).then_some(slot.id)
     }
 
     /// The empty string for an unknown id, so that a bad id from Python cannot panic.
     #[inline]
     pub fn name(&self, id: KeyId) -> &str {
         let i = id as usize;
-        if i + 1 < self.ends.len() {
-            &self.arena[self.ends[i]..self.ends[i + 1]]
+        if i + 1 < self.starts.len() {
+            &self.arena[self.starts[i]..self.starts[i + 1]]
         } else {
             ""
         }
     }
+}
+
+/// A power of two at least twice `keys`, so the table stays at most half full.
+fn table_size(keys: usize) -> usize {
+    (keys.max(8) * 2).next_power_of_two()
 }

@@ -39,29 +39,19 @@ impl Levels {
     }
 }
 
-fn indegrees(graph: &Graph) -> Vec<u32> {
-    graph
-        .predecessors
-        .offsets
-        .windows(2)
-        .map(|w| (w[1] - w[0]) as u32)
-        .collect()
-}
-
 /// Kahn's algorithm with a plain FIFO queue (the order vector itself): the cheapest
 /// way to get some topological order. Returns the order, shorter than the node count
 /// on a cycle, and the leftover in-degrees, non-zero exactly on the unordered nodes.
 pub(crate) fn kahn_fifo(graph: &Graph) -> (Vec<NodeId>, Vec<u32>) {
     let n = graph.node_count();
-    let mut indegree = indegrees(graph);
+    let mut indegree = graph.predecessors.degrees();
     let mut order: Vec<NodeId> = Vec::with_capacity(n);
     order.extend((0..n as NodeId).filter(|&v| indegree[v as usize] == 0));
-    let succ = &graph.successors;
     let mut head = 0;
     while head < order.len() {
-        let u = order[head] as usize;
+        let u = order[head];
         head += 1;
-        for &w in &succ.targets[succ.offsets[u]..succ.offsets[u + 1]] {
+        for &w in graph.successors.row(u) {
             let d = &mut indegree[w as usize];
             *d -= 1;
             if *d == 0 {
@@ -74,6 +64,9 @@ pub(crate) fn kahn_fifo(graph: &Graph) -> (Vec<NodeId>, Vec<u32>) {
 
 /// Some topological order, or the graph's first cycle.
 fn any_order(graph: &Graph) -> Result<Vec<NodeId>, Cycle> {
+    if graph.forward {
+        return Ok((0..graph.node_count() as NodeId).collect());
+    }
     let (order, indegree) = kahn_fifo(graph);
     if order.len() == graph.node_count() {
         Ok(order)
@@ -98,18 +91,19 @@ impl Graph {
     /// first cyclic strongly connected component.
     pub fn topological_order(&self) -> Result<Vec<NodeId>, Cycle> {
         let n = self.node_count();
-        let mut indegree = indegrees(self);
+        if self.forward {
+            return Ok((0..n as NodeId).collect());
+        }
+        let mut indegree = self.predecessors.degrees();
         let roots: Vec<Reverse<NodeId>> = (0..n as NodeId)
             .filter(|&v| indegree[v as usize] == 0)
             .map(Reverse)
             .collect();
         let mut ready = BinaryHeap::from(roots);
         let mut order: Vec<NodeId> = Vec::with_capacity(n);
-        let succ = &self.successors;
         while let Some(Reverse(u)) = ready.pop() {
             order.push(u);
-            let u = u as usize;
-            for &w in &succ.targets[succ.offsets[u]..succ.offsets[u + 1]] {
+            for &w in self.successors.row(u) {
                 let d = &mut indegree[w as usize];
                 *d -= 1;
                 if *d == 0 {
@@ -130,15 +124,16 @@ impl Graph {
         let order = any_order(self)?;
         let mut level = vec![0u32; n];
         let mut depth = 0u32;
-        let succ = &self.successors;
-        for &u in &order {
-            let u = u as usize;
-            let next = level[u] + 1;
-            for &w in &succ.targets[succ.offsets[u]..succ.offsets[u + 1]] {
-                let l = &mut level[w as usize];
-                *l = (*l).max(next);
-            }
-            depth = depth.max(level[u] + 1);
+        // Pulling from predecessors reads each node's row once, in order.
+        for &v in &order {
+            let l = self
+                .predecessors(v)
+                .iter()
+                .map(|&p| level[p as usize] + 1)
+                .max()
+                .unwrap_or(0);
+            level[v as usize] = l;
+            depth = depth.max(l + 1);
         }
         // Counting sort by level; scanning ids in order keeps each level ascending.
         let mut offsets = vec![0usize; depth as usize + 1];
@@ -206,14 +201,13 @@ impl Graph {
         check_weights(self, weights)?;
         let order = any_order(self)?;
         let mut bottom = vec![0f64; self.node_count()];
-        let succ = &self.successors;
         for &v in order.iter().rev() {
-            let v = v as usize;
-            let below = succ.targets[succ.offsets[v]..succ.offsets[v + 1]]
+            let below = self
+                .successors(v)
                 .iter()
                 .map(|&s| bottom[s as usize])
                 .fold(None, |acc: Option<f64>, b| Some(acc.map_or(b, |a| a.max(b))));
-            bottom[v] = weights.map_or(1.0, |w| w[v]) + below.unwrap_or(0.0);
+            bottom[v as usize] = weights.map_or(1.0, |w| w[v as usize]) + below.unwrap_or(0.0);
         }
         Ok(bottom)
     }

@@ -162,12 +162,7 @@ impl Scheduler {
         if let Some(cycle) = graph.find_cycle() {
             return Err(SchedError::Cycle(cycle));
         }
-        let waiting = graph
-            .predecessors
-            .offsets
-            .windows(2)
-            .map(|w| (w[1] - w[0]) as u32)
-            .collect();
+        let waiting = graph.predecessors.degrees();
         Ok(Scheduler {
             state: vec![NodeState::Pending; n],
             waiting,

@@ -81,6 +81,9 @@ impl Graph {
 
     /// One cycle per cyclic strongly connected component, ordered by smallest id.
     pub(crate) fn cycles(&self) -> Vec<Cycle> {
+        if self.forward {
+            return Vec::new();
+        }
         let (order, indegree) = kahn_fifo(self);
         if order.len() == self.node_count() {
             return Vec::new();
@@ -97,6 +100,9 @@ impl Graph {
 
     /// Some cycle (the one `topological_order` would report), or None when acyclic.
     pub fn find_cycle(&self) -> Option<Cycle> {
+        if self.forward {
+            return None;
+        }
         let (order, indegree) = kahn_fifo(self);
         (order.len() != self.node_count()).then(|| self.first_cycle(&indegree))
     }
@@ -132,7 +138,7 @@ impl Components {
         let mut low = vec![0u32; n];
         let mut membership = vec![NONE; n];
         let mut stack: Vec<NodeId> = Vec::new();
-        let mut calls: Vec<(NodeId, usize)> = Vec::new();
+        let mut calls: Vec<(NodeId, u32)> = Vec::new();
         let mut next_index = 0u32;
         let mut next_component = 0u32;
         let mut cyclic: Vec<(NodeId, u32)> = Vec::new();
@@ -150,7 +156,7 @@ impl Components {
                 let vi = v as usize;
                 if *pos < succ.offsets[vi + 1] {
                     // Successors of a leftover node are leftovers too: no scope check.
-                    let w = succ.targets[*pos] as usize;
+                    let w = succ.targets[*pos as usize] as usize;
                     *pos += 1;
                     if index[w] == NONE {
                         index[w] = next_index;

@@ -1,0 +1,264 @@
+"""DataflowPipeline: tasks decorated with `@pipeline_task`, wired by their keys and run as a DAG.
+
+    pipeline = DataflowPipeline.from_tasks(broker, [load, clean, report], max_parallel=8)
+    results = await pipeline.kiq_dataflow(source="s3://bucket/file.csv")
+    # {"raw": ..., "clean": ..., "report": ...}
+
+The pipeline's external inputs are exactly the keyword arguments given to `kiq_dataflow` that some
+task consumes (and no task produces). The DAG is built and validated once per set of input keys
+and cached; `from_tasks` already validates the wiring (duplicate outputs, cycles), so a broken
+pipeline fails where it is declared rather than at its first run.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from .dataflow.dag import DAG
+from .dataflow.registry import DataflowRegistry
+from .events import Event
+from .execution_engine import ExecutionEngine, MissingInputError
+from .task import get_spec, task_display_name
+
+__all__ = ["DataflowPipeline"]
+
+
+def engine_option_names() -> list[str]:
+    """The keyword arguments ExecutionEngine accepts besides broker and dag."""
+    params = inspect.signature(ExecutionEngine.__init__).parameters
+    return [name for name in params if name not in ("self", "broker", "dag")]
+
+
+def check_engine_options(options: dict[str, Any], where: str) -> dict[str, Any]:
+    """Reject unknown engine options with a message that lists the known ones.
+
+    `continue_on_error=True` (taskiq-flow's name) is accepted and means `fail_fast=False`.
+    """
+    options = dict(options)
+    if "continue_on_error" in options:
+        continue_on_error = bool(options.pop("continue_on_error"))
+        if "fail_fast" in options and bool(options["fail_fast"]) == continue_on_error:
+            raise TypeError(
+                f"{where}: continue_on_error={continue_on_error} contradicts "
+                f"fail_fast={options['fail_fast']}; give only one of them"
+            )
+        options["fail_fast"] = not continue_on_error
+    known = engine_option_names()
+    unknown = [name for name in options if name not in known]
+    if unknown:
+        raise TypeError(
+            f"{where} got unexpected option(s) {', '.join(repr(n) for n in unknown)}; "
+            f"the engine accepts: {', '.join(known)}"
+        )
+    return options
+
+
+class DataflowPipeline:
+    """A pipeline built from `@pipeline_task` tasks; `kiq_dataflow(**inputs)` runs it.
+
+    `engine_options` are passed to every ExecutionEngine the pipeline creates: `max_parallel`,
+    `fail_fast`, `retries`, `timeout`, `transport`, `executor`, `priority`, ...
+    (`continue_on_error=True` is taskiq-flow's spelling of `fail_fast=False`).
+    """
+
+    def __init__(
+        self,
+        broker: Any = None,
+        *,
+        registry: DataflowRegistry | None = None,
+        pipeline_id: str | None = None,
+        **engine_options: Any,
+    ) -> None:
+        self.broker = broker
+        self.pipeline_id = pipeline_id
+        self.engine_options = check_engine_options(engine_options, type(self).__name__)
+        self._registry = registry if registry is not None else DataflowRegistry()
+        self._dags: dict[frozenset[str], DAG] = {}
+        self._subscriptions: list[tuple[Callable[[Any], Any], tuple[type[Event], ...]]] = []
+
+    # -- construction -------------------------------------------------------------------------
+
+    @classmethod
+    def from_tasks(
+        cls, broker: Any, tasks: Iterable[Any], **engine_options: Any
+    ) -> DataflowPipeline:
+        """A pipeline of `tasks`, each decorated with `@pipeline_task(output=...)`.
+
+        The wiring is validated here: an output produced by two tasks or a cycle raises
+        DAGValidationError (a ValueError) naming the tasks.
+        """
+        if callable(tasks) or isinstance(tasks, (str, bytes)) or not isinstance(tasks, Iterable):
+            raise TypeError(
+                "DataflowPipeline.from_tasks expects a list of tasks, got "
+                f"{type(tasks).__name__}: wrap a single task in a list"
+            )
+        pipeline = cls(broker, **engine_options)
+        for task in tasks:
+            pipeline._add(task)
+        pipeline.validate()
+        return pipeline
+
+    @classmethod
+    def from_registry(
+        cls, registry: DataflowRegistry, broker: Any = None, **engine_options: Any
+    ) -> DataflowPipeline:
+        """A pipeline over an existing DataflowRegistry (its tasks and declared external inputs)."""
+        if not isinstance(registry, DataflowRegistry):
+            raise TypeError(f"expected a DataflowRegistry, got {type(registry).__name__}")
+        return cls(broker, registry=registry, **engine_options)
+
+    def add_dataflow_task(self, task: Any) -> DataflowPipeline:
+        """Add a `@pipeline_task` task; returns the pipeline for chaining."""
+        self._add(task)
+        return self
+
+    def _add(self, task: Any) -> None:
+        spec = get_spec(task)
+        if spec is None or not spec.outputs:
+            what = "has no @pipeline_task" if spec is None else "declares no output"
+            raise TypeError(
+                f"task {task_display_name(task)!r} {what}: decorate it with "
+                "@pipeline_task(output='key') (under @broker.task) so the pipeline knows the key "
+                "it produces, or register it on a DataflowRegistry with output='key'"
+            )
+        self._registry.register_task(task)
+        self._dags.clear()
+
+    # -- queries ------------------------------------------------------------------------------
+
+    @property
+    def registry(self) -> DataflowRegistry:
+        return self._registry
+
+    @property
+    def tasks(self) -> list[Any]:
+        """The tasks, in the order they were added."""
+        return [node.task for node in self._registry.get_tasks()]
+
+    def required_inputs(self) -> list[str]:
+        """The keys `kiq_dataflow` must be given: consumed by some task, produced by none."""
+        registry = self._registry
+        return [k for k in registry.get_external_inputs() if registry.get_consumers(k)]
+
+    def get_outputs(self) -> list[str]:
+        return self._registry.get_outputs()
+
+    @property
+    def dag(self) -> DAG:
+        """The DAG with every required input as an external input (for inspection and display)."""
+        return self.build_dag()
+
+    def validate(self) -> None:
+        """Raise DAGValidationError for duplicate outputs or cycles (inputs are checked at run)."""
+        self.build_dag()
+
+    def build_dag(self, input_keys: Iterable[str] | None = None) -> DAG:
+        """The validated DAG for a run given `input_keys` (None: as if every input were given).
+
+        Raises MissingInputError naming each required key that is not among `input_keys` and
+        the tasks that consume it; DAGValidationError for duplicate outputs and cycles.
+        """
+        required = self.required_inputs()
+        if input_keys is None:
+            given = frozenset(required)
+        else:
+            keys = set(input_keys)
+            missing = [k for k in required if k not in keys]
+            if missing:
+                raise MissingInputError(self._missing_message(missing))
+            given = frozenset(k for k in required if k in keys)
+        dag = self._dags.get(given)
+        if dag is None:
+            # `required` keeps registration order, so the DAG is the same whatever the order of
+            # the keyword arguments.
+            dag = self._registry.build_dag(external_inputs=[k for k in required if k in given])
+            self._dags[given] = dag
+        return dag
+
+    def _missing_message(self, missing: Sequence[str]) -> str:
+        parts = []
+        for key in missing:
+            consumers = [n.task_name for n in self._registry.get_consumers(key)]
+            names = ", ".join(f"'{n}'" for n in consumers[:5])
+            if len(consumers) > 5:
+                names += f" and {len(consumers) - 5} more"
+            task_word = "task" if len(consumers) == 1 else "tasks"
+            parts.append(f"input '{key}' (needed by {task_word} {names})")
+        listed = "; ".join(parts)
+        example = ", ".join(f"{k}=..." for k in missing)
+        return (
+            f"the pipeline is missing {listed}, which no task produces: "
+            f"pass it to kiq_dataflow({example})"
+        )
+
+    # -- running ------------------------------------------------------------------------------
+
+    def subscribe(self, listener: Callable[[Any], Any], *types: type[Event]) -> Callable[[], None]:
+        """Subscribe `listener` to the events of every run (see ExecutionEngine.events)."""
+        entry = (listener, types)
+        self._subscriptions.append(entry)
+
+        def unsubscribe() -> None:
+            if entry in self._subscriptions:
+                self._subscriptions.remove(entry)
+
+        return unsubscribe
+
+    def create_engine(
+        self, input_keys: Iterable[str] | None = None, **overrides: Any
+    ) -> ExecutionEngine:
+        """An ExecutionEngine for a run given `input_keys`, with `overrides` of the options."""
+        options = {**self.engine_options, **check_engine_options(overrides, "create_engine")}
+        engine = ExecutionEngine(self.broker, self.build_dag(input_keys), **options)
+        for listener, types in self._subscriptions:
+            engine.events.subscribe(listener, *types)
+        return engine
+
+    async def kiq_dataflow(self, **inputs: Any) -> dict[str, Any]:
+        """Run the pipeline; returns {output key: value} for every task's output(s).
+
+        A failing task raises TaskFailedError (or, with fail_fast=False, DataflowExecutionError
+        listing every failure), naming the task and carrying its traceback text.
+        """
+        engine = self.create_engine(inputs)
+        return await engine.execute(inputs, pipeline_id=self.pipeline_id)
+
+    # -- display ------------------------------------------------------------------------------
+
+    def visualize(self) -> dict[str, Any]:
+        """The DAG as JSON-ready data: nodes (id, task_name, inputs, outputs) and edges."""
+        dag = self.dag
+        return {
+            "nodes": [
+                {
+                    "id": node.id,
+                    "task_name": node.task_name,
+                    "inputs": node.inputs,
+                    "outputs": node.outputs,
+                }
+                for node in dag.nodes
+            ],
+            "edges": [[a, b] for a, b in dag.graph.edges()],
+            "external_inputs": dag.external_inputs,
+        }
+
+    def visualize_dot(self) -> str:
+        from .visualization import DAGVisualizer
+
+        return DAGVisualizer.to_dot(self.dag)
+
+    def visualize_mermaid(self) -> str:
+        from .visualization import DAGVisualizer
+
+        return DAGVisualizer.to_mermaid(self.dag)
+
+    def print_dag(self) -> None:
+        self.dag.print()
+
+    def __len__(self) -> int:
+        return len(self._registry)
+
+    def __repr__(self) -> str:
+        return f"<DataflowPipeline {len(self)} tasks, outputs={self.get_outputs()}>"
