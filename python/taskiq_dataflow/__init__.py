@@ -23,6 +23,8 @@ from .execution_engine import (
     StepResult,
     TaskFailedError,
 )
+from .map_reduce import MapReduce
+from .pipeline import DataflowPipeline
 from .task import TaskSpec, pipeline_task
 from .visualization import DAGVisualizer
 
@@ -35,11 +37,13 @@ __all__ = [
     "DAGVisualizer",
     "DataCache",
     "DataflowExecutionError",
+    "DataflowPipeline",
     "DataflowRegistry",
     "Event",
     "EventBus",
     "ExecutionCancelled",
     "ExecutionEngine",
+    "MapReduce",
     "MissingInputError",
     "RunFinished",
     "RunStarted",
