@@ -386,15 +386,25 @@ def _vm(field_name: str) -> int:
     raise RuntimeError(f"{field_name} not in /proc/self/status")
 
 
+def register_tasks(dag: Dag) -> DataflowRegistry:
+    """One `register_task` call per node, keys made in the loop as a user's code would."""
+    par, off = dag.parents, dag.offsets
+    registry = DataflowRegistry()
+    register = registry.register_task
+    for i in range(dag.n):
+        register(_task, output=f"k{i}", inputs=[f"k{p}" for p in par[off[i] : off[i + 1]]])
+    return registry
+
+
 def registry_child(n: int, seed: int, mode: str) -> dict[str, Any]:
     """Register n tasks and build the DAG; runs in a subprocess started by `bench_registry`."""
     import tracemalloc
 
     dag = make_dag(n, seed)
-    par, off = dag.parents, dag.offsets
     gc.collect()
     if mode == "args":
         # The same loop without the registry: the cost of making the arguments.
+        par, off = dag.parents, dag.offsets
         start = time.perf_counter()
         for i in range(n):
             _ = (f"k{i}", [f"k{p}" for p in par[off[i] : off[i + 1]]])
@@ -403,10 +413,7 @@ def registry_child(n: int, seed: int, mode: str) -> dict[str, Any]:
     if mode == "tracemalloc":
         tracemalloc.start()
     start = time.perf_counter()
-    registry = DataflowRegistry()
-    register = registry.register_task
-    for i in range(n):
-        register(_task, output=f"k{i}", inputs=[f"k{p}" for p in par[off[i] : off[i + 1]]])
+    registry = register_tasks(dag)
     registered = time.perf_counter()
     built = registry.build_dag()
     end = time.perf_counter()

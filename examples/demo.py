@@ -3,7 +3,6 @@
 import asyncio
 
 from taskiq import InMemoryBroker
-
 from taskiq_dataflow import ExecutionEngine, StepCompleted, pipeline_task
 from taskiq_dataflow.dataflow.registry import DataflowRegistry
 

@@ -3,7 +3,6 @@ only `taskiq_flow` replaced by `taskiq_dataflow` in the imports (and `...` in th
 filled in). test_examples.py runs every example function."""
 
 from taskiq import InMemoryBroker
-
 from taskiq_dataflow import pipeline_task
 from taskiq_dataflow.dataflow.cache import DataCache
 from taskiq_dataflow.dataflow.registry import DataflowRegistry

@@ -1,7 +1,6 @@
 import io
 
 import pytest
-
 from taskiq_dataflow import (
     DAG,
     CycleError,
@@ -136,7 +135,7 @@ def test_manual_cycle_and_self_loop():
     with pytest.raises(CycleError, match="a -> b -> a"):
         dag.topological_sort()
     with pytest.raises(CycleError):
-        dag.levels
+        dag.get_parallel_levels()
 
     loop = DAG()
     loop.add_node(DAGNode(task=fn("self"), output="s", inputs=["s"]))

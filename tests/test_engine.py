@@ -1,10 +1,10 @@
 import asyncio
+import itertools
 import threading
 import time
 
 import pytest
 from conftest import run
-
 from taskiq_dataflow import (
     DAGBuilder,
     DataflowExecutionError,
@@ -157,7 +157,9 @@ def test_multi_output_bad_return_names_task():
     def partial():
         return {"c": 1}
 
-    with pytest.raises(TaskFailedError, match=r"task 'wrong' failed: TypeError: .*outputs \['a', 'b'\]"):
+    with pytest.raises(
+        TaskFailedError, match=r"task 'wrong' failed: TypeError: .*outputs \['a', 'b'\]"
+    ):
         run(ExecutionEngine(None, build(wrong)).execute())
     with pytest.raises(TaskFailedError, match=r"'partial' returned a mapping without .*\['d'\]"):
         run(ExecutionEngine(None, build(partial)).execute())
@@ -242,7 +244,7 @@ def test_retries_with_delay_and_backoff():
     assert len(calls) == 4
     assert [e.attempt for e in retried] == [2, 3, 4]
     assert [round(e.delay, 3) for e in retried] == [0.02, 0.04, 0.08]
-    gaps = [b - a for a, b in zip(calls, calls[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(calls)]
     assert gaps[0] >= 0.02 and gaps[1] >= 0.04 and gaps[2] >= 0.08
 
 

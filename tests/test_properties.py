@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import graphlib
 import heapq
+import itertools
 from collections import deque
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from taskiq_dataflow import DAG, CycleError, DAGNode
-from taskiq_dataflow import _core
+from taskiq_dataflow import DAG, CycleError, DAGNode, _core
 
 SETTINGS = settings(
     max_examples=120,
@@ -30,7 +29,7 @@ MAX_NODES = 10
 
 @st.composite
 def acyclic(draw, max_nodes=MAX_NODES):
-    """(n, edges): a random DAG whose ids are shuffled so that id order is not a topological order."""
+    """(n, edges): a random DAG, ids shuffled so that id order is no topological order."""
     n = draw(st.integers(0, max_nodes))
     rank = draw(st.permutations(range(n)))  # rank[k]: the node at topological position k
     pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
@@ -141,7 +140,7 @@ def check_cycle_path(path, edge_set, components, what):
     """A closed simple path of real edges, starting at the smallest id of its component."""
     assert len(path) >= 2 and path[0] == path[-1], f"{what}: {path} is not a closed path"
     assert len(set(path[:-1])) == len(path) - 1, f"{what}: {path} repeats a node"
-    for a, b in zip(path, path[1:], strict=False):
+    for a, b in itertools.pairwise(path):
         assert (a, b) in edge_set, f"{what}: {path} uses {a} -> {b}, which is not an edge"
     (component,) = [c for c in components if path[0] in c]
     assert set(path) <= component
@@ -305,7 +304,7 @@ def test_critical_path_is_a_heaviest_path(case, data):
         assert path == []
         return
     assert sum(w[v] for v in path) == total, f"path {path} does not weigh {total}"
-    assert all((a, b) in set(edges) for a, b in zip(path, path[1:], strict=False)), path
+    assert all((a, b) in set(edges) for a, b in itertools.pairwise(path)), path
     assert not preds[path[0]] and not succs[path[-1]], f"{path} is not root to leaf"
     by_name = {f"t{v}": w[v] for v in range(n)} if weights else None
     dag_total, dag_path = dag.critical_path(by_name)
@@ -406,6 +405,10 @@ class Run:
             self.handed[v] += 1
         self.running.update(out)
         self.check(ctx)
+        if out:  # what still waits comes after everything handed out, in priority order
+            waiting = [v for v in range(self.n) if self.sched.state(v) == "ready"]
+            late = [v for v in waiting if self.key(v) < self.key(out[-1])]
+            assert not late, f"{ctx} handed out {out} while {late} waited with higher priority"
 
     def check(self, ctx, conserving=True):
         states = self.states()
@@ -430,9 +433,9 @@ class Run:
             assert self.capacity is not None and len(self.running) >= self.capacity, (
                 f"{ctx}: nodes {ready} wait although only {len(self.running)} run"
             )
-        assert self.sched.finished == (not ready and not self.running and not any(
-            s == "pending" for s in states.values()
-        ))
+        assert self.sched.finished == (
+            not ready and not self.running and not any(s == "pending" for s in states.values())
+        )
 
     def complete(self, nodes):
         for v in nodes:

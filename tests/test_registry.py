@@ -1,5 +1,4 @@
 import pytest
-
 from taskiq_dataflow import (
     CycleError,
     DAGValidationError,
@@ -47,7 +46,7 @@ def four(broker):
 
 
 def test_documented_queries(four):
-    registry, (load, clean, extract, report) = four
+    registry, (_, clean, extract, report) = four
     assert [t.task_name for t in registry.get_tasks()] == [
         "load_data",
         "clean_data",

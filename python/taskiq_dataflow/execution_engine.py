@@ -94,7 +94,9 @@ class StepResult:
 class _Policy:
     __slots__ = ("backoff", "delay", "jitter", "retries", "timeout")
 
-    def __init__(self, retries: int, delay: float, backoff: float, jitter: float, timeout: float | None):
+    def __init__(
+        self, retries: int, delay: float, backoff: float, jitter: float, timeout: float | None
+    ):
         self.retries, self.delay, self.backoff = retries, delay, backoff
         self.jitter, self.timeout = jitter, timeout
 
@@ -131,7 +133,9 @@ class ExecutionEngine:
         priority: str | Sequence[float] | None = None,
     ) -> None:
         if dag is None:
-            raise TypeError("ExecutionEngine needs a dag (build one with DataflowRegistry.build_dag())")
+            raise TypeError(
+                "ExecutionEngine needs a dag (build one with DataflowRegistry.build_dag())"
+            )
         if max_parallel is not None and max_parallel < 1:
             raise ValueError(f"max_parallel must be at least 1, got {max_parallel}")
         self.broker = broker
@@ -158,7 +162,9 @@ class ExecutionEngine:
 
     # -- public API ---------------------------------------------------------------------------
 
-    async def execute(self, inputs: Mapping[str, Any] | None = None, pipeline_id: str | None = None) -> dict[str, Any]:
+    async def execute(
+        self, inputs: Mapping[str, Any] | None = None, pipeline_id: str | None = None
+    ) -> dict[str, Any]:
         """Run the DAG; returns every output key's value."""
         return await self._run(dict(inputs or {}), pipeline_id, None)
 
@@ -203,7 +209,9 @@ class ExecutionEngine:
             if self.broker is None:
                 raise ValueError("transport='broker' needs a taskiq broker")
             return BrokerTransport(self.broker)
-        raise ValueError(f"unknown transport {spec!r}: use 'auto', 'local', 'broker' or a Transport")
+        raise ValueError(
+            f"unknown transport {spec!r}: use 'auto', 'local', 'broker' or a Transport"
+        )
 
     def _check_inputs(self, inputs: dict[str, Any]) -> None:
         missing = [k for k in self.dag.external_inputs if k not in inputs]
@@ -252,7 +260,11 @@ class ExecutionEngine:
             task = tasks[node]
             found = plans.get(id(task))
             if found is None:
-                found = plans[id(task)] = (original_function(task), _params(task), self._policy(task))
+                found = plans[id(task)] = (
+                    original_function(task),
+                    _params(task),
+                    self._policy(task),
+                )
             return found
 
         def job(node: int, attempt: int) -> Job:
@@ -260,7 +272,9 @@ class ExecutionEngine:
             keys = node_inputs[node]
             if params is None or params.issuperset(keys):
                 kwargs = {k: values[k] for k in keys}
-                return Job(node, attempt, tasks[node], func, (), kwargs, names[node], policy.timeout)
+                return Job(
+                    node, attempt, tasks[node], func, (), kwargs, names[node], policy.timeout
+                )
             args = tuple(map(get_value, keys))
             return Job(node, attempt, tasks[node], func, args, {}, names[node], policy.timeout)
 
@@ -305,15 +319,23 @@ class ExecutionEngine:
                             try:
                                 outs = _split(names[c.node], node_outputs[c.node], c.value)
                             except (TypeError, ValueError) as exc:
-                                c = Completion(c.node, c.attempt, False, task_error(names[c.node], exc))
+                                c = Completion(
+                                    c.node, c.attempt, False, task_error(names[c.node], exc)
+                                )
                             else:
                                 attempts[c.node] = 0
                                 values.update(outs)
                                 done.append(c.node)
                                 if step_events:
-                                    await bus.emit(StepCompleted(run_id, c.node, names[c.node], c.value, c.attempt))
+                                    await bus.emit(
+                                        StepCompleted(
+                                            run_id, c.node, names[c.node], c.value, c.attempt
+                                        )
+                                    )
                                 if step_sink is not None:
-                                    step_sink(StepResult(c.node, names[c.node], c.value, outs, c.attempt))
+                                    step_sink(
+                                        StepResult(c.node, names[c.node], c.value, outs, c.attempt)
+                                    )
                                 continue
                         error: TaskError = c.value
                         policy = plan(c.node)[2]
@@ -321,13 +343,19 @@ class ExecutionEngine:
                             delay = policy.delay_before(c.attempt + 1)
                             attempts[c.node] = -1  # nothing in flight until the retry fires
                             if step_events:
-                                await bus.emit(StepRetried(run_id, c.node, names[c.node], error, c.attempt + 1, delay))
+                                await bus.emit(
+                                    StepRetried(
+                                        run_id, c.node, names[c.node], error, c.attempt + 1, delay
+                                    )
+                                )
                             retry_later(c.node, c.attempt + 1, delay)
                             continue
                         attempts[c.node] = 0
                         failures.append(error)
                         if step_events:
-                            await bus.emit(StepFailed(run_id, c.node, names[c.node], error, c.attempt))
+                            await bus.emit(
+                                StepFailed(run_id, c.node, names[c.node], error, c.attempt)
+                            )
                         if self.fail_fast:
                             first_error = error
                             break
@@ -350,7 +378,11 @@ class ExecutionEngine:
         except BaseException as exc:
             status = "failed"
             if bus:
-                await bus.emit(RunFinished(run_id, status, scheduler.counts(), time.perf_counter() - started_at, exc))
+                await bus.emit(
+                    RunFinished(
+                        run_id, status, scheduler.counts(), time.perf_counter() - started_at, exc
+                    )
+                )
             raise
         finally:
             relax.__exit__(None, None, None)
@@ -371,7 +403,11 @@ class ExecutionEngine:
         elif failures:
             error = DataflowExecutionError(failures, skipped, produced)
         if bus:
-            await bus.emit(RunFinished(run_id, status, scheduler.counts(), time.perf_counter() - started_at, error))
+            await bus.emit(
+                RunFinished(
+                    run_id, status, scheduler.counts(), time.perf_counter() - started_at, error
+                )
+            )
         if error is not None:
             raise error
         return produced

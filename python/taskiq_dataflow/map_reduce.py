@@ -17,6 +17,8 @@ naming the node, e.g. `square[3]`, with its traceback), never a result with a si
 
 from __future__ import annotations
 
+import functools
+import inspect
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -26,7 +28,7 @@ from .dataflow.registry import DataflowRegistry
 from .events import StepCompleted, StepFailed
 from .execution_engine import ExecutionEngine
 from .pipeline import check_engine_options
-from .task import task_display_name
+from .task import SPEC_ATTR, get_spec, task_display_name
 
 __all__ = ["MapReduce", "MapReduceResult"]
 
@@ -210,6 +212,7 @@ async def _run_map(
     if not isinstance(output, str):
         raise TypeError(f"output must be a string key, got {output!r}")
     base = task_display_name(func)
+    func = _node_callable(func)
     out_keys = [f"{output}[{i}]" for i in range(n)]
     in_keys = [f"{key}.item" for key in out_keys]
     registry = DataflowRegistry()
@@ -240,15 +243,49 @@ async def _run_reduce(
     options: dict[str, Any],
 ) -> Any:
     if not isinstance(input_name, str) or not isinstance(output, str):
-        raise TypeError(f"input_name and output must be string keys, got {input_name!r}, {output!r}")
+        raise TypeError(
+            f"input_name and output must be string keys, got {input_name!r}, {output!r}"
+        )
     if input_name == output:
         raise ValueError(f"reduce output {output!r} must differ from its input_name {input_name!r}")
     registry = DataflowRegistry()
-    registry.register_task(func, output=output, inputs=[input_name])
+    name = task_display_name(func)
+    registry.register_task(_node_callable(func), output=output, inputs=[input_name], name=name)
     dag = registry.build_dag(external_inputs=[input_name])
     engine = ExecutionEngine(broker, dag, **options)
     results = await engine.execute({input_name: values})
     return results[output]
+
+
+def _node_callable(func: Any) -> Any:
+    """`func` in a form the engine calls with the item as the single positional argument.
+
+    A callable object with an `async def __call__` becomes its bound `__call__` (so it is awaited,
+    not run in a thread); a callable without a readable signature (a builtin such as `max`) is
+    wrapped so the item is passed by position, not under its generated key.
+    """
+    if hasattr(func, "kiq") or inspect.iscoroutinefunction(func):
+        return func
+    if not inspect.isroutine(func) and inspect.iscoroutinefunction(type(func).__call__):
+        return _keep_spec(func, func.__call__)
+    try:
+        inspect.signature(func)
+    except (TypeError, ValueError):
+
+        def call(item: Any) -> Any:
+            return func(item)
+
+        call.__name__ = getattr(func, "__name__", type(func).__name__)
+        return _keep_spec(func, call)
+    return func
+
+
+def _keep_spec(original: Any, replacement: Any) -> Any:
+    spec = get_spec(original)
+    if spec is not None:
+        replacement = functools.partial(replacement)  # bound methods take no attributes
+        setattr(replacement, SPEC_ATTR, spec)
+    return replacement
 
 
 async def _unwrap(mapped: Any, input_name: str) -> Any:
@@ -263,7 +300,7 @@ async def _unwrap(mapped: Any, input_name: str) -> Any:
         return mapped.return_value
     if isinstance(mapped, Mapping):
         # e.g. the outputs of kiq_dataflow / ExecutionEngine.execute; else the mapping itself
-        return mapped[input_name] if input_name in mapped else mapped
+        return mapped.get(input_name, mapped)
     if isinstance(mapped, Iterator):
         return list(mapped)  # one-shot: materialise so the task can read it
     return mapped

@@ -121,7 +121,7 @@ def original_function(task: Any) -> Callable[..., Any]:
 def _display_name(task: Any) -> str:
     task_name = getattr(task, "task_name", None)
     if isinstance(task_name, str):
-        # taskiq names tasks "module:function" and renames the wrapped function; keep the short part.
+        # taskiq names tasks "module:function" and renames the wrapped function: keep the short part
         return task_name.rsplit(":", 1)[-1]
     return getattr(task, "__name__", None) or type(task).__name__
 

@@ -40,7 +40,8 @@ class DataCache:
     def _missing_message(self, missing: list[str]) -> str:
         present = sorted(self._values)
         shown = ", ".join(repr(k) for k in present[:20]) + (" ..." if len(present) > 20 else "")
-        return f"no value for {', '.join(repr(k) for k in missing)} in the cache (has: {shown or 'nothing'})"
+        wanted = ", ".join(repr(k) for k in missing)
+        return f"no value for {wanted} in the cache (has: {shown or 'nothing'})"
 
     def update(self, values: dict[str, Any]) -> None:
         self._values.update(values)

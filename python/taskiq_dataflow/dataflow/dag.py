@@ -118,7 +118,7 @@ def _node_fields(
     metadata: dict[str, Any] | None,
     name: str | None,
 ) -> dict[str, Any]:
-    """Resolve a task's keys: explicit arguments first, then its `pipeline_task` spec, then its signature."""
+    """A task's keys: explicit arguments first, then its `pipeline_task` spec, then its signature."""
     spec = get_spec(task) if task is not None else None
     if output is not None and outputs is not None:
         raise TypeError("give either output= or outputs=, not both")
@@ -330,7 +330,8 @@ class DAG:
         return self._graph
 
     def validate(self) -> None:
-        """Raise DAGValidationError listing every problem: missing inputs, duplicate outputs, cycles."""
+        """Raise DAGValidationError listing every problem: missing inputs, duplicate outputs,
+        cycles."""
         problems = self.graph.validate(self._strict_inputs)
         if not problems:
             return
@@ -358,7 +359,9 @@ class DAG:
         if kind == "cycle":
             return format_cycle([self._names[i] for i in problem[1]])
         _, a, b = problem
-        return f"Edge {a} -> {b} refers to a node that does not exist (the DAG has {len(self)} nodes)"
+        return (
+            f"Edge {a} -> {b} refers to a node that does not exist (the DAG has {len(self)} nodes)"
+        )
 
     def _label(self, node_id: int, shared: set[str]) -> str:
         """The task's quoted name, with its first output when several tasks share the name."""
@@ -467,9 +470,7 @@ class DAG:
             self._external,
             self._strict_inputs,
         )
-        sub._edges = [
-            (position[a], position[b]) for a, b in self._edges if a in keep and b in keep
-        ]
+        sub._edges = [(position[a], position[b]) for a, b in self._edges if a in keep and b in keep]
         return sub
 
     def critical_path(

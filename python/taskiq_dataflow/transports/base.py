@@ -1,4 +1,4 @@
-"""The dispatch interface: a transport is `kick` (send jobs) and `listen` (completions pushed back)."""
+"""The dispatch interface: a transport is `kick` (send jobs) and `listen` (pushed completions)."""
 
 from __future__ import annotations
 

@@ -80,7 +80,9 @@ class BrokerTransport(Transport):
             return
         timer = None
         if job.timeout is not None:
-            timer = asyncio.get_running_loop().call_later(job.timeout, self._timed_out, kicked.task_id)
+            timer = asyncio.get_running_loop().call_later(
+                job.timeout, self._timed_out, kicked.task_id
+            )
         self._pending[kicked.task_id] = (job, timer)
         # In-process results cannot arrive before this line: nothing awaited since kiq returned.
         if not self.in_process:

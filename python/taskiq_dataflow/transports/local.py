@@ -23,7 +23,9 @@ class LocalTransport(Transport):
     # Yield to the event loop at least this often when every task completes eagerly.
     EAGER_YIELD_EVERY = 256
 
-    def __init__(self, executor: str | concurrent.futures.Executor = "thread", workers: int | None = None):
+    def __init__(
+        self, executor: str | concurrent.futures.Executor = "thread", workers: int | None = None
+    ):
         super().__init__()
         self._executor_spec = executor
         self._workers = workers
@@ -50,7 +52,9 @@ class LocalTransport(Transport):
                 )
                 self._owns_executor = True
             else:
-                raise ValueError(f"executor must be 'thread', 'process' or an Executor, got {spec!r}")
+                raise ValueError(
+                    f"executor must be 'thread', 'process' or an Executor, got {spec!r}"
+                )
         return self._executor
 
     def kick(self, jobs: list[Job]) -> None:
@@ -69,7 +73,7 @@ class LocalTransport(Transport):
             except StopIteration as stop:
                 push(Completion(job.node, job.attempt, True, stop.value))
                 continue
-            except BaseException as exc:  # noqa: BLE001 - a task's failure is data
+            except BaseException as exc:
                 push(Completion(job.node, job.attempt, False, task_error(job.name, exc)))
                 continue
             self._continue(job, coro, yielded)
@@ -152,7 +156,7 @@ async def _drive(coro: Any, yielded: Any) -> Any:
                 except asyncio.CancelledError:
                     if not yielded.done() or yielded.cancelled() is False:
                         raise
-                except BaseException:  # noqa: BLE001 - the coroutine reads it from the future
+                except BaseException:
                     pass
         except asyncio.CancelledError as cancel:
             try:

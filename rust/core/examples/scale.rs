@@ -55,19 +55,35 @@ fn run(names: &[String], inputs: &[Vec<usize>], add_order: &[usize], label: &str
 
     let t = Instant::now();
     let problems = graph.validate(true);
-    println!("validate(strict)  {:7.1} ms  ({} problems)", ms(t), problems.len());
+    println!(
+        "validate(strict)  {:7.1} ms  ({} problems)",
+        ms(t),
+        problems.len()
+    );
 
     let t = Instant::now();
     let order = graph.topological_order().expect("acyclic");
-    println!("topological_order {:7.1} ms  ({} nodes)", ms(t), order.len());
+    println!(
+        "topological_order {:7.1} ms  ({} nodes)",
+        ms(t),
+        order.len()
+    );
 
     let t = Instant::now();
     let levels = graph.levels().expect("acyclic");
-    println!("levels            {:7.1} ms  ({} levels)", ms(t), levels.len());
+    println!(
+        "levels            {:7.1} ms  ({} levels)",
+        ms(t),
+        levels.len()
+    );
 
     let t = Instant::now();
     let (weight, path) = graph.critical_path(None).expect("acyclic");
-    println!("critical_path     {:7.1} ms  (weight {weight}, {} nodes)", ms(t), path.len());
+    println!(
+        "critical_path     {:7.1} ms  (weight {weight}, {} nodes)",
+        ms(t),
+        path.len()
+    );
 
     let t = Instant::now();
     let bottom = graph.bottom_levels(None).expect("acyclic");
@@ -86,7 +102,10 @@ fn run(names: &[String], inputs: &[Vec<usize>], add_order: &[usize], label: &str
         batch = scheduler.complete_many(&batch).expect("running nodes");
     }
     assert!(scheduler.is_finished() && completed == n);
-    println!("scheduler walk    {:7.1} ms  (start + complete_many; Scheduler::new {new_ms:.1} ms)", ms(t));
+    println!(
+        "scheduler walk    {:7.1} ms  (start + complete_many; Scheduler::new {new_ms:.1} ms)",
+        ms(t)
+    );
 
     let mut scheduler =
         Scheduler::new(Arc::clone(&graph), Some(bottom), Some(64)).expect("acyclic");
@@ -98,7 +117,10 @@ fn run(names: &[String], inputs: &[Vec<usize>], add_order: &[usize], label: &str
         running.extend(scheduler.complete(node).expect("running node"));
     }
     assert!(scheduler.is_finished() && completed == n);
-    println!("scheduler walk    {:7.1} ms  (complete() one at a time, priorities, capacity 64)", ms(t));
+    println!(
+        "scheduler walk    {:7.1} ms  (complete() one at a time, priorities, capacity 64)",
+        ms(t)
+    );
 }
 
 fn main() {
@@ -121,11 +143,21 @@ fn main() {
         .collect();
 
     let in_order: Vec<usize> = (0..n).collect();
-    run(&names, &inputs, &in_order, "nodes added in dependency order");
+    run(
+        &names,
+        &inputs,
+        &in_order,
+        "nodes added in dependency order",
+    );
 
     let mut shuffled = in_order;
     for i in (1..n).rev() {
         shuffled.swap(i, rng.below(i + 1));
     }
-    run(&names, &inputs, &shuffled, "same graph, nodes added in random order");
+    run(
+        &names,
+        &inputs,
+        &shuffled,
+        "same graph, nodes added in random order",
+    );
 }

@@ -132,7 +132,15 @@ impl GraphBuilder {
                 let first = self.producer[key as usize];
                 if first == NONE {
                     self.producer[key as usize] = node;
-                } else if first != node {
+                } else if first != node
+                    && !self
+                        .duplicate_outputs
+                        .iter()
+                        .rev()
+                        .take_while(|d| d.2 == node)
+                        .any(|d| d.0 == key)
+                {
+                    // One report per extra producer, even if it lists the key twice.
                     self.duplicate_outputs.push((key, first, node));
                 }
                 self.outputs.targets.push(key);
@@ -396,12 +404,7 @@ impl Graph {
         }
         (0..n as NodeId)
             .filter(|&v| {
-                !done[v as usize]
-                    && self
-                        .predecessors
-                        .row(v)
-                        .iter()
-                        .all(|&p| done[p as usize])
+                !done[v as usize] && self.predecessors.row(v).iter().all(|&p| done[p as usize])
             })
             .collect()
     }

@@ -9,6 +9,7 @@ mod error;
 mod graph;
 mod intern;
 mod order;
+mod ready_queue;
 mod scheduler;
 mod validate;
 

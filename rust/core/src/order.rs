@@ -178,7 +178,9 @@ impl Graph {
         }
         let mut end = NONE;
         for v in 0..n as NodeId {
-            if self.successors.degree(v) == 0 && (end == NONE || best[v as usize] > best[end as usize]) {
+            if self.successors.degree(v) == 0
+                && (end == NONE || best[v as usize] > best[end as usize])
+            {
                 end = v;
             }
         }
@@ -206,7 +208,9 @@ impl Graph {
                 .successors(v)
                 .iter()
                 .map(|&s| bottom[s as usize])
-                .fold(None, |acc: Option<f64>, b| Some(acc.map_or(b, |a| a.max(b))));
+                .fold(None, |acc: Option<f64>, b| {
+                    Some(acc.map_or(b, |a| a.max(b)))
+                });
             bottom[v as usize] = weights.map_or(1.0, |w| w[v as usize]) + below.unwrap_or(0.0);
         }
         Ok(bottom)

@@ -1,16 +1,16 @@
 //! The ready-set scheduler: hands out nodes whose predecessors are done, up to a
 //! capacity, highest priority first, and tracks each node's state.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::fmt;
 use std::sync::Arc;
 
 use crate::error::Cycle;
 use crate::graph::Graph;
+use crate::ready_queue::ReadyQueue;
 use crate::NodeId;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
 pub enum NodeState {
     /// Waiting for predecessors.
     Pending,
@@ -54,19 +54,6 @@ pub struct Counts {
     pub skipped: usize,
 }
 
-impl Counts {
-    fn slot(&mut self, state: NodeState) -> &mut usize {
-        match state {
-            NodeState::Pending => &mut self.pending,
-            NodeState::Ready => &mut self.ready,
-            NodeState::Running => &mut self.running,
-            NodeState::Done => &mut self.done,
-            NodeState::Failed => &mut self.failed,
-            NodeState::Skipped => &mut self.skipped,
-        }
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum SchedError {
     OutOfRange(NodeId),
@@ -107,20 +94,6 @@ impl From<Cycle> for SchedError {
     }
 }
 
-/// Maps an `f64` to a `u64` with the same order, so the ready heap compares integers.
-/// NaN counts as the lowest priority; -0.0 equals 0.0.
-fn priority_key(p: f64) -> u64 {
-    if p.is_nan() {
-        return 0;
-    }
-    let bits = (p + 0.0).to_bits();
-    if bits >> 63 == 1 {
-        !bits
-    } else {
-        bits | (1 << 63)
-    }
-}
-
 /// Ready-set scheduler over a shared acyclic graph.
 ///
 /// Among ready nodes the highest priority runs first, ties (and every node when no
@@ -132,11 +105,11 @@ pub struct Scheduler {
     state: Vec<NodeState>,
     /// Predecessors not yet Done, per node.
     waiting: Vec<u32>,
-    priority: Option<Vec<u64>>,
     /// May hold stale entries of nodes skipped while queued; they are dropped on pop.
-    ready: BinaryHeap<(u64, Reverse<NodeId>)>,
+    queue: ReadyQueue,
     capacity: Option<usize>,
-    counts: Counts,
+    /// Nodes per state, indexed by `NodeState as usize`.
+    counts: [usize; 6],
     started: bool,
 }
 
@@ -166,13 +139,9 @@ impl Scheduler {
         Ok(Scheduler {
             state: vec![NodeState::Pending; n],
             waiting,
-            priority: priorities.map(|p| p.into_iter().map(priority_key).collect()),
-            ready: BinaryHeap::new(),
+            queue: ReadyQueue::new(priorities),
             capacity,
-            counts: Counts {
-                pending: n,
-                ..Counts::default()
-            },
+            counts: [n, 0, 0, 0, 0, 0],
             started: false,
             graph,
         })
@@ -193,14 +162,13 @@ impl Scheduler {
     #[inline]
     fn set(&mut self, node: NodeId, to: NodeState) {
         let from = std::mem::replace(&mut self.state[node as usize], to);
-        *self.counts.slot(from) -= 1;
-        *self.counts.slot(to) += 1;
+        self.counts[from as usize] -= 1;
+        self.counts[to as usize] += 1;
     }
 
     #[inline]
-    fn enqueue(&mut self, node: NodeId) {
-        let key = self.priority.as_ref().map_or(0, |p| p[node as usize]);
-        self.ready.push((key, Reverse(node)));
+    fn running(&self) -> usize {
+        self.counts[NodeState::Running as usize]
     }
 
     fn check_range(&self, node: NodeId) -> Result<(), SchedError> {
@@ -219,30 +187,44 @@ impl Scheduler {
         }
     }
 
-    /// `node` is Done: successors whose last missing predecessor it was become Ready.
+    /// `node` is Done: successors whose last missing predecessor it was become Ready
+    /// and are appended to `fresh`.
     #[inline]
-    fn release_successors(&mut self, node: NodeId) {
+    fn release_successors(&mut self, node: NodeId, fresh: &mut Vec<NodeId>) {
         let graph = Arc::clone(&self.graph);
         for &s in graph.successors(node) {
             let w = &mut self.waiting[s as usize];
             *w -= 1;
             if *w == 0 && self.state[s as usize] == NodeState::Pending {
                 self.set(s, NodeState::Ready);
-                self.enqueue(s);
+                fresh.push(s);
             }
         }
     }
 
-    /// Pops queued nodes into Running until capacity is reached.
+    /// Turns `out`, on entry the nodes that just became Ready, into the nodes handed
+    /// out now (Running), best first.
     fn hand_out(&mut self, out: &mut Vec<NodeId>) {
-        while self.capacity.is_none_or(|c| self.counts.running < c) {
-            let Some((_, Reverse(node))) = self.ready.pop() else {
-                break;
-            };
-            if self.state[node as usize] == NodeState::Ready {
-                self.set(node, NodeState::Running);
-                out.push(node);
+        let free = self
+            .capacity
+            .map_or(usize::MAX, |c| c.saturating_sub(self.running()));
+        // The common case (nothing queued, room for everything new) needs no heap.
+        if self.queue.is_empty() && out.len() <= free {
+            self.queue.sort(out);
+        } else {
+            self.queue.extend(out.drain(..));
+            while out.len() < free {
+                let Some(node) = self.queue.pop() else {
+                    break;
+                };
+                // Skip entries of nodes skipped while they waited.
+                if self.state[node as usize] == NodeState::Ready {
+                    out.push(node);
+                }
             }
+        }
+        for &node in out.iter() {
+            self.set(node, NodeState::Running);
         }
     }
 
@@ -277,17 +259,13 @@ impl Scheduler {
             return Err(SchedError::AlreadyStarted);
         }
         self.started = true;
-        let mut queued = Vec::new();
+        let mut out = Vec::new();
         for v in 0..self.state.len() as NodeId {
             if self.state[v as usize] == NodeState::Pending && self.waiting[v as usize] == 0 {
                 self.set(v, NodeState::Ready);
-                let key = self.priority.as_ref().map_or(0, |p| p[v as usize]);
-                queued.push((key, Reverse(v)));
+                out.push(v);
             }
         }
-        // Heapifying all initial nodes at once is linear, unlike pushing them one by one.
-        self.ready = BinaryHeap::from(queued);
-        let mut out = Vec::new();
         self.hand_out(&mut out);
         Ok(out)
     }
@@ -300,8 +278,8 @@ impl Scheduler {
         }
         self.check_running(node)?;
         self.set(node, NodeState::Done);
-        self.release_successors(node);
         let mut out = Vec::new();
+        self.release_successors(node, &mut out);
         self.hand_out(&mut out);
         Ok(out)
     }
@@ -324,10 +302,10 @@ impl Scheduler {
             }
             self.set(v, NodeState::Done);
         }
-        for &v in nodes {
-            self.release_successors(v);
-        }
         let mut out = Vec::new();
+        for &v in nodes {
+            self.release_successors(v, &mut out);
+        }
         self.hand_out(&mut out);
         Ok(out)
     }
@@ -392,7 +370,7 @@ impl Scheduler {
         }
         self.check_running(node)?;
         self.set(node, NodeState::Ready);
-        self.enqueue(node);
+        self.queue.push(node);
         Ok(())
     }
 
@@ -409,7 +387,7 @@ impl Scheduler {
                 skipped.push(v);
             }
         }
-        self.ready.clear();
+        self.queue.clear();
         skipped
     }
 
@@ -420,12 +398,20 @@ impl Scheduler {
 
     /// O(1): maintained on every change.
     pub fn counts(&self) -> Counts {
-        self.counts
+        let [pending, ready, running, done, failed, skipped] = self.counts;
+        Counts {
+            pending,
+            ready,
+            running,
+            done,
+            failed,
+            skipped,
+        }
     }
 
     /// Nothing Pending, Ready or Running.
     pub fn is_finished(&self) -> bool {
-        let c = &self.counts;
+        let c = self.counts();
         c.pending == 0 && c.ready == 0 && c.running == 0
     }
 }

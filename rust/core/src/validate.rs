@@ -12,7 +12,10 @@ use crate::{KeyId, NodeId};
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Problem {
     /// An explicit edge names a node id that was never added.
-    BadEdge { from: NodeId, to: NodeId },
+    BadEdge {
+        from: NodeId,
+        to: NodeId,
+    },
     /// `second` also outputs `key`, already produced by `first` (which stays its producer).
     DuplicateOutput {
         key: KeyId,
@@ -20,7 +23,10 @@ pub enum Problem {
         second: NodeId,
     },
     /// `node` needs `key`, which no node produces and which was not declared external.
-    MissingInput { node: NodeId, key: KeyId },
+    MissingInput {
+        node: NodeId,
+        key: KeyId,
+    },
     Cycle(Cycle),
 }
 
@@ -28,7 +34,10 @@ impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Problem::BadEdge { from, to } => {
-                write!(f, "edge {from} -> {to} refers to a node that does not exist")
+                write!(
+                    f,
+                    "edge {from} -> {to} refers to a node that does not exist"
+                )
             }
             Problem::DuplicateOutput { key, first, second } => write!(
                 f,

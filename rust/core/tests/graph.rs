@@ -33,7 +33,10 @@ fn edges_come_from_keys() {
     assert_eq!(g.node_count(), 4);
     assert_eq!(g.edge_count(), 4);
     assert_eq!(g.key_count(), 5);
-    assert_eq!(g.edges().collect::<Vec<_>>(), vec![(0, 1), (0, 2), (1, 3), (2, 3)]);
+    assert_eq!(
+        g.edges().collect::<Vec<_>>(),
+        vec![(0, 1), (0, 2), (1, 3), (2, 3)]
+    );
     assert_eq!(g.successors(0), &[1, 2]);
     assert_eq!(g.predecessors(3), &[1, 2]);
     assert_eq!(g.roots(), vec![0]);
@@ -51,7 +54,10 @@ fn key_queries() {
     let raw = g.key_id("raw").unwrap();
     assert_eq!(g.producer(raw), None);
     assert_eq!(g.consumers(raw), &[0]);
-    assert_eq!(g.node_inputs(3), &[g.key_id("b").unwrap(), g.key_id("c").unwrap()]);
+    assert_eq!(
+        g.node_inputs(3),
+        &[g.key_id("b").unwrap(), g.key_id("c").unwrap()]
+    );
     assert_eq!(g.node_outputs(3), &[g.key_id("d").unwrap()]);
     assert!(g.consumers(g.key_id("d").unwrap()).is_empty());
 }
@@ -61,8 +67,19 @@ fn keys_of_all_lengths_and_bytes_are_distinct() {
     // Short keys live inside the interning table; these differ only in length, a NUL
     // byte, or past the first 8 bytes.
     let names = [
-        "", "a", "a\0", "a\0\0", "abcdefg", "abcdefg\0", "abcdefgh", "abcdefgh1", "abcdefgh2",
-        "ключ", "ключи", "\u{7}", "\u{7}\u{7}",
+        "",
+        "a",
+        "a\0",
+        "a\0\0",
+        "abcdefg",
+        "abcdefg\0",
+        "abcdefgh",
+        "abcdefgh1",
+        "abcdefgh2",
+        "ключ",
+        "ключи",
+        "\u{7}",
+        "\u{7}\u{7}",
     ];
     let mut b = GraphBuilder::new();
     for (i, name) in names.iter().enumerate() {
@@ -84,7 +101,11 @@ fn many_keys_survive_table_growth() {
     let mut b = GraphBuilder::new();
     let names: Vec<String> = (0..20_000).map(|i| format!("key-number-{i}")).collect();
     for (i, name) in names.iter().enumerate() {
-        let prev = if i > 0 { Some(names[i - 1].as_str()) } else { None };
+        let prev = if i > 0 {
+            Some(names[i - 1].as_str())
+        } else {
+            None
+        };
         b.add_node(prev, [name.as_str(), &name[..name.len().min(5)]]);
     }
     let g = b.build();
@@ -161,7 +182,10 @@ fn out_of_range_ids_do_not_panic() {
     assert!(g.consumers(99).is_empty());
     assert_eq!(g.check_node(3), Ok(()));
     assert_eq!(g.check_node(4), Err(GraphError::NodeOutOfRange(4)));
-    assert_eq!(g.check_nodes(&[0, 1, 7, 8]), Err(GraphError::NodeOutOfRange(7)));
+    assert_eq!(
+        g.check_nodes(&[0, 1, 7, 8]),
+        Err(GraphError::NodeOutOfRange(7))
+    );
     assert_eq!(g.ancestors(&[99]), Vec::<u32>::new());
     assert_eq!(g.ready_given(&[0, 99]), vec![1, 2]);
 }
@@ -240,17 +264,30 @@ fn validate_reports_every_problem_in_order() {
     let mut expected = vec![
         Problem::BadEdge { from: 7, to: 0 },
         Problem::BadEdge { from: 0, to: 6 },
-        Problem::DuplicateOutput { key: key("x"), first: 0, second: 2 },
-        Problem::DuplicateOutput { key: key("x"), first: 0, second: 3 },
+        Problem::DuplicateOutput {
+            key: key("x"),
+            first: 0,
+            second: 2,
+        },
+        Problem::DuplicateOutput {
+            key: key("x"),
+            first: 0,
+            second: 3,
+        },
     ];
     let cycles = vec![
         Problem::Cycle(Cycle { path: vec![1, 1] }),
-        Problem::Cycle(Cycle { path: vec![4, 5, 4] }),
+        Problem::Cycle(Cycle {
+            path: vec![4, 5, 4],
+        }),
     ];
     let mut lenient = expected.clone();
     lenient.extend(cycles.iter().cloned());
     assert_eq!(g.validate(false), lenient);
-    expected.push(Problem::MissingInput { node: 0, key: key("missing") });
+    expected.push(Problem::MissingInput {
+        node: 0,
+        key: key("missing"),
+    });
     expected.extend(cycles);
     assert_eq!(g.validate(true), expected);
 }
@@ -260,6 +297,20 @@ fn a_node_listing_its_output_twice_is_not_a_duplicate() {
     let g = from_keys(&[(&[], &["a", "a"]), (&["a"], &[])]);
     assert!(g.validate(true).is_empty());
     assert_eq!(g.node_outputs(0).len(), 2);
+}
+
+#[test]
+fn an_extra_producer_listing_the_key_twice_is_reported_once() {
+    let g = from_keys(&[(&[], &["a"]), (&[], &["a", "b", "a"])]);
+    let a = g.key_id("a").unwrap();
+    assert_eq!(
+        g.validate(false),
+        vec![Problem::DuplicateOutput {
+            key: a,
+            first: 0,
+            second: 1
+        }]
+    );
 }
 
 #[test]
@@ -279,9 +330,15 @@ fn missing_input_reported_once_per_node() {
 fn self_edges_are_cycles() {
     let g = from_keys(&[(&["a"], &["a"])]);
     assert_eq!(g.edge_count(), 1);
-    assert_eq!(g.validate(false), vec![Problem::Cycle(Cycle { path: vec![0, 0] })]);
+    assert_eq!(
+        g.validate(false),
+        vec![Problem::Cycle(Cycle { path: vec![0, 0] })]
+    );
     let g = from_edges(2, &[(1, 1)]);
-    assert_eq!(g.validate(false), vec![Problem::Cycle(Cycle { path: vec![1, 1] })]);
+    assert_eq!(
+        g.validate(false),
+        vec![Problem::Cycle(Cycle { path: vec![1, 1] })]
+    );
     assert_eq!(g.topological_order(), Err(Cycle { path: vec![1, 1] }));
 }
 
@@ -289,19 +346,43 @@ fn self_edges_are_cycles() {
 fn cycle_paths_start_at_the_smallest_id_and_are_shortest() {
     // Component {2, 3, 5, 6}: 2 -> 5 -> 6 -> 2 and 2 -> 3 -> 2; shortest through 2 is [2, 3, 2].
     let g = from_edges(8, &[(0, 2), (2, 5), (5, 6), (6, 2), (2, 3), (3, 2), (6, 7)]);
-    assert_eq!(g.validate(false), vec![Problem::Cycle(Cycle { path: vec![2, 3, 2] })]);
+    assert_eq!(
+        g.validate(false),
+        vec![Problem::Cycle(Cycle {
+            path: vec![2, 3, 2]
+        })]
+    );
     // Two components, reported by smallest id; a path that enters at a larger id.
     let g = from_edges(6, &[(5, 3), (3, 4), (4, 5), (2, 1), (1, 2)]);
     assert_eq!(
         g.validate(false),
         vec![
-            Problem::Cycle(Cycle { path: vec![1, 2, 1] }),
-            Problem::Cycle(Cycle { path: vec![3, 4, 5, 3] }),
+            Problem::Cycle(Cycle {
+                path: vec![1, 2, 1]
+            }),
+            Problem::Cycle(Cycle {
+                path: vec![3, 4, 5, 3]
+            }),
         ]
     );
-    assert_eq!(g.topological_order(), Err(Cycle { path: vec![1, 2, 1] }));
-    assert_eq!(g.levels(), Err(Cycle { path: vec![1, 2, 1] }));
-    assert_eq!(g.find_cycle(), Some(Cycle { path: vec![1, 2, 1] }));
+    assert_eq!(
+        g.topological_order(),
+        Err(Cycle {
+            path: vec![1, 2, 1]
+        })
+    );
+    assert_eq!(
+        g.levels(),
+        Err(Cycle {
+            path: vec![1, 2, 1]
+        })
+    );
+    assert_eq!(
+        g.find_cycle(),
+        Some(Cycle {
+            path: vec![1, 2, 1]
+        })
+    );
 }
 
 #[test]
@@ -315,27 +396,44 @@ fn disconnected_graphs_are_valid() {
 
 #[test]
 fn display_texts() {
-    let cycle = Cycle { path: vec![1, 2, 1] };
+    let cycle = Cycle {
+        path: vec![1, 2, 1],
+    };
     assert_eq!(cycle.to_string(), "cycle: 1 -> 2 -> 1");
     assert_eq!(
         Problem::BadEdge { from: 3, to: 9 }.to_string(),
         "edge 3 -> 9 refers to a node that does not exist"
     );
     assert_eq!(
-        Problem::DuplicateOutput { key: 4, first: 0, second: 2 }.to_string(),
+        Problem::DuplicateOutput {
+            key: 4,
+            first: 0,
+            second: 2
+        }
+        .to_string(),
         "key 4 is produced by node 0 and again by node 2"
     );
     assert_eq!(
         Problem::MissingInput { node: 5, key: 7 }.to_string(),
         "node 5 needs key 7, which no node produces and is not declared external"
     );
-    assert_eq!(Problem::Cycle(cycle.clone()).to_string(), "cycle: 1 -> 2 -> 1");
+    assert_eq!(
+        Problem::Cycle(cycle.clone()).to_string(),
+        "cycle: 1 -> 2 -> 1"
+    );
     assert_eq!(GraphError::Cycle(cycle).to_string(), "cycle: 1 -> 2 -> 1");
     assert_eq!(
-        GraphError::WeightsLength { expected: 4, got: 3 }.to_string(),
+        GraphError::WeightsLength {
+            expected: 4,
+            got: 3
+        }
+        .to_string(),
         "weights has 3 entries but the graph has 4 nodes"
     );
-    assert_eq!(GraphError::NodeOutOfRange(8).to_string(), "node 8 does not exist");
+    assert_eq!(
+        GraphError::NodeOutOfRange(8).to_string(),
+        "node 8 does not exist"
+    );
 }
 
 #[test]

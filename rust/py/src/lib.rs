@@ -66,6 +66,13 @@ fn state_name(state: NodeState) -> &'static str {
     }
 }
 
+fn type_name(obj: &Bound<'_, PyAny>) -> String {
+    obj.get_type()
+        .name()
+        .map(|n| n.to_string())
+        .unwrap_or_default()
+}
+
 /// Collects one node's keys (a tuple, list or other iterable of str) into `buf`.
 fn keys_into<'py>(
     obj: &Bound<'py, PyAny>,
@@ -78,14 +85,17 @@ fn keys_into<'py>(
         PyTypeError::new_err((
             format!(
                 "node {node}: {what} keys must be strings, got {}",
-                item.get_type().name().map(|n| n.to_string()).unwrap_or_default()
+                type_name(item)
             ),
             node,
         ))
     };
     if let Ok(tuple) = obj.cast::<PyTuple>() {
         for item in tuple.iter() {
-            buf.push(item.cast_into::<PyString>().map_err(|e| bad(e.into_inner().as_any()))?);
+            buf.push(
+                item.cast_into::<PyString>()
+                    .map_err(|e| bad(e.into_inner().as_any()))?,
+            );
         }
     } else if obj.is_instance_of::<PyString>() {
         return Err(PyTypeError::new_err((
@@ -93,9 +103,21 @@ fn keys_into<'py>(
             node,
         )));
     } else {
-        for item in obj.try_iter()? {
+        let items = obj.try_iter().map_err(|_| {
+            PyTypeError::new_err((
+                format!(
+                    "node {node}: {what} must be a sequence of keys, got {}",
+                    type_name(obj)
+                ),
+                node,
+            ))
+        })?;
+        for item in items {
             let item = item?;
-            buf.push(item.cast_into::<PyString>().map_err(|e| bad(e.into_inner().as_any()))?);
+            buf.push(
+                item.cast_into::<PyString>()
+                    .map_err(|e| bad(e.into_inner().as_any()))?,
+            );
         }
     }
     Ok(())
@@ -227,7 +249,11 @@ impl PyGraph {
     /// Every problem, as tuples: ("missing_input", node, key), ("duplicate_output", key, first,
     /// second), ("cycle", [a, b, ..., a]), ("bad_edge", from, to).
     #[pyo3(signature = (strict_inputs = false))]
-    fn validate<'py>(&self, py: Python<'py>, strict_inputs: bool) -> PyResult<Vec<Bound<'py, PyTuple>>> {
+    fn validate<'py>(
+        &self,
+        py: Python<'py>,
+        strict_inputs: bool,
+    ) -> PyResult<Vec<Bound<'py, PyTuple>>> {
         let graph = self.inner.clone();
         let problems = py.detach(|| graph.validate(strict_inputs));
         problems
@@ -277,11 +303,11 @@ impl PyGraph {
         Ok(self.inner.successors(self.node(node)?).to_vec())
     }
 
-    fn has_edge(&self, from: NodeId, to: NodeId) -> PyResult<bool> {
+    fn has_edge(&self, source: NodeId, target: NodeId) -> PyResult<bool> {
         Ok(self
             .inner
-            .successors(self.node(from)?)
-            .binary_search(&self.node(to)?)
+            .successors(self.node(source)?)
+            .binary_search(&self.node(target)?)
             .is_ok())
     }
 
@@ -395,8 +421,8 @@ impl PyScheduler {
         priorities: Option<Vec<f64>>,
         capacity: Option<usize>,
     ) -> PyResult<Self> {
-        let inner = Scheduler::new(graph.get().inner.clone(), priorities, capacity)
-            .map_err(sched_err)?;
+        let inner =
+            Scheduler::new(graph.get().inner.clone(), priorities, capacity).map_err(sched_err)?;
         Ok(Self { inner })
     }
 
