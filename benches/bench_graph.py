@@ -552,6 +552,12 @@ def report(res: dict[str, Any], command: str) -> str:
         "for graphlib and networkx (`time.perf_counter`, cyclic GC off during the timed call, "
         "inputs built beforehand and not timed).",
     ]
+    if "load_before" in res:
+        lines[-1] += (
+            f" 1-minute load average {res['load_before']:.1f} at the start of the run and "
+            f"{res['load_after']:.1f} at the end, on {res['machine']['nproc']} CPUs (other "
+            "processes inflate wall times)."
+        )
     for peer, pilot in scaled.items():
         if pilot:
             lines.append(
@@ -731,6 +737,7 @@ def main() -> None:
         "registry_runs": args.registry_runs,
         "limit": args.limit,
         "machine": machine(),
+        "load_before": os.getloadavg()[0],
         "prep": prep,
         "ops": {},
         "scaled": {},
@@ -765,6 +772,7 @@ def main() -> None:
     log("registry (subprocesses) ...")
     res["registry"] = bench_registry(args.nodes, args.seed, args.registry_runs)
 
+    res["load_after"] = os.getloadavg()[0]
     res["command"] = "python " + " ".join(["benches/bench_graph.py", *sys.argv[1:]])
     text = report(res, res["command"])
     print(text)

@@ -2,10 +2,9 @@ import asyncio
 import time
 
 import pytest
+import taskiq_dataflow.map_reduce as map_reduce_module
 from conftest import run
 from taskiq import TaskiqResult
-
-import taskiq_dataflow.map_reduce as map_reduce_module
 from taskiq_dataflow import (
     DataflowExecutionError,
     DataflowPipeline,
@@ -252,3 +251,25 @@ def test_builtins_and_callable_objects():
         ]
 
     assert run(go()) == [["1", "2"], [101, 102], 9]
+
+
+def test_map_reduce_accepts_taskiq_flow_source_argument_order():
+    final = run(MapReduce.map_reduce(None, lambda x: x * 3, sum, [1, 2, 3]))
+    assert final.return_value == 18 and final.mapped == [3, 6, 9]
+
+
+def test_functions_taking_kwargs_get_the_item_by_position():
+    def plain(item, **options):
+        return (item, options)
+
+    async def coro(*args, **kwargs):
+        return args
+
+    async def go():
+        return [
+            await value_of(await MapReduce.map(None, plain, [1])),
+            await value_of(await MapReduce.map(None, coro, [1, 2])),
+            await value_of(await MapReduce.reduce(None, coro, [1, 2], "values")),
+        ]
+
+    assert run(go()) == [[(1, {})], [(1,), (2,)], ([1, 2],)]

@@ -2,7 +2,6 @@ import asyncio
 
 import pytest
 from conftest import run
-
 from taskiq_dataflow import (
     CycleError,
     DAGValidationError,

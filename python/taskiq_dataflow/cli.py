@@ -319,7 +319,9 @@ def as_pipeline(target: Any) -> DataflowPipeline | DAG:
     if isinstance(target, DataflowRegistry):
         return DataflowPipeline.from_registry(target)
     if isinstance(target, DAGBuilder):
-        registry = getattr(target, "registry", None) or target._registry
+        registry = getattr(target, "registry", None)
+        if not isinstance(registry, DataflowRegistry):
+            registry = target._registry  # DAGBuilder keeps its registry private
         return DataflowPipeline.from_registry(registry)
     raise TypeError(f"not a pipeline target: {type(target).__name__}")
 
@@ -515,9 +517,19 @@ def _jsonable(value: Any) -> Any:
     return repr(value)
 
 
+def _json_or_repr(value: Any) -> Any:
+    """`value` if it serialises (with _jsonable's help), else its repr."""
+    try:
+        json.dumps(value, default=_jsonable)
+    except (TypeError, ValueError):  # non-string keys, circular references
+        return repr(value)
+    return value
+
+
 def format_outputs(outputs: dict[str, Any], as_json: bool) -> str:
     if as_json:
-        return json.dumps(outputs, indent=2, default=_jsonable)
+        safe = {key: _json_or_repr(value) for key, value in outputs.items()}
+        return json.dumps(safe, indent=2, default=_jsonable)
     lines = []
     for key, value in outputs.items():
         try:

@@ -28,6 +28,7 @@ class RunFinished(Event):
     counts: dict[str, int] = field(default_factory=dict)
     elapsed: float = 0.0
     error: BaseException | None = None
+    stats: dict[str, int] = field(default_factory=dict)  # transport counters: redeliveries...
 
 
 @dataclass(frozen=True, slots=True)

@@ -152,6 +152,7 @@ class ExecutionEngine:
         self._running: asyncio.Event | None = None
         self._transport: Transport | None = None
         self._wake_cancel: Callable[[], None] | None = None
+        self.stats: dict[str, int] = {}  # the last run's transport counters (redeliveries...)
         if on_step_complete is not None:
             self.events.subscribe(self._call_on_step_complete, StepCompleted)
 
@@ -197,10 +198,18 @@ class ExecutionEngine:
 
     # -- the loop -----------------------------------------------------------------------------
 
-    def _make_transport(self) -> Transport:
+    def _make_transport(self, run_id: str) -> Transport:
         spec = self._transport_spec
         if isinstance(spec, Transport):
             return spec
+        from .cluster.broker import DataflowNatsBroker
+
+        if spec == "nats" or (spec == "auto" and isinstance(self.broker, DataflowNatsBroker)):
+            from .transports.nats import NatsTransport
+
+            if not isinstance(self.broker, DataflowNatsBroker):
+                raise ValueError("transport='nats' needs a DataflowNatsBroker")
+            return NatsTransport(self.broker, run_id)
         if spec == "local" or (spec == "auto" and _is_local_broker(self.broker)):
             return LocalTransport(self._executor)
         if spec in ("auto", "broker"):
@@ -210,7 +219,7 @@ class ExecutionEngine:
                 raise ValueError("transport='broker' needs a taskiq broker")
             return BrokerTransport(self.broker)
         raise ValueError(
-            f"unknown transport {spec!r}: use 'auto', 'local', 'broker' or a Transport"
+            f"unknown transport {spec!r}: use 'auto', 'local', 'broker', 'nats' or a Transport"
         )
 
     def _check_inputs(self, inputs: dict[str, Any]) -> None:
@@ -238,7 +247,7 @@ class ExecutionEngine:
         graph = dag.graph
         priorities = self._priorities(graph)
         scheduler = _core.Scheduler(graph, priorities, self.max_parallel)
-        transport = self._transport = self._make_transport()
+        transport = self._transport = self._make_transport(run_id)
         self._cancel_requested = False
         cancelled = asyncio.Event()
         self._wake_cancel = lambda: (cancelled.set(), transport.push(_WAKE))
@@ -375,13 +384,18 @@ class ExecutionEngine:
                         break
             if self._cancel_requested:
                 status = "cancelled"
+            else:
+                if status != "succeeded":
+                    transport.cancel()
+                produced = {k: v for k, v in values.items() if k not in inputs}
+                produced = await transport.materialize(produced)
         except BaseException as exc:
             status = "failed"
+            self.stats = transport.stats()
             if bus:
+                elapsed = time.perf_counter() - started_at
                 await bus.emit(
-                    RunFinished(
-                        run_id, status, scheduler.counts(), time.perf_counter() - started_at, exc
-                    )
+                    RunFinished(run_id, status, scheduler.counts(), elapsed, exc, self.stats)
                 )
             raise
         finally:
@@ -392,7 +406,9 @@ class ExecutionEngine:
                 transport.cancel()
             await transport.shutdown()
 
-        produced = {k: v for k, v in values.items() if k not in inputs}
+        if status == "cancelled":
+            produced = {k: v for k, v in values.items() if k not in inputs}
+        self.stats = transport.stats()
         if status == "succeeded" and failures:
             status = "failed"
         error: BaseException | None = None
@@ -403,10 +419,9 @@ class ExecutionEngine:
         elif failures:
             error = DataflowExecutionError(failures, skipped, produced)
         if bus:
+            elapsed = time.perf_counter() - started_at
             await bus.emit(
-                RunFinished(
-                    run_id, status, scheduler.counts(), time.perf_counter() - started_at, error
-                )
+                RunFinished(run_id, status, scheduler.counts(), elapsed, error, self.stats)
             )
         if error is not None:
             raise error

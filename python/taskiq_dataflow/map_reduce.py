@@ -160,9 +160,13 @@ class MapReduce:
     ) -> MapReduceResult:
         """Map `map_func` over `items`, then `reduce_func(mapped_list)`; the value is the reduction.
 
-        The mapped list is kept at `.mapped` of the result.
+        The mapped list is kept at `.mapped` of the result. taskiq-flow's own source takes
+        `(map_task, reduce_task, items)`; that order is accepted too (it cannot be ambiguous:
+        a list is not callable).
         """
         started = time.perf_counter()
+        if callable(items) and not callable(reduce_func) and isinstance(reduce_func, Iterable):
+            items, reduce_func = reduce_func, items
         items = list(items)
         map_options = _options("MapReduce.map_reduce", map_func, max_parallel, engine_options)
         mapped = await _run_map(broker, map_func, items, map_output, map_options, progress_callback)
@@ -260,24 +264,40 @@ async def _run_reduce(
 def _node_callable(func: Any) -> Any:
     """`func` in a form the engine calls with the item as the single positional argument.
 
-    A callable object with an `async def __call__` becomes its bound `__call__` (so it is awaited,
-    not run in a thread); a callable without a readable signature (a builtin such as `max`) is
-    wrapped so the item is passed by position, not under its generated key.
+    The engine binds by keyword when a callable takes **kwargs or has no readable signature (a
+    builtin such as `max`); such a function is wrapped so the item is passed by position, not
+    under its generated key. A callable object with an `async def __call__` becomes its bound
+    `__call__`, so that it is awaited rather than run in a thread.
     """
-    if hasattr(func, "kiq") or inspect.iscoroutinefunction(func):
-        return func
-    if not inspect.isroutine(func) and inspect.iscoroutinefunction(type(func).__call__):
-        return _keep_spec(func, func.__call__)
+    if hasattr(func, "kiq"):
+        return func  # a taskiq task: the broker needs the task itself
+    target = func
+    if (
+        not inspect.isroutine(func)
+        and not inspect.iscoroutinefunction(func)
+        and inspect.iscoroutinefunction(type(func).__call__)
+    ):
+        target = func.__call__
     try:
-        inspect.signature(func)
+        params = inspect.signature(target).parameters.values()
+        by_position = not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
     except (TypeError, ValueError):
+        by_position = False
+    if by_position:
+        return func if target is func else _keep_spec(func, target)
+    call: Any
+    if inspect.iscoroutinefunction(target):
+
+        async def call(item: Any) -> Any:
+            return await target(item)
+
+    else:
 
         def call(item: Any) -> Any:
-            return func(item)
+            return target(item)
 
-        call.__name__ = getattr(func, "__name__", type(func).__name__)
-        return _keep_spec(func, call)
-    return func
+    call.__name__ = getattr(func, "__name__", type(func).__name__)
+    return _keep_spec(func, call)
 
 
 def _keep_spec(original: Any, replacement: Any) -> Any:

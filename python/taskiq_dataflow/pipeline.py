@@ -167,6 +167,7 @@ class DataflowPipeline:
             keys = set(input_keys)
             missing = [k for k in required if k not in keys]
             if missing:
+                self.build_dag()  # report a broken graph (duplicates, cycles) first
                 raise MissingInputError(self._missing_message(missing))
             given = frozenset(k for k in required if k in keys)
         dag = self._dags.get(given)

@@ -118,7 +118,7 @@ def _node_fields(
     metadata: dict[str, Any] | None,
     name: str | None,
 ) -> dict[str, Any]:
-    """A task's keys: explicit arguments first, then its `pipeline_task` spec, then its signature."""
+    """A task's keys: explicit arguments, else its `pipeline_task` spec, else its signature."""
     spec = get_spec(task) if task is not None else None
     if output is not None and outputs is not None:
         raise TypeError("give either output= or outputs=, not both")

@@ -40,6 +40,7 @@ class Transport(abc.ABC):
     def __init__(self) -> None:
         self._done: list[Completion] = []
         self._wake = asyncio.Event()
+        self.fatal: BaseException | None = None  # set when the transport cannot go on
 
     @abc.abstractmethod
     def kick(self, jobs: list[Job]) -> None:
@@ -55,6 +56,8 @@ class Transport(abc.ABC):
             if not self._done:
                 self._wake.clear()
                 await self._wake.wait()
+            if self.fatal is not None:
+                raise self.fatal
             batch, self._done = self._done, []
             yield batch
 
@@ -66,3 +69,11 @@ class Transport(abc.ABC):
 
     def cancel(self) -> None:  # noqa: B027 - optional hook
         """Stop in-flight work where the transport can."""
+
+    async def materialize(self, values: dict[str, Any]) -> dict[str, Any]:
+        """Final outputs as values (a transport may hold large ones by reference)."""
+        return values
+
+    def stats(self) -> dict[str, int]:
+        """Transport counters for the run (redeliveries, duplicates...)."""
+        return {}

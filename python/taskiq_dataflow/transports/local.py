@@ -115,6 +115,8 @@ class LocalTransport(Transport):
                 eager_batches = 0
                 self._wake.clear()
                 await self._wake.wait()
+                if self.fatal is not None:
+                    raise self.fatal
             else:
                 eager_batches += 1
                 if eager_batches % self.EAGER_YIELD_EVERY == 0:

@@ -99,17 +99,32 @@ impl From<Cycle> for SchedError {
 /// Among ready nodes the highest priority runs first, ties (and every node when no
 /// priorities are given) in ascending id order. Nodes are handed out only up to the
 /// capacity (the number of Running nodes); the rest wait as Ready.
+/// Each node's state with the number of nodes in each state, kept in step.
+#[derive(Debug, Clone)]
+struct States {
+    of: Vec<NodeState>,
+    /// Indexed by `NodeState as usize`.
+    counts: [usize; 6],
+}
+
+impl States {
+    #[inline]
+    fn set(&mut self, node: NodeId, to: NodeState) {
+        let from = std::mem::replace(&mut self.of[node as usize], to);
+        self.counts[from as usize] -= 1;
+        self.counts[to as usize] += 1;
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Scheduler {
     graph: Arc<Graph>,
-    state: Vec<NodeState>,
+    states: States,
     /// Predecessors not yet Done, per node.
     waiting: Vec<u32>,
     /// May hold stale entries of nodes skipped while queued; they are dropped on pop.
     queue: ReadyQueue,
     capacity: Option<usize>,
-    /// Nodes per state, indexed by `NodeState as usize`.
-    counts: [usize; 6],
     started: bool,
 }
 
@@ -137,11 +152,13 @@ impl Scheduler {
         }
         let waiting = graph.predecessors.degrees();
         Ok(Scheduler {
-            state: vec![NodeState::Pending; n],
+            states: States {
+                of: vec![NodeState::Pending; n],
+                counts: [n, 0, 0, 0, 0, 0],
+            },
             waiting,
             queue: ReadyQueue::new(priorities),
             capacity,
-            counts: [n, 0, 0, 0, 0, 0],
             started: false,
             graph,
         })
@@ -160,19 +177,12 @@ impl Scheduler {
     }
 
     #[inline]
-    fn set(&mut self, node: NodeId, to: NodeState) {
-        let from = std::mem::replace(&mut self.state[node as usize], to);
-        self.counts[from as usize] -= 1;
-        self.counts[to as usize] += 1;
-    }
-
-    #[inline]
     fn running(&self) -> usize {
-        self.counts[NodeState::Running as usize]
+        self.states.counts[NodeState::Running as usize]
     }
 
     fn check_range(&self, node: NodeId) -> Result<(), SchedError> {
-        if (node as usize) < self.state.len() {
+        if (node as usize) < self.states.of.len() {
             Ok(())
         } else {
             Err(SchedError::OutOfRange(node))
@@ -181,7 +191,7 @@ impl Scheduler {
 
     fn check_running(&self, node: NodeId) -> Result<(), SchedError> {
         self.check_range(node)?;
-        match self.state[node as usize] {
+        match self.states.of[node as usize] {
             NodeState::Running => Ok(()),
             state => Err(SchedError::NotRunning { node, state }),
         }
@@ -191,12 +201,11 @@ impl Scheduler {
     /// and are appended to `fresh`.
     #[inline]
     fn release_successors(&mut self, node: NodeId, fresh: &mut Vec<NodeId>) {
-        let graph = Arc::clone(&self.graph);
-        for &s in graph.successors(node) {
+        for &s in self.graph.successors(node) {
             let w = &mut self.waiting[s as usize];
             *w -= 1;
-            if *w == 0 && self.state[s as usize] == NodeState::Pending {
-                self.set(s, NodeState::Ready);
+            if *w == 0 && self.states.of[s as usize] == NodeState::Pending {
+                self.states.set(s, NodeState::Ready);
                 fresh.push(s);
             }
         }
@@ -218,13 +227,13 @@ impl Scheduler {
                     break;
                 };
                 // Skip entries of nodes skipped while they waited.
-                if self.state[node as usize] == NodeState::Ready {
+                if self.states.of[node as usize] == NodeState::Ready {
                     out.push(node);
                 }
             }
         }
         for &node in out.iter() {
-            self.set(node, NodeState::Running);
+            self.states.set(node, NodeState::Running);
         }
     }
 
@@ -237,8 +246,8 @@ impl Scheduler {
         }
         nodes.iter().try_for_each(|&v| self.check_range(v))?;
         for &v in nodes {
-            if self.state[v as usize] == NodeState::Pending {
-                self.set(v, NodeState::Done);
+            if self.states.of[v as usize] == NodeState::Pending {
+                self.states.set(v, NodeState::Done);
                 self.release_successors_before_start(v);
             }
         }
@@ -260,9 +269,9 @@ impl Scheduler {
         }
         self.started = true;
         let mut out = Vec::new();
-        for v in 0..self.state.len() as NodeId {
-            if self.state[v as usize] == NodeState::Pending && self.waiting[v as usize] == 0 {
-                self.set(v, NodeState::Ready);
+        for v in 0..self.states.of.len() as NodeId {
+            if self.states.of[v as usize] == NodeState::Pending && self.waiting[v as usize] == 0 {
+                self.states.set(v, NodeState::Ready);
                 out.push(v);
             }
         }
@@ -277,7 +286,7 @@ impl Scheduler {
             return Err(SchedError::NotStarted);
         }
         self.check_running(node)?;
-        self.set(node, NodeState::Done);
+        self.states.set(node, NodeState::Done);
         let mut out = Vec::new();
         self.release_successors(node, &mut out);
         self.hand_out(&mut out);
@@ -294,13 +303,13 @@ impl Scheduler {
         // Every node is Running, so one already Done here is a repeat within the batch;
         // using the state as the "seen" mark avoids allocating a set.
         for (i, &v) in nodes.iter().enumerate() {
-            if self.state[v as usize] == NodeState::Done {
+            if self.states.of[v as usize] == NodeState::Done {
                 for &u in &nodes[..i] {
-                    self.set(u, NodeState::Running);
+                    self.states.set(u, NodeState::Running);
                 }
                 return Err(SchedError::DuplicateInBatch(v));
             }
-            self.set(v, NodeState::Done);
+            self.states.set(v, NodeState::Done);
         }
         let mut out = Vec::new();
         for &v in nodes {
@@ -321,19 +330,18 @@ impl Scheduler {
             return Err(SchedError::NotStarted);
         }
         self.check_running(node)?;
-        self.set(node, NodeState::Failed);
-        let graph = Arc::clone(&self.graph);
+        self.states.set(node, NodeState::Failed);
         // The result doubles as the search queue.
         let mut skipped: Vec<NodeId> = Vec::new();
         let mut head = 0;
         let mut u = node;
         loop {
-            for &s in graph.successors(u) {
+            for &s in self.graph.successors(u) {
                 if matches!(
-                    self.state[s as usize],
+                    self.states.of[s as usize],
                     NodeState::Pending | NodeState::Ready
                 ) {
-                    self.set(s, NodeState::Skipped);
+                    self.states.set(s, NodeState::Skipped);
                     skipped.push(s);
                 }
             }
@@ -369,7 +377,7 @@ impl Scheduler {
             return Err(SchedError::NotStarted);
         }
         self.check_running(node)?;
-        self.set(node, NodeState::Ready);
+        self.states.set(node, NodeState::Ready);
         self.queue.push(node);
         Ok(())
     }
@@ -378,12 +386,12 @@ impl Scheduler {
     /// ascending. Running nodes stay Running and may still complete or fail.
     pub fn cancel(&mut self) -> Vec<NodeId> {
         let mut skipped = Vec::new();
-        for v in 0..self.state.len() as NodeId {
+        for v in 0..self.states.of.len() as NodeId {
             if matches!(
-                self.state[v as usize],
+                self.states.of[v as usize],
                 NodeState::Pending | NodeState::Ready
             ) {
-                self.set(v, NodeState::Skipped);
+                self.states.set(v, NodeState::Skipped);
                 skipped.push(v);
             }
         }
@@ -393,12 +401,12 @@ impl Scheduler {
 
     pub fn state(&self, node: NodeId) -> Result<NodeState, SchedError> {
         self.check_range(node)?;
-        Ok(self.state[node as usize])
+        Ok(self.states.of[node as usize])
     }
 
     /// O(1): maintained on every change.
     pub fn counts(&self) -> Counts {
-        let [pending, ready, running, done, failed, skipped] = self.counts;
+        let [pending, ready, running, done, failed, skipped] = self.states.counts;
         Counts {
             pending,
             ready,

@@ -1,0 +1,225 @@
+"""Wire protocol of the NATS cluster: msgpack frames, versioned, batched. No pickle.
+
+Values travel as msgpack data. Types msgpack lacks (tuple, set, frozenset, datetime, date, time,
+timedelta, UUID, Decimal, complex, pydantic models) are extension types; anything else needs an
+extension codec registered on a `Codec`, or it is refused with an error naming the task.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import sys
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+VERSION = 1
+
+# Frame kinds
+TASKS = "tasks"  # engine -> pool: [[seq, [task name, args, kwargs, timeout]], ...]
+CLAIM = "claim"  # worker -> engine: the seqs a worker took
+RESULTS = "results"  # worker -> engine: [[seq, ok, value or [type, message, traceback]], ...]
+HEARTBEAT = "hb"  # worker -> everyone: alive, with its in-flight count
+
+# Extension type codes (0-63 reserved for the protocol; user codecs use 64-127)
+_TUPLE, _SET, _FROZENSET, _DATETIME, _DATE, _TIME, _TIMEDELTA = 1, 2, 3, 4, 5, 6, 7
+_UUID, _DECIMAL, _COMPLEX, _MODEL, _REF, _PACKED = 8, 9, 10, 11, 12, 13
+USER_CODES = range(64, 128)
+
+
+class ProtocolError(ValueError):
+    """A frame that is not valid msgpack or not a frame of this protocol."""
+
+
+class EncodeError(TypeError):
+    """A value msgpack cannot carry."""
+
+
+@dataclass(frozen=True, slots=True)
+class ValueRef:
+    """A large value kept in the JetStream object store and passed by name."""
+
+    bucket: str
+    name: str
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class Packed:
+    """A value already encoded with this codec (sent as is, decoded on arrival)."""
+
+    data: bytes
+
+
+@dataclass(frozen=True)
+class _UserType:
+    code: int
+    type: type
+    encode: Callable[[Any], bytes]
+    decode: Callable[[bytes], Any]
+
+
+class Codec:
+    """msgpack with extension types. `register(MyType, code, encode, decode)` adds your own."""
+
+    def __init__(self) -> None:
+        self._by_type: dict[type, _UserType] = {}
+        self._by_code: dict[int, _UserType] = {}
+
+    def register(
+        self,
+        type_: type,
+        code: int,
+        encode: Callable[[Any], bytes],
+        decode: Callable[[bytes], Any],
+    ) -> None:
+        if code not in USER_CODES:
+            raise ValueError(f"extension codes 64..127 are for user types, got {code}")
+        if code in self._by_code:
+            raise ValueError(f"extension code {code} is already used by {self._by_code[code].type}")
+        entry = _UserType(code, type_, encode, decode)
+        self._by_type[type_] = entry
+        self._by_code[code] = entry
+
+    # -- encoding -------------------------------------------------------------------------------
+
+    def _default(self, obj: Any) -> Any:
+        user = self._by_type.get(type(obj))
+        if user is not None:
+            return msgpack.ExtType(user.code, user.encode(obj))
+        pack = self.packb
+        if isinstance(obj, tuple):
+            return msgpack.ExtType(_TUPLE, pack(list(obj)))
+        if isinstance(obj, frozenset):
+            return msgpack.ExtType(_FROZENSET, pack(list(obj)))
+        if isinstance(obj, set):
+            return msgpack.ExtType(_SET, pack(list(obj)))
+        if isinstance(obj, dt.datetime):
+            return msgpack.ExtType(_DATETIME, obj.isoformat().encode())
+        if isinstance(obj, dt.date):
+            return msgpack.ExtType(_DATE, obj.isoformat().encode())
+        if isinstance(obj, dt.time):
+            return msgpack.ExtType(_TIME, obj.isoformat().encode())
+        if isinstance(obj, dt.timedelta):
+            return msgpack.ExtType(_TIMEDELTA, pack([obj.days, obj.seconds, obj.microseconds]))
+        if isinstance(obj, uuid.UUID):
+            return msgpack.ExtType(_UUID, obj.bytes)
+        if isinstance(obj, decimal.Decimal):
+            return msgpack.ExtType(_DECIMAL, str(obj).encode())
+        if isinstance(obj, complex):
+            return msgpack.ExtType(_COMPLEX, pack([obj.real, obj.imag]))
+        if isinstance(obj, Packed):
+            return msgpack.ExtType(_PACKED, obj.data)
+        if isinstance(obj, ValueRef):
+            return msgpack.ExtType(_REF, pack([obj.bucket, obj.name, obj.size]))
+        dump = getattr(obj, "model_dump", None)
+        if dump is not None and hasattr(type(obj), "model_validate"):
+            cls = type(obj)
+            return msgpack.ExtType(
+                _MODEL, pack([cls.__module__, cls.__qualname__, dump(mode="python")])
+            )
+        for base, user in self._by_type.items():
+            if isinstance(obj, base):
+                return msgpack.ExtType(user.code, user.encode(obj))
+        # Subclasses of plain types (IntEnum, OrderedDict, str enums...) travel as the plain type.
+        for plain in (bool, int, float, str, bytes, dict, list):
+            if isinstance(obj, plain):
+                return plain(obj)
+        raise EncodeError(
+            f"cannot encode a value of type {type(obj).__module__}.{type(obj).__qualname__} "
+            "with msgpack; return plain data, a pydantic model, or register an extension codec "
+            "(Codec.register)"
+        )
+
+    def packb(self, obj: Any) -> bytes:
+        try:
+            return msgpack.packb(obj, default=self._default, strict_types=True, use_bin_type=True)
+        except EncodeError:
+            raise
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise EncodeError(str(exc)) from None
+
+    # -- decoding -------------------------------------------------------------------------------
+
+    def _ext_hook(self, code: int, data: bytes) -> Any:
+        unpack = self.unpackb
+        if code == _TUPLE:
+            return tuple(unpack(data))
+        if code == _SET:
+            return set(unpack(data))
+        if code == _FROZENSET:
+            return frozenset(unpack(data))
+        if code == _DATETIME:
+            return dt.datetime.fromisoformat(data.decode())
+        if code == _DATE:
+            return dt.date.fromisoformat(data.decode())
+        if code == _TIME:
+            return dt.time.fromisoformat(data.decode())
+        if code == _TIMEDELTA:
+            days, seconds, micros = unpack(data)
+            return dt.timedelta(days=days, seconds=seconds, microseconds=micros)
+        if code == _UUID:
+            return uuid.UUID(bytes=data)
+        if code == _DECIMAL:
+            return decimal.Decimal(data.decode())
+        if code == _COMPLEX:
+            real, imag = unpack(data)
+            return complex(real, imag)
+        if code == _PACKED:
+            return unpack(data)
+        if code == _REF:
+            return ValueRef(*unpack(data))
+        if code == _MODEL:
+            module, qualname, fields = unpack(data)
+            return _model(module, qualname, fields)
+        user = self._by_code.get(code)
+        if user is None:
+            raise ProtocolError(f"unknown msgpack extension type {code}; register a codec for it")
+        return user.decode(data)
+
+    def unpackb(self, data: bytes) -> Any:
+        return msgpack.unpackb(
+            data, ext_hook=self._ext_hook, raw=False, strict_map_key=False, use_list=True
+        )
+
+    # -- frames ---------------------------------------------------------------------------------
+
+    def frame(self, kind: str, **fields: Any) -> bytes:
+        return self.packb({"v": VERSION, "t": kind, **fields})
+
+    def read_frame(self, data: bytes) -> dict[str, Any]:
+        """Decode a frame; ProtocolError says what is wrong with it."""
+        try:
+            frame = self.unpackb(data)
+        except ProtocolError:
+            raise
+        except Exception as exc:
+            raise ProtocolError(f"not a msgpack frame ({type(exc).__name__}: {exc})") from None
+        if not isinstance(frame, dict) or "t" not in frame:
+            raise ProtocolError(f"not a dataflow frame: {str(frame)[:80]!r}")
+        if frame.get("v") != VERSION:
+            raise ProtocolError(
+                f"frame has protocol version {frame.get('v')!r}; this side speaks {VERSION}"
+            )
+        return frame
+
+
+def _model(module: str, qualname: str, fields: Any) -> Any:
+    """Rebuild a pydantic model if its class is already loaded here; else keep the data.
+
+    Only modules already imported are looked at: a frame never makes this process import code.
+    """
+    obj: Any = sys.modules.get(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part, None)
+    validate = getattr(obj, "model_validate", None)
+    if validate is None:
+        return fields
+    return validate(fields)
+
+
+DEFAULT_CODEC = Codec()

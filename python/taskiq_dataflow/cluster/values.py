@@ -1,0 +1,51 @@
+"""Large values by reference: kept in a JetStream object store instead of passing through frames."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from .protocol import Codec, ValueRef
+
+
+class ValueStore:
+    """Stores encoded values above `threshold` bytes; resolves references back to values."""
+
+    def __init__(self, nc: Any, bucket: str, threshold: int, codec: Codec) -> None:
+        self._nc = nc
+        self.bucket = bucket
+        self.threshold = threshold
+        self._codec = codec
+        self._store: Any = None
+        self._lock = asyncio.Lock()
+
+    async def _obs(self) -> Any:
+        if self._store is None:
+            async with self._lock:
+                if self._store is None:
+                    from nats.js.errors import BucketNotFoundError, NotFoundError
+
+                    js = self._nc.jetstream()
+                    try:
+                        self._store = await js.object_store(self.bucket)
+                    except (BucketNotFoundError, NotFoundError):
+                        self._store = await js.create_object_store(self.bucket)
+        return self._store
+
+    async def put(self, name: str, encoded: bytes) -> ValueRef:
+        obs = await self._obs()
+        await obs.put(name, encoded)
+        return ValueRef(self.bucket, name, len(encoded))
+
+    async def get(self, ref: ValueRef) -> Any:
+        obs = await self._obs()
+        result = await obs.get(ref.name)
+        return self._codec.unpackb(result.data)
+
+    async def resolve_all(self, values: dict[str, Any]) -> dict[str, Any]:
+        """The same mapping with every top-level ValueRef replaced by its value."""
+        refs = [(k, v) for k, v in values.items() if isinstance(v, ValueRef)]
+        if not refs:
+            return values
+        fetched = await asyncio.gather(*(self.get(v) for _, v in refs))
+        return {**values, **{k: value for (k, _), value in zip(refs, fetched, strict=True)}}

@@ -1,0 +1,350 @@
+"""Dispatch to the NATS worker cluster: msgpack task frames out, result frames pushed back.
+
+Reliability: every task entry is claimed by the worker that took it; workers heart-beat. A task
+whose worker stops heart-beating, or that nobody claims, is sent again (a redelivery, not a
+retry); the first result for a task wins and later duplicates are dropped. If nothing at all is
+heard from the cluster for `progress_timeout` while tasks are outstanding, the run fails with an
+error that says so instead of hanging.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from typing import Any
+
+from ..cluster.broker import DataflowNatsBroker
+from ..cluster.protocol import CLAIM, HEARTBEAT, RESULTS, TASKS, EncodeError, Packed
+from ..cluster.values import ValueStore
+from ..events import TaskError
+from ..task import get_spec
+from .base import Completion, Job, Transport, task_error
+
+log = logging.getLogger("taskiq_dataflow.nats")
+
+
+class ClusterError(RuntimeError):
+    """The cluster cannot make progress (server unreachable, no workers in a pool...)."""
+
+
+class _Flight:
+    __slots__ = ("body", "job", "pool", "sent_at", "seqs", "worker")
+
+    def __init__(self, job: Job, pool: str, body: Packed) -> None:
+        self.job, self.pool, self.body = job, pool, body
+        self.seqs: list[int] = []
+        self.worker: str | None = None
+        self.sent_at = 0.0
+
+
+class _WorkerState:
+    __slots__ = ("last_seen", "pool", "seqs")
+
+    def __init__(self, pool: str, now: float) -> None:
+        self.pool, self.last_seen = pool, now
+        self.seqs: set[int] = set()
+
+
+class NatsTransport(Transport):
+    def __init__(self, broker: DataflowNatsBroker, run_id: str) -> None:
+        super().__init__()
+        self.broker = broker
+        self.codec = broker.codec
+        self.run_id = run_id
+        self.reply_subject = broker.reply_subject(run_id)
+        self.redeliveries = 0
+        self.duplicates = 0
+        self._seq = 0
+        self._inflight: dict[int, _Flight] = {}
+        self._workers: dict[str, _WorkerState] = {}
+        self._outbox: dict[str, list[int]] = {}
+        self._flush_scheduled = False
+        self._pools: dict[int, str] = {}
+        self._heard = time.monotonic()
+        self._nc: Any = None
+        self._subs: list[Any] = []
+        self._watchdog: asyncio.Task[None] | None = None
+        self._values: ValueStore | None = None
+        self._background: set[asyncio.Future[Any]] = set()
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def startup(self) -> None:
+        broker = self.broker
+        try:
+            self._nc = await asyncio.wait_for(
+                broker.connect(
+                    name=f"dataflow-engine-{self.run_id}",
+                    max_reconnect_attempts=-1,
+                    allow_reconnect=True,
+                ),
+                broker.progress_timeout,
+            )
+        except Exception as exc:
+            raise ClusterError(
+                f"cannot connect to NATS at {broker.servers}: {type(exc).__name__}: {exc}"
+            ) from exc
+        self._values = ValueStore(
+            self._nc, broker.object_store_bucket, broker.large_value_threshold, self.codec
+        )
+        self._subs = [
+            await self._nc.subscribe(self.reply_subject, cb=self._on_reply),
+            await self._nc.subscribe(broker.heartbeat_subject, cb=self._on_heartbeat),
+        ]
+        await self._nc.flush()
+        self._heard = time.monotonic()
+        self._watchdog = asyncio.ensure_future(self._watch())
+
+    async def shutdown(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        for fut in list(self._background):
+            fut.cancel()
+        if self._nc is not None:
+            for sub in self._subs:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._nc.close(), 5)
+
+    def cancel(self) -> None:
+        self._outbox.clear()
+        self._inflight.clear()
+        if self._nc is not None and self._nc.is_connected:
+            self._spawn(self._nc.publish(self.broker.cancel_subject(self.run_id), b""))
+
+    def stats(self) -> dict[str, int]:
+        return {"redeliveries": self.redeliveries, "duplicates": self.duplicates}
+
+    async def materialize(self, values: dict[str, Any]) -> dict[str, Any]:
+        assert self._values is not None
+        return await self._values.resolve_all(values)
+
+    def _spawn(self, coro: Any) -> None:
+        fut = asyncio.ensure_future(coro)
+        self._background.add(fut)
+        fut.add_done_callback(self._background.discard)
+
+    # -- sending --------------------------------------------------------------------------------
+
+    def _pool_of(self, task: Any) -> str:
+        pool = self._pools.get(id(task))
+        if pool is None:
+            spec = get_spec(task)
+            pool = self._pools[id(task)] = (spec.pool if spec and spec.pool else None) or (
+                self.broker.pool
+            )
+        return pool
+
+    def kick(self, jobs: list[Job]) -> None:
+        threshold = self.broker.large_value_threshold
+        for job in jobs:
+            name = getattr(job.task, "task_name", None)
+            if not isinstance(name, str):
+                exc = TypeError(
+                    f"task '{job.name}' is a plain function; cluster workers run only tasks "
+                    "registered with @broker.task on the DataflowNatsBroker"
+                )
+                self.push(Completion(job.node, job.attempt, False, task_error(job.name, exc)))
+                continue
+            try:
+                body = self.codec.packb([name, list(job.args), job.kwargs, job.timeout])
+            except EncodeError as exc:
+                self.push(Completion(job.node, job.attempt, False, self._encode_error(job, exc)))
+                continue
+            flight = _Flight(job, self._pool_of(job.task), Packed(body))
+            if len(body) > threshold:
+                self._spawn(self._offload(flight))
+            else:
+                self._send(flight)
+
+    def _encode_error(self, job: Job, exc: EncodeError) -> TaskError:
+        culprit = ""
+        for key, value in job.kwargs.items():
+            try:
+                self.codec.packb(value)
+            except EncodeError:
+                culprit = f" (input '{key}')"
+                break
+        error = EncodeError(f"an input of task '{job.name}'{culprit} cannot be sent: {exc}")
+        return task_error(job.name, error)
+
+    async def _offload(self, flight: _Flight) -> None:
+        """Move large inputs to the object store, then send the task with references."""
+        assert self._values is not None
+        job = flight.job
+        try:
+            kwargs = dict(job.kwargs)
+            for key, value in kwargs.items():
+                encoded = self.codec.packb(value)
+                if len(encoded) > self._values.threshold:
+                    kwargs[key] = await self._values.put(
+                        f"{self.run_id}.in.{job.node}.{key}", encoded
+                    )
+            args = []
+            for i, value in enumerate(job.args):
+                encoded = self.codec.packb(value)
+                if len(encoded) > self._values.threshold:
+                    value = await self._values.put(f"{self.run_id}.in.{job.node}.{i}", encoded)
+                args.append(value)
+            name = flight.job.task.task_name
+            flight.body = Packed(self.codec.packb([name, args, kwargs, job.timeout]))
+        except Exception as exc:
+            self.push(Completion(job.node, job.attempt, False, task_error(job.name, exc)))
+            return
+        self._send(flight)
+
+    def _send(self, flight: _Flight) -> None:
+        self._seq += 1
+        seq = self._seq
+        flight.seqs.append(seq)
+        flight.worker = None
+        flight.sent_at = time.monotonic()
+        self._inflight[seq] = flight
+        self._outbox.setdefault(flight.pool, []).append(seq)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        outbox, self._outbox = self._outbox, {}
+        frames = []
+        for pool, seqs in outbox.items():
+            live = [s for s in seqs if s in self._inflight]
+            if not live:
+                continue
+            workers = sum(1 for w in self._workers.values() if w.pool == pool) or 1
+            size = max(1, min(self.broker.batch_size, math.ceil(len(live) / workers)))
+            subject = self.broker.tasks_subject(pool)
+            for i in range(0, len(live), size):
+                entries = [[s, self._inflight[s].body] for s in live[i : i + size]]
+                frame = self.codec.frame(
+                    TASKS, run=self.run_id, reply=self.reply_subject, tasks=entries
+                )
+                frames.append((subject, frame))
+        if frames:
+            self._spawn(self._publish(frames))
+
+    async def _publish(self, frames: list[tuple[str, bytes]]) -> None:
+        for subject, frame in frames:
+            await self._nc.publish(subject, frame)
+
+    # -- receiving ------------------------------------------------------------------------------
+
+    async def _on_reply(self, msg: Any) -> None:
+        self._heard = now = time.monotonic()
+        try:
+            frame = self.codec.read_frame(msg.data)
+        except Exception as exc:
+            log.warning("dropped an unreadable frame on %s: %s", msg.subject, exc)
+            return
+        kind, worker = frame.get("t"), frame.get("w")
+        if kind == CLAIM:
+            state = self._worker(worker, None, now)
+            for seq in frame.get("seqs", ()):
+                flight = self._inflight.get(seq)
+                if flight is not None:
+                    flight.worker = worker
+                    state.seqs.add(seq)
+        elif kind == RESULTS:
+            state = self._workers.get(worker)
+            for seq, ok, value in frame.get("results", ()):
+                if seq is None:
+                    self._fail(ClusterError(f"a worker rejected a frame of this run: {value[1]}"))
+                    return
+                if state is not None:
+                    state.seqs.discard(seq)
+                flight = self._inflight.pop(seq, None)
+                if flight is None:
+                    self.duplicates += 1
+                    continue
+                for other in flight.seqs:
+                    self._inflight.pop(other, None)
+                job = flight.job
+                if not ok:
+                    value = TaskError(job.name, value[0], value[1], value[2])
+                self._done.append(Completion(job.node, job.attempt, ok, value))
+            self._wake.set()
+
+    async def _on_heartbeat(self, msg: Any) -> None:
+        self._heard = now = time.monotonic()
+        with contextlib.suppress(Exception):
+            frame = self.codec.read_frame(msg.data)
+            if frame.get("t") == HEARTBEAT:
+                self._worker(frame["w"], frame.get("pool"), now)
+
+    def _worker(self, worker: str, pool: str | None, now: float) -> _WorkerState:
+        state = self._workers.get(worker)
+        if state is None:
+            state = self._workers[worker] = _WorkerState(pool or "", now)
+        state.last_seen = now
+        if pool:
+            state.pool = pool
+        return state
+
+    # -- failure detection ----------------------------------------------------------------------
+
+    async def _watch(self) -> None:
+        broker = self.broker
+        timeout = broker.heartbeat_timeout
+        while True:
+            await asyncio.sleep(min(timeout / 4, 0.25))
+            now = time.monotonic()
+            for worker, state in list(self._workers.items()):
+                if now - state.last_seen > timeout:
+                    del self._workers[worker]
+                    lost = list(
+                        {id(f): f for s in state.seqs if (f := self._inflight.get(s))}.values()
+                    )
+                    if lost:
+                        log.warning(
+                            "worker %s silent for %.1f s: sending its %d task(s) again",
+                            worker,
+                            now - state.last_seen,
+                            len(lost),
+                        )
+                    for flight in lost:
+                        self._redeliver(flight)
+            seen: set[int] = set()
+            for flight in list(self._inflight.values()):
+                if id(flight) in seen:
+                    continue
+                seen.add(id(flight))
+                if flight.worker is None and now - flight.sent_at > timeout:
+                    self._redeliver(flight)
+            if self._inflight and now - self._heard > broker.progress_timeout:
+                pools = sorted({f.pool for f in self._inflight.values()})
+                connected = self._nc.is_connected
+                where = "the NATS server" if not connected else f"workers of pool(s) {pools}"
+                self._fail(
+                    ClusterError(
+                        f"run {self.run_id} made no progress for {broker.progress_timeout:.0f} s: "
+                        f"nothing heard from {where} ({len(self._inflight)} task frame(s) "
+                        f"outstanding; NATS {'connected' if connected else 'disconnected'} "
+                        f"to {broker.servers}). Start workers with "
+                        "`taskiq-dataflow worker module:broker`, or raise progress_timeout."
+                    )
+                )
+                return
+
+    def _redeliver(self, flight: _Flight) -> None:
+        if len(flight.seqs) > self.broker.max_redeliveries:
+            for seq in flight.seqs:
+                self._inflight.pop(seq, None)
+            job = flight.job
+            exc = ClusterError(
+                f"task '{job.name}' was sent to pool '{flight.pool}' {len(flight.seqs)} times and "
+                "no worker completed it (workers died or never claimed it)"
+            )
+            self.push(Completion(job.node, job.attempt, False, task_error(job.name, exc)))
+            return
+        self.redeliveries += 1
+        self._send(flight)
+
+    def _fail(self, exc: BaseException) -> None:
+        self.fatal = exc
+        self._wake.set()
