@@ -320,8 +320,8 @@ def test_progress_lines_when_not_a_terminal(cli_process):
     total = float(re.search(r" in ([\d.]+)s", lines[-1]).group(1))
     assert 1 <= len(progress) <= int(total) + 1
     stamps = [float(re.search(r"elapsed ([\d.]+)s", line).group(1)) for line in progress]
-    assert stamps[0] >= 0.95
-    assert all(b - a >= 0.95 for a, b in itertools.pairwise(stamps))
+    assert stamps[0] >= 0.95  # the first line after a full second
+    assert all(b - a >= 0.9 for a, b in itertools.pairwise(stamps))  # rounded to 0.1 s
     for line in progress:
         assert re.fullmatch(
             r"progress \d+/22 done, 0 failed, 0 skipped, [01] running, [\d.]+ tasks/s, "

@@ -321,7 +321,7 @@ def as_pipeline(target: Any) -> DataflowPipeline | DAG:
     if isinstance(target, DAGBuilder):
         registry = getattr(target, "registry", None)
         if not isinstance(registry, DataflowRegistry):
-            registry = target._registry  # DAGBuilder keeps its registry private
+            registry = target.registry
         return DataflowPipeline.from_registry(registry)
     raise TypeError(f"not a pipeline target: {type(target).__name__}")
 

@@ -279,7 +279,7 @@ class ExecutionEngine:
         def job(node: int, attempt: int) -> Job:
             func, params, policy = plan(node)
             keys = node_inputs[node]
-            if params is None or params.issuperset(keys):
+            if params.issuperset(keys) if params is not None else _all_names(keys):
                 kwargs = {k: values[k] for k in keys}
                 return Job(
                     node, attempt, tasks[node], func, (), kwargs, names[node], policy.timeout
@@ -488,16 +488,21 @@ def _relaxed_gc(size: int) -> Iterator[None]:
             gc.set_threshold(*_gc_saved)
 
 
+def _all_names(keys: Sequence[str]) -> bool:
+    return all(k.isidentifier() for k in keys)
+
+
 def _params(task: Any) -> frozenset[str] | None:
     """Parameter names that keys bind to by keyword; None when the callable takes **kwargs.
 
-    A node whose input keys are not all parameter names gets its values positionally, in the
-    order of its declared inputs.
+    A node whose input keys are not all parameter names (or, for **kwargs, not all Python
+    names) gets its values positionally, in the order of its declared inputs; so does a
+    callable whose signature cannot be read (builtins).
     """
     try:
         params = inspect.signature(original_function(task)).parameters
     except (TypeError, ValueError):
-        return None
+        return frozenset()
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return None
     return frozenset(

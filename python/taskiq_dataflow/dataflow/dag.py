@@ -10,11 +10,14 @@ from __future__ import annotations
 import sys
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence, Set
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from .. import _core
 from ..errors import CycleError, DAGValidationError, format_cycle
 from ..task import get_spec, infer_inputs, task_display_name
+
+if TYPE_CHECKING:
+    from .registry import DataflowRegistry
 
 
 class DAGNode:
@@ -512,6 +515,11 @@ class DAGBuilder:
         return self
 
     node = add_task
+
+    @property
+    def registry(self) -> DataflowRegistry:
+        """The registry the builder fills (for inspection before `build()`)."""
+        return self._registry
 
     def external_input(self, *keys: str) -> DAGBuilder:
         for key in keys:

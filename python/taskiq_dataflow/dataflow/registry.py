@@ -161,7 +161,7 @@ class DataflowRegistry:
         external = list(self._declared_external)
         if external_inputs is not None:
             external.extend(external_inputs)
-        if not external and src._inputs:
+        elif not external and src._inputs:
             external = list(src._inputs[0])
         dag = DAG._from_columns(
             list(src._tasks),

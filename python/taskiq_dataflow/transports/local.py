@@ -63,7 +63,7 @@ class LocalTransport(Transport):
             func = job.func
             is_coro = self._is_coro.get(func)
             if is_coro is None:
-                is_coro = self._is_coro[func] = inspect.iscoroutinefunction(func)
+                is_coro = self._is_coro[func] = _is_async(func)
             if not is_coro:
                 self._run_blocking(job)
                 continue
@@ -135,6 +135,14 @@ class LocalTransport(Transport):
         if self._executor is not None and self._owns_executor:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
+
+
+def _is_async(func: Any) -> bool:
+    """An async function, or an object whose __call__ is one."""
+    if inspect.iscoroutinefunction(func):
+        return True
+    call = getattr(type(func), "__call__", None)
+    return not inspect.isroutine(func) and inspect.iscoroutinefunction(call)
 
 
 async def _resume(coro: Any, yielded: Any, timeout: float | None) -> Any:

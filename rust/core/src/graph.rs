@@ -28,9 +28,11 @@ impl Default for KeyBatch<'_> {
 }
 
 impl<'a> KeyBatch<'a> {
+    /// Hashing waits for `resolve`: here the name's bytes may still be on their way
+    /// from memory, and the next key's fetch can start meanwhile.
     #[inline]
     fn push(&mut self, name: &'a str, is_output: bool) {
-        self.keys[self.len] = (name, hash(name.as_bytes()), is_output);
+        self.keys[self.len] = (name, 0, is_output);
         self.len += 1;
     }
 }
@@ -116,6 +118,9 @@ impl GraphBuilder {
     }
 
     fn resolve(&mut self, batch: &mut KeyBatch<'_>, node: NodeId) {
+        for key in &mut batch.keys[..batch.len] {
+            key.1 = hash(key.0.as_bytes());
+        }
         let keys = &batch.keys[..batch.len];
         let mut warm = 0u32;
         for &(_, h, _) in keys {
