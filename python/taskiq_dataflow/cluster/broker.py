@@ -2,25 +2,32 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from taskiq_nats import NatsBroker
 
 from .protocol import DEFAULT_CODEC, Codec
 
+NATS_URL_ENV = "DATAFLOW_NATS_URL"
+
+
+def default_servers() -> str:
+    return os.environ.get(NATS_URL_ENV, "nats://127.0.0.1:4222")
+
 
 class DataflowNatsBroker(NatsBroker):
     """A taskiq broker over NATS (`@broker.task`, `kiq` and `taskiq worker` work as usual) whose
     tasks an ExecutionEngine sends as msgpack frames to pools of `taskiq-dataflow worker`s.
 
-    Connection options (user/password, token, user_credentials, nkeys_seed, tls, ...) are
-    nats-py's `connect()` keywords; they are used for every connection the engine and the
-    workers open.
+    `servers` defaults to $DATAFLOW_NATS_URL, else nats://127.0.0.1:4222. Connection options
+    (user/password, token, user_credentials, nkeys_seed, tls, ...) are nats-py's `connect()`
+    keywords; they are used for every connection the engine and the workers open.
     """
 
     def __init__(
         self,
-        servers: str | list[str] = "nats://127.0.0.1:4222",
+        servers: str | list[str] | None = None,
         *,
         pool: str = "default",
         prefix: str = "dataflow",
@@ -35,7 +42,7 @@ class DataflowNatsBroker(NatsBroker):
         **connection_kwargs: Any,
     ) -> None:
         super().__init__(
-            servers,
+            servers or default_servers(),
             subject=f"{prefix}.taskiq.{pool}",
             queue=f"{prefix}-taskiq-{pool}",
             **connection_kwargs,

@@ -141,8 +141,9 @@ def _is_async(func: Any) -> bool:
     """An async function, or an object whose __call__ is one."""
     if inspect.iscoroutinefunction(func):
         return True
-    call = getattr(type(func), "__call__", None)
-    return not inspect.isroutine(func) and inspect.iscoroutinefunction(call)
+    if inspect.isroutine(func) or not callable(func):
+        return False
+    return inspect.iscoroutinefunction(type(func).__call__)
 
 
 async def _resume(coro: Any, yielded: Any, timeout: float | None) -> Any:

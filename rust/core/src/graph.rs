@@ -10,30 +10,36 @@ use crate::{KeyId, NodeId};
 /// Marks "no node" in per-key tables (a key nobody produces).
 pub(crate) const NONE: u32 = u32::MAX;
 
-const BATCH: usize = 16;
+/// Keys wait in a buffer until this many have been given, then are interned together.
+const FLUSH_KEYS: usize = 4096;
 
-/// Up to `BATCH` keys of one node, hashed, waiting to be interned: `(name, hash, is_output)`.
-struct KeyBatch<'a> {
-    keys: [(&'a str, u64, bool); BATCH],
-    len: usize,
+/// What a key waiting to be interned was given for.
+#[derive(Debug, Clone, Copy)]
+enum KeyUse {
+    Input,
+    Output(NodeId),
+    External,
 }
 
-impl Default for KeyBatch<'_> {
-    fn default() -> Self {
-        KeyBatch {
-            keys: [("", 0, false); BATCH],
-            len: 0,
-        }
-    }
+/// Keys given to the builder but not yet interned, with their names copied back to
+/// back. With large graphs every table lookup is a cache miss; interning thousands of
+/// keys in one go lets the processor wait for all their misses at once (first every
+/// key's hash, then every first probe, then the lookups proper) instead of in turn.
+#[derive(Debug, Clone, Default)]
+struct PendingKeys {
+    text: String,
+    ends: Vec<usize>,
+    uses: Vec<KeyUse>,
+    /// Scratch space for the hashes during a flush.
+    hashes: Vec<u64>,
 }
 
-impl<'a> KeyBatch<'a> {
-    /// Hashing waits for `resolve`: here the name's bytes may still be on their way
-    /// from memory, and the next key's fetch can start meanwhile.
+impl PendingKeys {
     #[inline]
-    fn push(&mut self, name: &'a str, is_output: bool) {
-        self.keys[self.len] = (name, 0, is_output);
-        self.len += 1;
+    fn push(&mut self, name: &str, key_use: KeyUse) {
+        self.text.push_str(name);
+        self.ends.push(self.text.len());
+        self.uses.push(key_use);
     }
 }
 
@@ -47,6 +53,11 @@ pub struct GraphBuilder {
     outputs: Csr,
     explicit: Vec<(NodeId, NodeId)>,
     duplicate_outputs: Vec<(KeyId, NodeId, NodeId)>,
+    pending: PendingKeys,
+    /// How many entries of `inputs.targets` / `outputs.targets` hold real key ids;
+    /// the rest are placeholders for pending keys, filled in order by `flush`.
+    inputs_done: usize,
+    outputs_done: usize,
 }
 
 impl GraphBuilder {
@@ -62,23 +73,12 @@ impl GraphBuilder {
             external: Vec::with_capacity(keys),
             inputs: Csr::with_capacity(nodes, nodes * 3),
             outputs: Csr::with_capacity(nodes, nodes),
-            explicit: Vec::new(),
-            duplicate_outputs: Vec::new(),
+            ..Self::default()
         }
     }
 
     pub fn node_count(&self) -> usize {
         self.inputs.rows()
-    }
-
-    #[inline]
-    fn intern(&mut self, name: &str) -> KeyId {
-        let (id, new) = self.keys.intern(name);
-        if new {
-            self.producer.push(NONE);
-            self.external.push(false);
-        }
-        id
     }
 
     fn next_id(&self) -> NodeId {
@@ -95,65 +95,84 @@ impl GraphBuilder {
         outputs: impl IntoIterator<Item = &'a str>,
     ) -> NodeId {
         let id = self.next_id();
-        // Keys are hashed a batch at a time and their table slots read before any is
-        // resolved: with large graphs each lookup is a cache miss, and this way the
-        // misses of a node's keys overlap.
-        let mut batch = KeyBatch::default();
         for name in inputs {
-            if batch.len == BATCH {
-                self.resolve(&mut batch, id);
-            }
-            batch.push(name, false);
+            self.pending.push(name, KeyUse::Input);
+            self.inputs.targets.push(NONE);
         }
         for name in outputs {
-            if batch.len == BATCH {
-                self.resolve(&mut batch, id);
-            }
-            batch.push(name, true);
+            self.pending.push(name, KeyUse::Output(id));
+            self.outputs.targets.push(NONE);
         }
-        self.resolve(&mut batch, id);
         self.inputs.end_row();
         self.outputs.end_row();
+        if self.pending.ends.len() >= FLUSH_KEYS {
+            self.flush();
+        }
         id
     }
 
-    fn resolve(&mut self, batch: &mut KeyBatch<'_>, node: NodeId) {
-        for key in &mut batch.keys[..batch.len] {
-            key.1 = hash(key.0.as_bytes());
-        }
-        let keys = &batch.keys[..batch.len];
+    /// Interns every pending key, in the order given.
+    fn flush(&mut self) {
+        let mut pending = std::mem::take(&mut self.pending);
+        let names = || {
+            let text = pending.text.as_str();
+            let mut start = 0;
+            pending.ends.iter().map(move |&end| {
+                let name = &text[start..end];
+                start = end;
+                name
+            })
+        };
+        let mut hashes = std::mem::take(&mut pending.hashes);
+        hashes.clear();
+        hashes.extend(names().map(|name| hash(name.as_bytes())));
         let mut warm = 0u32;
-        for &(_, h, _) in keys {
+        for &h in &hashes {
             warm ^= self.keys.touch(h);
         }
         std::hint::black_box(warm);
-        for &(name, h, is_output) in keys {
+        for ((name, &h), &key_use) in names().zip(&hashes).zip(&pending.uses) {
             let (key, new) = self.keys.intern_hashed(name, h);
             if new {
                 self.producer.push(NONE);
                 self.external.push(false);
             }
-            if is_output {
-                let first = self.producer[key as usize];
-                if first == NONE {
-                    self.producer[key as usize] = node;
-                } else if first != node
-                    && !self
-                        .duplicate_outputs
-                        .iter()
-                        .rev()
-                        .take_while(|d| d.2 == node)
-                        .any(|d| d.0 == key)
-                {
-                    // One report per extra producer, even if it lists the key twice.
-                    self.duplicate_outputs.push((key, first, node));
+            match key_use {
+                KeyUse::Input => {
+                    self.inputs.targets[self.inputs_done] = key;
+                    self.inputs_done += 1;
                 }
-                self.outputs.targets.push(key);
-            } else {
-                self.inputs.targets.push(key);
+                KeyUse::Output(node) => {
+                    self.record_output(key, node);
+                    self.outputs.targets[self.outputs_done] = key;
+                    self.outputs_done += 1;
+                }
+                KeyUse::External => self.external[key as usize] = true,
             }
         }
-        batch.len = 0;
+        pending.text.clear();
+        pending.ends.clear();
+        pending.uses.clear();
+        pending.hashes = hashes;
+        self.pending = pending;
+    }
+
+    /// The first node to output a key is its producer; later ones are duplicates.
+    fn record_output(&mut self, key: KeyId, node: NodeId) {
+        let first = self.producer[key as usize];
+        if first == NONE {
+            self.producer[key as usize] = node;
+        } else if first != node
+            && !self
+                .duplicate_outputs
+                .iter()
+                .rev()
+                .take_while(|d| d.2 == node)
+                .any(|d| d.0 == key)
+        {
+            // One report per extra producer, even if it lists the key twice.
+            self.duplicate_outputs.push((key, first, node));
+        }
     }
 
     /// Adds `count` nodes with no keys (for graphs given as explicit edges only).
@@ -173,12 +192,12 @@ impl GraphBuilder {
 
     /// Declares a key as supplied from outside: an input that no node has to produce.
     pub fn declare_external(&mut self, key: &str) {
-        let key = self.intern(key);
-        self.external[key as usize] = true;
+        self.pending.push(key, KeyUse::External);
     }
 
     /// Never fails: problems are reported by `Graph::validate`.
-    pub fn build(self) -> Graph {
+    pub fn build(mut self) -> Graph {
+        self.flush();
         let n = self.inputs.rows();
         let GraphBuilder {
             keys,
@@ -188,6 +207,7 @@ impl GraphBuilder {
             outputs,
             explicit,
             duplicate_outputs,
+            ..
         } = self;
 
         let (mut valid, bad_edges): (Vec<_>, Vec<_>) = explicit

@@ -1,0 +1,138 @@
+"""Tasks for the cluster integration tests, imported by the test process and by the workers.
+
+Workers load it as `cluster_tasks:broker` (PYTHONPATH=tests) so that task names are the same on
+both sides. The server and credentials come from the environment the test fixture sets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import enum
+import os
+import time
+
+from pydantic import BaseModel
+from taskiq_dataflow import pipeline_task
+from taskiq_dataflow.cluster import Codec, DataflowNatsBroker
+
+URL_ENV = "DATAFLOW_TEST_NATS_URL"
+USER_ENV = "DATAFLOW_TEST_NATS_USER"
+PASSWORD_ENV = "DATAFLOW_TEST_NATS_PASSWORD"
+POOL_ENV = "DATAFLOW_TEST_POOL"
+
+
+class Money:
+    """A user type that only travels because of the codec extension registered below."""
+
+    def __init__(self, amount: int, currency: str) -> None:
+        self.amount, self.currency = amount, currency
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, Money)
+            and (self.amount, self.currency) == (other.amount, other.currency)
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.amount, self.currency))
+
+    def __repr__(self) -> str:
+        return f"Money({self.amount}, {self.currency!r})"
+
+
+def _encode_money(m: Money) -> bytes:
+    return f"{m.amount}:{m.currency}".encode()
+
+
+def _decode_money(data: bytes) -> Money:
+    amount, currency = data.decode().split(":")
+    return Money(int(amount), currency)
+
+
+codec = Codec()
+codec.register(Money, 64, _encode_money, _decode_money)
+
+
+class Inner(BaseModel):
+    label: str
+    when: dt.datetime
+
+
+class Reading(BaseModel):
+    sensor: str
+    values: list[float]
+    inner: Inner
+    tags: set[str] = set()
+
+
+class Level(enum.IntEnum):
+    LOW = 1
+    HIGH = 2
+
+
+class Colour(str, enum.Enum):
+    RED = "red"
+
+
+def _credentials() -> dict[str, str]:
+    user = os.environ.get(USER_ENV)
+    if not user:
+        return {}
+    return {"user": user, "password": os.environ.get(PASSWORD_ENV, "")}
+
+
+broker = DataflowNatsBroker(
+    os.environ.get(URL_ENV, "nats://127.0.0.1:4222"),
+    codec=codec,
+    heartbeat_interval=0.2,
+    heartbeat_timeout=1.0,
+    **_credentials(),
+)
+
+
+@broker.task
+@pipeline_task(output="echoed")
+def echo(value):
+    return value
+
+
+@broker.task
+@pipeline_task(output="unsendable")
+def unsendable():
+    return object()
+
+
+@broker.task
+def noop(*args):
+    return None
+
+
+@broker.task
+async def index(i: int, delay: float = 0.0) -> int:
+    """Returns its own index (bound as a constant input), after sleeping `delay`."""
+    if delay:
+        await asyncio.sleep(delay)
+    return i
+
+
+@broker.task
+def where() -> dict[str, object]:
+    return {"pid": os.getpid(), "pool": os.environ.get(POOL_ENV)}
+
+
+@broker.task
+@pipeline_task(output="blob", inputs=["size"])
+def make_blob(size: int) -> bytes:
+    return bytes(range(256)) * (size // 256) + b"\x07" * (size % 256)
+
+
+@broker.task
+def measure(blob: bytes) -> dict[str, int]:
+    return {"len": len(blob), "sum": sum(blob[::4096])}
+
+
+@broker.task
+def slow(i: int, delay: float) -> int:
+    time.sleep(delay)
+    return i
