@@ -16,6 +16,7 @@ from typing import Any
 
 import cluster_tasks
 import nats
+from taskiq_dataflow import DataflowRegistry
 from taskiq_dataflow.cluster.protocol import HEARTBEAT, Codec
 
 TESTS = Path(__file__).resolve().parent
@@ -53,6 +54,17 @@ def worker_pid(worker_id: str) -> int:
     return int(worker_id.rsplit("-", 2)[1])
 
 
+def index_dag(n: int, delay: float) -> tuple[Any, dict[str, Any]]:
+    """n independent tasks; task i returns i (its own input 'i<i>') after sleeping `delay`."""
+    registry = DataflowRegistry()
+    inputs: dict[str, Any] = {f"i{i}": i for i in range(n)}
+    for key in (*inputs, "delay"):
+        registry.register_external_input(key)
+    for i in range(n):
+        registry.register_task(cluster_tasks.index, output=f"k{i}", inputs=[f"i{i}", "delay"])
+    return registry.build_dag(), {**inputs, "delay": delay}
+
+
 def wait_until(predicate: Any, timeout: float, what: str, interval: float = 0.02) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -82,9 +94,14 @@ class WorkerProcesses:
         self.extra_env = env or {}
         self.connect_kwargs = connect or {}
         self.process: subprocess.Popen[bytes] | None = None
-        self._log = tempfile.NamedTemporaryFile(prefix="dataflow-workers-", suffix=".log")
+        fd, self._log_path = tempfile.mkstemp(prefix="dataflow-workers-", suffix=".log")
+        os.close(fd)
 
     def start(self, timeout: float = 30.0) -> WorkerProcesses:
+        return self.launch().ready(timeout)
+
+    def launch(self) -> WorkerProcesses:
+        """Start the supervisor without waiting (several can then import in parallel)."""
         cmd = [sys.executable, "-m", "taskiq_dataflow.cluster.serve", "cluster_tasks:broker",
                "--workers", str(self.workers)]  # fmt: skip
         if self.pool:
@@ -98,10 +115,15 @@ class WorkerProcesses:
             cluster_tasks.POOL_ENV: self.pool or "default",
             **self.extra_env,
         }
-        self.process = subprocess.Popen(
-            cmd, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
+        with open(self._log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
+        return self
+
+    def ready(self, timeout: float = 30.0) -> WorkerProcesses:
+        """Wait for every child to heart-beat; on failure stop the group and raise."""
         try:
             self.wait_ready(self.workers, timeout)
         except BaseException:
@@ -118,7 +140,7 @@ class WorkerProcesses:
         return children_of(self.pid)
 
     def log(self) -> str:
-        return Path(self._log.name).read_text(errors="replace")[-4000:]
+        return Path(self._log_path).read_text(errors="replace")[-4000:]
 
     def wait_ready(self, count: int, timeout: float = 30.0) -> set[int]:
         """Wait until `count` children of the supervisor heart-beat; returns their pids."""
@@ -160,10 +182,8 @@ class WorkerProcesses:
         pgid = self.process.pid  # a session leader: its pid is the group id
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pgid, signal.SIGTERM)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            pass
         with contextlib.suppress(TimeoutError):
             wait_until(lambda: not group_members(pgid), 5, "workers to exit")
         with contextlib.suppress(ProcessLookupError):
@@ -172,7 +192,7 @@ class WorkerProcesses:
             self.process.wait(5)
         self.process = None
         wait_until(lambda: not group_members(pgid), 5, f"process group {pgid} to be gone")
-        self._log.close()
+        Path(self._log_path).unlink(missing_ok=True)
 
     def __enter__(self) -> WorkerProcesses:
         return self.start()

@@ -1,7 +1,8 @@
 """Tasks for the cluster integration tests, imported by the test process and by the workers.
 
 Workers load it as `cluster_tasks:broker` (PYTHONPATH=tests) so that task names are the same on
-both sides. The server and credentials come from the environment the test fixture sets.
+both sides. The server (DATAFLOW_NATS_URL, read by DataflowNatsBroker itself) and credentials
+come from the environment the test fixture sets.
 """
 
 from __future__ import annotations
@@ -10,13 +11,13 @@ import asyncio
 import datetime as dt
 import enum
 import os
-import time
 
 from pydantic import BaseModel
 from taskiq_dataflow import pipeline_task
 from taskiq_dataflow.cluster import Codec, DataflowNatsBroker
+from taskiq_dataflow.cluster.broker import NATS_URL_ENV
 
-URL_ENV = "DATAFLOW_TEST_NATS_URL"
+URL_ENV = NATS_URL_ENV  # DATAFLOW_NATS_URL: the broker's own default for `servers`
 USER_ENV = "DATAFLOW_TEST_NATS_USER"
 PASSWORD_ENV = "DATAFLOW_TEST_NATS_PASSWORD"
 POOL_ENV = "DATAFLOW_TEST_POOL"
@@ -29,9 +30,9 @@ class Money:
         self.amount, self.currency = amount, currency
 
     def __eq__(self, other: object) -> bool:
-        return (
-            isinstance(other, Money)
-            and (self.amount, self.currency) == (other.amount, other.currency)
+        return isinstance(other, Money) and (self.amount, self.currency) == (
+            other.amount,
+            other.currency,
         )
 
     def __hash__(self) -> int:
@@ -83,7 +84,6 @@ def _credentials() -> dict[str, str]:
 
 
 broker = DataflowNatsBroker(
-    os.environ.get(URL_ENV, "nats://127.0.0.1:4222"),
     codec=codec,
     heartbeat_interval=0.2,
     heartbeat_timeout=1.0,
@@ -122,6 +122,12 @@ def where() -> dict[str, object]:
 
 
 @broker.task
+@pipeline_task(pool="gpu")
+def where_gpu() -> dict[str, object]:
+    return {"pid": os.getpid(), "pool": os.environ.get(POOL_ENV)}
+
+
+@broker.task
 @pipeline_task(output="blob", inputs=["size"])
 def make_blob(size: int) -> bytes:
     return bytes(range(256)) * (size // 256) + b"\x07" * (size % 256)
@@ -130,9 +136,3 @@ def make_blob(size: int) -> bytes:
 @broker.task
 def measure(blob: bytes) -> dict[str, int]:
     return {"len": len(blob), "sum": sum(blob[::4096])}
-
-
-@broker.task
-def slow(i: int, delay: float) -> int:
-    time.sleep(delay)
-    return i

@@ -128,7 +128,8 @@ class Codec:
         # Subclasses of plain types (IntEnum, OrderedDict, str enums...) travel as the plain type.
         for plain in (bool, int, float, str, bytes, dict, list):
             if isinstance(obj, plain):
-                return plain(obj)
+                # str(obj) is Enum.__str__ ('Colour.RED') for a (str, Enum); str.__str__ is the data
+                return str.__str__(obj) if plain is str else plain(obj)
         raise EncodeError(
             f"cannot encode a value of type {type(obj).__module__}.{type(obj).__qualname__} "
             "with msgpack; return plain data, a pydantic model, or register an extension codec "

@@ -112,8 +112,10 @@ class Worker:
             if frame["t"] != TASKS:
                 raise ProtocolError(f"expected a '{TASKS}' frame, got '{frame['t']}'")
             run_id, reply, tasks = frame["run"], frame["reply"], frame["tasks"]
-            if not isinstance(tasks, list) or not isinstance(reply, str):
-                raise ProtocolError("a tasks frame needs 'reply' (str) and 'tasks' (list)")
+            if not (isinstance(tasks, list) and isinstance(reply, str) and isinstance(run_id, str)):
+                raise ProtocolError(
+                    "a tasks frame needs 'run' (str), 'reply' (str), 'tasks' (list)"
+                )
         except Exception as exc:
             self._reject(msg, exc)
             return
@@ -121,12 +123,16 @@ class Worker:
         for item in tasks:
             try:
                 seq, (name, args, kwargs, timeout) = item
+                # seq keys _running: an unhashable one would abort the rest of the frame
                 if not (
-                    isinstance(name, str) and isinstance(args, list) and isinstance(kwargs, dict)
+                    type(seq) is int
+                    and isinstance(name, str)
+                    and isinstance(args, list)
+                    and isinstance(kwargs, dict)
                 ):
                     raise TypeError("expected [seq, [name, args, kwargs, timeout]]")
             except (TypeError, ValueError) as exc:
-                seq = item[0] if isinstance(item, list) and item else None
+                seq = item[0] if isinstance(item, list) and item and type(item[0]) is int else None
                 message = f"worker {self.worker_id} got a malformed task entry: {exc}"
                 self._send(reply, [seq, False, ["ProtocolError", message, ""]])
                 continue

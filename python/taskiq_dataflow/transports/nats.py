@@ -4,7 +4,8 @@ Reliability: every task entry is claimed by the worker that took it; workers hea
 whose worker stops heart-beating, or that nobody claims, is sent again (a redelivery, not a
 retry); the first result for a task wins and later duplicates are dropped. If nothing at all is
 heard from the cluster for `progress_timeout` while tasks are outstanding, the run fails with an
-error that says so instead of hanging.
+error that says so instead of hanging. While the engine's own connection to the server is down
+nothing is redelivered (the silence is ours); once it is back, every task in flight goes again.
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ class NatsTransport(Transport):
         self._flush_scheduled = False
         self._pools: dict[int, str] = {}
         self._heard = time.monotonic()
+        self._offline = False
         self._nc: Any = None
         self._subs: list[Any] = []
         self._watchdog: asyncio.Task[None] | None = None
@@ -74,15 +76,67 @@ class NatsTransport(Transport):
 
     async def startup(self) -> None:
         broker = self.broker
-        try:
-            self._nc = await asyncio.wait_for(
-                broker.connect(
-                    name=f"dataflow-engine-{self.run_id}",
-                    max_reconnect_attempts=-1,
-                    allow_reconnect=True,
-                ),
-                broker.progress_timeout,
+        refused: asyncio.Future[BaseException] = asyncio.get_running_loop().create_future()
+        errors: list[BaseException] = []
+        user_cbs = {
+            key: broker.connection_kwargs.get(key)
+            for key in ("error_cb", "disconnected_cb", "reconnected_cb")
+        }
+
+        async def on_error(exc: BaseException) -> None:
+            errors.append(exc)
+            # nats-py retries a refused login as long as it may reconnect (forever, here):
+            # fail at once rather than after progress_timeout with a bare TimeoutError.
+            if self._nc is None and _is_login_error(exc) and not refused.done():
+                refused.set_result(exc)
+            if user_cbs["error_cb"] is not None:
+                await user_cbs["error_cb"](exc)
+            else:
+                log.warning("NATS: %s: %s", type(exc).__name__, exc)
+
+        async def on_disconnected() -> None:
+            self._offline = True
+            if user_cbs["disconnected_cb"] is not None:
+                await user_cbs["disconnected_cb"]()
+
+        async def on_reconnected() -> None:
+            self._offline = False
+            self._resend_all()
+            if user_cbs["reconnected_cb"] is not None:
+                await user_cbs["reconnected_cb"]()
+
+        connect = asyncio.ensure_future(
+            broker.connect(
+                name=f"dataflow-engine-{self.run_id}",
+                max_reconnect_attempts=-1,
+                allow_reconnect=True,
+                error_cb=on_error,
+                disconnected_cb=on_disconnected,
+                reconnected_cb=on_reconnected,
             )
+        )
+        try:
+            await asyncio.wait(
+                [connect, refused], timeout=broker.progress_timeout, return_when="FIRST_COMPLETED"
+            )
+            if not connect.done():
+                connect.cancel()
+                with contextlib.suppress(BaseException):
+                    await connect
+                if refused.done():
+                    raise ClusterError(
+                        f"cannot connect to NATS at {broker.servers}: the server refused the "
+                        f"login ({refused.result()}); give DataflowNatsBroker the right "
+                        "user=/password= (or token=, user_credentials=, nkeys_seed=)"
+                    )
+                last = f"; last error: {type(errors[-1]).__name__}: {errors[-1]}" if errors else ""
+                raise ClusterError(
+                    f"cannot connect to NATS at {broker.servers} within "
+                    f"{broker.progress_timeout:g} s (progress_timeout){last}"
+                )
+            self._nc = connect.result()
+        except ClusterError:
+            raise
         except Exception as exc:
             raise ClusterError(
                 f"cannot connect to NATS at {broker.servers}: {type(exc).__name__}: {exc}"
@@ -294,6 +348,25 @@ class NatsTransport(Transport):
         while True:
             await asyncio.sleep(min(timeout / 4, 0.25))
             now = time.monotonic()
+            if self._inflight and now - self._heard > broker.progress_timeout:
+                pools = sorted({f.pool for f in self._inflight.values()})
+                tasks = len({id(f) for f in self._inflight.values()})  # redelivered: many seqs
+                connected = self._nc.is_connected
+                where = "the NATS server" if not connected else f"workers of pool(s) {pools}"
+                self._fail(
+                    ClusterError(
+                        f"run {self.run_id} made no progress for {broker.progress_timeout:.0f} s: "
+                        f"nothing heard from {where} ({tasks} task(s) outstanding; "
+                        f"NATS {'connected' if connected else 'disconnected'} "
+                        f"to {broker.servers}). Start workers with "
+                        "`taskiq-dataflow worker module:broker`, or raise progress_timeout."
+                    )
+                )
+                return
+            if self._offline:
+                # The silence is our connection's, not the workers': redelivering now would only
+                # use up max_redeliveries. _resend_all sends everything once we are back.
+                continue
             for worker, state in list(self._workers.items()):
                 if now - state.last_seen > timeout:
                     del self._workers[worker]
@@ -316,20 +389,17 @@ class NatsTransport(Transport):
                 seen.add(id(flight))
                 if flight.worker is None and now - flight.sent_at > timeout:
                     self._redeliver(flight)
-            if self._inflight and now - self._heard > broker.progress_timeout:
-                pools = sorted({f.pool for f in self._inflight.values()})
-                connected = self._nc.is_connected
-                where = "the NATS server" if not connected else f"workers of pool(s) {pools}"
-                self._fail(
-                    ClusterError(
-                        f"run {self.run_id} made no progress for {broker.progress_timeout:.0f} s: "
-                        f"nothing heard from {where} ({len(self._inflight)} task frame(s) "
-                        f"outstanding; NATS {'connected' if connected else 'disconnected'} "
-                        f"to {broker.servers}). Start workers with "
-                        "`taskiq-dataflow worker module:broker`, or raise progress_timeout."
-                    )
-                )
-                return
+
+    def _resend_all(self) -> None:
+        """After a reconnect: task frames, claims and results sent during the outage may be lost,
+        and a result published while we were away is never seen again, so every task in flight
+        goes again (one redelivery per outage) and the silence clocks restart."""
+        now = self._heard = time.monotonic()
+        for state in self._workers.values():
+            state.last_seen = now
+            state.seqs.clear()
+        for flight in list({id(f): f for f in self._inflight.values()}.values()):
+            self._redeliver(flight)
 
     def _redeliver(self, flight: _Flight) -> None:
         if len(flight.seqs) > self.broker.max_redeliveries:
@@ -348,3 +418,8 @@ class NatsTransport(Transport):
     def _fail(self, exc: BaseException) -> None:
         self.fatal = exc
         self._wake.set()
+
+
+def _is_login_error(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return "authorization" in text or "authentication" in text
