@@ -13,7 +13,7 @@ from cluster_support import WorkerProcesses, index_dag
 from conftest import run
 from taskiq_dataflow import DataflowRegistry, ExecutionEngine
 from taskiq_dataflow.cluster import DataflowNatsBroker, NatsServer
-from taskiq_dataflow.transports.nats import ClusterError
+from taskiq_dataflow.cluster import ClusterError
 
 USER, PASSWORD = "alice", "s3cret pass"
 

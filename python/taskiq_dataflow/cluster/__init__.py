@@ -1,7 +1,15 @@
 """The NATS worker cluster: broker, wire protocol, workers, local server."""
 
-from .broker import DataflowNatsBroker
+from .broker import ClusterError, DataflowNatsBroker
 from .protocol import Codec, EncodeError, ProtocolError, ValueRef
 from .server import NatsServer
 
-__all__ = ["Codec", "DataflowNatsBroker", "EncodeError", "NatsServer", "ProtocolError", "ValueRef"]
+__all__ = [
+    "ClusterError",
+    "Codec",
+    "DataflowNatsBroker",
+    "EncodeError",
+    "NatsServer",
+    "ProtocolError",
+    "ValueRef",
+]

@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import os
+from collections.abc import Callable
 from typing import Any
 
 from taskiq_nats import NatsBroker
 
 from .protocol import DEFAULT_CODEC, Codec
 
+log = logging.getLogger("taskiq_dataflow.nats")
+
 NATS_URL_ENV = "DATAFLOW_NATS_URL"
+
+
+class ClusterError(RuntimeError):
+    """The cluster cannot make progress (server unreachable, login refused, no workers...)."""
 
 
 def default_servers() -> str:
@@ -74,6 +84,82 @@ class DataflowNatsBroker(NatsBroker):
     def reply_subject(self, run_id: str) -> str:
         return f"{self.prefix}.results.{run_id}"
 
+    async def connect_checked(
+        self,
+        name: str,
+        timeout: float,
+        on_disconnected: Callable[[], None] | None = None,
+        on_reconnected: Callable[[], None] | None = None,
+    ) -> Any:
+        """A connection that reconnects forever once made, but fails at once with a clear
+        ClusterError when the server refuses the login, and after `timeout` when it cannot be
+        reached. The user's own error/disconnected/reconnected callbacks still run."""
+        loop = asyncio.get_running_loop()
+        refused: asyncio.Future[BaseException] = loop.create_future()
+        errors: list[BaseException] = []
+        connected = False
+        user = {
+            k: self.connection_kwargs.get(k)
+            for k in ("error_cb", "disconnected_cb", "reconnected_cb")
+        }
+
+        async def on_error(exc: BaseException) -> None:
+            errors.append(exc)
+            # nats-py retries a refused login for as long as it may reconnect (forever here)
+            if not connected and _is_login_error(exc) and not refused.done():
+                refused.set_result(exc)
+            if user["error_cb"] is not None:
+                await user["error_cb"](exc)
+            else:
+                log.warning("NATS: %s: %s", type(exc).__name__, exc)
+
+        async def on_disconnect() -> None:
+            if on_disconnected is not None:
+                on_disconnected()
+            if user["disconnected_cb"] is not None:
+                await user["disconnected_cb"]()
+
+        async def on_reconnect() -> None:
+            if on_reconnected is not None:
+                on_reconnected()
+            if user["reconnected_cb"] is not None:
+                await user["reconnected_cb"]()
+
+        connect = asyncio.ensure_future(
+            self.connect(
+                name,
+                max_reconnect_attempts=-1,
+                allow_reconnect=True,
+                error_cb=on_error,
+                disconnected_cb=on_disconnect,
+                reconnected_cb=on_reconnect,
+            )
+        )
+        try:
+            await asyncio.wait([connect, refused], timeout=timeout, return_when="FIRST_COMPLETED")
+            if not connect.done():
+                connect.cancel()
+                with contextlib.suppress(BaseException):
+                    await connect
+                if refused.done():
+                    raise ClusterError(
+                        f"cannot connect to NATS at {self.servers}: the server refused the "
+                        f"login ({refused.result()}); give DataflowNatsBroker the right "
+                        "user=/password= (or token=, user_credentials=, nkeys_seed=)"
+                    )
+                last = f"; last error: {type(errors[-1]).__name__}: {errors[-1]}" if errors else ""
+                raise ClusterError(
+                    f"cannot connect to NATS at {self.servers} within {timeout:g} s{last}"
+                )
+            connected = True
+            return connect.result()
+        except ClusterError:
+            raise
+        except Exception as exc:
+            raise ClusterError(
+                f"cannot connect to NATS at {self.servers}: {type(exc).__name__}: {exc}"
+            ) from exc
+
     async def connect(self, name: str | None = None, **overrides: Any) -> Any:
         """A new nats-py connection with this broker's servers and credentials."""
         import nats
@@ -83,3 +169,8 @@ class DataflowNatsBroker(NatsBroker):
         if name is not None:
             options.setdefault("name", name)
         return await nats.connect(servers, **options)
+
+
+def _is_login_error(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return "authorization" in text or "authentication" in text

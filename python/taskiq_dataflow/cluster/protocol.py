@@ -21,8 +21,9 @@ VERSION = 1
 
 # Frame kinds
 TASKS = "tasks"  # engine -> pool: [[seq, [task name, args, kwargs, timeout]], ...]
-CLAIM = "claim"  # worker -> engine: the seqs a worker took
-RESULTS = "results"  # worker -> engine: [[seq, ok, value or [type, message, traceback]], ...]
+# worker -> engine: "claims": the seqs it took, "results": [[seq, ok, value or [type, message,
+# traceback]], ...]; one frame carries both, so a quick task costs a single reply message
+RESULTS = "results"
 HEARTBEAT = "hb"  # worker -> everyone: alive, with its in-flight count
 
 # Extension type codes (0-63 reserved for the protocol; user codecs use 64-127)
@@ -182,20 +183,23 @@ class Codec:
             raise ProtocolError(f"unknown msgpack extension type {code}; register a codec for it")
         return user.decode(data)
 
-    def unpackb(self, data: bytes) -> Any:
-        return msgpack.unpackb(
-            data, ext_hook=self._ext_hook, raw=False, strict_map_key=False, use_list=True
-        )
+    def _lazy_ext_hook(self, code: int, data: bytes) -> Any:
+        return Packed(data) if code == _PACKED else self._ext_hook(code, data)
+
+    def unpackb(self, data: bytes, lazy: bool = False) -> Any:
+        """Decode; with `lazy`, pre-encoded parts stay Packed (decode them one by one)."""
+        hook = self._lazy_ext_hook if lazy else self._ext_hook
+        return msgpack.unpackb(data, ext_hook=hook, raw=False, strict_map_key=False, use_list=True)
 
     # -- frames ---------------------------------------------------------------------------------
 
     def frame(self, kind: str, **fields: Any) -> bytes:
         return self.packb({"v": VERSION, "t": kind, **fields})
 
-    def read_frame(self, data: bytes) -> dict[str, Any]:
+    def read_frame(self, data: bytes, lazy: bool = False) -> dict[str, Any]:
         """Decode a frame; ProtocolError says what is wrong with it."""
         try:
-            frame = self.unpackb(data)
+            frame = self.unpackb(data, lazy)
         except ProtocolError:
             raise
         except Exception as exc:

@@ -22,7 +22,6 @@ from typing import Any
 
 from .broker import DataflowNatsBroker
 from .protocol import (
-    CLAIM,
     HEARTBEAT,
     RESULTS,
     TASKS,
@@ -34,6 +33,10 @@ from .protocol import (
 from .values import ValueStore
 
 log = logging.getLogger("taskiq_dataflow.worker")
+
+
+class _Undecodable(ValueError):
+    """A task entry whose arguments this worker cannot decode (e.g. an unknown extension)."""
 
 
 class Worker:
@@ -54,6 +57,7 @@ class Worker:
             concurrency, thread_name_prefix="dataflow-worker"
         )
         self._outbox: dict[str, list[list[Any]]] = {}
+        self._claims: dict[str, list[int]] = {}
         self._flush_scheduled = False
         self._running: dict[tuple[str, int], asyncio.Task[Any]] = {}
         self._stop = asyncio.Event()
@@ -65,7 +69,9 @@ class Worker:
 
     async def run(self, ready: asyncio.Event | None = None) -> None:
         broker = self.broker
-        self._nc = await broker.connect(name=f"dataflow-worker-{self.worker_id}")
+        self._nc = await broker.connect_checked(
+            f"dataflow-worker-{self.worker_id}", broker.progress_timeout
+        )
         self._values = ValueStore(
             self._nc, broker.object_store_bucket, broker.large_value_threshold, self.codec
         )
@@ -108,7 +114,8 @@ class Worker:
 
     async def _on_tasks(self, msg: Any) -> None:
         try:
-            frame = self.codec.read_frame(msg.data)
+            # entries stay encoded: one that cannot be decoded fails alone, with its seq
+            frame = self.codec.read_frame(msg.data, lazy=True)
             if frame["t"] != TASKS:
                 raise ProtocolError(f"expected a '{TASKS}' frame, got '{frame['t']}'")
             run_id, reply, tasks = frame["run"], frame["reply"], frame["tasks"]
@@ -122,7 +129,13 @@ class Worker:
         seqs = []
         for item in tasks:
             try:
-                seq, (name, args, kwargs, timeout) = item
+                seq, body = item
+                if isinstance(body, Packed):
+                    try:
+                        body = self.codec.unpackb(body.data)
+                    except Exception as exc:
+                        raise _Undecodable(f"cannot decode the task: {exc}") from None
+                name, args, kwargs, timeout = body
                 # seq keys _running: an unhashable one would abort the rest of the frame
                 if not (
                     type(seq) is int
@@ -131,9 +144,10 @@ class Worker:
                     and isinstance(kwargs, dict)
                 ):
                     raise TypeError("expected [seq, [name, args, kwargs, timeout]]")
-            except (TypeError, ValueError) as exc:
+            except Exception as exc:
                 seq = item[0] if isinstance(item, list) and item and type(item[0]) is int else None
-                message = f"worker {self.worker_id} got a malformed task entry: {exc}"
+                what = "" if isinstance(exc, _Undecodable) else "got a malformed task entry: "
+                message = f"worker {self.worker_id} {what}{exc}"
                 self._send(reply, [seq, False, ["ProtocolError", message, ""]])
                 continue
             seqs.append(seq)
@@ -142,7 +156,8 @@ class Worker:
             )
             self._running[(run_id, seq)] = task
             task.add_done_callback(lambda _, key=(run_id, seq): self._running.pop(key, None))
-        await self._nc.publish(reply, self.codec.frame(CLAIM, w=self.worker_id, seqs=seqs))
+        self._claims.setdefault(reply, []).extend(seqs)
+        self._schedule_flush()
 
     def _reject(self, msg: Any, exc: BaseException) -> None:
         """A frame we cannot read: answer on its reply subject if it has one, else log it."""
@@ -224,15 +239,25 @@ class Worker:
 
     def _send(self, reply: str, result: list[Any]) -> None:
         self._outbox.setdefault(reply, []).append(result)
+        self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
         if not self._flush_scheduled:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
 
     def _flush(self) -> None:
+        """One frame per reply subject with the claims and results gathered since the last."""
         self._flush_scheduled = False
         outbox, self._outbox = self._outbox, {}
-        for reply, results in outbox.items():
-            frame = self.codec.frame(RESULTS, w=self.worker_id, results=results)
+        claims, self._claims = self._claims, {}
+        for reply in {**claims, **outbox}:
+            frame = self.codec.frame(
+                RESULTS,
+                w=self.worker_id,
+                claims=claims.get(reply, []),
+                results=outbox.get(reply, []),
+            )
             self._spawn(self._nc.publish(reply, frame))
 
 

@@ -17,18 +17,14 @@ import math
 import time
 from typing import Any
 
-from ..cluster.broker import DataflowNatsBroker
-from ..cluster.protocol import CLAIM, HEARTBEAT, RESULTS, TASKS, EncodeError, Packed
+from ..cluster.broker import ClusterError, DataflowNatsBroker
+from ..cluster.protocol import HEARTBEAT, RESULTS, TASKS, EncodeError, Packed
 from ..cluster.values import ValueStore
 from ..events import TaskError
 from ..task import get_spec
 from .base import Completion, Job, Transport, task_error
 
 log = logging.getLogger("taskiq_dataflow.nats")
-
-
-class ClusterError(RuntimeError):
-    """The cluster cannot make progress (server unreachable, no workers in a pool...)."""
 
 
 class _Flight:
@@ -76,71 +72,20 @@ class NatsTransport(Transport):
 
     async def startup(self) -> None:
         broker = self.broker
-        refused: asyncio.Future[BaseException] = asyncio.get_running_loop().create_future()
-        errors: list[BaseException] = []
-        user_cbs = {
-            key: broker.connection_kwargs.get(key)
-            for key in ("error_cb", "disconnected_cb", "reconnected_cb")
-        }
 
-        async def on_error(exc: BaseException) -> None:
-            errors.append(exc)
-            # nats-py retries a refused login as long as it may reconnect (forever, here):
-            # fail at once rather than after progress_timeout with a bare TimeoutError.
-            if self._nc is None and _is_login_error(exc) and not refused.done():
-                refused.set_result(exc)
-            if user_cbs["error_cb"] is not None:
-                await user_cbs["error_cb"](exc)
-            else:
-                log.warning("NATS: %s: %s", type(exc).__name__, exc)
-
-        async def on_disconnected() -> None:
+        def on_disconnected() -> None:
             self._offline = True
-            if user_cbs["disconnected_cb"] is not None:
-                await user_cbs["disconnected_cb"]()
 
-        async def on_reconnected() -> None:
+        def on_reconnected() -> None:
             self._offline = False
             self._resend_all()
-            if user_cbs["reconnected_cb"] is not None:
-                await user_cbs["reconnected_cb"]()
 
-        connect = asyncio.ensure_future(
-            broker.connect(
-                name=f"dataflow-engine-{self.run_id}",
-                max_reconnect_attempts=-1,
-                allow_reconnect=True,
-                error_cb=on_error,
-                disconnected_cb=on_disconnected,
-                reconnected_cb=on_reconnected,
-            )
+        self._nc = await broker.connect_checked(
+            f"dataflow-engine-{self.run_id}",
+            broker.progress_timeout,
+            on_disconnected=on_disconnected,
+            on_reconnected=on_reconnected,
         )
-        try:
-            await asyncio.wait(
-                [connect, refused], timeout=broker.progress_timeout, return_when="FIRST_COMPLETED"
-            )
-            if not connect.done():
-                connect.cancel()
-                with contextlib.suppress(BaseException):
-                    await connect
-                if refused.done():
-                    raise ClusterError(
-                        f"cannot connect to NATS at {broker.servers}: the server refused the "
-                        f"login ({refused.result()}); give DataflowNatsBroker the right "
-                        "user=/password= (or token=, user_credentials=, nkeys_seed=)"
-                    )
-                last = f"; last error: {type(errors[-1]).__name__}: {errors[-1]}" if errors else ""
-                raise ClusterError(
-                    f"cannot connect to NATS at {broker.servers} within "
-                    f"{broker.progress_timeout:g} s (progress_timeout){last}"
-                )
-            self._nc = connect.result()
-        except ClusterError:
-            raise
-        except Exception as exc:
-            raise ClusterError(
-                f"cannot connect to NATS at {broker.servers}: {type(exc).__name__}: {exc}"
-            ) from exc
         self._values = ValueStore(
             self._nc, broker.object_store_bucket, broker.large_value_threshold, self.codec
         )
@@ -292,26 +237,27 @@ class NatsTransport(Transport):
     async def _on_reply(self, msg: Any) -> None:
         self._heard = now = time.monotonic()
         try:
-            frame = self.codec.read_frame(msg.data)
+            # results stay encoded: one we cannot decode fails its own task, not the frame
+            frame = self.codec.read_frame(msg.data, lazy=True)
         except Exception as exc:
             log.warning("dropped an unreadable frame on %s: %s", msg.subject, exc)
             return
-        kind, worker = frame.get("t"), frame.get("w")
-        if kind == CLAIM:
-            state = self._worker(worker, None, now)
-            for seq in frame.get("seqs", ()):
-                flight = self._inflight.get(seq)
-                if flight is not None:
-                    flight.worker = worker
-                    state.seqs.add(seq)
-        elif kind == RESULTS:
-            state = self._workers.get(worker)
-            for seq, ok, value in frame.get("results", ()):
+        if frame.get("t") != RESULTS:
+            return
+        worker = frame.get("w")
+        state = self._worker(worker, None, now)
+        for seq in frame.get("claims", ()):
+            flight = self._inflight.get(seq)
+            if flight is not None:
+                flight.worker = worker
+                state.seqs.add(seq)
+        results = frame.get("results", ())
+        if results:
+            for seq, ok, value in results:
                 if seq is None:
                     self._fail(ClusterError(f"a worker rejected a frame of this run: {value[1]}"))
                     return
-                if state is not None:
-                    state.seqs.discard(seq)
+                state.seqs.discard(seq)
                 flight = self._inflight.pop(seq, None)
                 if flight is None:
                     self.duplicates += 1
@@ -319,6 +265,14 @@ class NatsTransport(Transport):
                 for other in flight.seqs:
                     self._inflight.pop(other, None)
                 job = flight.job
+                if ok and isinstance(value, Packed):
+                    try:
+                        value = self.codec.unpackb(value.data)
+                    except Exception as exc:
+                        ok, value = (
+                            False,
+                            ["DecodeError", f"its result cannot be decoded: {exc}", ""],
+                        )
                 if not ok:
                     value = TaskError(job.name, value[0], value[1], value[2])
                 self._done.append(Completion(job.node, job.attempt, ok, value))
@@ -418,8 +372,3 @@ class NatsTransport(Transport):
     def _fail(self, exc: BaseException) -> None:
         self.fatal = exc
         self._wake.set()
-
-
-def _is_login_error(exc: BaseException) -> bool:
-    text = str(exc).lower()
-    return "authorization" in text or "authentication" in text
