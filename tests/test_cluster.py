@@ -27,7 +27,6 @@ from conftest import run
 from taskiq_dataflow import DataflowRegistry, ExecutionEngine, TaskFailedError, pipeline_task
 from taskiq_dataflow.cluster import Codec, DataflowNatsBroker, NatsServer
 from taskiq_dataflow.cluster.protocol import RESULTS, TASKS
-from taskiq_dataflow.cluster import ClusterError
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,7 @@ import pytest
 from cluster_support import WorkerProcesses, index_dag
 from conftest import run
 from taskiq_dataflow import DataflowRegistry, ExecutionEngine
-from taskiq_dataflow.cluster import DataflowNatsBroker, NatsServer
-from taskiq_dataflow.cluster import ClusterError
+from taskiq_dataflow.cluster import ClusterError, DataflowNatsBroker, NatsServer
 
 USER, PASSWORD = "alice", "s3cret pass"
 
