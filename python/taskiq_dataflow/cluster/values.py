@@ -18,8 +18,10 @@ class ValueStore:
         self._codec = codec
         self._store: Any = None
         self._lock = asyncio.Lock()
+        self.used = False  # whether this side stored or fetched anything
 
     async def _obs(self) -> Any:
+        self.used = True
         if self._store is None:
             async with self._lock:
                 if self._store is None:
@@ -41,6 +43,20 @@ class ValueStore:
         obs = await self._obs()
         result = await obs.get(ref.name)
         return self._codec.unpackb(result.data)
+
+    async def purge(self, prefix: str) -> int:
+        """Delete the objects whose names start with `prefix`; returns how many."""
+        from nats.js.errors import NotFoundError
+
+        obs = await self._obs()
+        try:
+            infos = await obs.list()
+        except NotFoundError:  # an empty bucket
+            return 0
+        names = [i.name for i in infos if i.name.startswith(prefix) and not i.deleted]
+        for name in names:
+            await obs.delete(name)
+        return len(names)
 
     async def resolve_all(self, values: dict[str, Any]) -> dict[str, Any]:
         """The same mapping with every top-level ValueRef replaced by its value."""

@@ -18,7 +18,7 @@ import time
 from typing import Any
 
 from ..cluster.broker import ClusterError, DataflowNatsBroker
-from ..cluster.protocol import HEARTBEAT, RESULTS, TASKS, EncodeError, Packed
+from ..cluster.protocol import HEARTBEAT, RESULTS, TASKS, EncodeError, Packed, ValueRef
 from ..cluster.values import ValueStore
 from ..events import TaskError
 from ..task import get_spec
@@ -67,6 +67,9 @@ class NatsTransport(Transport):
         self._watchdog: asyncio.Task[None] | None = None
         self._values: ValueStore | None = None
         self._background: set[asyncio.Future[Any]] = set()
+        # id(input value) -> its reference; the engine's value map keeps the values alive
+        self._uploads: dict[int, ValueRef] = {}
+        self._refs_received = 0
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -102,6 +105,10 @@ class NatsTransport(Transport):
             self._watchdog.cancel()
         for fut in list(self._background):
             fut.cancel()
+        if self._values is not None and self._values.used and self._nc.is_connected:
+            # the run's large values were materialized into its results: free the store
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._values.purge(f"{self.run_id}."), 10)
         if self._nc is not None:
             for sub in self._subs:
                 with contextlib.suppress(Exception):
@@ -116,7 +123,12 @@ class NatsTransport(Transport):
             self._spawn(self._nc.publish(self.broker.cancel_subject(self.run_id), b""))
 
     def stats(self) -> dict[str, int]:
-        return {"redeliveries": self.redeliveries, "duplicates": self.duplicates}
+        return {
+            "redeliveries": self.redeliveries,
+            "duplicates": self.duplicates,
+            "values_uploaded": len(self._uploads),
+            "values_by_reference": self._refs_received,
+        }
 
     async def materialize(self, values: dict[str, Any]) -> dict[str, Any]:
         assert self._values is not None
@@ -176,25 +188,29 @@ class NatsTransport(Transport):
         assert self._values is not None
         job = flight.job
         try:
-            kwargs = dict(job.kwargs)
-            for key, value in kwargs.items():
-                encoded = self.codec.packb(value)
-                if len(encoded) > self._values.threshold:
-                    kwargs[key] = await self._values.put(
-                        f"{self.run_id}.in.{job.node}.{key}", encoded
-                    )
-            args = []
-            for i, value in enumerate(job.args):
-                encoded = self.codec.packb(value)
-                if len(encoded) > self._values.threshold:
-                    value = await self._values.put(f"{self.run_id}.in.{job.node}.{i}", encoded)
-                args.append(value)
+            kwargs = {k: await self._by_ref(v, f"{job.node}.{k}") for k, v in job.kwargs.items()}
+            args = [await self._by_ref(v, f"{job.node}.{i}") for i, v in enumerate(job.args)]
             name = flight.job.task.task_name
             flight.body = Packed(self.codec.packb([name, args, kwargs, job.timeout]))
         except Exception as exc:
             self.push(Completion(job.node, job.attempt, False, task_error(job.name, exc)))
             return
         self._send(flight)
+
+    async def _by_ref(self, value: Any, label: str) -> Any:
+        """`value`, or a reference to it in the object store when it is large (uploaded once
+        per run however many tasks consume it)."""
+        assert self._values is not None
+        ref = self._uploads.get(id(value))
+        if ref is not None:
+            return ref
+        encoded = self.codec.packb(value)
+        if len(encoded) <= self._values.threshold:
+            return value
+        ref = self._uploads[id(value)] = await self._values.put(
+            f"{self.run_id}.in.{label}", encoded
+        )
+        return ref
 
     def _send(self, flight: _Flight) -> None:
         self._seq += 1
@@ -265,7 +281,9 @@ class NatsTransport(Transport):
                 for other in flight.seqs:
                     self._inflight.pop(other, None)
                 job = flight.job
-                if ok and isinstance(value, Packed):
+                if isinstance(value, ValueRef):
+                    self._refs_received += 1
+                elif ok and isinstance(value, Packed):
                     try:
                         value = self.codec.unpackb(value.data)
                     except Exception as exc:
@@ -360,9 +378,16 @@ class NatsTransport(Transport):
             for seq in flight.seqs:
                 self._inflight.pop(seq, None)
             job = flight.job
+            if any(w.pool == flight.pool for w in self._workers.values()):
+                why = "workers died or never claimed it"
+            else:
+                why = (
+                    f"no worker serves pool '{flight.pool}': start one with "
+                    f"`taskiq-dataflow worker module:broker --pool {flight.pool}`"
+                )
             exc = ClusterError(
                 f"task '{job.name}' was sent to pool '{flight.pool}' {len(flight.seqs)} times and "
-                "no worker completed it (workers died or never claimed it)"
+                f"no worker completed it ({why})"
             )
             self.push(Completion(job.node, job.attempt, False, task_error(job.name, exc)))
             return
