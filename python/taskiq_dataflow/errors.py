@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .events import TaskError
 
 MAX_LISTED = 20
 
@@ -33,3 +38,48 @@ class CycleError(DAGValidationError):
 
 def format_cycle(names: Sequence[str]) -> str:
     return "Cycle detected: " + " -> ".join(names)
+
+
+class TaskFailedError(RuntimeError):
+    """A task raised. Carries the task's name, exception type, message and traceback text."""
+
+    def __init__(self, error: TaskError) -> None:
+        self.error = error
+        self.task_name = error.task_name
+        super().__init__(f"{error}\n{error.traceback}".rstrip())
+
+
+class DataflowExecutionError(RuntimeError):
+    """With fail_fast=False: every failure and every skipped task, plus the outputs computed."""
+
+    def __init__(
+        self, failures: list[TaskError], skipped: dict[str, str], results: dict[str, Any]
+    ) -> None:
+        self.failures = failures
+        self.skipped = skipped  # skipped task name -> the failed task it depended on
+        self.results = results
+        lines = [f"{len(failures)} task(s) failed, {len(skipped)} skipped:"]
+        lines += [f"  - {f}" for f in failures[:20]]
+        if skipped:
+            names = list(skipped)[:20]
+            more = f" and {len(skipped) - len(names)} more" if len(skipped) > len(names) else ""
+            lines.append(f"  skipped: {', '.join(names)}{more}")
+        super().__init__("\n".join(lines))
+
+
+class ExecutionCancelled(asyncio.CancelledError):
+    """`cancel()` was called: the run stopped; `results` holds the outputs computed before."""
+
+    def __init__(self, run_id: str, results: dict[str, Any]) -> None:
+        self.run_id = run_id
+        self.results = results
+        super().__init__(f"run {run_id} was cancelled ({len(results)} outputs computed)")
+
+
+class CompensationError(RuntimeError):
+    """Compensations that failed while undoing a failed run (each also reported as an event)."""
+
+    def __init__(self, failures: list[TaskError]) -> None:
+        self.failures = failures
+        listed = "\n".join(f"  - {f}" for f in failures)
+        super().__init__(f"{len(failures)} compensation(s) failed:\n{listed}")

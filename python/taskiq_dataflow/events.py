@@ -20,6 +20,8 @@ class Event:
 class RunStarted(Event):
     total: int
     inputs: tuple[str, ...] = ()
+    input_values: dict[str, Any] = field(default_factory=dict, repr=False)
+    restored: int = 0  # tasks whose outputs came from a previous run (restart, replay)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +47,9 @@ class StepCompleted(Event):
     result: Any
     attempt: int = 1
     duration: float | None = None
+    outputs: dict[str, Any] = field(default_factory=dict, repr=False)
+    worker: str | None = None  # the cluster worker that ran it
+    cached: bool = False  # served from the result cache, not run
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +74,15 @@ class StepSkipped(Event):
     node: int
     task_name: str
     because_of: str  # the failed task's name
+
+
+@dataclass(frozen=True, slots=True)
+class StepCompensated(Event):
+    """A completed task's compensation ran after the run failed (error set if it failed)."""
+
+    node: int
+    task_name: str
+    error: TaskError | None = None
 
 
 @dataclass(frozen=True, slots=True)

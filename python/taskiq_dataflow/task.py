@@ -25,6 +25,10 @@ class TaskSpec:
     retry_jitter: float | None = None
     timeout: float | None = None
     pool: str | None = None
+    compensate: Callable[..., Any] | None = None
+    cache: bool = False
+    min_ttl: float | None = None  # seconds a cached result is always reused
+    max_ttl: float | None = None  # seconds after which it is never reused
     metadata: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -65,12 +69,19 @@ def pipeline_task(
     retry_jitter: float | None = None,
     timeout: float | None = None,
     pool: str | None = None,
+    compensate: Callable[..., Any] | None = None,
+    cache: bool = False,
+    min_ttl: float | None = None,
+    max_ttl: float | None = None,
     **metadata: Any,
 ) -> Any:
     """Declare a task's output key(s) and input keys.
 
     Works under `@broker.task` (apply it first, i.e. below it) or on a plain function.
     Inputs default to the names of the function's parameters that have no default value.
+    `compensate(result)` undoes the task when a later failure fails the run; `cache=True`
+    reuses results for the same inputs (always within `min_ttl` seconds, never after
+    `max_ttl`, with a rising chance of refresh in between).
     """
 
     def decorate(target: F) -> F:
@@ -85,6 +96,10 @@ def pipeline_task(
             retry_jitter=retry_jitter,
             timeout=timeout,
             pool=pool,
+            compensate=compensate,
+            cache=cache,
+            min_ttl=min_ttl,
+            max_ttl=max_ttl,
             metadata=dict(metadata),
         )
         setattr(target, SPEC_ATTR, spec)

@@ -27,6 +27,8 @@ class Completion(NamedTuple):
     attempt: int
     ok: bool
     value: Any  # the task's return value, or a TaskError
+    worker: str | None = None
+    cached: bool = False
 
 
 def task_error(name: str, exc: BaseException) -> TaskError:

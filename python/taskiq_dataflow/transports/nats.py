@@ -293,7 +293,7 @@ class NatsTransport(Transport):
                         )
                 if not ok:
                     value = TaskError(job.name, value[0], value[1], value[2])
-                self._done.append(Completion(job.node, job.attempt, ok, value))
+                self._done.append(Completion(job.node, job.attempt, ok, value, worker))
             self._wake.set()
 
     async def _on_heartbeat(self, msg: Any) -> None:

@@ -1,0 +1,432 @@
+"""One execution of a DAG: the engine loop and its per-run state.
+
+The scheduler (Rust) hands out the nodes whose inputs all exist, never more than `max_parallel`
+running; the transport runs them and pushes completions back; each batch of completions is one
+`complete_many` call that returns the next nodes to run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import inspect
+import random
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from . import _core
+from .dependencies import with_dependencies
+from .errors import (
+    CompensationError,
+    DataflowExecutionError,
+    ExecutionCancelled,
+    TaskFailedError,
+)
+from .events import (
+    RunFinished,
+    RunStarted,
+    StepCompensated,
+    StepCompleted,
+    StepFailed,
+    StepRetried,
+    StepSkipped,
+    StepStarted,
+    TaskError,
+)
+from .task import get_spec, original_function
+from .transports.base import Completion, Job, Transport, task_error
+
+if TYPE_CHECKING:
+    from .execution_engine import ExecutionEngine
+
+
+class StepResult:
+    """One completed step, as yielded by `ExecutionEngine.execute_async`."""
+
+    __slots__ = ("attempt", "node", "outputs", "result", "task_name")
+
+    def __init__(
+        self, node: int, task_name: str, result: Any, outputs: dict[str, Any], attempt: int
+    ) -> None:
+        self.node, self.task_name, self.result = node, task_name, result
+        self.outputs, self.attempt = outputs, attempt
+
+    def __repr__(self) -> str:
+        return f"StepResult({self.task_name!r}, outputs={list(self.outputs)})"
+
+
+class Policy(NamedTuple):
+    retries: int
+    delay: float
+    backoff: float
+    jitter: float
+    timeout: float | None
+
+    def delay_before(self, attempt: int) -> float:
+        """Delay before `attempt` (2 = first retry): delay * backoff^(retry-1), plus jitter."""
+        base = self.delay * (self.backoff ** (attempt - 2))
+        return base + (random.uniform(0, self.jitter) if self.jitter else 0.0)
+
+
+class Plan(NamedTuple):
+    """How to call one distinct task (made once per task, not per node)."""
+
+    func: Any
+    params: frozenset[str] | None  # keyword-bindable names; None: takes **kwargs
+    policy: Policy
+    compensate: Any  # None, or a callable run with the task's result when a run fails
+    cache: Any  # None, or (min_ttl, max_ttl) when results are cached
+
+
+WAKE: Any = Completion(-1, -1, False, None)
+
+
+class Run:
+    def __init__(
+        self,
+        engine: ExecutionEngine,
+        run_id: str,
+        inputs: dict[str, Any],
+        transport: Transport,
+        step_sink: Callable[[StepResult], None] | None,
+        restore: Mapping[int, Mapping[str, Any]] | None,
+    ) -> None:
+        dag = engine.dag
+        self.engine, self.run_id, self.inputs, self.transport = engine, run_id, inputs, transport
+        self.step_sink = step_sink
+        self.names, self.node_inputs = dag._names, dag._inputs
+        self.node_outputs, self.tasks = dag._outputs, dag._tasks
+        self.graph = dag.graph
+        self.scheduler = _core.Scheduler(
+            self.graph, engine._priorities(self.graph), engine.max_parallel
+        )
+        self.values: dict[str, Any] = dict(inputs)
+        self.restored = dict(restore or {})
+        if self.restored:
+            self.scheduler.mark_done(list(self.restored))
+            for outs in self.restored.values():
+                self.values.update(outs)
+        self.attempts = [0] * len(dag)  # the attempt in flight per node; 0 = none
+        self.plans: dict[int, Plan] = {}
+        self.results: dict[int, Any] = {}  # raw results of tasks that have a compensation
+        self.failures: list[TaskError] = []
+        self.skipped: dict[str, str] = {}
+        self.bus = engine.events
+        self.step_events = self.bus.step_listeners
+        self.first_error: TaskError | None = None
+        self.cache = engine.cache
+        self.keeps_results = False  # some task has a compensation or a cache: look at plans
+
+    # -- per task -------------------------------------------------------------------------------
+
+    def plan(self, node: int) -> Plan:
+        task = self.tasks[node]
+        found = self.plans.get(id(task))
+        if found is None:
+            spec = get_spec(task)
+            func = with_dependencies(original_function(task), self.engine.broker)
+            cache = None
+            if spec is not None and spec.cache and self.cache is not None:
+                cache = (spec.min_ttl, spec.max_ttl)
+            found = self.plans[id(task)] = Plan(
+                func,
+                params_of(original_function(task)),
+                self.engine._policy(task),
+                spec.compensate if spec is not None else None,
+                cache,
+            )
+            if found.compensate is not None or found.cache is not None:
+                self.keeps_results = True
+        return found
+
+    def job(self, node: int, attempt: int) -> Job:
+        plan = self.plan(node)
+        keys, values = self.node_inputs[node], self.values
+        params = plan.params
+        if params.issuperset(keys) if params is not None else all_names(keys):
+            kwargs = {k: values[k] for k in keys}
+            args: tuple[Any, ...] = ()
+        else:
+            kwargs = {}
+            args = tuple(values[k] for k in keys)
+        return Job(
+            node, attempt, self.tasks[node], plan.func, args, kwargs, self.names[node],
+            plan.policy.timeout,
+        )  # fmt: skip
+
+    # -- dispatch -------------------------------------------------------------------------------
+
+    async def dispatch(self, nodes: list[int]) -> None:
+        if not nodes or self.engine._cancel_requested:
+            return
+        attempts, names, bus = self.attempts, self.names, self.bus
+        for node in nodes:
+            attempts[node] = 1
+        if self.step_events:
+            for node in nodes:
+                await bus.emit(StepStarted(self.run_id, node, names[node], 1))
+        jobs = [self.job(node, 1) for node in nodes]
+        if self.cache is not None:
+            jobs = self.serve_from_cache(jobs)
+        self.transport.kick(jobs)
+
+    def serve_from_cache(self, jobs: list[Job]) -> list[Job]:
+        """Answer cached tasks at once; the rest go to the transport."""
+        todo = []
+        for job in jobs:
+            ttl = self.plan(job.node).cache
+            if ttl is not None:
+                hit, value = self.cache.lookup(job, *ttl)
+                if hit:
+                    self.transport.push(Completion(job.node, 1, True, value, cached=True))
+                    continue
+            todo.append(job)
+        return todo
+
+    def retry_later(self, node: int, attempt: int, delay: float) -> None:
+        def fire() -> None:
+            if not self.engine._cancel_requested:
+                self.attempts[node] = attempt
+                self.transport.kick([self.job(node, attempt)])
+
+        if delay > 0:
+            asyncio.get_running_loop().call_later(delay, fire)
+        else:
+            fire()
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    async def execute(self) -> dict[str, Any]:
+        engine, transport, bus, scheduler = self.engine, self.transport, self.bus, self.scheduler
+        run_id = self.run_id
+        status = "succeeded"
+        started_at = time.perf_counter()
+        produced: dict[str, Any] = {}
+        compensation: list[TaskError] = []
+        await transport.startup()
+        relax = relaxed_gc(len(self.tasks))
+        relax.__enter__()
+        if bus:
+            await bus.emit(
+                RunStarted(
+                    run_id, len(self.tasks), tuple(self.inputs), self.inputs, len(self.restored)
+                )
+            )
+        try:
+            await self.dispatch(scheduler.start())
+            if not scheduler.finished:
+                async for batch in transport.listen():
+                    if engine._cancel_requested or await self.on_batch(batch):
+                        break
+            if engine._cancel_requested:
+                status = "cancelled"
+            else:
+                if self.first_error is not None or self.failures:
+                    status = "failed"
+                    transport.cancel()
+                    compensation = await self.compensate()
+                produced = await transport.materialize(self.produced())
+        except BaseException as exc:
+            status = "failed"
+            engine.stats = transport.stats()
+            if bus:
+                elapsed = time.perf_counter() - started_at
+                await bus.emit(
+                    RunFinished(run_id, status, scheduler.counts(), elapsed, exc, engine.stats)
+                )
+            raise
+        finally:
+            relax.__exit__(None, None, None)
+            if status != "succeeded":
+                transport.cancel()
+            await transport.shutdown()
+
+        engine.stats = transport.stats()
+        error: BaseException | None = None
+        if status == "cancelled":
+            error = ExecutionCancelled(run_id, self.produced())
+        elif self.first_error is not None:
+            error = TaskFailedError(self.first_error)
+        elif self.failures:
+            error = DataflowExecutionError(self.failures, self.skipped, produced)
+        if error is not None and compensation:
+            error.compensation_errors = compensation  # type: ignore[attr-defined]
+            error.add_note(str(CompensationError(compensation)))
+        if bus:
+            elapsed = time.perf_counter() - started_at
+            await bus.emit(
+                RunFinished(run_id, status, scheduler.counts(), elapsed, error, engine.stats)
+            )
+        if error is not None:
+            raise error
+        return produced
+
+    def produced(self) -> dict[str, Any]:
+        inputs = self.inputs
+        return {k: v for k, v in self.values.items() if k not in inputs}
+
+    async def on_batch(self, batch: list[Completion]) -> bool:
+        """Apply a batch of completions; True when the run must stop (fail fast)."""
+        attempts, names, bus, run_id = self.attempts, self.names, self.bus, self.run_id
+        step_events, scheduler = self.step_events, self.scheduler
+        done: list[int] = []
+        for c in batch:
+            if c is WAKE or attempts[c.node] != c.attempt:
+                continue  # a wake-up, or a late duplicate of a superseded attempt
+            node = c.node
+            if c.ok:
+                try:
+                    outs = split_outputs(names[node], self.node_outputs[node], c.value)
+                except (TypeError, ValueError) as exc:
+                    c = Completion(node, c.attempt, False, task_error(names[node], exc))
+                else:
+                    attempts[node] = 0
+                    self.values.update(outs)
+                    done.append(node)
+                    if self.keeps_results:
+                        plan = self.plan(node)
+                        if plan.compensate is not None:
+                            self.results[node] = c.value
+                        if plan.cache is not None and not c.cached:
+                            self.cache.store(self.job(node, 1), c.value)
+                    if step_events:
+                        event = StepCompleted(
+                            run_id, node, names[node], c.value, c.attempt, None, outs,
+                            c.worker, c.cached,
+                        )  # fmt: skip
+                        await bus.emit(event)
+                    if self.step_sink is not None:
+                        self.step_sink(StepResult(node, names[node], c.value, outs, c.attempt))
+                    continue
+            error: TaskError = c.value
+            policy = self.plan(node).policy
+            if c.attempt <= policy.retries and error.type != "CancelledError":
+                delay = policy.delay_before(c.attempt + 1)
+                attempts[node] = -1  # nothing in flight until the retry fires
+                if step_events:
+                    await bus.emit(
+                        StepRetried(run_id, node, names[node], error, c.attempt + 1, delay)
+                    )
+                self.retry_later(node, c.attempt + 1, delay)
+                continue
+            attempts[node] = 0
+            self.failures.append(error)
+            if step_events:
+                await bus.emit(StepFailed(run_id, node, names[node], error, c.attempt))
+            if self.engine.fail_fast:
+                self.first_error = error
+                return True
+            lost = scheduler.fail(node)
+            for s in lost:
+                self.skipped[names[s]] = names[node]
+            if step_events:
+                for s in lost:
+                    await bus.emit(StepSkipped(run_id, s, names[s], names[node]))
+            await self.dispatch(scheduler.take_ready())
+        if done:
+            await self.dispatch(scheduler.complete_many(done))
+        return scheduler.finished
+
+    # -- compensation ---------------------------------------------------------------------------
+
+    async def compensate(self) -> list[TaskError]:
+        """Undo every completed task that has a compensation, in reverse topological order,
+        each once, with its own result. Returns the compensations that failed."""
+        if not self.results:
+            return []
+        failed: list[TaskError] = []
+        order = [n for n in reversed(self.graph.topological_order()) if n in self.results]
+        for node in order:
+            name = self.names[node]
+            action = self.plan(node).compensate
+            try:
+                outcome = with_dependencies(original_function(action), self.engine.broker)(
+                    self.results[node]
+                )
+                if inspect.isawaitable(outcome):
+                    await outcome
+                error = None
+            except Exception as exc:
+                error = task_error(name, exc)
+                failed.append(error)
+            if self.bus:
+                await self.bus.emit(StepCompensated(self.run_id, node, name, error))
+        return failed
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+_gc_users = 0
+_gc_saved: tuple[int, int, int] | None = None
+
+
+@contextlib.contextmanager
+def relaxed_gc(size: int) -> Iterator[None]:
+    """Fewer cyclic-GC passes while a large run allocates its per-task objects.
+
+    A run makes a few short-lived tuples per task; with a million-node graph alive, the default
+    gen-0 threshold (700) triggers enough collections to double the engine's CPU per task.
+    Restored when the last large run in the process ends.
+    """
+    global _gc_users, _gc_saved
+    if size < 10_000:
+        yield
+        return
+    if _gc_users == 0:
+        _gc_saved = gc.get_threshold()
+        gc.set_threshold(max(_gc_saved[0], 20_000), *_gc_saved[1:])
+    _gc_users += 1
+    try:
+        yield
+    finally:
+        _gc_users -= 1
+        if _gc_users == 0 and _gc_saved is not None:
+            gc.set_threshold(*_gc_saved)
+
+
+def all_names(keys: Sequence[str]) -> bool:
+    return all(k.isidentifier() for k in keys)
+
+
+def params_of(func: Any) -> frozenset[str] | None:
+    """Parameter names that keys bind to by keyword; None when the callable takes **kwargs.
+
+    A node whose input keys are not all parameter names (or, for **kwargs, not all Python
+    names) gets its values positionally, in the order of its declared inputs; so does a
+    callable whose signature cannot be read (builtins).
+    """
+    try:
+        params = inspect.signature(func).parameters
+    except (TypeError, ValueError):
+        return frozenset()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return None
+    return frozenset(
+        name
+        for name, p in params.items()
+        if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    )
+
+
+def split_outputs(name: str, outputs: Sequence[str], value: Any) -> dict[str, Any]:
+    """A task's return value as {output key: value}."""
+    if len(outputs) == 1:
+        return {outputs[0]: value}
+    if not outputs:
+        return {}
+    if isinstance(value, Mapping):
+        missing = [k for k in outputs if k not in value]
+        if missing:
+            raise ValueError(
+                f"task '{name}' returned a mapping without its output(s) {missing} "
+                f"(it declares outputs {list(outputs)}, got keys {list(value)[:10]})"
+            )
+        return {k: value[k] for k in outputs}
+    if isinstance(value, (tuple, list)) and len(value) == len(outputs):
+        return dict(zip(outputs, value, strict=True))
+    raise TypeError(
+        f"task '{name}' declares outputs {list(outputs)}: return a mapping with those keys or a "
+        f"tuple of {len(outputs)} values, not {type(value).__name__}"
+    )
