@@ -27,6 +27,7 @@ class TaskSpec:
     pool: str | None = None
     compensate: Callable[..., Any] | None = None
     cache: bool = False
+    local: bool = False  # always run in the engine's process, whatever the transport
     min_ttl: float | None = None  # seconds a cached result is always reused
     max_ttl: float | None = None  # seconds after which it is never reused
     metadata: dict[str, Any] = field(default_factory=dict)
@@ -73,6 +74,7 @@ def pipeline_task(
     cache: bool = False,
     min_ttl: float | None = None,
     max_ttl: float | None = None,
+    local: bool = False,
     **metadata: Any,
 ) -> Any:
     """Declare a task's output key(s) and input keys.
@@ -98,6 +100,7 @@ def pipeline_task(
             pool=pool,
             compensate=compensate,
             cache=cache,
+            local=local,
             min_ttl=min_ttl,
             max_ttl=max_ttl,
             metadata=dict(metadata),

@@ -24,9 +24,14 @@ class LocalTransport(Transport):
     EAGER_YIELD_EVERY = 256
 
     def __init__(
-        self, executor: str | concurrent.futures.Executor = "thread", workers: int | None = None
+        self,
+        executor: str | concurrent.futures.Executor = "thread",
+        workers: int | None = None,
+        sink: Transport | None = None,
     ):
         super().__init__()
+        # where completions go: this transport, or one that delegates some tasks to us
+        self._sink = sink or self
         self._executor_spec = executor
         self._workers = workers
         self._executor: concurrent.futures.Executor | None = None
@@ -58,7 +63,8 @@ class LocalTransport(Transport):
         return self._executor
 
     def kick(self, jobs: list[Job]) -> None:
-        push = self._done.append
+        sink = self._sink
+        push = sink._done.append
         for job in jobs:
             func = job.func
             is_coro = self._is_coro.get(func)
@@ -77,8 +83,8 @@ class LocalTransport(Transport):
                 push(Completion(job.node, job.attempt, False, task_error(job.name, exc)))
                 continue
             self._continue(job, coro, yielded)
-        if self._done:
-            self._wake.set()
+        if sink._done:
+            sink._wake.set()
 
     def _continue(self, job: Job, coro: Any, yielded: Any) -> None:
         task = asyncio.ensure_future(_resume(coro, yielded, job.timeout))
@@ -98,15 +104,15 @@ class LocalTransport(Transport):
         self._tasks.pop(job.node, None)
         if fut.cancelled():
             exc: BaseException = asyncio.CancelledError(f"task '{job.name}' was cancelled")
-            self.push(Completion(job.node, job.attempt, False, task_error(job.name, exc)))
+            self._sink.push(Completion(job.node, job.attempt, False, task_error(job.name, exc)))
             return
         exc = fut.exception()
         if exc is None:
-            self.push(Completion(job.node, job.attempt, True, fut.result()))
+            self._sink.push(Completion(job.node, job.attempt, True, fut.result()))
         else:
             if isinstance(exc, asyncio.TimeoutError | TimeoutError) and job.timeout is not None:
                 exc = TimeoutError(f"task '{job.name}' timed out after {job.timeout} s")
-            self.push(Completion(job.node, job.attempt, False, task_error(job.name, exc)))
+            self._sink.push(Completion(job.node, job.attempt, False, task_error(job.name, exc)))
 
     async def listen(self) -> AsyncIterator[list[Completion]]:
         eager_batches = 0

@@ -23,6 +23,7 @@ from ..cluster.values import ValueStore
 from ..events import TaskError
 from ..task import get_spec
 from .base import Completion, Job, Transport, task_error
+from .local import LocalTransport
 
 log = logging.getLogger("taskiq_dataflow.nats")
 
@@ -60,6 +61,9 @@ class NatsTransport(Transport):
         self._outbox: dict[str, list[int]] = {}
         self._flush_scheduled = False
         self._pools: dict[int, str] = {}
+        self._locals: dict[int, bool] = {}
+        # tasks declared local=True (control nodes such as a map over a sub-DAG) run here
+        self._local = LocalTransport(sink=self)
         self._heard = time.monotonic()
         self._offline = False
         self._nc: Any = None
@@ -74,6 +78,7 @@ class NatsTransport(Transport):
     # -- lifecycle ------------------------------------------------------------------------------
 
     async def startup(self) -> None:
+        await self._local.startup()
         broker = self.broker
 
         def on_disconnected() -> None:
@@ -101,6 +106,7 @@ class NatsTransport(Transport):
         self._watchdog = asyncio.ensure_future(self._watch())
 
     async def shutdown(self) -> None:
+        await self._local.shutdown()
         if self._watchdog is not None:
             self._watchdog.cancel()
         for fut in list(self._background):
@@ -117,6 +123,7 @@ class NatsTransport(Transport):
                 await asyncio.wait_for(self._nc.close(), 5)
 
     def cancel(self) -> None:
+        self._local.cancel()
         self._outbox.clear()
         self._inflight.clear()
         if self._nc is not None and self._nc.is_connected:
@@ -141,6 +148,13 @@ class NatsTransport(Transport):
 
     # -- sending --------------------------------------------------------------------------------
 
+    def _is_local(self, task: Any) -> bool:
+        local = self._locals.get(id(task))
+        if local is None:
+            spec = get_spec(task)
+            local = self._locals[id(task)] = bool(spec is not None and spec.local)
+        return local
+
     def _pool_of(self, task: Any) -> str:
         pool = self._pools.get(id(task))
         if pool is None:
@@ -153,6 +167,9 @@ class NatsTransport(Transport):
     def kick(self, jobs: list[Job]) -> None:
         threshold = self.broker.large_value_threshold
         for job in jobs:
+            if self._is_local(job.task):
+                self._local.kick([job])
+                continue
             name = getattr(job.task, "task_name", None)
             if not isinstance(name, str):
                 exc = TypeError(
