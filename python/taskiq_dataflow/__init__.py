@@ -2,12 +2,14 @@
 
 from ._core import __version__
 from .dataflow import DAG, DAGBuilder, DAGNode, DataCache, DataflowRegistry, TaskNode
+from .dependencies import Depends
 from .errors import CycleError, DAGValidationError
 from .events import (
     Event,
     EventBus,
     RunFinished,
     RunStarted,
+    StepCompensated,
     StepCompleted,
     StepFailed,
     StepRetried,
@@ -16,6 +18,7 @@ from .events import (
     TaskError,
 )
 from .execution_engine import (
+    CompensationError,
     DataflowExecutionError,
     ExecutionCancelled,
     ExecutionEngine,
@@ -25,11 +28,14 @@ from .execution_engine import (
 )
 from .map_reduce import MapReduce
 from .pipeline import DataflowPipeline
+from .result_cache import ResultCache
+from .store import RunStore, StoreError
 from .task import TaskSpec, pipeline_task
 from .visualization import DAGVisualizer
 
 __all__ = [
     "DAG",
+    "CompensationError",
     "CycleError",
     "DAGBuilder",
     "DAGNode",
@@ -39,20 +45,25 @@ __all__ = [
     "DataflowExecutionError",
     "DataflowPipeline",
     "DataflowRegistry",
+    "Depends",
     "Event",
     "EventBus",
     "ExecutionCancelled",
     "ExecutionEngine",
     "MapReduce",
     "MissingInputError",
+    "ResultCache",
     "RunFinished",
     "RunStarted",
+    "RunStore",
+    "StepCompensated",
     "StepCompleted",
     "StepFailed",
     "StepResult",
     "StepRetried",
     "StepSkipped",
     "StepStarted",
+    "StoreError",
     "TaskError",
     "TaskFailedError",
     "TaskNode",

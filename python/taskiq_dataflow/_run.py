@@ -92,10 +92,12 @@ class Run:
         transport: Transport,
         step_sink: Callable[[StepResult], None] | None,
         restore: Mapping[int, Mapping[str, Any]] | None,
+        parent: str | None = None,
     ) -> None:
         dag = engine.dag
         self.engine, self.run_id, self.inputs, self.transport = engine, run_id, inputs, transport
         self.step_sink = step_sink
+        self.parent = parent
         self.names, self.node_inputs = dag._names, dag._inputs
         self.node_outputs, self.tasks = dag._outputs, dag._tasks
         self.graph = dag.graph
@@ -211,7 +213,12 @@ class Run:
         if bus:
             await bus.emit(
                 RunStarted(
-                    run_id, len(self.tasks), tuple(self.inputs), self.inputs, len(self.restored)
+                    run_id,
+                    len(self.tasks),
+                    tuple(self.inputs),
+                    self.inputs,
+                    len(self.restored),
+                    self.parent,
                 )
             )
         try:

@@ -22,6 +22,7 @@ class RunStarted(Event):
     inputs: tuple[str, ...] = ()
     input_values: dict[str, Any] = field(default_factory=dict, repr=False)
     restored: int = 0  # tasks whose outputs came from a previous run (restart, replay)
+    parent_run_id: str | None = None  # the run a replay reuses
 
 
 @dataclass(frozen=True, slots=True)

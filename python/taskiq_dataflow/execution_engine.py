@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from . import _core
@@ -67,6 +67,7 @@ class ExecutionEngine:
         executor: Any = "thread",
         priority: str | Sequence[float] | None = None,
         cache: Any = None,
+        store: Any = None,
     ) -> None:
         if dag is None:
             raise TypeError(
@@ -85,6 +86,9 @@ class ExecutionEngine:
         self._executor = executor
         self._priority = priority
         self.cache = cache  # a ResultCache for tasks declared with pipeline_task(cache=True)
+        self.store = store  # a RunStore: provenance, restart() and replay()
+        if store is not None:
+            store.attach(self)
         self._cancel_requested = False
         self._running: asyncio.Event | None = None
         self._transport: Transport | None = None
@@ -124,6 +128,32 @@ class ExecutionEngine:
             if not run.done():
                 self.cancel()
                 await asyncio.gather(run, return_exceptions=True)
+
+    async def restart(self, run_id: str) -> dict[str, Any]:
+        """Continue a failed or interrupted run from the store; completed tasks do not run."""
+        from .store import restorable
+
+        inputs, outputs = restorable(self._need_store("restart"), self.dag, run_id)
+        return await self._run(dict(inputs), run_id, None, restore=outputs)
+
+    async def replay(
+        self, run_id: str, rerun: Iterable[str], pipeline_id: str | None = None
+    ) -> dict[str, Any]:
+        """A new run that re-runs the tasks named in `rerun` and everything downstream of
+        them, reusing every other output of `run_id`."""
+        from .store import restorable
+
+        if isinstance(rerun, str):
+            rerun = [rerun]
+        inputs, outputs = restorable(self._need_store("replay"), self.dag, run_id, rerun)
+        return await self._run(dict(inputs), pipeline_id, None, restore=outputs, parent=run_id)
+
+    def _need_store(self, what: str) -> Any:
+        if self.store is None:
+            raise ValueError(
+                f"{what}() needs a run store: ExecutionEngine(..., store=RunStore(path))"
+            )
+        return self.store
 
     def cancel(self) -> None:
         """Stop dispatching, cancel what is in flight, and end the run with ExecutionCancelled."""
@@ -177,6 +207,7 @@ class ExecutionEngine:
         pipeline_id: str | None,
         step_sink: Callable[[StepResult], None] | None,
         restore: Mapping[int, Mapping[str, Any]] | None = None,
+        parent: str | None = None,
     ) -> dict[str, Any]:
         self.dag.validate()
         self._check_inputs(inputs)
@@ -185,7 +216,7 @@ class ExecutionEngine:
         self._cancel_requested = False
         self._wake_cancel = lambda: transport.push(WAKE)
         try:
-            run = Run(self, run_id, inputs, transport, step_sink, restore)
+            run = Run(self, run_id, inputs, transport, step_sink, restore, parent)
             return await run.execute()
         finally:
             self._transport = None
