@@ -279,6 +279,7 @@ class Run:
         attempts, names, bus, run_id = self.attempts, self.names, self.bus, self.run_id
         step_events, scheduler = self.step_events, self.scheduler
         done: list[int] = []
+        stop = False
         for c in batch:
             if c is WAKE or attempts[c.node] != c.attempt:
                 continue  # a wake-up, or a late duplicate of a superseded attempt
@@ -309,7 +310,7 @@ class Run:
                     continue
             error: TaskError = c.value
             policy = self.plan(node).policy
-            if c.attempt <= policy.retries and error.type != "CancelledError":
+            if c.attempt <= policy.retries and error.type != "CancelledError" and not stop:
                 delay = policy.delay_before(c.attempt + 1)
                 attempts[node] = -1  # nothing in flight until the retry fires
                 if step_events:
@@ -323,8 +324,11 @@ class Run:
             if step_events:
                 await bus.emit(StepFailed(run_id, node, names[node], error, c.attempt))
             if self.engine.fail_fast:
-                self.first_error = error
-                return True
+                # keep recording this batch's completions (a restart then skips them), run nothing
+                if self.first_error is None:
+                    self.first_error = error
+                stop = True
+                continue
             lost = scheduler.fail(node)
             for s in lost:
                 self.skipped[names[s]] = names[node]
@@ -332,6 +336,10 @@ class Run:
                 for s in lost:
                     await bus.emit(StepSkipped(run_id, s, names[s], names[node]))
             await self.dispatch(scheduler.take_ready())
+        if stop:
+            if done:
+                scheduler.complete_many(done)
+            return True
         if done:
             await self.dispatch(scheduler.complete_many(done))
         return scheduler.finished

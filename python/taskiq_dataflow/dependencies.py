@@ -7,8 +7,10 @@ without such parameters are returned unchanged: the hot path pays nothing.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
+import typing
 from typing import Any
 
 from taskiq_dependencies import DependencyGraph, Depends
@@ -19,11 +21,18 @@ _wrapped: dict[tuple[int, int], Any] = {}
 
 
 def has_dependencies(func: Any) -> bool:
+    """A parameter defaults to Depends(...) or is annotated `Annotated[T, Depends(...)]`."""
     try:
         params = inspect.signature(func).parameters.values()
     except (TypeError, ValueError):
         return False
-    return any(_is_dependency(p.default) for p in params)
+    if any(_is_dependency(p.default) for p in params):
+        return True
+    try:
+        hints = typing.get_type_hints(func, include_extras=True)
+    except Exception:
+        return False
+    return any(any(map(_is_dependency, getattr(h, "__metadata__", ()))) for h in hints.values())
 
 
 def _is_dependency(default: Any) -> bool:
@@ -47,10 +56,11 @@ def with_dependencies(func: Any, broker: Any = None) -> Any:
         async with graph.async_ctx(_initial_values(broker, func, args, kwargs)) as ctx:
             resolved = await ctx.resolve_kwargs()
         resolved.update(kwargs)
-        result = func(*args, **resolved)
-        if is_async or inspect.isawaitable(result):
-            result = await result
-        return result
+        if not is_async:
+            # a blocking task keeps running off the event loop, as it would without Depends
+            call = functools.partial(func, *args, **resolved)
+            return await asyncio.get_running_loop().run_in_executor(None, call)
+        return await func(*args, **resolved)
 
     _wrapped[key] = call
     return call
