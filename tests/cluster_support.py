@@ -88,8 +88,10 @@ class WorkerProcesses:
         concurrency: int | None = None,
         env: dict[str, str] | None = None,
         connect: dict[str, Any] | None = None,
+        target: str = "cluster_tasks:broker",
     ) -> None:
         self.url, self.workers, self.pool = url, workers, pool
+        self.target = target
         self.concurrency = concurrency
         self.extra_env = env or {}
         self.connect_kwargs = connect or {}
@@ -102,7 +104,7 @@ class WorkerProcesses:
 
     def launch(self) -> WorkerProcesses:
         """Start the supervisor without waiting (several can then import in parallel)."""
-        cmd = [sys.executable, "-m", "taskiq_dataflow.cluster.serve", "cluster_tasks:broker",
+        cmd = [sys.executable, "-m", "taskiq_dataflow.cluster.serve", self.target,
                "--workers", str(self.workers)]  # fmt: skip
         if self.pool:
             cmd += ["--pool", self.pool]

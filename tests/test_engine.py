@@ -464,3 +464,26 @@ def test_engine_argument_errors():
         ExecutionEngine(None, dag, max_parallel=0)
     with pytest.raises(ValueError, match="unknown transport"):
         run(ExecutionEngine(None, dag, transport="carrier-pigeon").execute())
+
+
+def test_register_task_settings_override_the_spec_per_node():
+    calls = {"a": 0, "b": 0}
+
+    def make(name):
+        @pipeline_task(output=name, inputs=[], retries=0, name=name)
+        def flaky():
+            calls[name] += 1
+            if calls[name] < 3:
+                raise ConnectionError("again")
+            return calls[name]
+
+        return flaky
+
+    registry = DataflowRegistry()
+    registry.register_task(make("a"), retries=2)  # this node may retry; the spec says 0
+    registry.register_task(make("b"))
+    engine = ExecutionEngine(None, registry.build_dag(), fail_fast=False)
+    with pytest.raises(DataflowExecutionError) as info:
+        run(engine.execute())
+    assert info.value.results == {"a": 3}
+    assert [f.task_name for f in info.value.failures] == ["b"] and calls["b"] == 1

@@ -82,6 +82,12 @@ class Plan(NamedTuple):
 
 WAKE: Any = Completion(-1, -1, False, None)
 
+# Per-node settings register_task(...) accepts besides the task's own pipeline_task spec.
+OVERRIDES = frozenset(
+    {"retries", "retry_delay", "retry_backoff", "retry_jitter", "timeout", "compensate",
+     "cache", "min_ttl", "max_ttl"}
+)  # fmt: skip
+
 
 class Run:
     def __init__(
@@ -100,6 +106,7 @@ class Run:
         self.parent = parent
         self.names, self.node_inputs = dag._names, dag._inputs
         self.node_outputs, self.tasks = dag._outputs, dag._tasks
+        self.metadata = dag._metadata
         self.graph = dag.graph
         self.scheduler = _core.Scheduler(
             self.graph, engine._priorities(self.graph), engine.max_parallel
@@ -125,18 +132,29 @@ class Run:
 
     def plan(self, node: int) -> Plan:
         task = self.tasks[node]
-        found = self.plans.get(id(task))
+        meta = self.metadata[node]
+        # settings given to register_task for this node make a plan of its own
+        own = meta is not None and not OVERRIDES.isdisjoint(meta)
+        key: Any = (id(task), node) if own else id(task)
+        found = self.plans.get(key)
         if found is None:
             spec = get_spec(task)
+            given = {k: meta[k] for k in OVERRIDES if k in meta} if own else {}
+
+            def setting(name: str, default: Any = None) -> Any:
+                if name in given:
+                    return given[name]
+                return getattr(spec, name, default) if spec is not None else default
+
             func = with_dependencies(original_function(task), self.engine.broker)
             cache = None
-            if spec is not None and spec.cache and self.cache is not None:
-                cache = (spec.min_ttl, spec.max_ttl)
-            found = self.plans[id(task)] = Plan(
+            if setting("cache", False) and self.cache is not None:
+                cache = (setting("min_ttl"), setting("max_ttl"))
+            found = self.plans[key] = Plan(
                 func,
                 params_of(original_function(task)),
-                self.engine._policy(task),
-                spec.compensate if spec is not None else None,
+                self.engine._policy(task, given),
+                setting("compensate"),
                 cache,
             )
             if found.compensate is not None or found.cache is not None:

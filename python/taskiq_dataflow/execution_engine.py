@@ -234,21 +234,25 @@ class ExecutionEngine:
             raise ValueError(f"unknown priority {p!r}: use 'critical_path' or a list of numbers")
         return [float(x) for x in p]
 
-    def _policy(self, task: Any) -> Policy:
+    def _policy(self, task: Any, overrides: Mapping[str, Any] | None = None) -> Policy:
+        """Retry and timeout settings: register_task(...) keywords, then the task's
+        pipeline_task spec, then the engine's defaults."""
         spec = get_spec(task)
         d = self._defaults
-        if spec is None:
+        if spec is None and not overrides:
             return d
+        given = overrides or {}
 
-        def pick(value: Any, default: Any) -> Any:
+        def pick(name: str, default: Any) -> Any:
+            value = given.get(name, getattr(spec, name, None))
             return default if value is None else value
 
         return Policy(
-            pick(spec.retries, d.retries),
-            pick(spec.retry_delay, d.delay),
-            pick(spec.retry_backoff, d.backoff),
-            pick(spec.retry_jitter, d.jitter),
-            pick(spec.timeout, d.timeout),
+            pick("retries", d.retries),
+            pick("retry_delay", d.delay),
+            pick("retry_backoff", d.backoff),
+            pick("retry_jitter", d.jitter),
+            pick("timeout", d.timeout),
         )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import sys
+import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -70,6 +71,9 @@ class Codec:
     def __init__(self) -> None:
         self._by_type: dict[type, _UserType] = {}
         self._by_code: dict[int, _UserType] = {}
+        # msgpack.packb builds a Packer per call, which costs several times the packing of a
+        # small value; one Packer per thread, never re-entered (_default packs nested parts)
+        self._local = threading.local()
 
     def register(
         self,
@@ -138,12 +142,28 @@ class Codec:
         )
 
     def packb(self, obj: Any) -> bytes:
+        local = self._local
+        packer = getattr(local, "packer", None)
+        if packer is None:
+            packer = local.packer = msgpack.Packer(
+                default=self._default, strict_types=True, use_bin_type=True
+            )
+            local.busy = False
+        if local.busy:
+            packer = msgpack.Packer(default=self._default, strict_types=True, use_bin_type=True)
+        else:
+            local.busy = True
         try:
-            return msgpack.packb(obj, default=self._default, strict_types=True, use_bin_type=True)
+            return packer.pack(obj)
         except EncodeError:
+            packer.reset()
             raise
         except (TypeError, ValueError, OverflowError) as exc:
+            packer.reset()
             raise EncodeError(str(exc)) from None
+        finally:
+            if packer is local.packer:
+                local.busy = False
 
     # -- decoding -------------------------------------------------------------------------------
 
@@ -211,6 +231,17 @@ class Codec:
                 f"frame has protocol version {frame.get('v')!r}; this side speaks {VERSION}"
             )
         return frame
+
+
+# ExtType.__new__ re-checks its arguments in Python, which costs more than packing a small value;
+# these are valid by construction.
+_new_ext = tuple.__new__
+
+
+def packed(data: bytes) -> msgpack.ExtType:
+    """Bytes encoded by a Codec, as a part of a frame: what `Packed(data)` becomes on the wire,
+    but packed by msgpack itself, without a call to `Codec._default`."""
+    return _new_ext(msgpack.ExtType, (_PACKED, data))
 
 
 def _model(module: str, qualname: str, fields: Any) -> Any:

@@ -20,6 +20,7 @@ import traceback
 import uuid
 from typing import Any
 
+from ..dependencies import with_dependencies
 from .broker import DataflowNatsBroker
 from .protocol import (
     HEARTBEAT,
@@ -194,7 +195,8 @@ class Worker:
                     )
                 args = [await self._resolve(a) for a in args]
                 kwargs = {k: await self._resolve(v) for k, v in kwargs.items()}
-                value = await self._call(task.original_func, args, kwargs, timeout, name)
+                func = with_dependencies(task.original_func, self.broker)
+                value = await self._call(func, args, kwargs, timeout, name)
                 result = [seq, True, await self._shrink(run_id, seq, value)]
             except asyncio.CancelledError:
                 result = [seq, False, ["CancelledError", f"task '{name}' was cancelled", ""]]

@@ -1,0 +1,114 @@
+"""Issue-5 features on the NATS cluster: dependency injection on the workers, the result cache,
+compensation and provenance with restart."""
+
+from pathlib import Path
+
+import cluster_tasks
+import feature_tasks as ft
+import pytest
+from cluster_support import WorkerProcesses
+from conftest import run
+from taskiq_dataflow import (
+    DataflowRegistry,
+    ExecutionEngine,
+    ResultCache,
+    RunStore,
+    StepCompleted,
+    TaskFailedError,
+)
+from taskiq_dataflow.cluster import DataflowNatsBroker, NatsServer
+
+
+@pytest.fixture(scope="module")
+def server():
+    with NatsServer() as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def log_path(tmp_path_factory):
+    return tmp_path_factory.mktemp("features") / "ran.log"
+
+
+@pytest.fixture(scope="module")
+def workers(server, log_path):
+    wp = WorkerProcesses(
+        server.url, workers=2, target="feature_tasks:broker",
+        env={"DATAFLOW_TEST_LOG": str(log_path)},
+    )  # fmt: skip
+    wp.start()
+    try:
+        yield wp
+    finally:
+        wp.stop()
+
+
+@pytest.fixture
+def ran(log_path):
+    log_path.write_text("")
+    return lambda: Path(log_path).read_text().split()
+
+
+def broker_for(server) -> DataflowNatsBroker:
+    return DataflowNatsBroker(server.url, heartbeat_timeout=1.0, codec=cluster_tasks.broker.codec)
+
+
+def registry(*tasks, external=()):
+    reg = DataflowRegistry()
+    for key in external:
+        reg.register_external_input(key)
+    for task in tasks:
+        reg.register_task(task)
+    return reg
+
+
+def test_depends_is_resolved_on_the_worker(server, workers, ran):
+    dag = registry(ft.scale, external=["value"]).build_dag()
+    assert run(ExecutionEngine(broker_for(server), dag).execute({"value": 7})) == {"scaled": 21}
+    assert ran() == ["scale"]
+
+
+def test_cache_hit_skips_the_worker(server, workers, ran, tmp_path):
+    dag = registry(ft.costly, external=["value"]).build_dag()
+    cache = ResultCache(tmp_path / "cache.db")
+    first = run(ExecutionEngine(broker_for(server), dag, cache=cache).execute({"value": 2}))
+    events = []
+    engine = ExecutionEngine(broker_for(server), dag, cache=cache)
+    engine.events.subscribe(events.append, StepCompleted)
+    second = run(engine.execute({"value": 2}))
+    assert first == second == {"costly": (2, 4)}
+    assert ran() == ["costly"] and [e.cached for e in events] == [True]
+
+
+def test_compensation_after_a_worker_task_fails(server, workers, ran):
+    undone = []
+
+    def refund(result):
+        undone.append(result)
+
+    reg = DataflowRegistry()
+    reg.register_external_input("value")
+    reg.register_external_input("fail")
+    reg.register_task(ft.scale)
+    reg.register_task(ft.charge, compensate=refund)
+    reg.register_task(ft.ship)
+    with pytest.raises(TaskFailedError, match="the ship sank"):
+        run(
+            ExecutionEngine(broker_for(server), reg.build_dag()).execute({"value": 1, "fail": True})
+        )
+    assert undone == [{"charged": 3}]
+
+
+def test_provenance_and_restart_on_the_cluster(server, workers, ran, tmp_path):
+    reg = registry(ft.scale, ft.charge, ft.ship, external=["value", "fail"])
+    store = RunStore(tmp_path / "runs.db")
+    engine = ExecutionEngine(broker_for(server), reg.build_dag(), store=store)
+    with pytest.raises(TaskFailedError):
+        run(engine.execute({"value": 2, "fail": True}, pipeline_id="c1"))
+    rows = {r["task_name"]: r for r in store.get_task_executions("c1")}
+    assert rows["scale"]["status"] == "completed" and rows["scale"]["worker"]
+    assert rows["ship"]["status"] == "failed" and "the ship sank" in rows["ship"]["error"]
+    assert ran() == ["scale", "charge", "ship"]
+    with pytest.raises(TaskFailedError):  # the stored input still says fail=True
+        run(engine.restart("c1"))
+    assert ran()[3:] == ["ship"]  # only the failed task ran again
