@@ -1,6 +1,7 @@
 """taskiq-dataflow: a dataflow DAG engine for taskiq with a Rust ready-set scheduler."""
 
 from ._core import __version__
+from .compose import Flow, FlowError, FlowNode
 from .dataflow import DAG, DAGBuilder, DAGNode, DataCache, DataflowRegistry, TaskNode
 from .dependencies import Depends
 from .errors import CycleError, DAGValidationError
@@ -30,6 +31,7 @@ from .map_reduce import MapReduce
 from .pipeline import DataflowPipeline
 from .result_cache import ResultCache
 from .store import RunStore, StoreError
+from .streams import Stream, StreamError
 from .task import TaskSpec, pipeline_task
 from .visualization import DAGVisualizer
 
@@ -50,6 +52,9 @@ __all__ = [
     "EventBus",
     "ExecutionCancelled",
     "ExecutionEngine",
+    "Flow",
+    "FlowError",
+    "FlowNode",
     "MapReduce",
     "MissingInputError",
     "ResultCache",
@@ -64,6 +69,8 @@ __all__ = [
     "StepSkipped",
     "StepStarted",
     "StoreError",
+    "Stream",
+    "StreamError",
     "TaskError",
     "TaskFailedError",
     "TaskNode",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import inspect
 import random
@@ -35,6 +36,7 @@ from .events import (
     StepStarted,
     TaskError,
 )
+from .streams import Stream, is_producer, stream_params
 from .task import get_spec, original_function
 from .transports.base import Completion, Job, Transport, task_error
 
@@ -78,6 +80,9 @@ class Plan(NamedTuple):
     policy: Policy
     compensate: Any  # None, or a callable run with the task's result when a run fails
     cache: Any  # None, or (min_ttl, max_ttl) when results are cached
+    producer: bool  # an async generator: its output key is a stream
+    streams: frozenset[str]  # input keys it reads as streams
+    buffer: int
 
 
 WAKE: Any = Completion(-1, -1, False, None)
@@ -127,6 +132,7 @@ class Run:
         self.first_error: TaskError | None = None
         self.cache = engine.cache
         self.keeps_results = False  # some task has a compensation or a cache: look at plans
+        self.streaming: Streaming | None = None  # set once a task produces or reads a stream
 
     # -- per task -------------------------------------------------------------------------------
 
@@ -150,20 +156,31 @@ class Run:
             cache = None
             if setting("cache", False) and self.cache is not None:
                 cache = (setting("min_ttl"), setting("max_ttl"))
+            plain = original_function(task)
             found = self.plans[key] = Plan(
                 func,
-                params_of(original_function(task)),
+                params_of(plain),
                 self.engine._policy(task, given),
                 setting("compensate"),
                 cache,
+                is_producer(plain),
+                frozenset(setting("streams", ())) | stream_params(plain),
+                setting("stream_buffer", 64),
             )
             if found.compensate is not None or found.cache is not None:
                 self.keeps_results = True
+            if found.producer or found.streams:
+                self.streaming = self.streaming or Streaming(self)
         return found
 
     def job(self, node: int, attempt: int) -> Job:
         plan = self.plan(node)
         keys, values = self.node_inputs[node], self.values
+        func = plan.func
+        if self.streaming is not None and (plan.producer or plan.streams):
+            values = self.streaming.arguments(node, plan)
+            if plan.producer:
+                func = functools.partial(self.streaming.produce, node, plan.func)
         params = plan.params
         if params.issuperset(keys) if params is not None else all_names(keys):
             kwargs = {k: values[k] for k in keys}
@@ -172,7 +189,7 @@ class Run:
             kwargs = {}
             args = tuple(values[k] for k in keys)
         return Job(
-            node, attempt, self.tasks[node], plan.func, args, kwargs, self.names[node],
+            node, attempt, self.tasks[node], func, args, kwargs, self.names[node],
             plan.policy.timeout,
         )  # fmt: skip
 
@@ -187,7 +204,11 @@ class Run:
         if self.step_events:
             for node in nodes:
                 await bus.emit(StepStarted(self.run_id, node, names[node], 1))
-        jobs = [self.job(node, 1) for node in nodes]
+        jobs = [self.job(node, 1) for node in nodes]  # plans first: they reveal streams
+        if self.streaming is not None:
+            fresh = set(await self.streaming.before_dispatch(nodes))
+            jobs = [j for j in jobs if j.node in fresh]
+            jobs += [self.job(node, 1) for node in self.streaming.take_early()]
         if self.cache is not None:
             jobs = self.serve_from_cache(jobs)
         self.transport.kick(jobs)
@@ -302,6 +323,8 @@ class Run:
             if c is WAKE or attempts[c.node] != c.attempt:
                 continue  # a wake-up, or a late duplicate of a superseded attempt
             node = c.node
+            if self.streaming is not None and self.streaming.hold(c):
+                continue
             if c.ok:
                 try:
                     outs = split_outputs(names[node], self.node_outputs[node], c.value)
@@ -387,6 +410,142 @@ class Run:
             if self.bus:
                 await self.bus.emit(StepCompensated(self.run_id, node, name, error))
         return failed
+
+
+class Streaming:
+    """Stream wiring of one run: consumers started with their producer, bounded buffers."""
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        self.subscribers: dict[int, list[Stream[Any]]] = {}  # producer -> its consumers' streams
+        self.attached: dict[int, dict[str, Stream[Any]]] = {}  # consumer -> key -> its stream
+        self.early: dict[int, Completion | None] = {}  # started before the scheduler said so
+        self.handed: set[int] = set()  # early nodes the scheduler has since handed out
+        self.to_start: list[int] = []
+
+    def stream_keys(self, node: int) -> list[str]:
+        streams = self.run.plan(node).streams
+        return [k for k in self.run.node_inputs[node] if k in streams]
+
+    def arguments(self, node: int, plan: Plan) -> Mapping[str, Any]:
+        """The node's input values, its stream keys as Streams."""
+        if not plan.streams:
+            return self.run.values
+        values = dict.fromkeys(self.run.node_inputs[node])
+        attached = self.attached.get(node, {})
+        for key in values:
+            if key in plan.streams:
+                values[key] = attached.get(key) or Stream.of(key, self.run.values[key] or ())
+            else:
+                values[key] = self.run.values[key]
+        return values
+
+    async def before_dispatch(self, nodes: list[int]) -> list[int]:
+        """Start the streaming consumers of producers about to run; drop early-started nodes
+        from the list (their result is already on its way) and release held results."""
+        run = self.run
+        fresh = []
+        for node in nodes:
+            if node in self.early:
+                self.handed.add(node)
+                held = self.early[node]
+                if held is not None:
+                    self.early[node] = None
+                    run.transport.push(held)
+            else:
+                fresh.append(node)
+        starting = {n for n in fresh if run.plan(n).producer}
+        work = list(starting)
+        while work:
+            producer = work.pop()
+            for key in run.node_outputs[producer]:
+                for consumer in run.graph.consumers(key):
+                    if self.startable(consumer, starting):
+                        self.start_early(consumer)
+                        starting.add(consumer)
+                        if run.plan(consumer).producer:
+                            work.append(consumer)
+        if run.step_events:
+            for node in self.to_start:
+                await run.bus.emit(StepStarted(run.run_id, node, run.names[node], 1))
+        return fresh
+
+    def startable(self, node: int, starting: set[int]) -> bool:
+        run = self.run
+        if node in self.early or run.attempts[node] != 0 or node in starting:
+            return False
+        streams = self.run.plan(node).streams
+        if not streams:
+            return False
+        produced = run.values
+        for key in run.node_inputs[node]:
+            if key in produced:
+                continue
+            if key not in streams:
+                return False
+            producer = run.graph.producer(key)
+            if producer not in starting:
+                return False
+        return True
+
+    def start_early(self, node: int) -> None:
+        run = self.run
+        buffer = run.plan(node).buffer
+        attached = self.attached.setdefault(node, {})
+        for key in self.stream_keys(node):
+            if key in run.values:
+                continue
+            stream: Stream[Any] = Stream(key, buffer)
+            attached[key] = stream
+            self.subscribers.setdefault(run.graph.producer(key), []).append(stream)
+        run.attempts[node] = 1
+        self.early[node] = None
+        self.to_start.append(node)
+
+    def take_early(self) -> list[int]:
+        started, self.to_start = self.to_start, []
+        return started
+
+    def hold(self, c: Completion) -> bool:
+        """Keep an early node's result until the scheduler hands the node out."""
+        node = c.node
+        if node not in self.early:
+            return False
+        for stream in self.attached.pop(node, {}).values():
+            stream._abandon()
+        if node in self.handed:
+            del self.early[node]
+            self.handed.discard(node)
+            return False
+        self.early[node] = c
+        return True
+
+    async def produce(self, node: int, func: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run an async generator task: each value to its streaming consumers (waiting when a
+        buffer is full) and, when someone needs it, into the list that is the output's value."""
+        run = self.run
+        subscribers = self.subscribers.get(node, [])
+        # the list is kept unless every consumer reads the stream live (a final output, a list
+        # consumer, or a streaming consumer that could not start with us all need it)
+        keep = any(
+            not consumers or any(key not in self.attached.get(c, {}) for c in consumers)
+            for key in run.node_outputs[node]
+            for consumers in [run.graph.consumers(key)]
+        )
+        items: list[Any] = []
+        try:
+            async for item in func(*args, **kwargs):
+                if keep:
+                    items.append(item)
+                for stream in subscribers:
+                    await stream._put(item)
+        except BaseException as exc:
+            for stream in subscribers:
+                await stream._close(exc)
+            raise
+        for stream in subscribers:
+            await stream._close()
+        return items if keep else None
 
 
 # -- helpers ----------------------------------------------------------------------------------

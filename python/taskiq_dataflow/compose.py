@@ -32,8 +32,11 @@ no `>>` wires and no node produces is an external input of the flow.
 ...     >> flow.map(words, name="lengths", max_parallel=100)  # one task per word
 ...     >> flow.node(total)
 ... )
->>> asyncio.run(flow.run({"text": "  A bb CCC "}))
-{'norm.strip': 'A bb CCC', 'norm': 'a bb ccc', 'split': ['a', 'bb', 'ccc'], 'lengths': [1, 2, 3], 'total': 6}
+>>> results = asyncio.run(flow.run({"text": "  A bb CCC "}))
+>>> results["norm"], results["lengths"], results["total"]
+('a bb ccc', [1, 2, 3], 6)
+>>> list(results)                                 # every output, the call's inner ones too
+['norm.strip', 'norm', 'split', 'lengths', 'total']
 
 A node's output key is `output=`, else its `pipeline_task` output, else the node's name. Plain
 functions run in the engine's process whatever the transport (like map nodes); `@broker.task`
@@ -52,11 +55,11 @@ from typing import Any, NamedTuple
 from ._run import all_names, params_of
 from .dataflow.dag import DAG
 from .dependencies import has_dependencies
-from .errors import CycleError, format_cycle
+from .errors import CycleError
 from .events import EventBus
 from .execution_engine import ExecutionEngine
 from .pipeline import check_engine_options
-from .task import SPEC_ATTR, TaskSpec, get_spec, infer_inputs, original_function, task_display_name
+from .task import TaskSpec, get_spec, infer_inputs, original_function, task_display_name
 from .transports.base import Transport
 from .transports.local import _is_async
 
@@ -332,7 +335,7 @@ class Flow:
             if other is not None:
                 raise FlowError(
                     f"node '{node.name}' would produce '{key}', which node '{other.name}' already "
-                    "produces in flow '{0}'; give one of them another output=".format(self.name)
+                    f"produces in flow '{self.name}'; give one of them another output="
                 )
         self._nodes.append(node)
         self._by_name[node.name] = node
@@ -418,7 +421,8 @@ class Flow:
             if not unbound:
                 why = "no unbound input (every input is wired with >> or produced by a node)"
             else:
-                why = f"{len(unbound)} unbound inputs {keys}; pick one: ... >> {dst.name}['{keys[0]}']"
+                pick = f"... >> {dst.name}['{keys[0]}']"
+                why = f"{len(unbound)} unbound inputs {keys}; pick one: {pick}"
             raise FlowError(f"{arrow}: node '{dst.name}' has {why}")
         return unbound[0]
 
@@ -428,7 +432,7 @@ class Flow:
         if path is None:
             return
         cycle = [src.name, *(n.name for n in path)] if src is not dst else [src.name, src.name]
-        raise CycleError(cycle, [f"{arrow} closes a cycle: {format_cycle(cycle)[16:]}"])
+        raise CycleError(cycle, [f"{arrow} closes a cycle: {' -> '.join(cycle)}"])
 
     def _path(self, start: FlowNode, goal: FlowNode) -> list[FlowNode] | None:
         """Nodes from start to goal following data keys, or None."""
@@ -571,7 +575,9 @@ class Flow:
             else:
                 task, keys = _bind(node, ins, positional)
                 spec = get_spec(task)
-                cols.add(task, name, keys, outs, dict(spec.metadata) if spec and spec.metadata else None)
+                cols.add(
+                    task, name, keys, outs, dict(spec.metadata) if spec and spec.metadata else None
+                )
 
 
 class _Columns:
@@ -633,18 +639,20 @@ def _bind(node: FlowNode, keys: list[str], positional: bool) -> tuple[Any, tuple
         return params.issuperset(names) if params is not None else all_names(names)
 
     plain = not hasattr(task, "kiq")
-    adapter: Any = None
+    adapter: tuple[str, ...] | None = None  # the names an adapter passes values under
     ordered = tuple(keys)
     if not positional and by_keyword(keys):
+        # the engine passes each value under its key: right only if the keys are the names
         if ordered != orig:
-            adapter = orig if by_keyword(orig) else ()  # keys happen to be other parameters
-    elif by_keyword(orig) and tuple(keys) != orig or (positional and by_keyword(orig)):
-        # originally passed by keyword, now by position: put keys in parameter order
+            adapter = orig if by_keyword(orig) else ()
+    elif by_keyword(orig):
+        # the task took its inputs by keyword and now gets them by position: parameter order
         first = _positional_params(func)[: len(orig)]
         if len(set(orig)) == len(orig) and set(first) == set(orig):
             ordered = tuple(keys[orig.index(p)] for p in first)
         else:
             adapter = orig
+    # else: the task took its inputs by position, in this order, and still does
     if adapter is not None:
         if not plain:
             raise FlowError(
@@ -791,6 +799,3 @@ def _prefixed(prefixes: list[str], keys: tuple[str, ...]) -> list[tuple[str, ...
         key = keys[0]
         return [(p + key,) for p in prefixes]
     return [tuple([p + k for k in keys]) for p in prefixes]
-
-
-del SPEC_ATTR  # the attribute is written literally above (`__dataflow__`)

@@ -28,6 +28,8 @@ class TaskSpec:
     compensate: Callable[..., Any] | None = None
     cache: bool = False
     local: bool = False  # always run in the engine's process, whatever the transport
+    streams: tuple[str, ...] = ()  # input keys received as a Stream (as the producer yields)
+    stream_buffer: int = 64
     min_ttl: float | None = None  # seconds a cached result is always reused
     max_ttl: float | None = None  # seconds after which it is never reused
     metadata: dict[str, Any] = field(default_factory=dict)
@@ -75,6 +77,8 @@ def pipeline_task(
     min_ttl: float | None = None,
     max_ttl: float | None = None,
     local: bool = False,
+    streams: Sequence[str] = (),
+    stream_buffer: int = 64,
     **metadata: Any,
 ) -> Any:
     """Declare a task's output key(s) and input keys.
@@ -101,6 +105,8 @@ def pipeline_task(
             compensate=compensate,
             cache=cache,
             local=local,
+            streams=tuple(streams),
+            stream_buffer=stream_buffer,
             min_ttl=min_ttl,
             max_ttl=max_ttl,
             metadata=dict(metadata),

@@ -4,6 +4,10 @@ Each worker takes task frames from its pool's queue group, claims them (so the e
 holds what), runs them with at most `concurrency` at once (blocking functions in threads), and
 sends results back in batches. It heart-beats while alive. An unknown task name or a malformed
 frame gets an error result, never a crash.
+
+An async task is first stepped in place, as the in-process transport does: one that finishes
+without suspending (most cheap tasks) costs no asyncio.Task and no extra loop iteration, and its
+result leaves in the frame that carries the claims.
 """
 
 from __future__ import annotations
@@ -18,10 +22,12 @@ import os
 import socket
 import traceback
 import uuid
+from collections import deque
 from typing import Any
 
 from ..dependencies import with_dependencies
-from .broker import DataflowNatsBroker
+from ..transports.local import _resume
+from .broker import DataflowNatsBroker, publish_now
 from .protocol import (
     HEARTBEAT,
     RESULTS,
@@ -30,6 +36,7 @@ from .protocol import (
     Packed,
     ProtocolError,
     ValueRef,
+    packed,
 )
 from .values import ValueStore
 
@@ -53,7 +60,10 @@ class Worker:
         self.concurrency = concurrency
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.codec = broker.codec
-        self._slots = asyncio.Semaphore(concurrency)
+        self._free = concurrency  # slots not held by a running task
+        # entries waiting for a slot: (run id, reply subject, seq, name, args, kwargs, timeout)
+        self._queue: deque[tuple[str, str, int, str, list[Any], dict[str, Any], Any]] = deque()
+        self._funcs: dict[str, tuple[Any, bool]] = {}  # task name -> (callable, is async)
         self._threads = concurrent.futures.ThreadPoolExecutor(
             concurrency, thread_name_prefix="dataflow-worker"
         )
@@ -91,6 +101,7 @@ class Worker:
             beat.cancel()
             await sub.unsubscribe()
             await cancel_sub.unsubscribe()
+            self._queue.clear()
             for task in list(self._running.values()):
                 task.cancel()
             self._flush()
@@ -104,9 +115,8 @@ class Worker:
     async def _heartbeat(self) -> None:
         subject = self.broker.heartbeat_subject
         while True:
-            frame = self.codec.frame(
-                HEARTBEAT, w=self.worker_id, pool=self.pool, n=len(self._running)
-            )
+            busy = self.concurrency - self._free + len(self._queue)
+            frame = self.codec.frame(HEARTBEAT, w=self.worker_id, pool=self.pool, n=busy)
             with contextlib.suppress(Exception):
                 await self._nc.publish(subject, frame)
             await asyncio.sleep(self.broker.heartbeat_interval)
@@ -128,6 +138,7 @@ class Worker:
             self._reject(msg, exc)
             return
         seqs = []
+        queue = self._queue
         for item in tasks:
             try:
                 seq, body = item
@@ -152,12 +163,9 @@ class Worker:
                 self._send(reply, [seq, False, ["ProtocolError", message, ""]])
                 continue
             seqs.append(seq)
-            task = asyncio.ensure_future(
-                self._execute(run_id, reply, seq, name, args, kwargs, timeout)
-            )
-            self._running[(run_id, seq)] = task
-            task.add_done_callback(lambda _, key=(run_id, seq): self._running.pop(key, None))
+            queue.append((run_id, reply, seq, name, args, kwargs, timeout))
         self._claims.setdefault(reply, []).extend(seqs)
+        self._pump()
         self._schedule_flush()
 
     def _reject(self, msg: Any, exc: BaseException) -> None:
@@ -167,7 +175,7 @@ class Worker:
         if reply:
             error = ["ProtocolError", f"worker {self.worker_id} rejected a frame: {exc}", ""]
             frame = self.codec.frame(RESULTS, w=self.worker_id, results=[[None, False, error]])
-            self._spawn(self._nc.publish(reply, frame))
+            self._publish(reply, frame)
 
     def _spawn(self, coro: Any) -> None:
         fut = asyncio.ensure_future(coro)
@@ -179,46 +187,131 @@ class Worker:
         for (run, _), task in list(self._running.items()):
             if run == run_id:
                 task.cancel()
+        if any(entry[0] == run_id for entry in self._queue):
+            keep: deque[Any] = deque()
+            for entry in self._queue:
+                if entry[0] == run_id:
+                    self._send(entry[1], _cancelled(entry[2], entry[3]))
+                else:
+                    keep.append(entry)
+            self._queue = keep
 
     # -- running tasks --------------------------------------------------------------------------
 
-    async def _execute(
+    def _pump(self) -> None:
+        """Start waiting entries while slots are free."""
+        queue = self._queue
+        while queue and self._free > 0:
+            self._free -= 1
+            if self._start(*queue.popleft()):
+                self._free += 1
+
+    def _release(self, key: tuple[str, int], _: Any) -> None:
+        self._running.pop(key, None)
+        self._free += 1
+        if self._queue:
+            self._pump()
+
+    def _start(
         self, run_id: str, reply: str, seq: int, name: str, args: Any, kwargs: Any, timeout: Any
-    ) -> None:
-        async with self._slots:
+    ) -> bool:
+        """Run one entry; True when it already finished (its result is in the outbox)."""
+        found = self._funcs.get(name)
+        if found is None:
+            task = self.broker.find_task(name)
+            if task is None:
+                exc = LookupError(
+                    f"worker {self.worker_id} (pool {self.pool!r}) has no task named {name!r}; "
+                    "the worker's module must register it with @broker.task"
+                )
+                self._send(reply, _failure(seq, exc))
+                return True
+            func = with_dependencies(task.original_func, self.broker)
+            found = self._funcs[name] = (func, inspect.iscoroutinefunction(func))
+        func, is_async = found
+        call = None
+        if is_async and timeout is None and not _has_refs(args, kwargs):
             try:
-                task = self.broker.find_task(name)
-                if task is None:
-                    raise LookupError(
-                        f"worker {self.worker_id} (pool {self.pool!r}) has no task named {name!r}; "
-                        "the worker's module must register it with @broker.task"
-                    )
-                args = [await self._resolve(a) for a in args]
-                kwargs = {k: await self._resolve(v) for k, v in kwargs.items()}
-                func = with_dependencies(task.original_func, self.broker)
-                value = await self._call(func, args, kwargs, timeout, name)
-                result = [seq, True, await self._shrink(run_id, seq, value)]
-            except asyncio.CancelledError:
-                result = [seq, False, ["CancelledError", f"task '{name}' was cancelled", ""]]
+                coro = func(*args, **kwargs)
+                yielded = coro.send(None)
+            except StopIteration as stop:
+                self._finish(run_id, reply, seq, stop.value)
+                return True
             except BaseException as exc:  # every failure becomes a result
-                text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-                result = [seq, False, [type(exc).__name__, str(exc), text]]
+                self._send(reply, _failure(seq, exc))
+                return True
+            call = _resume(coro, yielded, None)
+        key = (run_id, seq)
+        fut = asyncio.ensure_future(
+            self._execute(run_id, reply, seq, name, func, is_async, args, kwargs, timeout, call)
+        )
+        self._running[key] = fut
+        fut.add_done_callback(functools.partial(self._release, key))
+        return False
+
+    def _finish(self, run_id: str, reply: str, seq: int, value: Any) -> None:
+        """The result of a task that finished in place; a large one is uploaded first."""
+        try:
+            encoded = self.codec.packb(value)
+        except EncodeError as exc:
+            error = EncodeError(f"the task's return value cannot be sent: {exc}")
+            self._send(reply, _failure(seq, error))
+            return
+        assert self._values is not None
+        if len(encoded) > self._values.threshold:
+            self._spawn(self._upload(run_id, reply, seq, encoded))
+        else:
+            self._send(reply, [seq, True, packed(encoded)])
+
+    async def _upload(self, run_id: str, reply: str, seq: int, encoded: bytes) -> None:
+        assert self._values is not None
+        try:
+            ref = await self._values.put(f"{run_id}.{seq}.{uuid.uuid4().hex[:8]}", encoded)
+            result = [seq, True, ref]
+        except BaseException as exc:
+            result = _failure(seq, exc)
         self._send(reply, result)
 
-    async def _call(
-        self, func: Any, args: list[Any], kwargs: dict[str, Any], timeout: Any, name: str
-    ) -> Any:
-        if inspect.iscoroutinefunction(func):
-            call = func(*args, **kwargs)
-        else:
-            loop = asyncio.get_running_loop()
-            call = loop.run_in_executor(self._threads, functools.partial(func, *args, **kwargs))
-        if timeout is None:
-            return await call
+    async def _execute(
+        self,
+        run_id: str,
+        reply: str,
+        seq: int,
+        name: str,
+        func: Any,
+        is_async: bool,
+        args: Any,
+        kwargs: Any,
+        timeout: Any,
+        call: Any,
+    ) -> None:
+        """A task that needs the loop: it suspended when stepped (`call` continues it), is
+        blocking (a thread), has a timeout, or takes values by reference."""
         try:
-            return await asyncio.wait_for(call, timeout)
-        except asyncio.TimeoutError:
-            raise TimeoutError(f"task '{name}' timed out after {timeout} s") from None
+            if call is None:
+                args = [await self._resolve(a) for a in args]
+                kwargs = {k: await self._resolve(v) for k, v in kwargs.items()}
+                if is_async:
+                    call = func(*args, **kwargs)
+                else:
+                    loop = asyncio.get_running_loop()
+                    partial = functools.partial(func, *args, **kwargs)
+                    call = loop.run_in_executor(self._threads, partial)
+            if timeout is None:
+                value = await call
+            else:
+                try:
+                    value = await asyncio.wait_for(call, timeout)
+                except asyncio.TimeoutError:
+                    raise TimeoutError(f"task '{name}' timed out after {timeout} s") from None
+            result = [seq, True, await self._shrink(run_id, seq, value)]
+        except asyncio.CancelledError:
+            if inspect.iscoroutine(call):
+                call.close()  # cancelled before it started: no "never awaited" warning
+            result = _cancelled(seq, name)
+        except BaseException as exc:  # every failure becomes a result
+            result = _failure(seq, exc)
+        self._send(reply, result)
 
     async def _resolve(self, value: Any) -> Any:
         if isinstance(value, ValueRef):
@@ -235,7 +328,7 @@ class Worker:
         assert self._values is not None
         if len(encoded) > self._values.threshold:
             return await self._values.put(f"{run_id}.{seq}.{uuid.uuid4().hex[:8]}", encoded)
-        return Packed(encoded)
+        return packed(encoded)
 
     # -- outgoing results, batched --------------------------------------------------------------
 
@@ -260,7 +353,38 @@ class Worker:
                 claims=claims.get(reply, []),
                 results=outbox.get(reply, []),
             )
-            self._spawn(self._nc.publish(reply, frame))
+            self._publish(reply, frame)
+
+    def _publish(self, subject: str, frame: bytes) -> None:
+        try:
+            pending = publish_now(self._nc, subject, frame)
+        except Exception as exc:
+            # as a spawned publish would: the engine redelivers what it does not hear about
+            log.warning("could not send a frame to %s: %s: %s", subject, type(exc).__name__, exc)
+            return
+        if pending is not None:
+            self._background.add(pending)
+            pending.add_done_callback(self._background.discard)
+
+
+def _has_refs(args: list[Any], kwargs: dict[str, Any]) -> bool:
+    for value in args:
+        if type(value) is ValueRef:
+            return True
+    if kwargs:
+        for value in kwargs.values():
+            if type(value) is ValueRef:
+                return True
+    return False
+
+
+def _failure(seq: int, exc: BaseException) -> list[Any]:
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return [seq, False, [type(exc).__name__, str(exc), text]]
+
+
+def _cancelled(seq: int, name: str) -> list[Any]:
+    return [seq, False, ["CancelledError", f"task '{name}' was cancelled", ""]]
 
 
 def _peek_reply(data: bytes) -> str | None:

@@ -17,8 +17,8 @@ import math
 import time
 from typing import Any
 
-from ..cluster.broker import ClusterError, DataflowNatsBroker
-from ..cluster.protocol import HEARTBEAT, RESULTS, TASKS, EncodeError, Packed, ValueRef
+from ..cluster.broker import ClusterError, DataflowNatsBroker, publish_now
+from ..cluster.protocol import HEARTBEAT, RESULTS, TASKS, EncodeError, Packed, ValueRef, packed
 from ..cluster.values import ValueStore
 from ..events import TaskError
 from ..task import get_spec
@@ -31,7 +31,7 @@ log = logging.getLogger("taskiq_dataflow.nats")
 class _Flight:
     __slots__ = ("body", "job", "pool", "sent_at", "seqs", "worker")
 
-    def __init__(self, job: Job, pool: str, body: Packed) -> None:
+    def __init__(self, job: Job, pool: str, body: Any) -> None:
         self.job, self.pool, self.body = job, pool, body
         self.seqs: list[int] = []
         self.worker: str | None = None
@@ -183,11 +183,15 @@ class NatsTransport(Transport):
             except EncodeError as exc:
                 self.push(Completion(job.node, job.attempt, False, self._encode_error(job, exc)))
                 continue
-            flight = _Flight(job, self._pool_of(job.task), Packed(body))
+            flight = _Flight(job, self._pool_of(job.task), packed(body))
             if len(body) > threshold:
                 self._spawn(self._offload(flight))
             else:
                 self._send(flight)
+        if self._outbox:
+            # the engine hands over everything that became ready at once: send it now rather
+            # than a loop iteration later
+            self._flush()
 
     def _encode_error(self, job: Job, exc: EncodeError) -> TaskError:
         culprit = ""
@@ -208,7 +212,7 @@ class NatsTransport(Transport):
             kwargs = {k: await self._by_ref(v, f"{job.node}.{k}") for k, v in job.kwargs.items()}
             args = [await self._by_ref(v, f"{job.node}.{i}") for i, v in enumerate(job.args)]
             name = flight.job.task.task_name
-            flight.body = Packed(self.codec.packb([name, args, kwargs, job.timeout]))
+            flight.body = packed(self.codec.packb([name, args, kwargs, job.timeout]))
         except Exception as exc:
             self.push(Completion(job.node, job.attempt, False, task_error(job.name, exc)))
             return
@@ -258,12 +262,16 @@ class NatsTransport(Transport):
                     TASKS, run=self.run_id, reply=self.reply_subject, tasks=entries
                 )
                 frames.append((subject, frame))
-        if frames:
-            self._spawn(self._publish(frames))
-
-    async def _publish(self, frames: list[tuple[str, bytes]]) -> None:
         for subject, frame in frames:
-            await self._nc.publish(subject, frame)
+            try:
+                pending = publish_now(self._nc, subject, frame)
+            except Exception as exc:
+                # the tasks stay in flight: unclaimed, they are sent again
+                log.warning("could not send a tasks frame: %s: %s", type(exc).__name__, exc)
+                continue
+            if pending is not None:
+                self._background.add(pending)
+                pending.add_done_callback(self._background.discard)
 
     # -- receiving ------------------------------------------------------------------------------
 

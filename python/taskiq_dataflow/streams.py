@@ -1,0 +1,107 @@
+"""Streams between tasks: an async-generator task yields values into its output key.
+
+A consumer that declares the key as a stream (`pipeline_task(streams=["key"])`, or a parameter
+annotated `AsyncIterator[...]` / `Stream[...]`) receives a `Stream` and starts as soon as the
+producer starts, reading each value as it is yielded. Every other consumer receives the complete
+list when the stream ends. Each streaming consumer reads through a bounded buffer: a producer
+that gets `buffer` values ahead waits, so a fast producer cannot exhaust memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections.abc
+import inspect
+import typing
+from collections.abc import AsyncIterator, Iterable
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+
+_END: Any = object()
+
+
+class StreamError(RuntimeError):
+    """The producer of a stream failed; raised to its streaming consumers."""
+
+
+class Stream(Generic[T]):
+    """The values of a stream, in order, each once: `async for value in stream`."""
+
+    def __init__(self, key: str, buffer: int) -> None:
+        self.key = key
+        self._queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=buffer)
+        self._failure: BaseException | None = None
+        self._abandoned = False
+
+    @classmethod
+    def of(cls, key: str, values: Iterable[T]) -> Stream[T]:
+        """A finished stream over known values (a consumer started after its producer ended)."""
+        values = list(values)
+        stream: Stream[T] = cls(key, len(values) + 1)
+        for value in values:
+            stream._queue.put_nowait(value)
+        stream._queue.put_nowait(_END)
+        return stream
+
+    async def _put(self, value: Any) -> None:
+        if not self._abandoned:
+            await self._queue.put(value)
+
+    async def _close(self, failure: BaseException | None = None) -> None:
+        self._failure = failure
+        await self._put(_END)
+
+    def _abandon(self) -> None:
+        """The consumer is done (maybe without reading it all): never block the producer."""
+        self._abandoned = True
+        while not self._queue.empty():
+            self._queue.get_nowait()
+
+    def __aiter__(self) -> AsyncIterator[T]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[T]:
+        while True:
+            value = await self._queue.get()
+            if value is _END:
+                if self._failure is not None:
+                    raise StreamError(
+                        f"the producer of stream '{self.key}' failed: {self._failure}"
+                    )
+                return
+            yield value
+
+    async def first(self) -> T:
+        async for value in self:
+            return value
+        raise StreamError(f"stream '{self.key}' ended without a value")
+
+    async def collect(self) -> list[T]:
+        return [value async for value in self]
+
+
+def is_stream_annotation(annotation: Any) -> bool:
+    origin = typing.get_origin(annotation) or annotation
+    return origin in (
+        Stream,
+        collections.abc.AsyncIterator,
+        collections.abc.AsyncIterable,
+        typing.AsyncIterator,
+        typing.AsyncIterable,
+    )
+
+
+def stream_params(func: Any) -> frozenset[str]:
+    """Parameters annotated as streams."""
+    try:
+        hints = typing.get_type_hints(func)
+    except Exception:
+        hints = getattr(func, "__annotations__", {})
+    return frozenset(
+        name for name, hint in hints.items() if name != "return" and is_stream_annotation(hint)
+    )
+
+
+def is_producer(func: Any) -> bool:
+    return inspect.isasyncgenfunction(func)

@@ -1,0 +1,128 @@
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+from conftest import run
+from taskiq_dataflow import (
+    DataflowRegistry,
+    ExecutionEngine,
+    Stream,
+    StreamError,
+    TaskFailedError,
+    pipeline_task,
+)
+
+
+def build(*tasks, external=()):
+    registry = DataflowRegistry()
+    for key in external:
+        registry.register_external_input(key)
+    for task in tasks:
+        registry.register_task(task)
+    return registry.build_dag()
+
+
+def test_streaming_consumer_starts_on_the_first_value_list_consumer_gets_the_list():
+    stamps = {}
+
+    @pipeline_task(output="numbers")
+    async def produce(n: int):
+        for i in range(n):
+            await asyncio.sleep(0.02)
+            yield i
+        stamps["producer_end"] = time.perf_counter()
+
+    @pipeline_task(output="doubled")
+    async def double(numbers: AsyncIterator[int]):
+        async for value in numbers:
+            stamps.setdefault("first_output", time.perf_counter())
+            yield value * 2
+
+    @pipeline_task(output="total")
+    def total(numbers: list) -> int:
+        return sum(numbers)
+
+    @pipeline_task(output="collected", streams=["doubled"])
+    async def collect(doubled) -> list:
+        return [v async for v in doubled]
+
+    out = run(
+        ExecutionEngine(None, build(produce, double, total, collect, external=["n"])).execute(
+            {"n": 5}
+        )
+    )
+    assert out["numbers"] == [0, 1, 2, 3, 4]
+    assert out["total"] == 10
+    assert out["collected"] == [0, 2, 4, 6, 8]
+    assert stamps["first_output"] < stamps["producer_end"] - 0.05
+
+
+def test_back_pressure_bounds_how_far_the_producer_runs_ahead():
+    produced = consumed = 0
+    lead = 0
+
+    @pipeline_task(output="items", inputs=[])
+    async def fast():
+        nonlocal produced, lead
+        for i in range(300):
+            produced += 1
+            lead = max(lead, produced - consumed)
+            yield i
+
+    @pipeline_task(output="seen", streams=["items"], stream_buffer=8)
+    async def slow(items: Stream[int]) -> int:
+        nonlocal consumed
+        async for _ in items:
+            consumed += 1
+            await asyncio.sleep(0)
+        return consumed
+
+    out = run(ExecutionEngine(None, build(fast, slow)).execute())
+    assert out["seen"] == 300
+    assert out["items"] is None  # only a live consumer: the values were never accumulated
+    assert lead <= 8 + 2
+
+
+def test_consumer_that_cannot_start_early_gets_the_whole_stream():
+    @pipeline_task(output="items", inputs=[])
+    async def gen():
+        for i in range(4):
+            yield i
+
+    @pipeline_task(output="gate", inputs=[])
+    async def gate():
+        await asyncio.sleep(0.05)
+        return "open"
+
+    @pipeline_task(output="got")
+    async def late(items: AsyncIterator[int], gate: str) -> list:
+        return [gate, *[v async for v in items]]
+
+    out = run(ExecutionEngine(None, build(gen, gate, late)).execute())
+    assert out["got"] == ["open", 0, 1, 2, 3]
+
+
+def test_producer_failure_reaches_the_streaming_consumer():
+    @pipeline_task(output="items", inputs=[])
+    async def broken():
+        yield 1
+        raise ValueError("source went away")
+
+    @pipeline_task(output="n")
+    async def count(items: AsyncIterator[int]) -> int:
+        return len([v async for v in items])
+
+    with pytest.raises(TaskFailedError, match="source went away|failed: StreamError"):
+        run(ExecutionEngine(None, build(broken, count)).execute())
+
+
+def test_stream_helpers():
+    async def main():
+        stream = Stream.of("k", [3, 4])
+        assert await stream.first() == 3
+        with pytest.raises(StreamError, match="ended without a value"):
+            await Stream.of("k", []).first()
+        assert await Stream.of("k", [1, 2]).collect() == [1, 2]
+
+    run(main())
