@@ -49,3 +49,10 @@ def ship(charged: dict, fail: bool) -> str:
     if fail:
         raise RuntimeError("the ship sank")
     return "shipped"
+
+
+@broker.task
+@pipeline_task(output="total")
+def total(numbers: list) -> int:
+    note("total")
+    return sum(numbers)

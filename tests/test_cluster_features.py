@@ -112,3 +112,25 @@ def test_provenance_and_restart_on_the_cluster(server, workers, ran, tmp_path):
     with pytest.raises(TaskFailedError):  # the stored input still says fail=True
         run(engine.restart("c1"))
     assert ran()[3:] == ["ship"]  # only the failed task ran again
+
+
+def test_streams_with_the_cluster_broker(server, workers, ran):
+    import asyncio
+    from collections.abc import AsyncIterator
+
+    from taskiq_dataflow import pipeline_task
+
+    @pipeline_task(output="numbers", inputs=[])
+    async def numbers():
+        for i in range(5):
+            await asyncio.sleep(0.01)
+            yield i
+
+    @pipeline_task(output="squares")
+    async def squares(numbers: AsyncIterator[int]) -> list:
+        return [n * n async for n in numbers]
+
+    dag = registry(numbers, squares, ft.total).build_dag()
+    out = run(ExecutionEngine(broker_for(server), dag).execute())
+    assert out == {"numbers": [0, 1, 2, 3, 4], "squares": [0, 1, 4, 9, 16], "total": 10}
+    assert ran() == ["total"]  # the list consumer ran on a worker; the stream in the engine

@@ -21,7 +21,8 @@ from ..cluster.broker import ClusterError, DataflowNatsBroker, publish_now
 from ..cluster.protocol import HEARTBEAT, RESULTS, TASKS, EncodeError, Packed, ValueRef, packed
 from ..cluster.values import ValueStore
 from ..events import TaskError
-from ..task import get_spec
+from ..streams import is_producer, stream_params
+from ..task import get_spec, original_function
 from .base import Completion, Job, Transport, task_error
 from .local import LocalTransport
 
@@ -149,10 +150,17 @@ class NatsTransport(Transport):
     # -- sending --------------------------------------------------------------------------------
 
     def _is_local(self, task: Any) -> bool:
+        """Tasks declared local=True, and stream producers and consumers: streams are wired
+        in the engine's process (their items do not travel over NATS yet)."""
         local = self._locals.get(id(task))
         if local is None:
             spec = get_spec(task)
-            local = self._locals[id(task)] = bool(spec is not None and spec.local)
+            func = original_function(task)
+            local = self._locals[id(task)] = bool(
+                (spec is not None and (spec.local or spec.streams))
+                or is_producer(func)
+                or stream_params(func)
+            )
         return local
 
     def _pool_of(self, task: Any) -> str:
