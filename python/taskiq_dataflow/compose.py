@@ -346,17 +346,19 @@ class Flow:
     # -- wiring ---------------------------------------------------------------------------------
 
     def _wire(self, left: FlowNode | _Port, right: Any) -> Any:
-        if isinstance(right, (list, tuple)) and not isinstance(right, _Port):
+        src = left.node if isinstance(left, _Port) else left
+        fan_out = isinstance(right, (list, tuple)) and not isinstance(right, _Port)
+        for item in right if fan_out else (right,):
+            if not isinstance(item, (FlowNode, _Port)):
+                hint = "flow.node(...)" if callable(item) or isinstance(item, Flow) else "a node"
+                raise TypeError(
+                    f"'{src.name} >> ...': the right side must be a node of flow '{self.name}' "
+                    f"(make one with {hint}), got {type(item).__name__}"
+                )
+        if fan_out:
             for item in right:
                 self._wire(left, item)
             return right
-        src = left.node if isinstance(left, _Port) else left
-        if not isinstance(right, (FlowNode, _Port)):
-            hint = "flow.node(...)" if callable(right) or isinstance(right, Flow) else "a node"
-            raise TypeError(
-                f"'{src.name} >> ...': the right side must be a node of flow '{self.name}' "
-                f"(make one with {hint}), got {type(right).__name__}"
-            )
         dst = right.node if isinstance(right, _Port) else right
         arrow = f"'{src.name} >> {dst.name}'"
         if dst.flow is not self:

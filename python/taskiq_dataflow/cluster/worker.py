@@ -73,6 +73,7 @@ class Worker:
         self._running: dict[tuple[str, int], asyncio.Task[Any]] = {}
         self._stop = asyncio.Event()
         self._nc: Any = None
+        self._tasks_sub: Any = None
         self._values: ValueStore | None = None
         self._background: set[asyncio.Future[Any]] = set()
 
@@ -86,7 +87,7 @@ class Worker:
         self._values = ValueStore(
             self._nc, broker.object_store_bucket, broker.large_value_threshold, self.codec
         )
-        sub = await self._nc.subscribe(
+        sub = self._tasks_sub = await self._nc.subscribe(
             broker.tasks_subject(self.pool), queue=broker.queue_group(self.pool), cb=self._on_tasks
         )
         cancel_sub = await self._nc.subscribe(f"{broker.prefix}.cancel.*", cb=self._on_cancel)
@@ -166,7 +167,12 @@ class Worker:
             queue.append((run_id, reply, seq, name, args, kwargs, timeout))
         self._claims.setdefault(reply, []).extend(seqs)
         self._pump()
-        self._schedule_flush()
+        if self._tasks_sub is not None and self._tasks_sub.pending_msgs == 0:
+            # no other frame waits behind this one, so nothing would join the batch: answer
+            # now instead of a loop iteration later
+            self._flush()
+        else:
+            self._schedule_flush()
 
     def _reject(self, msg: Any, exc: BaseException) -> None:
         """A frame we cannot read: answer on its reply subject if it has one, else log it."""

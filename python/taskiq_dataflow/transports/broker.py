@@ -12,7 +12,9 @@ import asyncio
 import weakref
 from typing import Any
 
+from ..task import get_spec
 from .base import Completion, Job, Transport, task_error
+from .local import LocalTransport
 
 # result backend -> transports listening to it (several engines may share one broker)
 _HOOKED: weakref.WeakKeyDictionary[Any, set[BrokerTransport]] = weakref.WeakKeyDictionary()
@@ -46,13 +48,17 @@ class BrokerTransport(Transport):
         self.in_process = in_process
         self._pending: dict[str, tuple[Job, asyncio.TimerHandle | None]] = {}
         self._inflight: set[asyncio.Future[Any]] = set()
+        # tasks declared local=True (control nodes such as a map over a sub-flow) run here
+        self._local = LocalTransport(sink=self)
 
     async def startup(self) -> None:
+        await self._local.startup()
         if self.in_process:
             _hook(self.broker.result_backend, self)
 
     async def shutdown(self) -> None:
         self.cancel()
+        await self._local.shutdown()
         if self._inflight:
             await asyncio.gather(*self._inflight, return_exceptions=True)
         listeners = _HOOKED.get(self.broker.result_backend)
@@ -61,6 +67,10 @@ class BrokerTransport(Transport):
 
     def kick(self, jobs: list[Job]) -> None:
         for job in jobs:
+            spec = get_spec(job.task)
+            if spec is not None and spec.local:
+                self._local.kick([job])
+                continue
             if not hasattr(job.task, "kiq"):
                 exc = TypeError(
                     f"task '{job.name}' is a plain function; the broker transport needs tasks "
@@ -112,6 +122,7 @@ class BrokerTransport(Transport):
             self.push(Completion(job.node, job.attempt, True, result.return_value))
 
     def cancel(self) -> None:
+        self._local.cancel()
         for fut in list(self._inflight):
             fut.cancel()
         for _, timer in self._pending.values():

@@ -173,33 +173,41 @@ class NatsTransport(Transport):
         return pool
 
     def kick(self, jobs: list[Job]) -> None:
-        threshold = self.broker.large_value_threshold
-        for job in jobs:
-            if self._is_local(job.task):
-                self._local.kick([job])
-                continue
-            name = getattr(job.task, "task_name", None)
-            if not isinstance(name, str):
-                exc = TypeError(
-                    f"task '{job.name}' is a plain function; cluster workers run only tasks "
-                    "registered with @broker.task on the DataflowNatsBroker"
-                )
-                self.push(Completion(job.node, job.attempt, False, task_error(job.name, exc)))
-                continue
-            try:
-                body = self.codec.packb([name, list(job.args), job.kwargs, job.timeout])
-            except EncodeError as exc:
-                self.push(Completion(job.node, job.attempt, False, self._encode_error(job, exc)))
-                continue
-            flight = _Flight(job, self._pool_of(job.task), packed(body))
-            if len(body) > threshold:
-                self._spawn(self._offload(flight))
+        scheduled = self._flush_scheduled
+        self._flush_scheduled = True  # flushed below, not from the loop
+        try:
+            for job in jobs:
+                self._kick_one(job)
+        finally:
+            if self._outbox:
+                # the engine hands over everything that became ready at once: send it now
+                # rather than a loop iteration later
+                self._flush()
             else:
-                self._send(flight)
-        if self._outbox:
-            # the engine hands over everything that became ready at once: send it now rather
-            # than a loop iteration later
-            self._flush()
+                self._flush_scheduled = scheduled
+
+    def _kick_one(self, job: Job) -> None:
+        if self._is_local(job.task):
+            self._local.kick([job])
+            return
+        name = getattr(job.task, "task_name", None)
+        if not isinstance(name, str):
+            exc = TypeError(
+                f"task '{job.name}' is a plain function; cluster workers run only tasks "
+                "registered with @broker.task on the DataflowNatsBroker"
+            )
+            self.push(Completion(job.node, job.attempt, False, task_error(job.name, exc)))
+            return
+        try:
+            body = self.codec.packb([name, list(job.args), job.kwargs, job.timeout])
+        except EncodeError as exc:
+            self.push(Completion(job.node, job.attempt, False, self._encode_error(job, exc)))
+            return
+        flight = _Flight(job, self._pool_of(job.task), packed(body))
+        if len(body) > self.broker.large_value_threshold:
+            self._spawn(self._offload(flight))
+        else:
+            self._send(flight)
 
     def _encode_error(self, job: Job, exc: EncodeError) -> TaskError:
         culprit = ""
