@@ -52,6 +52,7 @@ from typing import Any
 
 SECTION = "## In-process engine (issue 3)"
 HERE = os.path.dirname(os.path.abspath(__file__))
+MEM_GB = 8.0  # address-space cap of every measuring process (dask gets --dask-mem-gb)
 
 Preds = list[tuple[int, ...]]
 
@@ -109,7 +110,7 @@ def noop_sync(*args: Any) -> None:
 
 
 def build_ours(preds: Preds) -> Any:
-    """A taskiq-dataflow DAG with the same edges: node i produces key k{i}, consumes its parents'."""
+    """A taskiq-dataflow DAG with these edges: node i produces k{i} and consumes its parents'."""
     from taskiq_dataflow.dataflow.dag import DAG
 
     n = len(preds)
@@ -175,13 +176,20 @@ def run_dask(built: tuple[dict[str, Any], list[str]], scheduler: str) -> int:
 _flow_done = 0
 
 
-async def flow_noop(**kwargs: Any) -> None:
-    global _flow_done
-    _flow_done += 1
-    return None
+def make_flow_noop() -> Any:
+    """A fresh function per node: taskiq renames the function it decorates (appending
+    `__taskiq_original` to its name), so registering one function 100k times grows its name
+    quadratically, to tens of GB."""
+
+    async def flow_noop(**kwargs: Any) -> None:
+        global _flow_done
+        _flow_done += 1
+        return None
+
+    return flow_noop
 
 
-def build_flow(preds: Preds) -> tuple[Any, Any]:
+def build_flow(preds: Preds, prefix: str = "k") -> tuple[Any, Any]:
     """One registered broker task per node (its engine keys state by task object).
 
     The DAG's node and edge lists are filled directly: taskiq-flow's `DAG.add_node` and
@@ -195,7 +203,7 @@ def build_flow(preds: Preds) -> tuple[Any, Any]:
     # taskiq-flow polls them, and the run never ends.
     broker = InMemoryBroker(max_stored_results=-1)
     nodes = [
-        DAGNode(task=broker.register_task(flow_noop, task_name=f"k{i}"))
+        DAGNode(task=broker.register_task(make_flow_noop(), task_name=f"{prefix}{i}"))
         for i in range(len(preds))
     ]
     dag = DAG(nodes=nodes)
@@ -216,6 +224,29 @@ async def run_flow(built: tuple[Any, Any]) -> int:
     await broker.startup()
     results = await ExecutionEngine(broker, dag).execute(inputs={})
     return len(results)
+
+
+def build_system(system: str, preds: Preds, prefix: str = "k") -> Any:
+    if system == "ours":
+        return build_ours(preds)
+    if system == "graphlib":
+        return preds
+    if system.startswith("dask"):
+        return build_dask(preds)
+    if system == "taskiq-flow":
+        return build_flow(preds, prefix)
+    raise ValueError(f"unknown system {system!r}")
+
+
+async def run_system(system: str, built: Any) -> int:
+    """Run one built DAG to the end; returns the number of results (dask blocks the loop)."""
+    if system == "ours":
+        return await run_ours(built)
+    if system == "graphlib":
+        return await run_graphlib(built)
+    if system == "taskiq-flow":
+        return await run_flow(built)
+    return run_dask(built, "threaded" if system == "dask-threaded" else "sync")
 
 
 # -- one measurement in a fresh interpreter -------------------------------------------------------
@@ -239,19 +270,26 @@ def _reset_peak() -> bool:
 
 
 def child(spec: dict[str, Any]) -> dict[str, Any]:
+    global _flow_done
     system, shape = spec["system"], spec["shape"]
+    warmup = system != "ours-cold"  # "ours-cold": the first execute() of a fresh process
+    system = "ours" if system == "ours-cold" else system
+    if spec.get("mem_gb"):
+        # Address-space cap: a peer that needs tens of GB fails alone instead of pushing the
+        # machine into the OOM killer.
+        import resource
+
+        limit = int(spec["mem_gb"] * 2**30)
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     preds = make_preds(shape)
     n = len(preds)
-    if system == "ours":
-        built: Any = build_ours(preds)
-    elif system == "graphlib":
-        built = preds
-    elif system.startswith("dask"):
-        built = build_dask(preds)
-    elif system == "taskiq-flow":
-        built = build_flow(preds)
-    else:
-        raise ValueError(system)
+    loop = asyncio.new_event_loop()
+    if warmup:
+        # First calls import and initialise lazily; every system gets one small run first.
+        loop.run_until_complete(run_system(system, build_system(system, chain(3), "warm")))
+        loop.run_until_complete(asyncio.sleep(0.01))  # let finalizers of the warm-up run
+        _flow_done = 0
+    built = build_system(system, preds)
     gc.collect()
     peak_reset = _reset_peak()
     rss0 = _status("VmRSS")
@@ -270,30 +308,34 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
 
         threading.Timer(cap, give_up).start()
 
-    def begin() -> None:
+    modules_before = set(sys.modules)
+    try:
         started[0], started[1] = time.perf_counter(), time.process_time()
-
-    async def timed_async() -> int:
-        begin()
-        if system == "ours":
-            return await run_ours(built)
-        if system == "graphlib":
-            return await run_graphlib(built)
-        return await run_flow(built)
-
-    if system.startswith("dask"):
-        begin()
-        count = run_dask(built, "threaded" if system == "dask-threaded" else "sync")
-    else:
-        loop = asyncio.new_event_loop()
-        count = loop.run_until_complete(timed_async())
+        count = loop.run_until_complete(run_system(system, built))
+    except MemoryError:
+        elapsed = time.perf_counter() - started[0]
+        return {
+            "tasks": n,
+            "completed": 0,
+            "elapsed": elapsed,
+            "oom": spec["mem_gb"],
+            "peak_bytes": max(_status("VmHWM") - rss0, 0),
+            "capped": False,
+        }
     elapsed = time.perf_counter() - started[0]
     cpu = time.process_time() - started[1]
     hwm1 = _status("VmHWM")
     if count != n:
         raise AssertionError(f"{system} produced {count} results for {n} tasks")
     base = rss0 if peak_reset else hwm0
+    imported = sorted(set(sys.modules) - modules_before)
     return {
+        "imported": len(imported),
+        "imported_packages": sorted(
+            {name.split(".")[0] for name in imported}
+            - set(sys.stdlib_module_names)
+            - {"__mp_main__", "cython_runtime"}
+        ),
         "tasks": n,
         "completed": n,
         "elapsed": elapsed,
@@ -305,33 +347,32 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def measure(system: str, shape: Sequence[Any], cap: float | None = None) -> dict[str, Any]:
-    spec = {"system": system, "shape": list(shape), "cap": cap}
+def measure(
+    system: str, shape: Sequence[Any], cap: float | None = None, mem_gb: float | None = None
+) -> dict[str, Any]:
+    spec = {
+        "system": system,
+        "shape": list(shape),
+        "cap": cap,
+        "mem_gb": MEM_GB if mem_gb is None else mem_gb,
+    }
     cmd = [sys.executable, os.path.abspath(__file__), "--child", json.dumps(spec)]
-    timeout = None if cap is None else cap + 60
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
-    for line in proc.stdout.splitlines():
-        if line.startswith("RESULT "):
-            result = json.loads(line[len("RESULT ") :])
-            result.update(system=system, shape=list(shape))
-            return result
+    timeout = 900 if cap is None else cap + 60
+    for attempt in (1, 2):
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+        for line in proc.stdout.splitlines():
+            if line.startswith("RESULT "):
+                result = json.loads(line[len("RESULT ") :])
+                result.update(system=system, shape=list(shape))
+                return result
+        if attempt == 1:  # e.g. the package caught mid-edit in a working tree: one retry
+            print(
+                f"  {system} on {shape} failed, retrying in 10 s:\n{proc.stderr[-2000:]}",
+                file=sys.stderr,
+                flush=True,
+            )
+            time.sleep(10)
     raise RuntimeError(f"{system} on {shape}: no result\n{proc.stdout}\n{proc.stderr}")
-
-
-def repeated(system: str, shape: Sequence[Any], repeat: int, log: Any) -> dict[str, Any]:
-    """Median (by wall time) of `repeat` fresh-process runs."""
-    runs = []
-    for _ in range(repeat):
-        runs.append(measure(system, shape))
-        r = runs[-1]
-        log(
-            f"  {system:14} {shape_label(shape):18} {r['elapsed']:8.3f} s "
-            f"{r['tasks'] / r['elapsed']:12,.0f} tasks/s"
-        )
-    runs.sort(key=lambda r: r["elapsed"])
-    best = dict(runs[len(runs) // 2])
-    best["runs"] = [r["elapsed"] for r in runs]
-    return best
 
 
 # -- the report -----------------------------------------------------------------------------------
@@ -358,11 +399,15 @@ def machine() -> dict[str, str]:
     try:
         commit = subprocess.run(
             ["git", "-C", HERE, "rev-parse", "--short", "HEAD"],
-            capture_output=True, text=True, check=True,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "-C", HERE, "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True, text=True, check=True,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout.strip()
         commit += " (with uncommitted changes)" if dirty else ""
     except (OSError, subprocess.CalledProcessError):
@@ -380,6 +425,15 @@ def machine() -> dict[str, str]:
     }
 
 
+def cpu_pressure() -> float | None:
+    """Total µs that some runnable task waited for a CPU (Linux PSI), or None."""
+    try:
+        with open("/proc/pressure/cpu") as f:
+            return float(f.readline().rsplit("total=", 1)[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def loadavg() -> str:
     try:
         with open("/proc/loadavg") as f:
@@ -388,129 +442,164 @@ def loadavg() -> str:
         return "?"
 
 
-def fmt_rate(r: dict[str, Any]) -> str:
-    return f"{r['tasks'] / r['elapsed']:,.0f}"
-
-
-def fmt_mem(r: dict[str, Any]) -> str:
-    return f"{r['peak_bytes'] / r['tasks']:,.0f}" if "peak_bytes" in r else "-"
-
-
-def fmt_cpu(r: dict[str, Any]) -> str:
-    return f"{r['cpu'] / r['tasks'] * 1e6:.2f}" if "cpu" in r else "-"
+def rate(r: dict[str, Any]) -> float:
+    return r["tasks"] / r["elapsed"]
 
 
 NAMES = {
     "ours": "taskiq-dataflow `ExecutionEngine`",
+    "ours-cold": "taskiq-dataflow, first `execute()` of the process",
     "graphlib": "hand-written asyncio + graphlib loop",
     "taskiq-flow": "taskiq-flow 1.2.2 + `InMemoryBroker`",
     "dask-threaded": "dask `threaded.get` (sync no-ops)",
-    "dask-sync": "dask `get` (synchronous, sync no-ops)",
+    "dask-sync": "dask `get`, synchronous (sync no-ops)",
 }
 
 
-def table(rows: list[tuple[str, dict[str, Any], dict[str, Any] | None]]) -> list[str]:
-    out = [
+def row(workload: str, r: dict[str, Any], ours: dict[str, Any]) -> str:
+    name = NAMES[r["system"]]
+    if r.get("oom"):
+        return (
+            f"| {workload} | {name} | {r['tasks']:,} | - | out of memory (cap {r['oom']:g} GB) "
+            f"after {r['elapsed']:.0f} s | - | - | > {r['peak_bytes'] / r['tasks']:,.0f} |"
+        )
+    if r.get("capped"):
+        return (
+            f"| {workload} | {name} | {r['tasks']:,} | > {r['elapsed']:.0f} | not finished: "
+            f"{r['completed']:,} tasks done in {r['elapsed']:.0f} s | - | - | - |"
+        )
+    ratio = rate(ours) / rate(r)
+    cpu = r["cpu"] / r["tasks"] * 1e6
+    mem = r["peak_bytes"] / r["tasks"]
+    return (
+        f"| {workload} | {name} | {r['tasks']:,} | {r['elapsed']:.3f} | {rate(r):,.0f} "
+        f"| {ratio:,.2f} | {cpu:,.2f} | {mem:,.0f} |"
+    )
+
+
+def find(res: dict[str, Any], system: str, shape: Sequence[Any]) -> dict[str, Any]:
+    for r in res["results"]:
+        if r["system"] == system and r["shape"] == list(shape):
+            return r
+    raise KeyError((system, shape))
+
+
+def render(res: dict[str, Any], command: str) -> str:
+    m, sh = res["machine"], res["shapes"]
+    W, P, M, C, S, FC = (sh[k] for k in ("wide", "prefix", "big", "chain", "slice", "flow_chain"))
+    wl, ml, cl, sl = (shape_label(x) for x in (W, M, C, S))
+    table = [
         "| workload | system | tasks | wall s | tasks/s | ours ÷ this | CPU µs/task "
         "| peak B/task above DAG |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for workload, r, ours in rows:
-        ratio = "1.00" if ours is r else (
-            f"{(ours['tasks'] / ours['elapsed']) / (r['tasks'] / r['elapsed']):,.2f}"
-            if ours is not None else "-"
-        )
-        out.append(
-            f"| {workload} | {NAMES[r['system']]} | {r['tasks']:,} | {r['elapsed']:.3f} "
-            f"| {fmt_rate(r)} | {ratio} | {fmt_cpu(r)} | {fmt_mem(r)} |"
-        )
-    return out
+    seen: list[tuple[str, list[Any]]] = []
+    order = [W, P, M, C, S, FC]
+    by_shape = sorted(res["results"], key=lambda r: order.index(r["shape"]))
+    for r in by_shape:
+        if (r["system"], r["shape"]) in seen:
+            continue
+        seen.append((r["system"], r["shape"]))
+        label = shape_label(r["shape"])
+        if r["shape"] == P:
+            label += f" (first {P[2]} layers of {wl})"
+        elif r["shape"] == S:
+            label += " (slice)"
+        table.append(row(label, r, find(res, "ours", r["shape"])))
 
+    ours_w, loop_w = find(res, "ours", W), find(res, "graphlib", W)
+    vs_loop = rate(ours_w) / rate(loop_w)
+    vs_loop_cpu = loop_w["cpu"] / ours_w["cpu"]
+    ours_m = find(res, "ours", M)
+    cpu_big = ours_m["cpu"] / ours_m["tasks"] * 1e6
+    mem_big = ours_m["peak_bytes"] / ours_m["tasks"]
+    hop = {k: find(res, k, C)["elapsed"] / C[1] * 1e6 for k in ("ours", "graphlib")}
+    flow_chain = find(res, "taskiq-flow", FC)
+    flow_hop = flow_chain["elapsed"] / FC[1]
+    ours_fc_hop = find(res, "ours", FC)["elapsed"] / FC[1] * 1e6
+    cold = find(res, "ours-cold", FC)
 
-def render(res: dict[str, Any], command: str) -> str:
-    m = res["machine"]
-    W, C, M, S = res["wide_shape"], res["chain_shape"], res["big_shape"], res["slice_shape"]
-    wl, cl, ml, sl = (shape_label(x) for x in (W, C, M, S))
-    w, c, b, s = res["wide"], res["chain"], res["big"], res["slice"]
-    rows: list[tuple[str, dict[str, Any], dict[str, Any] | None]] = []
-    for key in ("ours", "graphlib", "dask-threaded", "dask-sync"):
-        rows.append((wl, w[key], w["ours"]))
-    for key in ("ours", "graphlib", "taskiq-flow", "dask-threaded"):
-        rows.append((f"{sl} (slice)", s[key], s["ours"]))
-    for key in ("ours", "graphlib"):
-        rows.append((ml, b[key], b["ours"]))
-    for key in ("ours", "graphlib"):
-        rows.append((cl, c[key], c["ours"]))
-    fc = res["flow_chain"]
-    rows.append((shape_label(res["flow_chain_shape"]), fc["taskiq-flow"], fc["ours"]))
-    rows.append((shape_label(res["flow_chain_shape"]), fc["ours"], fc["ours"]))
-
-    def rate(r: dict[str, Any]) -> float:
-        return r["tasks"] / r["elapsed"]
-
-    vs_loop = rate(w["ours"]) / rate(w["graphlib"])
-    cpu_big = b["ours"]["cpu"] / b["ours"]["tasks"] * 1e6
-    attempt = res["flow_attempt"]
+    notes = []
+    attempt = find(res, "taskiq-flow", W)
     if attempt.get("capped"):
-        flow_big = (
-            f"taskiq-flow did not finish the {wl} DAG: after {attempt['elapsed']:.0f} s it had "
-            f"completed {attempt['completed']:,} of {attempt['tasks']:,} tasks (its engine builds "
-            "the `extra` of every log call with `_get_step_index`, a topological sort whose "
-            "`list.index` makes it O(V * E), several times per task, whatever the log level). "
-            f"Its figures below are on a {sl} DAG from the same generator (seed 1), on which the "
-            "other systems ran too."
+        notes.append(
+            f"- taskiq-flow did not finish the {wl} DAG: after {attempt['elapsed']:.0f} s it had "
+            f"completed {attempt['completed']:,} of {attempt['tasks']:,} tasks. Every log call of "
+            "its engine (several per task, whatever the log level) computes the step index with "
+            "a full topological sort whose `list.index` makes it O(V·E). Its figures are on a "
+            f"{sl} DAG from the same generator, which the other systems ran too, and on a "
+            f"{shape_label(FC)}."
         )
-    else:
-        flow_big = f"taskiq-flow finished the {wl} DAG in {attempt['elapsed']:.1f} s."
-    hop = {k: v["elapsed"] / v["tasks"] * 1e6 for k, v in c.items()}
-    flow_hop = fc["taskiq-flow"]["elapsed"] / fc["taskiq-flow"]["tasks"] * 1e6
-    ours_fc_hop = fc["ours"]["elapsed"] / fc["ours"]["tasks"] * 1e6
+    dask_w = find(res, "dask-threaded", W)
+    if dask_w.get("oom"):
+        notes.append(
+            f"- dask did not finish the {wl} DAG within its {dask_w['oom']:g} GB cap "
+            "(`--dask-mem-gb`): its static ordering (`dask.order`, run before any task) keeps, "
+            "for every task, the set of roots it connects to; with 2 random parents per node "
+            "those sets fill up to the whole first layer, so memory grows as tasks x width. "
+            f"It is compared on the first {P[2]} layers of the same DAG ({P[1] * P[2]:,} tasks)."
+        )
+
     lines = [
         SECTION,
         "",
-        "No-op async tasks (`async def noop(*args): return None`) run in-process on the same "
-        "generated DAGs: "
-        f"{wl} (every node of a layer below the first has 2 random parents in the layer above, "
-        f"seed 1), {ml} (same generator) and {cl}. Each figure comes from a fresh interpreter "
-        "that builds the DAG, collects garbage, resets its peak RSS and then times the run; the "
-        f"{wl} and chain figures are the median of {res['repeat']} such processes. "
-        "*tasks/s* = tasks / wall time; *ours ÷ this* = our tasks/s over that system's on the same "
-        "DAG; *CPU µs/task* = `time.process_time()` over the run (every thread) / tasks; "
-        "*peak B/task above DAG* = (VmHWM after the run − VmRSS of the built DAG) / tasks.",
+        "No-op async tasks (`async def noop(*args): return None`) run in-process on DAGs from one "
+        f"generator: {wl} (each node below the first layer has 2 random parents in the layer "
+        f"above, seed 1), {ml} (same generator) and {cl}. Each figure comes from a fresh "
+        "interpreter that builds the DAG, collects garbage, resets its peak RSS "
+        "(`/proc/self/clear_refs`), runs a 3-task warm-up (first-call imports), and then times "
+        "one run. Figures for the 100k DAG, its prefix and the chain are medians over "
+        f"{res['repeat']} such processes per system, interleaved (ours, peer, ours, peer, ...) so "
+        f"that load swings hit both; ours on {ml} is the median of "
+        f"{len(ours_m.get('runs', [0]))}.",
+        "",
+        "*tasks/s* = tasks / wall time of the run; *ours ÷ this* = our tasks/s over that "
+        "system's on the same DAG; *CPU µs/task* = `time.process_time()` over the run (every "
+        "thread) / tasks; *peak B/task above DAG* = (VmHWM after the run - VmRSS of the built "
+        "DAG) / tasks, which includes the dict of every task's result each system returns.",
         "",
         "- **taskiq-dataflow**: `ExecutionEngine(None, dag).execute()` (default in-process "
-        "transport), the DAG made with `DAG._from_columns` and its Rust graph built beforehand.",
-        "- **hand-written loop**: `graphlib.TopologicalSorter` built from the same edges, "
-        "`asyncio.create_task` per ready node with its parents' results as arguments, "
-        "`asyncio.wait(FIRST_COMPLETED)`, `done(...)` (sorter construction is in the timing).",
+        "transport); the DAG is made with `DAG._from_columns` (node i produces key `k{i}` and "
+        "consumes its parents' keys) and its Rust graph is built before the timing.",
+        "- **hand-written loop**: `graphlib.TopologicalSorter` built from the same edges (inside "
+        "the timing), `asyncio.create_task` per ready node with its parents' results as "
+        "arguments, `asyncio.wait(FIRST_COMPLETED)`, `done(...)`.",
         "- **taskiq-flow 1.2.2**: its `ExecutionEngine` with taskiq's `InMemoryBroker("
         "max_stored_results=-1)` (the default of 100 evicts the results of a wave wider than 100 "
-        "before taskiq-flow polls them, and the run never ends), one registered task per node; "
-        "its DAG's node and edge lists are filled directly (its `add_node`/`add_edge` scan "
-        "lists, which would make the build itself quadratic). It fetches each result with "
-        "`wait_result`, which polls every 0.2 s, and runs in waves.",
-        "- **dask**: `dask.threaded.get` (thread pool of nproc workers) and the synchronous "
-        "`dask.get` on a graph dict `{key: (noop_sync, *parent_keys)}` with the same edges, "
-        "all keys requested. Dask does not run coroutines, so its tasks are sync no-ops: it does "
-        "strictly less work per task than the async systems.",
+        "before taskiq-flow polls them, and the run never ends), one registered task per node "
+        "(`async def (**kwargs)`); its DAG's node and edge lists are filled directly (its "
+        "`add_node`/`add_edge` scan lists, so its own build would be quadratic). It fetches "
+        "each result with `wait_result`, which polls every 0.2 s, and runs in waves.",
+        "- **dask**: `dask.threaded.get` (nproc threads) and the synchronous `dask.get` on a "
+        "graph dict `{key: (noop_sync, *parent_keys)}` with the same edges, all keys requested. "
+        "Dask does not run coroutines, so its tasks are sync no-op functions: less work per task "
+        "than the async systems do.",
         "",
-        flow_big,
+        *notes,
         "",
-        *table(rows),
+        *table,
         "",
         "Targets:",
         "",
-        f"- {wl}, ours ÷ hand-written loop: **{vs_loop:.2f}x** (target ≥ 3x): "
-        + ("met." if vs_loop >= 3 else "**missed**."),
+        f"- {wl}, ours ÷ hand-written loop: **{vs_loop:.2f}x** in tasks/s (target ≥ 3x): "
+        + ("met" if vs_loop >= 3 else "**missed**")
+        + f"; in CPU per task, {vs_loop_cpu:.2f}x.",
         f"- engine CPU per task on {ml}: **{cpu_big:.2f} µs** (target < 5 µs): "
-        + ("met." if cpu_big < 5 else "**missed**."),
+        + ("met." if cpu_big < 5 else "**missed**.")
+        + f" Peak memory of that run: {mem_big:,.0f} B per task above the built DAG.",
         "",
-        f"Chain latency per hop ({cl}): ours **{hop['ours']:.2f} µs**, hand-written loop "
+        f"Chain latency per hop ({cl}): ours **{hop['ours']:.2f} µs**, the hand-written loop "
         f"{hop['graphlib']:.2f} µs ({hop['graphlib'] / hop['ours']:.1f}x ours). taskiq-flow "
-        f"cannot run that chain (at ≥ 0.2 s of polling per hop it would take over "
-        f"{C[1] * 0.2 / 60:.0f} min): on a {shape_label(res['flow_chain_shape'])} it took "
-        f"**{flow_hop / 1000:,.0f} ms per hop** (ours on that chain: {ours_fc_hop:.1f} µs per "
-        "hop, including the run's fixed set-up).",
+        f"cannot run that chain in reasonable time (≥ 0.2 s of result polling per hop: over "
+        f"{C[1] * 0.2 / 60:.0f} min); on a {shape_label(FC)} it took **{flow_hop * 1000:,.0f} ms "
+        f"per hop** (ours on that chain: {ours_fc_hop:,.1f} µs per hop, fixed set-up included).",
+        "",
+        f"The first `execute()` of a process took {cold['elapsed']:.2f} s on the "
+        f"{shape_label(FC)} (the row *first `execute()` of the process*), during which it "
+        f"imported {cold.get('imported', '?')} modules "
+        f"(outside the standard library: {', '.join(cold.get('imported_packages', [])) or '-'}); "
+        "every other row is "
+        "measured after a warm-up run.",
         "",
         "Machine and command:",
         "",
@@ -521,12 +610,18 @@ def render(res: dict[str, Any], command: str) -> str:
         f"python:   {m['python']}",
         f"packages: {m['packages']}",
         f"commit:   {m['commit']}",
-        f"load avg: {res['load_before']} before, {res['load_after']} after "
-        f"(total {res['total_s'] / 60:.1f} min)",
+        f"load avg: {res['load_before']} before, {res['load_after']} after; "
+        f"whole run {res['total_s'] / 60:.1f} min"
+        + (
+            f"; CPU pressure (PSI some) {res['cpu_pressure']:.0%} of the time"
+            if "cpu_pressure" in res
+            else ""
+        ),
         "```",
         "",
-        "The figures are wall times on a shared machine; rerun on an idle one before quoting "
-        "small differences.",
+        "Wall times on a machine shared with other jobs (see load and CPU pressure above): the "
+        "CPU column is the steadier comparison; rerun on an idle machine before quoting small "
+        "differences.",
         "",
     ]
     return "\n".join(lines)
@@ -559,11 +654,22 @@ def write_section(path: str, section: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller DAGs, ~1 minute")
-    parser.add_argument("--repeat", type=int, default=None, help="runs per wide/chain figure")
-    parser.add_argument("--flow-cap", type=float, default=None,
-                        help="seconds taskiq-flow gets on the wide DAG (default 120, quick 10)")
+    parser.add_argument("--repeat", type=int, default=None, help="runs per median (default 5)")
+    parser.add_argument(
+        "--flow-cap",
+        type=float,
+        default=None,
+        help="seconds taskiq-flow gets on the 100k DAG (default 120, quick 10)",
+    )
+    parser.add_argument(
+        "--dask-mem-gb",
+        type=float,
+        default=4.0,
+        help="memory cap of dask on the 100k DAG (0: none; it needs ~19 GB)",
+    )
     parser.add_argument("--write", metavar="FILE", help="replace this section of FILE")
     parser.add_argument("--json", metavar="FILE", help="dump the raw figures")
+    parser.add_argument("--render", metavar="FILE", help="re-render a --json dump, no measuring")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -571,47 +677,94 @@ def main() -> None:
         return
 
     quick = args.quick
-    repeat = args.repeat or (1 if quick else 3)
+    command = "python benches/bench_engine.py" + (" --quick" if quick else "")
+    if args.render:
+        with open(args.render) as f:
+            res = json.load(f)
+        report = render(res, res.get("command", command))
+        print(report)
+        if args.write:
+            write_section(args.write, report)
+        return
+
+    repeat = args.repeat or (1 if quick else 5)
     cap = args.flow_cap if args.flow_cap is not None else (10.0 if quick else 120.0)
-    W = ["wide", 1000, 100]
-    C = ["chain", 10_000]
-    M = ["wide", 2000, 100] if quick else ["wide", 10_000, 100]
-    S = ["wide", 30, 10] if quick else ["wide", 100, 10]
-    FC = ["chain", 10 if quick else 20]
+    shapes = {
+        "wide": ["wide", 1000, 100],
+        "prefix": ["wide", 1000, 10],
+        "big": ["wide", 2000, 100] if quick else ["wide", 10_000, 100],
+        "chain": ["chain", 10_000],
+        "slice": ["wide", 30, 10] if quick else ["wide", 100, 10],
+        "flow_chain": ["chain", 10 if quick else 20],
+    }
+    W, P, M, C, S, FC = shapes.values()
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
+    results: list[dict[str, Any]] = []
+
+    def save() -> None:
+        if args.json:  # after every measurement, so a failure late in the run loses nothing
+            with open(args.json, "w") as f:
+                json.dump(res, f, indent=1)
+
+    def once(system: str, shape: list[Any], **kw: Any) -> None:
+        r = measure(system, shape, **kw)
+        results.append(r)
+        save()
+        done = "" if r["completed"] == r["tasks"] else f" ({r['completed']:,} done)"
+        log(f"  {system:14} {shape_label(shape):18} {r['elapsed']:8.3f} s{done}")
+
+    def medians(systems: Sequence[str], shape: list[Any], times: int) -> None:
+        """`times` fresh-process runs per system, interleaved so load swings hit all of them;
+        each figure (wall, CPU, peak) is the median over its runs."""
+        runs: dict[str, list[dict[str, Any]]] = {system: [] for system in systems}
+        for _ in range(times):
+            for system in systems:
+                runs[system].append(measure(system, shape))
+        for system in systems:
+            mid = dict(runs[system][0])
+            for key in ("elapsed", "cpu", "peak_bytes"):
+                mid[key] = statistics.median(r[key] for r in runs[system])
+            mid["runs"] = [r["elapsed"] for r in runs[system]]
+            results.append(mid)
+            save()
+            log(
+                f"  {system:14} {shape_label(shape):18} {mid['elapsed']:8.3f} s "
+                f"({rate(mid):,.0f} tasks/s; runs {', '.join(f'{t:.3f}' for t in mid['runs'])})"
+            )
+
     t0 = time.perf_counter()
     res: dict[str, Any] = {
-        "machine": machine(), "load_before": loadavg(), "repeat": repeat,
-        "wide_shape": W, "chain_shape": C, "big_shape": M, "slice_shape": S,
-        "flow_chain_shape": FC,
+        "machine": machine(),
+        "load_before": loadavg(),
+        "repeat": repeat,
+        "shapes": shapes,
+        "command": command,
+        "results": results,
     }
-    log(f"wide DAG {shape_label(W)}")
-    res["wide"] = {k: repeated(k, W, repeat, log)
-                   for k in ("ours", "graphlib", "dask-threaded", "dask-sync")}
-    log(f"chain {shape_label(C)}")
-    res["chain"] = {k: repeated(k, C, repeat, log) for k in ("ours", "graphlib")}
-    log(f"1M-task DAG {shape_label(M)}")
-    res["big"] = {k: repeated(k, M, 1, log) for k in ("ours", "graphlib")}
-    log(f"taskiq-flow on {shape_label(W)}, capped at {cap:.0f} s")
-    res["flow_attempt"] = measure("taskiq-flow", W, cap=cap)
-    log(f"  -> {res['flow_attempt']}")
-    log(f"slice {shape_label(S)}")
-    res["slice"] = {k: repeated(k, S, 1, log)
-                    for k in ("ours", "graphlib", "dask-threaded", "taskiq-flow")}
-    log(f"taskiq-flow chain {shape_label(FC)}")
-    res["flow_chain"] = {k: repeated(k, FC, 1, log) for k in ("ours", "taskiq-flow")}
+    pressure0 = cpu_pressure()
+    medians(("ours", "graphlib"), W, repeat)
+    once("dask-threaded", W, mem_gb=args.dask_mem_gb)
+    medians(("ours", "graphlib", "dask-threaded", "dask-sync"), P, repeat)
+    medians(("ours",), M, 1 if quick else 3)
+    medians(("graphlib",), M, 1)
+    medians(("ours", "graphlib"), C, repeat)
+    once("taskiq-flow", W, cap=cap)
+    for system in ("ours", "graphlib", "dask-threaded", "taskiq-flow"):
+        once(system, S)
+    for system in ("ours", "ours-cold", "taskiq-flow"):
+        once(system, FC)
     res["load_after"] = loadavg()
     res["total_s"] = time.perf_counter() - t0
+    pressure1 = cpu_pressure()
+    if pressure0 is not None and pressure1 is not None:
+        res["cpu_pressure"] = (pressure1 - pressure0) / 1e6 / res["total_s"]
 
-    command = "python benches/bench_engine.py" + (" --quick" if quick else "")
+    save()
     report = render(res, command)
     print(report)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(res, f, indent=1)
     if args.write:
         write_section(args.write, report)
         log(f"wrote {SECTION!r} to {args.write}")

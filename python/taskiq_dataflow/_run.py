@@ -187,7 +187,7 @@ class Run:
             args: tuple[Any, ...] = ()
         else:
             kwargs = {}
-            args = tuple(values[k] for k in keys)
+            args = tuple(map(values.__getitem__, keys))
         return Job(
             node, attempt, self.tasks[node], func, args, kwargs, self.names[node],
             plan.policy.timeout,
@@ -263,9 +263,10 @@ class Run:
         try:
             await self.dispatch(scheduler.start())
             if not scheduler.finished:
-                async for batch in transport.listen():
-                    if engine._cancel_requested or await self.on_batch(batch):
-                        break
+                async with contextlib.aclosing(transport.listen()) as batches:
+                    async for batch in batches:
+                        if engine._cancel_requested or await self.on_batch(batch):
+                            break
             if engine._cancel_requested:
                 status = "cancelled"
             else:
@@ -317,6 +318,7 @@ class Run:
         """Apply a batch of completions; True when the run must stop (fail fast)."""
         attempts, names, bus, run_id = self.attempts, self.names, self.bus, self.run_id
         step_events, scheduler = self.step_events, self.scheduler
+        values, node_outputs = self.values, self.node_outputs
         done: list[int] = []
         stop = False
         for c in batch:
@@ -326,13 +328,19 @@ class Run:
             if self.streaming is not None and self.streaming.hold(c):
                 continue
             if c.ok:
-                try:
-                    outs = split_outputs(names[node], self.node_outputs[node], c.value)
-                except (TypeError, ValueError) as exc:
-                    c = Completion(node, c.attempt, False, task_error(names[node], exc))
-                else:
+                outputs = node_outputs[node]
+                outs = None
+                if len(outputs) != 1:
+                    try:
+                        outs = split_outputs(names[node], outputs, c.value)
+                    except (TypeError, ValueError) as exc:
+                        c = Completion(node, c.attempt, False, task_error(names[node], exc))
+                if c.ok:
+                    if outs is None:
+                        values[outputs[0]] = c.value  # the common case: no dict to build
+                    else:
+                        values.update(outs)
                     attempts[node] = 0
-                    self.values.update(outs)
                     done.append(node)
                     if self.keeps_results:
                         plan = self.plan(node)
@@ -340,14 +348,17 @@ class Run:
                             self.results[node] = c.value
                         if plan.cache is not None and not c.cached:
                             self.cache.store(self.job(node, 1), c.value)
-                    if step_events:
-                        event = StepCompleted(
-                            run_id, node, names[node], c.value, c.attempt, None, outs,
-                            c.worker, c.cached,
-                        )  # fmt: skip
-                        await bus.emit(event)
-                    if self.step_sink is not None:
-                        self.step_sink(StepResult(node, names[node], c.value, outs, c.attempt))
+                    if step_events or self.step_sink is not None:
+                        if outs is None:
+                            outs = {outputs[0]: c.value}
+                        if step_events:
+                            event = StepCompleted(
+                                run_id, node, names[node], c.value, c.attempt, None, outs,
+                                c.worker, c.cached,
+                            )  # fmt: skip
+                            await bus.emit(event)
+                        if self.step_sink is not None:
+                            self.step_sink(StepResult(node, names[node], c.value, outs, c.attempt))
                     continue
             error: TaskError = c.value
             policy = self.plan(node).policy

@@ -166,13 +166,16 @@ class Worker:
             seqs.append(seq)
             queue.append((run_id, reply, seq, name, args, kwargs, timeout))
         self._claims.setdefault(reply, []).extend(seqs)
-        self._pump()
-        if self._tasks_sub is not None and self._tasks_sub.pending_msgs == 0:
-            # no other frame waits behind this one, so nothing would join the batch: answer
-            # now instead of a loop iteration later
-            self._flush()
-        else:
-            self._schedule_flush()
+        scheduled, self._flush_scheduled = self._flush_scheduled, True  # results join below
+        try:
+            self._pump()
+        finally:
+            if self._tasks_sub is not None and self._tasks_sub.pending_msgs == 0:
+                # no other frame waits behind this one, so nothing would join the batch:
+                # answer now instead of a loop iteration later
+                self._flush()
+            elif not scheduled:
+                asyncio.get_running_loop().call_soon(self._flush)
 
     def _reject(self, msg: Any, exc: BaseException) -> None:
         """A frame we cannot read: answer on its reply subject if it has one, else log it."""
@@ -353,12 +356,12 @@ class Worker:
         outbox, self._outbox = self._outbox, {}
         claims, self._claims = self._claims, {}
         for reply in {**claims, **outbox}:
-            frame = self.codec.frame(
-                RESULTS,
-                w=self.worker_id,
-                claims=claims.get(reply, []),
-                results=outbox.get(reply, []),
-            )
+            claimed, results = claims.get(reply, []), outbox.get(reply, [])
+            if claimed and results:
+                # a result in the same frame answers for its claim (most tasks finish at once)
+                answered = {r[0] for r in results}
+                claimed = [seq for seq in claimed if seq not in answered]
+            frame = self.codec.frame(RESULTS, w=self.worker_id, claims=claimed, results=results)
             self._publish(reply, frame)
 
     def _publish(self, subject: str, frame: bytes) -> None:
