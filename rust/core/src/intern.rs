@@ -5,7 +5,7 @@
 //! (control bytes, bucket, boxed string) plus an allocation per key. Here a slot
 //! holds the first bytes of its key, so a short key is confirmed by one slot read
 //! and a long one by one more read of the name arena. On the 1M-node benchmark
-//! this made building about twice as fast.
+//! (examples/scale.rs) interning took about 1.6 times less time than with the std map.
 
 use std::hash::Hasher;
 
@@ -62,7 +62,8 @@ pub struct Interner {
     slots: Vec<Slot>,
     /// Every name back to back; key `k` is `arena[starts[k]..starts[k + 1]]`.
     arena: String,
-    starts: Vec<usize>,
+    /// `u32` halves this table: names may total at most 4 GiB.
+    starts: Vec<u32>,
 }
 
 impl Default for Interner {
@@ -108,20 +109,28 @@ impl Interner {
     }
 
     /// Reads the first slot `hash` probes and returns something derived from it.
-    /// Issuing these reads for several keys before resolving any of them lets the
+    /// Issuing these reads for many keys before resolving any of them lets the
     /// processor wait for their cache misses at the same time instead of in turn.
     #[inline]
     pub fn touch(&self, hash: u64) -> u32 {
         self.slots[hash as usize & (self.slots.len() - 1)].id
     }
 
-    /// Returns the id of `name`, and whether it was new.
+    /// Like `touch`, one step further: when the first probed slot holds a long key
+    /// with the same hash bits, reads the start of its name in the arena, which
+    /// confirming a match will need.
     #[inline]
-    pub fn intern(&mut self, name: &str) -> (KeyId, bool) {
-        self.intern_hashed(name, hash(name.as_bytes()))
+    pub fn touch_name(&self, hash: u64) -> u8 {
+        let slot = self.slots[hash as usize & (self.slots.len() - 1)];
+        if slot.id != EMPTY && slot.check & 1 == 1 && slot.check >> 1 == (hash >> 33) as u32 {
+            let start = self.starts[slot.id as usize] as usize;
+            self.arena.as_bytes().get(start).copied().unwrap_or(0)
+        } else {
+            0
+        }
     }
 
-    /// `intern` with `hash(name)` already computed.
+    /// Returns the id of `name`, and whether it was new; `h` is `hash(name)`.
     #[inline]
     pub fn intern_hashed(&mut self, name: &str, h: u64) -> (KeyId, bool) {
         let i = self.find(name, h);
@@ -133,7 +142,8 @@ impl Interner {
             .filter(|&id| id != EMPTY)
             .expect("more than u32::MAX - 1 distinct keys");
         self.arena.push_str(name);
-        self.starts.push(self.arena.len());
+        let end = u32::try_from(self.arena.len()).expect("key names total more than 4 GiB");
+        self.starts.push(end);
         let (check, word) = fingerprint(name.as_bytes(), h);
         self.slots[i] = Slot { check, id, word };
         if self.len() * 2 > self.slots.len() {
@@ -166,7 +176,7 @@ impl Interner {
     pub fn name(&self, id: KeyId) -> &str {
         let i = id as usize;
         if i + 1 < self.starts.len() {
-            &self.arena[self.starts[i]..self.starts[i + 1]]
+            &self.arena[self.starts[i] as usize..self.starts[i + 1] as usize]
         } else {
             ""
         }

@@ -4,6 +4,7 @@
 //! Nodes and keys are dense `u32` ids and adjacency lives in CSR arrays, so graphs of
 //! millions of nodes stay compact and every algorithm is iterative.
 
+mod builder;
 mod csr;
 mod error;
 mod graph;
@@ -16,8 +17,9 @@ mod validate;
 pub type NodeId = u32;
 pub type KeyId = u32;
 
+pub use builder::GraphBuilder;
 pub use error::{Cycle, GraphError};
-pub use graph::{Graph, GraphBuilder};
+pub use graph::Graph;
 pub use order::Levels;
 pub use scheduler::{Counts, NodeState, SchedError, Scheduler};
 pub use validate::Problem;

@@ -55,7 +55,9 @@ impl fmt::Display for Problem {
 impl Graph {
     /// Every problem at once, in this order: `BadEdge`, `DuplicateOutput`,
     /// `MissingInput` (only when `strict_inputs`), `Cycle` (one per strongly connected
-    /// component containing a cycle, ordered by the component's smallest id).
+    /// component containing a cycle, ordered by the component's smallest id; each path
+    /// is a shortest cycle through that id, closed: `[a, b, c, a]`, or `[a, a]`).
+    /// Iterative throughout, so million-node chains are fine.
     pub fn validate(&self, strict_inputs: bool) -> Vec<Problem> {
         let mut problems: Vec<Problem> = self
             .bad_edges

@@ -117,6 +117,51 @@ fn many_keys_survive_table_growth() {
 }
 
 #[test]
+fn key_ids_follow_first_mention() {
+    let mut b = GraphBuilder::new();
+    b.add_node(["b"], ["a"]);
+    b.declare_external("c");
+    b.add_node(["c", "a"], ["d"]);
+    b.declare_external("a");
+    let g = b.build();
+    let ids: Vec<_> = ["b", "a", "c", "d"].iter().map(|k| g.key_id(k)).collect();
+    assert_eq!(ids, vec![Some(0), Some(1), Some(2), Some(3)]);
+    assert!(g.is_external(1) && g.is_external(2));
+    assert_eq!(g.producer(1), Some(0));
+}
+
+#[test]
+fn keys_interned_in_batches_keep_their_nodes() {
+    // Enough keys to cross many internal batches, with externals declared in between.
+    let mut b = GraphBuilder::new();
+    let n = 10_000u32;
+    for i in 0..n {
+        let input = format!("key-{}", i / 2);
+        let output = format!("key-{i}");
+        b.add_node([input.as_str(), "shared"], [output.as_str()]);
+        if i % 997 == 0 {
+            b.declare_external(&format!("ext-{i}"));
+        }
+    }
+    b.declare_external("shared");
+    let g = b.build();
+    assert_eq!(g.key_count() as u32, n + 1 + n.div_ceil(997));
+    for i in 0..n {
+        let inputs: Vec<&str> = g.node_inputs(i).iter().map(|&k| g.key_name(k)).collect();
+        assert_eq!(inputs, vec![format!("key-{}", i / 2).as_str(), "shared"]);
+        assert_eq!(g.key_name(g.node_outputs(i)[0]), format!("key-{i}"));
+        // Node i consumes the output of node i / 2 (itself for node 0).
+        assert_eq!(g.predecessors(i), &[i / 2]);
+    }
+    assert!(g.is_external(g.key_id("ext-997").unwrap()));
+    assert!(g.is_external(g.key_id("shared").unwrap()));
+    assert_eq!(
+        g.validate(true),
+        vec![Problem::Cycle(Cycle { path: vec![0, 0] })]
+    );
+}
+
+#[test]
 fn repeated_keys_and_edges_are_deduplicated() {
     let mut b = GraphBuilder::new();
     b.add_node([], ["x", "y"]);

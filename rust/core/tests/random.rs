@@ -293,15 +293,13 @@ fn validate_matches_reference() {
                 let first = (0..c.n).find(|&p| c.outputs[p].contains(k)).unwrap();
                 if first != v {
                     // Once per extra producer, even if it lists the key twice.
-                    let already = expected.iter().any(|p| {
-                        matches!(p, Problem::DuplicateOutput { key: kk, second, .. } if *kk == key(k) && *second == v as u32)
-                    });
-                    if !already {
-                        expected.push(Problem::DuplicateOutput {
-                            key: key(k),
-                            first: first as u32,
-                            second: v as u32,
-                        });
+                    let problem = Problem::DuplicateOutput {
+                        key: key(k),
+                        first: first as u32,
+                        second: v as u32,
+                    };
+                    if !expected.contains(&problem) {
+                        expected.push(problem);
                     }
                 }
             }
