@@ -439,13 +439,14 @@ def test_map_uses_the_outer_runs_broker_transport_and_options(monkeypatch, broke
     flow = Flow()
     flow.map(chain_flow(), name="m", max_parallel=7)
     run(flow.run({"x": [1, 2]}, broker=broker, transport="local", retries=2, timeout=5))
-    ((nested_broker, options),) = made
+    assert len(made) == 2  # the flow's engine, then the map's nested one
+    nested_broker, options = made[-1]
     assert nested_broker is broker
     assert options["transport"] == "local" and options["max_parallel"] == 7
     assert options["retries"] == 2 and options["timeout"] == 5
     made.clear()
     run(flow.run({"x": [1]}, transport=LocalTransport()))  # an instance: its kind
-    assert made[0][1]["transport"] == "local"
+    assert made[-1][1]["transport"] == "local"
 
 
 def test_map_of_a_sub_flow_with_a_call_and_a_map_inside():

@@ -49,7 +49,6 @@ import dataclasses
 import inspect
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from contextvars import ContextVar
 from typing import Any, NamedTuple
 
 from ._run import all_names, params_of
@@ -57,7 +56,7 @@ from .dataflow.dag import DAG
 from .dependencies import has_dependencies
 from .errors import CycleError
 from .events import EventBus
-from .execution_engine import ExecutionEngine
+from .execution_engine import ExecutionEngine, current_engine
 from .pipeline import check_engine_options
 from .task import TaskSpec, get_spec, infer_inputs, original_function, task_display_name
 from .transports.base import Transport
@@ -77,8 +76,6 @@ class _Outer(NamedTuple):
     broker: Any
     options: dict[str, Any]  # engine options the nested runs inherit
 
-
-_OUTER: ContextVar[_Outer | None] = ContextVar("taskiq_dataflow_flow_run", default=None)
 
 # Options a map's nested engine takes from the run it belongs to (max_parallel only as a default).
 _INHERITED = (
@@ -107,24 +104,26 @@ def _transport_kind(transport: Any) -> Any:
     return "local" if isinstance(transport, LocalTransport) else "auto"
 
 
-class _FlowEngine(ExecutionEngine):
-    """An ExecutionEngine whose runs tell the flow's map nodes which broker and options to use."""
-
-    def __init__(self, broker: Any, dag: DAG, **options: Any) -> None:
-        super().__init__(broker, dag, **options)
-        nested = {k: options[k] for k in _INHERITED if k in options}
-        nested["transport"] = _transport_kind(options.get("transport", "auto"))
-        nested["max_parallel"] = options.get("max_parallel")
-        if isinstance(options.get("priority"), str):
-            nested["priority"] = options["priority"]
-        self._outer = _Outer(broker, nested)
-
-    async def _run(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        token = _OUTER.set(self._outer)
-        try:
-            return await super()._run(*args, **kwargs)
-        finally:
-            _OUTER.reset(token)
+def _outer_of(engine: ExecutionEngine | None) -> _Outer:
+    """The broker and settings a map's nested runs inherit from the run the map is part of."""
+    if engine is None:
+        return _Outer(None, {"transport": "local"})
+    policy = engine._defaults
+    nested: dict[str, Any] = {
+        "fail_fast": engine.fail_fast,
+        "retries": policy.retries,
+        "retry_delay": policy.delay,
+        "retry_backoff": policy.backoff,
+        "retry_jitter": policy.jitter,
+        "timeout": policy.timeout,
+        "executor": engine._executor,
+        "cache": engine.cache,
+        "transport": _transport_kind(engine._transport_spec),
+        "max_parallel": engine.max_parallel,
+    }
+    if isinstance(engine._priority, str):
+        nested["priority"] = engine._priority
+    return _Outer(engine.broker, nested)
 
 
 # -- nodes ------------------------------------------------------------------------------------
@@ -543,7 +542,7 @@ class Flow:
         """An ExecutionEngine for `build_dag()` whose map nodes run their items with the same
         broker, transport kind and options (subscribe to `.events` before `execute`)."""
         options = check_engine_options(engine_options, f"flow '{self.name}'")
-        return _FlowEngine(broker, self.build_dag(), **options)
+        return ExecutionEngine(broker, self.build_dag(), **options)
 
     async def run(
         self, inputs: Mapping[str, Any] | None = None, broker: Any = None, **engine_options: Any
@@ -762,7 +761,7 @@ class _MapTask:
         if not values:
             return {} if keys is not None else []
         dag, inputs, sinks = self._dag(len(values), values)
-        outer = _OUTER.get() or _Outer(None, {"transport": "local"})
+        outer = _outer_of(current_engine())
         options = dict(outer.options)
         if self.max_parallel is not None:
             options["max_parallel"] = self.max_parallel

@@ -10,6 +10,7 @@ import asyncio
 import inspect
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from contextvars import ContextVar
 from typing import Any
 
 from . import _core
@@ -215,10 +216,12 @@ class ExecutionEngine:
         transport = self._transport = self._make_transport(run_id)
         self._cancel_requested = False
         self._wake_cancel = lambda: transport.push(WAKE)
+        token = _CURRENT.set(self)
         try:
             run = Run(self, run_id, inputs, transport, step_sink, restore, parent)
             return await run.execute()
         finally:
+            _CURRENT.reset(token)
             self._transport = None
             self._wake_cancel = None
 
@@ -254,6 +257,15 @@ class ExecutionEngine:
             pick("retry_jitter", d.jitter),
             pick("timeout", d.timeout),
         )
+
+
+_CURRENT: ContextVar[ExecutionEngine | None] = ContextVar("taskiq_dataflow_engine", default=None)
+
+
+def current_engine() -> ExecutionEngine | None:
+    """The engine running the calling task (in the engine's process), else None: lets a
+    control task such as a map node start nested runs with the same broker and settings."""
+    return _CURRENT.get()
 
 
 def _is_local_broker(broker: Any) -> bool:

@@ -20,7 +20,9 @@ import msgpack
 
 VERSION = 1
 
-# Frame kinds
+# Frame kinds. Entries and results are encoded one by one and joined into their frame as bytes
+# (`Codec.frame_of_parts`), so a frame is decoded in one call; a side that cannot decode some
+# entry reads the frame again tolerantly (`read_frame(tolerant=True)`) and fails only that entry.
 TASKS = "tasks"  # engine -> pool: [[seq, [task name, args, kwargs, timeout]], ...]
 # worker -> engine: "claims": the seqs it took, "results": [[seq, ok, value or [type, message,
 # traceback]], ...]; one frame carries both, so a quick task costs a single reply message
@@ -48,6 +50,35 @@ class ValueRef:
     bucket: str
     name: str
     size: int
+
+
+class Undecodable:
+    """Stands for a value a tolerant read could not decode (an unknown extension type...)."""
+
+    __slots__ = ("message",)
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+    def __repr__(self) -> str:
+        return f"Undecodable({self.message!r})"
+
+
+def find_undecodable(value: Any) -> Undecodable | None:
+    """The first Undecodable inside a value from a tolerant read, if any."""
+    if type(value) is Undecodable:
+        return value
+    if isinstance(value, (list, tuple, set, frozenset)):
+        items: Any = value
+    elif isinstance(value, dict):
+        items = [*value.keys(), *value.values()]
+    else:
+        return None
+    for item in items:
+        found = find_undecodable(item)
+        if found is not None:
+            return found
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,9 +237,18 @@ class Codec:
     def _lazy_ext_hook(self, code: int, data: bytes) -> Any:
         return Packed(data) if code == _PACKED else self._ext_hook(code, data)
 
-    def unpackb(self, data: bytes, lazy: bool = False) -> Any:
-        """Decode; with `lazy`, pre-encoded parts stay Packed (decode them one by one)."""
-        hook = self._lazy_ext_hook if lazy else self._ext_hook
+    def _tolerant_ext_hook(self, code: int, data: bytes) -> Any:
+        try:
+            return self._ext_hook(code, data)
+        except Exception as exc:
+            return Undecodable(str(exc) or type(exc).__name__)
+
+    def unpackb(self, data: bytes, lazy: bool = False, tolerant: bool = False) -> Any:
+        """Decode; with `lazy`, pre-encoded parts stay Packed (decode them one by one); with
+        `tolerant`, a value that cannot be decoded becomes an Undecodable."""
+        hook = (
+            self._lazy_ext_hook if lazy else self._tolerant_ext_hook if tolerant else self._ext_hook
+        )
         return msgpack.unpackb(data, ext_hook=hook, raw=False, strict_map_key=False, use_list=True)
 
     # -- frames ---------------------------------------------------------------------------------
@@ -216,10 +256,22 @@ class Codec:
     def frame(self, kind: str, **fields: Any) -> bytes:
         return self.packb({"v": VERSION, "t": kind, **fields})
 
-    def read_frame(self, data: bytes, lazy: bool = False) -> dict[str, Any]:
-        """Decode a frame; ProtocolError says what is wrong with it."""
+    def frame_of_parts(self, kind: str, key: str, parts: list[bytes], **fields: Any) -> bytes:
+        """A frame whose `key` is the list of `parts`, each one value already encoded with this
+        codec: they are joined as bytes, not decoded and encoded again."""
+        head = self.packb({"v": VERSION, "t": kind, **fields})
+        size = len(fields) + 3
+        if size > 15 or head[0] != 0x80 | (size - 1):
+            raise ValueError("frame_of_parts takes at most 12 fields")
+        return b"".join(
+            [bytes((0x80 | size,)), head[1:], self.packb(key), _array_header(len(parts)), *parts]
+        )
+
+    def read_frame(self, data: bytes, lazy: bool = False, tolerant: bool = False) -> dict[str, Any]:
+        """Decode a frame; ProtocolError says what is wrong with it. With `tolerant`, values
+        that cannot be decoded are Undecodable (see find_undecodable) instead of an error."""
         try:
-            frame = self.unpackb(data, lazy)
+            frame = self.unpackb(data, lazy, tolerant)
         except ProtocolError:
             raise
         except Exception as exc:
@@ -242,6 +294,37 @@ def packed(data: bytes) -> msgpack.ExtType:
     """Bytes encoded by a Codec, as a part of a frame: what `Packed(data)` becomes on the wire,
     but packed by msgpack itself, without a call to `Codec._default`."""
     return _new_ext(msgpack.ExtType, (_PACKED, data))
+
+
+def task_part(seq: int, body: bytes) -> bytes:
+    """A tasks frame entry `[seq, body]`, `body` being the encoded [name, args, kwargs, timeout]."""
+    return b"\x92" + _uint(seq) + body
+
+
+def result_part(seq: int, encoded: bytes) -> bytes:
+    """A successful result `[seq, True, value]`, the value being already encoded."""
+    return b"\x93" + _uint(seq) + b"\xc3" + encoded
+
+
+def _uint(n: int) -> bytes:
+    if n < 0x80:
+        return _FIXINT[n]
+    if n < 0x10000:
+        return b"\xcd" + n.to_bytes(2, "big")
+    if n < 0x100000000:
+        return b"\xce" + n.to_bytes(4, "big")
+    return b"\xcf" + n.to_bytes(8, "big")
+
+
+_FIXINT = [bytes((i,)) for i in range(0x80)]
+
+
+def _array_header(n: int) -> bytes:
+    if n < 16:
+        return bytes((0x90 | n,))
+    if n < 0x10000:
+        return b"\xdc" + n.to_bytes(2, "big")
+    return b"\xdd" + n.to_bytes(4, "big")
 
 
 def _model(module: str, qualname: str, fields: Any) -> Any:

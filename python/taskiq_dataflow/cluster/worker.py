@@ -33,10 +33,10 @@ from .protocol import (
     RESULTS,
     TASKS,
     EncodeError,
-    Packed,
     ProtocolError,
     ValueRef,
-    packed,
+    find_undecodable,
+    result_part,
 )
 from .values import ValueStore
 
@@ -67,7 +67,7 @@ class Worker:
         self._threads = concurrent.futures.ThreadPoolExecutor(
             concurrency, thread_name_prefix="dataflow-worker"
         )
-        self._outbox: dict[str, list[list[Any]]] = {}
+        self._outbox: dict[str, list[bytes]] = {}  # reply subject -> encoded results
         self._claims: dict[str, list[int]] = {}
         self._flush_scheduled = False
         self._running: dict[tuple[str, int], asyncio.Task[Any]] = {}
@@ -125,9 +125,14 @@ class Worker:
     # -- incoming frames ------------------------------------------------------------------------
 
     async def _on_tasks(self, msg: Any) -> None:
+        tolerant = False
         try:
-            # entries stay encoded: one that cannot be decoded fails alone, with its seq
-            frame = self.codec.read_frame(msg.data, lazy=True)
+            try:
+                frame = self.codec.read_frame(msg.data)
+            except ProtocolError:
+                # an entry that cannot be decoded here fails alone, with its seq
+                frame = self.codec.read_frame(msg.data, tolerant=True)
+                tolerant = True
             if frame["t"] != TASKS:
                 raise ProtocolError(f"expected a '{TASKS}' frame, got '{frame['t']}'")
             run_id, reply, tasks = frame["run"], frame["reply"], frame["tasks"]
@@ -143,11 +148,10 @@ class Worker:
         for item in tasks:
             try:
                 seq, body = item
-                if isinstance(body, Packed):
-                    try:
-                        body = self.codec.unpackb(body.data)
-                    except Exception as exc:
-                        raise _Undecodable(f"cannot decode the task: {exc}") from None
+                if tolerant:
+                    bad = find_undecodable(body)
+                    if bad is not None:
+                        raise _Undecodable(f"cannot decode the task: {bad.message}")
                 name, args, kwargs, timeout = body
                 # seq keys _running: an unhashable one would abort the rest of the frame
                 if not (
@@ -262,7 +266,7 @@ class Worker:
         """The result of a task that finished in place; a large one is uploaded first."""
         try:
             encoded = self.codec.packb(value)
-        except EncodeError as exc:
+        except Exception as exc:  # a user codec may raise anything
             error = EncodeError(f"the task's return value cannot be sent: {exc}")
             self._send(reply, _failure(seq, error))
             return
@@ -270,7 +274,8 @@ class Worker:
         if len(encoded) > self._values.threshold:
             self._spawn(self._upload(run_id, reply, seq, encoded))
         else:
-            self._send(reply, [seq, True, packed(encoded)])
+            self._outbox.setdefault(reply, []).append(result_part(seq, encoded))
+            self._schedule_flush()
 
     async def _upload(self, run_id: str, reply: str, seq: int, encoded: bytes) -> None:
         assert self._values is not None
@@ -311,16 +316,16 @@ class Worker:
             else:
                 try:
                     value = await asyncio.wait_for(call, timeout)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     raise TimeoutError(f"task '{name}' timed out after {timeout} s") from None
-            result = [seq, True, await self._shrink(run_id, seq, value)]
         except asyncio.CancelledError:
             if inspect.iscoroutine(call):
                 call.close()  # cancelled before it started: no "never awaited" warning
-            result = _cancelled(seq, name)
+            self._send(reply, _cancelled(seq, name))
         except BaseException as exc:  # every failure becomes a result
-            result = _failure(seq, exc)
-        self._send(reply, result)
+            self._send(reply, _failure(seq, exc))
+        else:
+            self._finish(run_id, reply, seq, value)
 
     async def _resolve(self, value: Any) -> Any:
         if isinstance(value, ValueRef):
@@ -328,21 +333,10 @@ class Worker:
             return await self._values.get(value)
         return value
 
-    async def _shrink(self, run_id: str, seq: int, value: Any) -> Any:
-        """The value itself, or a reference when its encoding is above the size threshold."""
-        try:
-            encoded = self.codec.packb(value)
-        except EncodeError as exc:
-            raise EncodeError(f"the task's return value cannot be sent: {exc}") from None
-        assert self._values is not None
-        if len(encoded) > self._values.threshold:
-            return await self._values.put(f"{run_id}.{seq}.{uuid.uuid4().hex[:8]}", encoded)
-        return packed(encoded)
-
     # -- outgoing results, batched --------------------------------------------------------------
 
     def _send(self, reply: str, result: list[Any]) -> None:
-        self._outbox.setdefault(reply, []).append(result)
+        self._outbox.setdefault(reply, []).append(self.codec.packb(result))
         self._schedule_flush()
 
     def _schedule_flush(self) -> None:
@@ -356,12 +350,13 @@ class Worker:
         outbox, self._outbox = self._outbox, {}
         claims, self._claims = self._claims, {}
         for reply in {**claims, **outbox}:
-            claimed, results = claims.get(reply, []), outbox.get(reply, [])
-            if claimed and results:
-                # a result in the same frame answers for its claim (most tasks finish at once)
-                answered = {r[0] for r in results}
-                claimed = [seq for seq in claimed if seq not in answered]
-            frame = self.codec.frame(RESULTS, w=self.worker_id, claims=claimed, results=results)
+            frame = self.codec.frame_of_parts(
+                RESULTS,
+                "results",
+                outbox.get(reply, []),
+                w=self.worker_id,
+                claims=claims.get(reply, []),
+            )
             self._publish(reply, frame)
 
     def _publish(self, subject: str, frame: bytes) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import functools
 import inspect
 from collections.abc import AsyncIterator
@@ -75,19 +76,23 @@ class LocalTransport(Transport):
                 continue
             try:
                 coro = func(*job.args, **job.kwargs)
-                yielded = coro.send(None)
+                # each task gets its own context, as an asyncio.Task would, and keeps it when
+                # it continues as a Task (a ContextVar token set in the first step stays valid)
+                context = contextvars.copy_context()
+                yielded = context.run(coro.send, None)
             except StopIteration as stop:
                 push(Completion(job.node, job.attempt, True, stop.value))
                 continue
             except BaseException as exc:
                 push(Completion(job.node, job.attempt, False, task_error(job.name, exc)))
                 continue
-            self._continue(job, coro, yielded)
+            self._continue(job, coro, yielded, context)
         if sink._done:
             sink._wake.set()
 
-    def _continue(self, job: Job, coro: Any, yielded: Any) -> None:
-        task = asyncio.ensure_future(_resume(coro, yielded, job.timeout))
+    def _continue(self, job: Job, coro: Any, yielded: Any, context: contextvars.Context) -> None:
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(_resume(coro, yielded, job.timeout), context=context)
         self._tasks[job.node] = task
         task.add_done_callback(functools.partial(self._finished, job))
 
@@ -155,7 +160,9 @@ def _is_async(func: Any) -> bool:
 async def _resume(coro: Any, yielded: Any, timeout: float | None) -> Any:
     """Drive a coroutine that was started by hand and suspended on `yielded`."""
     if timeout is not None:
-        return await asyncio.wait_for(_drive(coro, yielded), timeout)
+        # asyncio.timeout, not wait_for: no extra Task, so the coroutine keeps its context
+        async with asyncio.timeout(timeout):
+            return await _drive(coro, yielded)
     return await _drive(coro, yielded)
 
 

@@ -18,7 +18,15 @@ import time
 from typing import Any
 
 from ..cluster.broker import ClusterError, DataflowNatsBroker, publish_now
-from ..cluster.protocol import HEARTBEAT, RESULTS, TASKS, EncodeError, Packed, ValueRef, packed
+from ..cluster.protocol import (
+    HEARTBEAT,
+    RESULTS,
+    TASKS,
+    EncodeError,
+    ValueRef,
+    find_undecodable,
+    task_part,
+)
 from ..cluster.values import ValueStore
 from ..events import TaskError
 from ..streams import is_producer, stream_params
@@ -32,7 +40,7 @@ log = logging.getLogger("taskiq_dataflow.nats")
 class _Flight:
     __slots__ = ("body", "job", "pool", "sent_at", "seqs", "worker")
 
-    def __init__(self, job: Job, pool: str, body: Any) -> None:
+    def __init__(self, job: Job, pool: str, body: bytes) -> None:
         self.job, self.pool, self.body = job, pool, body
         self.seqs: list[int] = []
         self.worker: str | None = None
@@ -62,6 +70,8 @@ class NatsTransport(Transport):
         self._outbox: dict[str, list[int]] = {}
         self._flush_scheduled = False
         self._pools: dict[int, str] = {}
+        # id(task) -> (runs here, task name, pool): one lookup per job on the hot path
+        self._routes: dict[int, tuple[bool, Any, str]] = {}
         self._locals: dict[int, bool] = {}
         # tasks declared local=True (control nodes such as a map over a sub-DAG) run here
         self._local = LocalTransport(sink=self)
@@ -187,10 +197,16 @@ class NatsTransport(Transport):
                 self._flush_scheduled = scheduled
 
     def _kick_one(self, job: Job) -> None:
-        if self._is_local(job.task):
+        task = job.task
+        route = self._routes.get(id(task))
+        if route is None:
+            local = self._is_local(task)
+            name = getattr(task, "task_name", None)
+            route = self._routes[id(task)] = (local, name, "" if local else self._pool_of(task))
+        local, name, pool = route
+        if local:
             self._local.kick([job])
             return
-        name = getattr(job.task, "task_name", None)
         if not isinstance(name, str):
             exc = TypeError(
                 f"task '{job.name}' is a plain function; cluster workers run only tasks "
@@ -203,7 +219,7 @@ class NatsTransport(Transport):
         except EncodeError as exc:
             self.push(Completion(job.node, job.attempt, False, self._encode_error(job, exc)))
             return
-        flight = _Flight(job, self._pool_of(job.task), packed(body))
+        flight = _Flight(job, pool, body)
         if len(body) > self.broker.large_value_threshold:
             self._spawn(self._offload(flight))
         else:
@@ -228,7 +244,7 @@ class NatsTransport(Transport):
             kwargs = {k: await self._by_ref(v, f"{job.node}.{k}") for k, v in job.kwargs.items()}
             args = [await self._by_ref(v, f"{job.node}.{i}") for i, v in enumerate(job.args)]
             name = flight.job.task.task_name
-            flight.body = packed(self.codec.packb([name, args, kwargs, job.timeout]))
+            flight.body = self.codec.packb([name, args, kwargs, job.timeout])
         except Exception as exc:
             self.push(Completion(job.node, job.attempt, False, task_error(job.name, exc)))
             return
@@ -272,10 +288,11 @@ class NatsTransport(Transport):
             workers = sum(1 for w in self._workers.values() if w.pool == pool) or 1
             size = max(1, min(self.broker.batch_size, math.ceil(len(live) / workers)))
             subject = self.broker.tasks_subject(pool)
+            inflight = self._inflight
             for i in range(0, len(live), size):
-                entries = [[s, self._inflight[s].body] for s in live[i : i + size]]
-                frame = self.codec.frame(
-                    TASKS, run=self.run_id, reply=self.reply_subject, tasks=entries
+                parts = [task_part(s, inflight[s].body) for s in live[i : i + size]]
+                frame = self.codec.frame_of_parts(
+                    TASKS, "tasks", parts, run=self.run_id, reply=self.reply_subject
                 )
                 frames.append((subject, frame))
         for subject, frame in frames:
@@ -293,49 +310,55 @@ class NatsTransport(Transport):
 
     async def _on_reply(self, msg: Any) -> None:
         self._heard = now = time.monotonic()
+        tolerant = False
         try:
-            # results stay encoded: one we cannot decode fails its own task, not the frame
-            frame = self.codec.read_frame(msg.data, lazy=True)
-        except Exception as exc:
-            log.warning("dropped an unreadable frame on %s: %s", msg.subject, exc)
-            return
+            frame = self.codec.read_frame(msg.data)
+        except Exception:
+            # some result cannot be decoded here: it fails its own task, not the frame
+            try:
+                frame = self.codec.read_frame(msg.data, tolerant=True)
+                tolerant = True
+            except Exception as exc:
+                log.warning("dropped an unreadable frame on %s: %s", msg.subject, exc)
+                return
         if frame.get("t") != RESULTS:
             return
         worker = frame.get("w")
         state = self._worker(worker, None, now)
-        for seq in frame.get("claims", ()):
-            flight = self._inflight.get(seq)
-            if flight is not None:
-                flight.worker = worker
-                state.seqs.add(seq)
+        inflight = self._inflight
         results = frame.get("results", ())
         if results:
+            pop, discard, done = inflight.pop, state.seqs.discard, self._done.append
             for seq, ok, value in results:
                 if seq is None:
                     self._fail(ClusterError(f"a worker rejected a frame of this run: {value[1]}"))
                     return
-                state.seqs.discard(seq)
-                flight = self._inflight.pop(seq, None)
+                discard(seq)
+                flight = pop(seq, None)
                 if flight is None:
                     self.duplicates += 1
                     continue
-                for other in flight.seqs:
-                    self._inflight.pop(other, None)
+                if len(flight.seqs) > 1:
+                    for other in flight.seqs:
+                        pop(other, None)
                 job = flight.job
-                if isinstance(value, ValueRef):
+                if type(value) is ValueRef:
                     self._refs_received += 1
-                elif ok and isinstance(value, Packed):
-                    try:
-                        value = self.codec.unpackb(value.data)
-                    except Exception as exc:
-                        ok, value = (
-                            False,
-                            ["DecodeError", f"its result cannot be decoded: {exc}", ""],
-                        )
+                elif tolerant and ok:
+                    bad = find_undecodable(value)
+                    if bad is not None:
+                        ok = False
+                        value = ["DecodeError", f"its result cannot be decoded: {bad.message}", ""]
                 if not ok:
                     value = TaskError(job.name, value[0], value[1], value[2])
-                self._done.append(Completion(job.node, job.attempt, ok, value, worker))
+                done(Completion(job.node, job.attempt, ok, value, worker))
             self._wake.set()
+        # after the results: a task answered in this same frame needs no claim
+        for seq in frame.get("claims", ()):
+            flight = inflight.get(seq)
+            if flight is not None:
+                flight.worker = worker
+                state.seqs.add(seq)
 
     async def _on_heartbeat(self, msg: Any) -> None:
         self._heard = now = time.monotonic()
