@@ -167,7 +167,7 @@ class WorkerProcesses:
             await nc.subscribe(cluster_tasks.broker.heartbeat_subject, cb=on_beat)
             try:
                 await asyncio.wait_for(done.wait(), timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 code = self.process.poll() if self.process else None
                 raise TimeoutError(
                     f"{count} worker(s) of pool {pool!r} did not heart-beat within {timeout} s "

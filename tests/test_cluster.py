@@ -112,7 +112,7 @@ PAYLOADS: dict[str, Any] = {
     "empty_set": set(),
     "frozenset": frozenset({"x", "y"}),
     "datetime_naive": dt.datetime(2024, 2, 29, 13, 45, 1, 123456),
-    "datetime_utc": dt.datetime(2024, 2, 29, 13, 45, tzinfo=dt.timezone.utc),
+    "datetime_utc": dt.datetime(2024, 2, 29, 13, 45, tzinfo=dt.UTC),
     "datetime_offset": dt.datetime(2024, 2, 29, 13, 45, 0, 7, tzinfo=TZ_IST),
     "date": dt.date(1999, 12, 31),
     "time": dt.time(23, 59, 59, 999999),
@@ -124,7 +124,7 @@ PAYLOADS: dict[str, Any] = {
     "pydantic_model": Reading(
         sensor="t1",
         values=[1.0, 2.5],
-        inner=Inner(label="x", when=dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)),
+        inner=Inner(label="x", when=dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=dt.UTC)),
         tags={"a"},
     ),
     "int_enum": Level.HIGH,
