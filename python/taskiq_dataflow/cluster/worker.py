@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import contextvars
 import functools
 import inspect
 import logging
@@ -243,10 +244,13 @@ class Worker:
             found = self._funcs[name] = (func, inspect.iscoroutinefunction(func))
         func, is_async = found
         call = None
+        context = None
         if is_async and timeout is None and not _has_refs(args, kwargs):
             try:
                 coro = func(*args, **kwargs)
-                yielded = coro.send(None)
+                # its own context, as an asyncio.Task would have, kept when it continues as one
+                context = contextvars.copy_context()
+                yielded = context.run(coro.send, None)
             except StopIteration as stop:
                 self._finish(run_id, reply, seq, stop.value)
                 return True
@@ -255,15 +259,17 @@ class Worker:
                 return True
             call = _resume(coro, yielded, None)
         key = (run_id, seq)
-        fut = asyncio.ensure_future(
-            self._execute(run_id, reply, seq, name, func, is_async, args, kwargs, timeout, call)
+        fut = asyncio.get_running_loop().create_task(
+            self._execute(run_id, reply, seq, name, func, is_async, args, kwargs, timeout, call),
+            context=context,
         )
         self._running[key] = fut
         fut.add_done_callback(functools.partial(self._release, key))
         return False
 
     def _finish(self, run_id: str, reply: str, seq: int, value: Any) -> None:
-        """The result of a task that finished in place; a large one is uploaded first."""
+        """Queue a task's result for its reply frame; a large one goes to the object store
+        first, off the hot path."""
         try:
             encoded = self.codec.packb(value)
         except Exception as exc:  # a user codec may raise anything
