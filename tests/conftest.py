@@ -2,6 +2,7 @@ import asyncio
 
 import pytest
 from taskiq import InMemoryBroker
+from taskiq_dataflow import DataflowRegistry
 
 
 @pytest.fixture
@@ -12,3 +13,17 @@ def broker() -> InMemoryBroker:
 def run(coro):
     """Run a coroutine on a fresh event loop (the suite needs no async plugin)."""
     return asyncio.run(coro)
+
+
+def registry_of(*tasks, external=()):
+    """A registry of `tasks` (keys from their pipeline_task specs) with `external` declared."""
+    registry = DataflowRegistry()
+    for key in external:
+        registry.register_external_input(key)
+    for task in tasks:
+        registry.register_task(task)
+    return registry
+
+
+def dag_of(*tasks, external=()):
+    return registry_of(*tasks, external=external).build_dag()

@@ -23,7 +23,7 @@ import nats
 import pytest
 from cluster_support import CODEC, WorkerProcesses, index_dag
 from cluster_tasks import Colour, Inner, Level, Money, Reading
-from conftest import run
+from conftest import dag_of, run
 from taskiq_dataflow import DataflowRegistry, ExecutionEngine, TaskFailedError, pipeline_task
 from taskiq_dataflow.cluster import Codec, DataflowNatsBroker, NatsServer
 from taskiq_dataflow.cluster.protocol import RESULTS, TASKS
@@ -60,15 +60,6 @@ def engine_broker(server: NatsServer, **settings: Any) -> DataflowNatsBroker:
     settings.setdefault("progress_timeout", 20.0)
     settings.setdefault("codec", cluster_tasks.broker.codec)
     return DataflowNatsBroker(server.url, **settings)
-
-
-def dag_of(*tasks: Any, external: tuple[str, ...] = ()) -> Any:
-    registry = DataflowRegistry()
-    for key in external:
-        registry.register_external_input(key)
-    for task in tasks:
-        registry.register_task(task)
-    return registry.build_dag()
 
 
 # -- payloads ------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import cluster_tasks
 import feature_tasks as ft
 import pytest
 from cluster_support import WorkerProcesses
+from conftest import registry_of as registry
 from conftest import run
 from taskiq_dataflow import (
     DataflowRegistry,
@@ -51,15 +52,6 @@ def ran(log_path):
 
 def broker_for(server) -> DataflowNatsBroker:
     return DataflowNatsBroker(server.url, heartbeat_timeout=1.0, codec=cluster_tasks.broker.codec)
-
-
-def registry(*tasks, external=()):
-    reg = DataflowRegistry()
-    for key in external:
-        reg.register_external_input(key)
-    for task in tasks:
-        reg.register_task(task)
-    return reg
 
 
 def test_depends_is_resolved_on_the_worker(server, workers, ran):

@@ -4,6 +4,7 @@ import threading
 import time
 
 import pytest
+from conftest import dag_of as build
 from conftest import run
 from taskiq_dataflow import (
     DAGBuilder,
@@ -22,15 +23,6 @@ from taskiq_dataflow import (
     TaskFailedError,
     pipeline_task,
 )
-
-
-def build(*tasks, external=()):
-    registry = DataflowRegistry()
-    for key in external:
-        registry.register_external_input(key)
-    for task in tasks:
-        registry.register_task(task)
-    return registry.build_dag()
 
 
 def test_ready_task_does_not_wait_for_unrelated_slow_task():

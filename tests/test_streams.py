@@ -3,24 +3,15 @@ import time
 from collections.abc import AsyncIterator
 
 import pytest
+from conftest import dag_of as build
 from conftest import run
 from taskiq_dataflow import (
-    DataflowRegistry,
     ExecutionEngine,
     Stream,
     StreamError,
     TaskFailedError,
     pipeline_task,
 )
-
-
-def build(*tasks, external=()):
-    registry = DataflowRegistry()
-    for key in external:
-        registry.register_external_input(key)
-    for task in tasks:
-        registry.register_task(task)
-    return registry.build_dag()
 
 
 def test_streaming_consumer_starts_on_the_first_value_list_consumer_gets_the_list():
