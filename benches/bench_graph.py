@@ -31,7 +31,7 @@ import subprocess
 import sys
 import time
 from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,12 +47,16 @@ PILOT_NODES = 100_000
 class Dag:
     """A random DAG as flat parent ids: node i's parents are `parents[offsets[i]:offsets[i+1]]`.
 
-    Every node's parents come before it, so any prefix of the nodes is itself such a DAG.
+    As made by `make_dag`, every node's parents come before it (ids are in registration order:
+    a topological order), so any prefix of the nodes is itself such a DAG. `shuffled` relabels
+    the nodes at random, so that ids no longer follow the edges.
     """
 
     n: int
     offsets: array
     parents: array
+    base: Dag | None = field(default=None, repr=False)
+    shuffle_seed: int = 0
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
@@ -67,7 +71,23 @@ class Dag:
         return [par[off[i] : off[i + 1]].tolist() for i in range(self.n)]
 
     def prefix(self, m: int) -> Dag:
+        """The first m nodes (of the unshuffled DAG, then shuffled alike)."""
+        if self.base is not None:
+            return self.base.prefix(m).shuffled(self.shuffle_seed)
         return Dag(m, self.offsets[: m + 1], self.parents[: self.offsets[m]])
+
+    def shuffled(self, seed: int) -> Dag:
+        """The same DAG with node ids randomly permuted."""
+        new_id = list(range(self.n))
+        random.Random(seed).shuffle(new_id)
+        old_id = [0] * self.n
+        for old, new in enumerate(new_id):
+            old_id[new] = old
+        offsets, parents = array("q", [0]), array("l")
+        for old in old_id:
+            parents.extend([new_id[p] for p in self.parents_of(old)])
+            offsets.append(len(parents))
+        return Dag(self.n, offsets, parents, base=self, shuffle_seed=seed)
 
     # Inputs of each library, built once and kept: the build timings start from them.
 
@@ -124,7 +144,9 @@ def make_key_lists(dag: Dag) -> tuple[list[list[str]], list[list[str]]]:
 # -- timing ----------------------------------------------------------------------------------
 
 
-def best_of(run: Callable[[Any], Any], repeat: int, setup: Callable[[], Any] | None = None) -> float:
+def best_of(
+    run: Callable[[Any], Any], repeat: int, setup: Callable[[], Any] | None = None
+) -> float:
     """Least wall time of `repeat` calls of run(setup()); only `run` is timed.
 
     The cyclic GC is off during the timed call, as in `timeit`; the result is freed after the
@@ -156,21 +178,14 @@ OP_TITLES = {
 }
 
 
-def bench_ours(dag: Dag, repeat: int) -> dict[str, float]:
-    inputs, outputs = dag.key_lists()
-    edges = dag.edges()
-    n = dag.n
-    t = {
-        "build_keys": best_of(lambda _: _core.Graph(inputs, outputs), repeat),
-        "build_edges": best_of(lambda _: _core.Graph.from_edges(n, edges), repeat),
-    }
-    g = _core.Graph(inputs, outputs)
-    assert g.edge_count == dag.edge_count, (g.edge_count, dag.edge_count)
-    assert g.validate(True) == []
-    t["validate"] = best_of(lambda _: g.validate(True), repeat)
-    t["topo"] = best_of(lambda _: g.topological_order(), repeat)
-    t["levels"] = best_of(lambda _: g.levels(), repeat)
-    return t
+def best_of_each(cases: dict[str, Callable[[], Any]], repeat: int) -> dict[str, float]:
+    """`best_of` for several cases, their runs interleaved (a, b, a, b, ...) so that load from
+    other processes on the machine falls on each alike."""
+    best = dict.fromkeys(cases, math.inf)
+    for _ in range(repeat):
+        for name, case in cases.items():
+            best[name] = min(best[name], best_of(lambda _, c=case: c(), 1))
+    return best
 
 
 def rx_build(dag: Dag) -> Any:
@@ -182,16 +197,35 @@ def rx_build(dag: Dag) -> Any:
     return graph
 
 
-def bench_rustworkx(dag: Dag, repeat: int) -> dict[str, float]:
+def bench_fast(dag: Dag, repeat: int) -> dict[str, dict[str, float]]:
+    """taskiq-dataflow and rustworkx, each operation's runs interleaved between the two."""
     import rustworkx as rx
 
-    t = {"build_edges": best_of(lambda _: rx_build(dag), repeat)}
-    graph = rx_build(dag)
-    assert rx.is_directed_acyclic_graph(graph)
-    t["validate"] = best_of(lambda _: rx.is_directed_acyclic_graph(graph), repeat)
-    t["topo"] = best_of(lambda _: rx.topological_sort(graph), repeat)
-    t["levels"] = best_of(lambda _: rx.topological_generations(graph), repeat)
-    return t
+    inputs, outputs = dag.key_lists()
+    edges, n = dag.edges(), dag.n
+    graph = _core.Graph(inputs, outputs)
+    assert graph.edge_count == dag.edge_count, (graph.edge_count, dag.edge_count)
+    assert graph.validate(True) == []
+    rx_graph = rx_build(dag)
+    assert rx.is_directed_acyclic_graph(rx_graph)
+    build = best_of_each(
+        {
+            "ours_keys": lambda: _core.Graph(inputs, outputs),
+            "ours_edges": lambda: _core.Graph.from_edges(n, edges),
+            "rx": lambda: rx_build(dag),
+        },
+        repeat,
+    )
+    ours = {"build_keys": build["ours_keys"], "build_edges": build["ours_edges"]}
+    peer = {"build_edges": build["rx"]}
+    for op, mine, theirs in (
+        ("validate", lambda: graph.validate(True), lambda: rx.is_directed_acyclic_graph(rx_graph)),
+        ("topo", graph.topological_order, lambda: rx.topological_sort(rx_graph)),
+        ("levels", graph.levels, lambda: rx.topological_generations(rx_graph)),
+    ):
+        t = best_of_each({"ours": mine, "rx": theirs}, repeat)
+        ours[op], peer[op] = t["ours"], t["rx"]
+    return {"ours": ours, "rustworkx": peer}
 
 
 def nx_build(dag: Dag) -> Any:
@@ -355,18 +389,21 @@ def bench_walks(
     deps = dag.deps()
     results: dict[int, dict[str, float]] = {}
     for batch in batches:
-        results[batch] = {
-            "ours": best_of(lambda g, b=batch: timed_walk(walk_ours, b, dag.n)(graph), repeat),
-            "rustworkx": best_of(
-                lambda g, b=batch: timed_walk(walk_rustworkx, b, dag.n)(rx_graph), repeat
-            ),
+        results[batch] = best_of_each(
+            {
+                "ours": lambda b=batch: timed_walk(walk_ours, b, dag.n)(graph),
+                "rustworkx": lambda b=batch: timed_walk(walk_rustworkx, b, dag.n)(rx_graph),
+            },
+            repeat,
+        )
+        results[batch].update(
             # The sorter is the graph in graphlib: building it is not timed, prepare() is.
-            "graphlib": best_of(
+            graphlib=best_of(
                 timed_walk(walk_graphlib, batch, dag.n),
                 slow_repeat,
                 lambda: graphlib.TopologicalSorter(deps),
             ),
-        }
+        )
     return results
 
 
@@ -386,12 +423,13 @@ def _vm(field_name: str) -> int:
     raise RuntimeError(f"{field_name} not in /proc/self/status")
 
 
-def register_tasks(dag: Dag) -> DataflowRegistry:
-    """One `register_task` call per node, keys made in the loop as a user's code would."""
+def register_tasks(dag: Dag, order: Sequence[int] | None = None) -> DataflowRegistry:
+    """One `register_task` call per node (in `order`, default: by id), keys made in the loop
+    as a user's code would make them."""
     par, off = dag.parents, dag.offsets
     registry = DataflowRegistry()
     register = registry.register_task
-    for i in range(dag.n):
+    for i in range(dag.n) if order is None else order:
         register(_task, output=f"k{i}", inputs=[f"k{p}" for p in par[off[i] : off[i + 1]]])
     return registry
 
@@ -409,11 +447,16 @@ def registry_child(n: int, seed: int, mode: str) -> dict[str, Any]:
         for i in range(n):
             _ = (f"k{i}", [f"k{p}" for p in par[off[i] : off[i + 1]]])
         return {"args_s": time.perf_counter() - start}
+    order = None
+    if mode == "shuffled":
+        # Tasks registered in a random order: ids are no longer a topological order.
+        order = array("l", range(n))
+        random.Random(seed + 1).shuffle(order)
     rss0 = _vm("VmRSS")
     if mode == "tracemalloc":
         tracemalloc.start()
     start = time.perf_counter()
-    registry = register_tasks(dag)
+    registry = register_tasks(dag, order)
     registered = time.perf_counter()
     built = registry.build_dag()
     end = time.perf_counter()
@@ -445,7 +488,13 @@ def bench_registry(n: int, seed: int, runs: int) -> dict[str, Any]:
     timed = min((child("time") for _ in range(runs)), key=lambda r: r["total_s"])
     traced = child("tracemalloc")
     args = child("args")
-    return {**timed, **{k: v for k, v in traced.items() if k.startswith("tracemalloc")}, **args}
+    shuffled = min((child("shuffled") for _ in range(runs)), key=lambda r: r["total_s"])
+    return {
+        **timed,
+        **{k: v for k, v in traced.items() if k.startswith("tracemalloc")},
+        **args,
+        "shuffled": shuffled,
+    }
 
 
 # -- report ----------------------------------------------------------------------------------
@@ -505,6 +554,12 @@ def machine() -> dict[str, str]:
     }
 
 
+def extension_mtime() -> str:
+    """When the loaded `_core` extension file was last written (a rebuild mid-run spoils it)."""
+    stamp = os.stat(_core.__file__).st_mtime
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(stamp))
+
+
 def fmt_s(seconds: float | None) -> str:
     if seconds is None:
         return "-"
@@ -523,52 +578,14 @@ def ratio(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else a / b
 
 
-def report(res: dict[str, Any], command: str) -> str:
-    n, e = res["nodes"], res["edges"]
-    ops, walks, reg, mach = res["ops"], res["walks"], res["registry"], res["machine"]
-    scaled = res["scaled"]
+VARIANTS = {
+    "registration": "ids in registration order",
+    "shuffled": "ids shuffled",
+}
+
+
+def ops_table(ops: dict[str, dict[str, float]]) -> list[str]:
     lines = [
-        SECTION,
-        "",
-        f"Command (from the repository root): `{command}`",
-        "",
-        "Machine: "
-        + "; ".join(
-            [
-                f"{mach['cpu']}, nproc {mach['nproc']}, {mach['memory']} RAM",
-                mach["os"],
-                mach["python"],
-                f"taskiq-dataflow {mach['taskiq_dataflow']}",
-                f"rustworkx {mach['rustworkx']}",
-                f"networkx {mach['networkx']}",
-            ]
-        )
-        + ".",
-        "",
-        f"Graph: {n:,} nodes, {e:,} edges (node i depends on 3 distinct random earlier nodes, "
-        f"seed {res['seed']}), {res['level_count']} levels. Every figure below comes from this "
-        "one run. Times are the best of "
-        f"{res['repeat']} runs for taskiq-dataflow and rustworkx and of {res['slow_repeat']} "
-        "for graphlib and networkx (`time.perf_counter`, cyclic GC off during the timed call, "
-        "inputs built beforehand and not timed).",
-    ]
-    if "load_before" in res:
-        lines[-1] += (
-            f" 1-minute load average {res['load_before']:.1f} at the start of the run and "
-            f"{res['load_after']:.1f} at the end, on {res['machine']['nproc']} CPUs (other "
-            "processes inflate wall times)."
-        )
-    for peer, pilot in scaled.items():
-        if pilot:
-            lines.append(
-                f"{peer} took over {res['limit']:.0f} s for some operation at full size, so its "
-                f"figures were measured on the first {pilot:,} nodes and scaled by "
-                f"{n / pilot:g} (linear scaling flatters it)."
-            )
-    lines += [
-        "",
-        "### Whole-graph operations",
-        "",
         "| operation | taskiq-dataflow | rustworkx | graphlib | networkx "
         "| ours / rustworkx (target <= 0.5) | graphlib / ours (target >= 20) "
         "| networkx / ours (target >= 20) |",
@@ -588,6 +605,84 @@ def report(res: dict[str, Any], command: str) -> str:
             + " | ".join(cells)
             + " |"
         )
+    return lines
+
+
+def walks_table(walks: dict[int, dict[str, float]], n: int) -> list[str]:
+    lines = [
+        "| batch | taskiq-dataflow | per task (target <= 1 us) | rustworkx | graphlib "
+        "| graphlib / ours (target >= 5) | rustworkx / ours |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for batch, t in walks.items():
+        per_task = t["ours"] / n * 1e6
+        name = "frontier" if batch == 0 else f"{batch:,}"
+        lines.append(
+            f"| {name} | {fmt_s(t['ours'])} | {per_task:.2f} us {verdict(per_task <= 1)} "
+            f"| {fmt_s(t['rustworkx'])} | {fmt_s(t['graphlib'])} "
+            f"| {t['graphlib'] / t['ours']:.1f}x {verdict(t['graphlib'] / t['ours'] >= 5)} "
+            f"| {t['rustworkx'] / t['ours']:.1f}x |"
+        )
+    return lines
+
+
+def report(res: dict[str, Any], command: str) -> str:
+    n, e = res["nodes"], res["edges"]
+    reg, mach, variants = res["registry"], res["machine"], res["variants"]
+    levels = variants["registration"]["level_count"]
+    lines = [
+        SECTION,
+        "",
+        f"Command (from the repository root): `{command}`",
+        "",
+        "Machine: "
+        + "; ".join(
+            [
+                f"{mach['cpu']}, nproc {mach['nproc']}, {mach['memory']} RAM",
+                mach["os"],
+                mach["python"],
+                f"taskiq-dataflow {mach['taskiq_dataflow']}",
+                f"rustworkx {mach['rustworkx']}",
+                f"networkx {mach['networkx']}",
+            ]
+        )
+        + ".",
+        "",
+        f"Graph: {n:,} nodes, {e:,} edges (node i depends on 3 distinct random earlier nodes, "
+        f"seed {res['seed']}), {levels} levels. Every figure below comes from this one run. "
+        f"Times are the best of {res['repeat']} runs for taskiq-dataflow and rustworkx and of "
+        f"{res['slow_repeat']} for graphlib and networkx (`time.perf_counter`, cyclic GC off "
+        "during the timed call, inputs built beforehand and not timed).",
+    ]
+    if "load_before" in res:
+        lines[-1] += (
+            f" 1-minute load average {res['load_before']:.1f} at the start of the run and "
+            f"{res['load_after']:.1f} at the end, on {mach['nproc']} CPUs (other "
+            "processes inflate wall times)."
+        )
+    if "extension_mtime" in res:
+        lines[-1] += f" Extension module built {res['extension_mtime']} UTC."
+    if res.get("extension_changed"):
+        lines[-1] += " **The extension was rebuilt during this run: these figures are mixed.**"
+    lines += [
+        "",
+        "Each table is given twice: with node ids in registration order (every edge goes from "
+        "a smaller id to a larger one, as when each task is registered after the tasks it "
+        "depends on; taskiq-dataflow's graph detects this and then validates, orders and levels "
+        "in sequential passes) and with the same DAG's node ids randomly shuffled (the general "
+        "case; every library gets the same relabelled graph).",
+    ]
+    for variant, title in VARIANTS.items():
+        for peer, pilot in variants[variant]["scaled"].items():
+            if pilot:
+                lines.append(
+                    f"{peer} ({title}) would take over {res['limit']:.0f} s for some operation "
+                    f"at full size, so its figures were measured on the first {pilot:,} nodes "
+                    f"and scaled by {n / pilot:g} (linear scaling flatters it)."
+                )
+    lines += ["", "### Whole-graph operations"]
+    for variant, title in VARIANTS.items():
+        lines += ["", f"#### {title.capitalize()}", "", *ops_table(variants[variant]["ops"])]
     prep = res["prep"]
     lines += [
         "",
@@ -610,7 +705,7 @@ def report(res: dict[str, Any], command: str) -> str:
         "",
         f"### {n:,} tasks through `DataflowRegistry`",
         "",
-        "`register_task(fn, output=f\"k{i}\", inputs=[f\"k{p}\" for p in parents])` in a loop, "
+        '`register_task(fn, output=f"k{i}", inputs=[f"k{p}" for p in parents])` in a loop, '
         "then `build_dag()` (which builds the Rust graph and validates it), in a fresh "
         f"interpreter for each measurement; time is the best of {res['registry_runs']} runs, "
         "GC on as in normal use. Memory is counted from just before the loop (the parent ids "
@@ -622,12 +717,16 @@ def report(res: dict[str, Any], command: str) -> str:
     per = reg["nodes"]
     rss_delta = reg["rss_peak"] - reg["rss_before"]
     rss_kept = reg["rss_after"] - reg["rss_before"]
+    shuffled = reg["shuffled"]
     lines += [
         f"| `register_task` loop | {fmt_s(reg['register_s'])} | |",
         f"| `build_dag()` | {fmt_s(reg['build_dag_s'])} | |",
         f"| total | {fmt_s(reg['total_s'])} | < 3 s: {verdict(reg['total_s'] < 3)} |",
         f"| of which making the arguments (same loop without `register_task`) "
         f"| {fmt_s(reg['args_s'])} | |",
+        f"| total, tasks registered in random order (loop {fmt_s(shuffled['register_s'])}, "
+        f"`build_dag()` {fmt_s(shuffled['build_dag_s'])}) | {fmt_s(shuffled['total_s'])} "
+        f"| < 3 s: {verdict(shuffled['total_s'] < 3)} |",
         f"| peak RSS growth (VmHWM - VmRSS before) | {rss_delta / per:.0f} B/task "
         f"({rss_delta / 2**20:.0f} MiB) | < 1 KiB/task: {verdict(rss_delta / per < 1024)} |",
         f"| RSS growth kept after `build_dag()` | {rss_kept / per:.0f} B/task | |",
@@ -642,20 +741,9 @@ def report(res: dict[str, Any], command: str) -> str:
         "1). rustworkx: `TopologicalSorter(graph)`, `get_ready()`/`done(batch)`. graphlib: "
         "`prepare()`, `get_ready()`/`done(*batch)` (the sorter is built untimed). "
         "'frontier' completes everything handed out so far in one call.",
-        "",
-        "| batch | taskiq-dataflow | per task (target <= 1 us) | rustworkx | graphlib "
-        "| graphlib / ours (target >= 5) | rustworkx / ours |",
-        "|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for batch, t in walks.items():
-        per_task = t["ours"] / n * 1e6
-        name = "frontier" if batch == 0 else f"{batch:,}"
-        lines.append(
-            f"| {name} | {fmt_s(t['ours'])} | {per_task:.2f} us {verdict(per_task <= 1)} "
-            f"| {fmt_s(t['rustworkx'])} | {fmt_s(t['graphlib'])} "
-            f"| {t['graphlib'] / t['ours']:.1f}x {verdict(t['graphlib'] / t['ours'] >= 5)} "
-            f"| {t['rustworkx'] / t['ours']:.1f}x |"
-        )
+    for variant, title in VARIANTS.items():
+        lines += ["", f"#### {title.capitalize()}", "", *walks_table(variants[variant]["walks"], n)]
     return "\n".join(lines) + "\n"
 
 
@@ -688,13 +776,45 @@ def parse_batches(text: str) -> list[int]:
     return [0 if b == "frontier" else int(b) for b in text.split(",")]
 
 
+def bench_variant(dag: Dag, args: argparse.Namespace) -> dict[str, Any]:
+    """Every library's whole-graph operations and walks on `dag`, with sanity checks."""
+    import rustworkx as rx
+
+    out: dict[str, Any] = {"ops": {}, "scaled": {}}
+    log("  taskiq-dataflow and rustworkx ...")
+    out["ops"].update(bench_fast(dag, args.repeat))
+    graph = _core.Graph(*dag.key_lists())
+    order = graph.topological_order()
+    position = array("l", bytes(8 * dag.n))
+    for at, node in enumerate(order):
+        position[node] = at
+    assert sorted(order) == list(range(dag.n))
+    assert all(position[p] < position[i] for p, i in dag.edges()), "order breaks an edge"
+    out["level_count"] = len(graph.levels())
+    del graph, order, position
+    assert len(rx.topological_generations(rx_build(dag))) == out["level_count"]
+    for name, bench in (("graphlib", bench_graphlib), ("networkx", bench_networkx)):
+        log(f"  {name} ...")
+        out["ops"][name], out["scaled"][name] = bench_slow_peer(
+            bench, dag, args.slow_repeat, args.limit
+        )
+        gc.collect()
+    level_count = len(graphlib_levels(graphlib.TopologicalSorter(dag.deps())))
+    assert level_count == out["level_count"], (level_count, out["level_count"])
+    log("  scheduler walks ...")
+    out["walks"] = bench_walks(dag, parse_batches(args.batches), args.repeat, args.slow_repeat)
+    dag.drop("edges", "keys", "deps")
+    gc.collect()
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--nodes", type=int, default=1_000_000)
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--repeat", type=int, default=5, help="runs for ours and rustworkx")
+    parser.add_argument("--repeat", type=int, default=7, help="runs for ours and rustworkx")
     parser.add_argument("--slow-repeat", type=int, default=2, help="for graphlib and networkx")
-    parser.add_argument("--registry-runs", type=int, default=3)
+    parser.add_argument("--registry-runs", type=int, default=5)
     parser.add_argument(
         "--limit", type=float, default=60.0, help="seconds above which a peer runs at 100k nodes"
     )
@@ -708,7 +828,8 @@ def main() -> None:
     if args.render:
         with open(args.render) as f:
             res = json.load(f)
-        res["walks"] = {int(b): t for b, t in res["walks"].items()}
+        for variant in res["variants"].values():
+            variant["walks"] = {int(b): t for b, t in variant["walks"].items()}
         text = report(res, res["command"])
         print(text)
         if args.write:
@@ -719,14 +840,14 @@ def main() -> None:
         print(json.dumps(registry_child(args.nodes, args.seed, args.registry_child)))
         return
 
-    import rustworkx as rx
-
     start = time.perf_counter()
     dag = make_dag(args.nodes, args.seed)
     log(f"DAG: {dag.n:,} nodes, {dag.edge_count:,} edges in {time.perf_counter() - start:.1f} s")
     prep = {
         "key_lists": best_of(lambda _: make_key_lists(dag), 1),
-        "edges": best_of(lambda _: [(p, i) for i, ps in enumerate(dag.parent_lists()) for p in ps], 1),
+        "edges": best_of(
+            lambda _: [(p, i) for i, ps in enumerate(dag.parent_lists()) for p in ps], 1
+        ),
     }
     res: dict[str, Any] = {
         "nodes": dag.n,
@@ -738,41 +859,22 @@ def main() -> None:
         "limit": args.limit,
         "machine": machine(),
         "load_before": os.getloadavg()[0],
+        "extension_mtime": extension_mtime(),
         "prep": prep,
-        "ops": {},
-        "scaled": {},
+        "variants": {},
     }
-
-    log("taskiq-dataflow ...")
-    res["ops"]["ours"] = bench_ours(dag, args.repeat)
-    graph = _core.Graph(*dag.key_lists())
-    order = graph.topological_order()
-    position = array("l", bytes(8 * dag.n))
-    for at, node in enumerate(order):
-        position[node] = at
-    assert sorted(order) == list(range(dag.n))
-    assert all(position[p] < position[i] for p, i in dag.edges()), "order breaks an edge"
-    res["level_count"] = len(graph.levels())
-    del graph, order, position
-    log("rustworkx ...")
-    res["ops"]["rustworkx"] = bench_rustworkx(dag, args.repeat)
-    assert len(rx.topological_generations(rx_build(dag))) == res["level_count"]
-    for name, bench in (("graphlib", bench_graphlib), ("networkx", bench_networkx)):
-        log(f"{name} ...")
-        res["ops"][name], res["scaled"][name] = bench_slow_peer(
-            bench, dag, args.slow_repeat, args.limit
-        )
-        gc.collect()
-    level_count = len(graphlib_levels(graphlib.TopologicalSorter(dag.deps())))
-    assert level_count == res["level_count"], (level_count, res["level_count"])
-    log("scheduler walks ...")
-    res["walks"] = bench_walks(dag, parse_batches(args.batches), args.repeat, args.slow_repeat)
-    dag.drop("edges", "keys", "deps")
-    gc.collect()
+    for variant, title in VARIANTS.items():
+        log(f"{title} ...")
+        vdag = dag if variant == "registration" else dag.shuffled(args.seed + 1)
+        res["variants"][variant] = bench_variant(vdag, args)
+        del vdag
     log("registry (subprocesses) ...")
     res["registry"] = bench_registry(args.nodes, args.seed, args.registry_runs)
 
     res["load_after"] = os.getloadavg()[0]
+    if extension_mtime() != res["extension_mtime"]:
+        res["extension_changed"] = True
+        log("WARNING: the extension module was rebuilt during the run; measure again")
     res["command"] = "python " + " ".join(["benches/bench_graph.py", *sys.argv[1:]])
     text = report(res, res["command"])
     print(text)

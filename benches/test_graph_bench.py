@@ -2,9 +2,9 @@
 
 Not part of the normal test run (pytest's testpaths is ["tests"]); run it with
 
-    .venv/bin/python -m pytest benches/ --benchmark-only
+    .venv/bin/python -m pytest benches/test_graph_bench.py --benchmark-only
 
-`BENCH_NODES=100000` changes the graph size (default 20,000 nodes, ~60,000 edges).
+`BENCH_NODES=100000` changes the graph size (default 10,000 nodes, ~30,000 edges).
 """
 
 from __future__ import annotations
@@ -25,12 +25,22 @@ from bench_graph import (
     walk_ours,
     walk_rustworkx,
 )
-
 from taskiq_dataflow import _core
 
-NODES = int(os.environ.get("BENCH_NODES", "20000"))
+NODES = int(os.environ.get("BENCH_NODES", "10000"))
+FAST, SLOW = 20, 3  # rounds for ours and rustworkx, and for graphlib and networkx
 
-pytestmark = pytest.mark.benchmark(min_rounds=3, warmup=False)
+
+def run(benchmark: Any, fn: Any, *args: Any, rounds: int = FAST) -> Any:
+    """A fixed number of rounds (no calibration), so the whole suite takes seconds."""
+    return benchmark.pedantic(fn, args=args, rounds=rounds, iterations=1)
+
+
+def run_fresh(benchmark: Any, fn: Any, deps: dict[int, list[int]], *args: Any) -> Any:
+    """`fn(sorter, *args)` on a new graphlib sorter each round (built untimed)."""
+    return benchmark.pedantic(
+        fn, setup=lambda: ((graphlib.TopologicalSorter(deps), *args), {}), rounds=SLOW
+    )
 
 
 @pytest.fixture(scope="module")
@@ -61,31 +71,31 @@ def nx_graph(dag: Dag) -> Any:
 @pytest.mark.benchmark(group="build")
 def test_build_ours_keys(benchmark: Any, dag: Dag) -> None:
     inputs, outputs = dag.key_lists()
-    graph = benchmark(_core.Graph, inputs, outputs)
+    graph = run(benchmark, _core.Graph, inputs, outputs)
     assert graph.edge_count == dag.edge_count
 
 
 @pytest.mark.benchmark(group="build")
 def test_build_ours_edges(benchmark: Any, dag: Dag) -> None:
-    graph = benchmark(_core.Graph.from_edges, dag.n, dag.edges())
+    graph = run(benchmark, _core.Graph.from_edges, dag.n, dag.edges())
     assert graph.edge_count == dag.edge_count
 
 
 @pytest.mark.benchmark(group="build")
 def test_build_rustworkx(benchmark: Any, dag: Dag) -> None:
     pytest.importorskip("rustworkx")
-    assert benchmark(rx_build, dag).num_edges() == dag.edge_count
+    assert run(benchmark, rx_build, dag).num_edges() == dag.edge_count
 
 
 @pytest.mark.benchmark(group="build")
 def test_build_networkx(benchmark: Any, dag: Dag) -> None:
     pytest.importorskip("networkx")
-    assert benchmark(nx_build, dag).number_of_edges() == dag.edge_count
+    assert run(benchmark, nx_build, dag, rounds=SLOW).number_of_edges() == dag.edge_count
 
 
 @pytest.mark.benchmark(group="build")
 def test_build_graphlib(benchmark: Any, dag: Dag) -> None:
-    benchmark(graphlib.TopologicalSorter, dag.deps())
+    run(benchmark, graphlib.TopologicalSorter, dag.deps(), rounds=SLOW)
 
 
 # -- validate / cycle check ------------------------------------------------------------------
@@ -93,31 +103,26 @@ def test_build_graphlib(benchmark: Any, dag: Dag) -> None:
 
 @pytest.mark.benchmark(group="validate")
 def test_validate_ours(benchmark: Any, graph: _core.Graph) -> None:
-    assert benchmark(graph.validate, True) == []
+    assert run(benchmark, graph.validate, True) == []
 
 
 @pytest.mark.benchmark(group="validate")
 def test_validate_rustworkx(benchmark: Any, rx_graph: Any) -> None:
     import rustworkx as rx
 
-    assert benchmark(rx.is_directed_acyclic_graph, rx_graph)
+    assert run(benchmark, rx.is_directed_acyclic_graph, rx_graph)
 
 
 @pytest.mark.benchmark(group="validate")
 def test_validate_networkx(benchmark: Any, nx_graph: Any) -> None:
     import networkx as nx
 
-    assert benchmark(nx.is_directed_acyclic_graph, nx_graph)
+    assert run(benchmark, nx.is_directed_acyclic_graph, nx_graph, rounds=SLOW)
 
 
 @pytest.mark.benchmark(group="validate")
 def test_validate_graphlib(benchmark: Any, dag: Dag) -> None:
-    deps = dag.deps()
-    benchmark.pedantic(
-        lambda s: s.prepare(),
-        setup=lambda: ((graphlib.TopologicalSorter(deps),), {}),
-        rounds=5,
-    )
+    run_fresh(benchmark, graphlib.TopologicalSorter.prepare, dag.deps())
 
 
 # -- topological order -----------------------------------------------------------------------
@@ -125,31 +130,28 @@ def test_validate_graphlib(benchmark: Any, dag: Dag) -> None:
 
 @pytest.mark.benchmark(group="topological-order")
 def test_topo_ours(benchmark: Any, graph: _core.Graph, dag: Dag) -> None:
-    assert len(benchmark(graph.topological_order)) == dag.n
+    assert len(run(benchmark, graph.topological_order)) == dag.n
 
 
 @pytest.mark.benchmark(group="topological-order")
 def test_topo_rustworkx(benchmark: Any, rx_graph: Any, dag: Dag) -> None:
     import rustworkx as rx
 
-    assert len(benchmark(rx.topological_sort, rx_graph)) == dag.n
+    assert len(run(benchmark, rx.topological_sort, rx_graph)) == dag.n
 
 
 @pytest.mark.benchmark(group="topological-order")
 def test_topo_networkx(benchmark: Any, nx_graph: Any, dag: Dag) -> None:
     import networkx as nx
 
-    assert len(benchmark(lambda: list(nx.topological_sort(nx_graph)))) == dag.n
+    order = run(benchmark, lambda: list(nx.topological_sort(nx_graph)), rounds=SLOW)
+    assert len(order) == dag.n
 
 
 @pytest.mark.benchmark(group="topological-order")
 def test_topo_graphlib(benchmark: Any, dag: Dag) -> None:
-    deps = dag.deps()
-    benchmark.pedantic(
-        lambda s: list(s.static_order()),
-        setup=lambda: ((graphlib.TopologicalSorter(deps),), {}),
-        rounds=5,
-    )
+    order = run_fresh(benchmark, lambda sorter: list(sorter.static_order()), dag.deps())
+    assert len(order) == dag.n
 
 
 # -- levels ----------------------------------------------------------------------------------
@@ -157,30 +159,27 @@ def test_topo_graphlib(benchmark: Any, dag: Dag) -> None:
 
 @pytest.mark.benchmark(group="levels")
 def test_levels_ours(benchmark: Any, graph: _core.Graph) -> None:
-    assert sum(map(len, benchmark(graph.levels))) == graph.node_count
+    assert sum(map(len, run(benchmark, graph.levels))) == graph.node_count
 
 
 @pytest.mark.benchmark(group="levels")
 def test_levels_rustworkx(benchmark: Any, rx_graph: Any, graph: _core.Graph) -> None:
     import rustworkx as rx
 
-    assert len(benchmark(rx.topological_generations, rx_graph)) == len(graph.levels())
+    assert len(run(benchmark, rx.topological_generations, rx_graph)) == len(graph.levels())
 
 
 @pytest.mark.benchmark(group="levels")
 def test_levels_networkx(benchmark: Any, nx_graph: Any, graph: _core.Graph) -> None:
     import networkx as nx
 
-    levels = benchmark(lambda: list(nx.topological_generations(nx_graph)))
+    levels = run(benchmark, lambda: list(nx.topological_generations(nx_graph)), rounds=SLOW)
     assert len(levels) == len(graph.levels())
 
 
 @pytest.mark.benchmark(group="levels")
-def test_levels_graphlib(benchmark: Any, dag: Dag) -> None:
-    deps = dag.deps()
-    benchmark.pedantic(
-        graphlib_levels, setup=lambda: ((graphlib.TopologicalSorter(deps),), {}), rounds=5
-    )
+def test_levels_graphlib(benchmark: Any, dag: Dag, graph: _core.Graph) -> None:
+    assert len(run_fresh(benchmark, graphlib_levels, dag.deps())) == len(graph.levels())
 
 
 # -- scheduler walk --------------------------------------------------------------------------
@@ -188,27 +187,26 @@ def test_levels_graphlib(benchmark: Any, dag: Dag) -> None:
 BATCHES = pytest.mark.parametrize("batch", [1, 1024, 0], ids=["one", "1024", "frontier"])
 
 
+def walk_group(batch: int) -> str:
+    return f"walk-{'frontier' if batch == 0 else batch}"
+
+
 @BATCHES
 def test_walk_ours(benchmark: Any, graph: _core.Graph, batch: int) -> None:
-    benchmark.group = f"walk-{batch}"
-    assert benchmark(walk_ours, graph, batch) == graph.node_count
+    benchmark.group = walk_group(batch)
+    assert run(benchmark, walk_ours, graph, batch) == graph.node_count
 
 
 @BATCHES
 def test_walk_rustworkx(benchmark: Any, rx_graph: Any, dag: Dag, batch: int) -> None:
-    benchmark.group = f"walk-{batch}"
-    assert benchmark(walk_rustworkx, rx_graph, batch) == dag.n
+    benchmark.group = walk_group(batch)
+    assert run(benchmark, walk_rustworkx, rx_graph, batch) == dag.n
 
 
 @BATCHES
 def test_walk_graphlib(benchmark: Any, dag: Dag, batch: int) -> None:
-    benchmark.group = f"walk-{batch}"
-    deps = dag.deps()
-    benchmark.pedantic(
-        walk_graphlib,
-        setup=lambda: ((graphlib.TopologicalSorter(deps), batch), {}),
-        rounds=5,
-    )
+    benchmark.group = walk_group(batch)
+    assert run_fresh(benchmark, walk_graphlib, dag.deps(), batch) == dag.n
 
 
 # -- registry --------------------------------------------------------------------------------
@@ -216,5 +214,5 @@ def test_walk_graphlib(benchmark: Any, dag: Dag, batch: int) -> None:
 
 @pytest.mark.benchmark(group="registry")
 def test_registry(benchmark: Any, dag: Dag) -> None:
-    built = benchmark.pedantic(lambda: register_tasks(dag).build_dag(), rounds=3)
+    built = run(benchmark, lambda: register_tasks(dag).build_dag(), rounds=SLOW)
     assert len(built) == dag.n
