@@ -24,11 +24,11 @@ class Graph:
         self,
         inputs: Sequence[Sequence[str]],
         outputs: Sequence[Sequence[str]],
-        edges: Sequence[tuple[int, int]] | None = None,
+        edges: Sequence[Sequence[int]] | None = None,
         external: Sequence[str] | None = None,
     ) -> None: ...
     @staticmethod
-    def from_edges(node_count: int, edges: Sequence[tuple[int, int]]) -> Graph: ...
+    def from_edges(node_count: int, edges: Sequence[Sequence[int]]) -> Graph: ...
     @property
     def node_count(self) -> int: ...
     @property

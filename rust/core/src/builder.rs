@@ -251,8 +251,11 @@ impl GraphBuilder {
         let (mut valid, bad_edges): (Vec<_>, Vec<_>) = explicit
             .into_iter()
             .partition(|&(from, to)| (from as usize) < n && (to as usize) < n);
-        // Grouped by target so each predecessor row can take its explicit edges in turn.
-        valid.sort_unstable_by_key(|&(from, to)| (to, from));
+        // Grouped by target so each predecessor row can take its explicit edges in turn (the
+        // rows are sorted afterwards, so grouping is enough: a counting pass, not a sort).
+        if !valid.windows(2).all(|w| w[0].1 <= w[1].1) {
+            valid = group_by_target(valid, n);
+        }
 
         // Predecessor rows first: a node's row comes from its own inputs, so the rows
         // are written sequentially; the successors then need a single scatter pass.
@@ -313,4 +316,22 @@ fn push_row(csr: &mut Csr, count: u32) {
         .checked_add(count)
         .expect("more than u32::MAX keys listed in total");
     csr.offsets.push(end);
+}
+
+/// Edges stably grouped by target in O(n + edges).
+fn group_by_target(edges: Vec<(NodeId, NodeId)>, n: usize) -> Vec<(NodeId, NodeId)> {
+    let mut start = vec![0usize; n + 1];
+    for &(_, to) in &edges {
+        start[to as usize + 1] += 1;
+    }
+    for i in 0..n {
+        start[i + 1] += start[i];
+    }
+    let mut grouped = vec![(0, 0); edges.len()];
+    for edge in edges {
+        let slot = &mut start[edge.1 as usize];
+        grouped[*slot] = edge;
+        *slot += 1;
+    }
+    grouped
 }
