@@ -694,6 +694,36 @@ def test_map_runs_on_the_nats_cluster():
     assert where["one.echo"] and where["one.echo_2"]  # the call's tasks went to the cluster
 
 
+def test_a_100000_item_map_completes_on_the_cluster():
+    import cluster_tasks
+    from cluster_support import WorkerProcesses
+    from taskiq_dataflow.cluster import DataflowNatsBroker, NatsServer
+
+    def numbers(n):
+        return list(range(n))
+
+    echo = Flow("echo")
+    echo.node(cluster_tasks.echo)
+    flow = Flow("big")
+    items = flow.map(echo, name="items")
+    flow.node(numbers) >> items >> flow.node(total)
+    done = 0
+
+    def count(_):
+        nonlocal done
+        done += 1
+
+    items.events.subscribe(count, StepCompleted)
+    with NatsServer() as server, WorkerProcesses(server.url, workers=2):
+        broker = DataflowNatsBroker(
+            server.url, codec=cluster_tasks.broker.codec, heartbeat_timeout=2.0
+        )
+        results = run(flow.engine(broker).execute({"n": 100_000}))
+    assert results["items"] == list(range(100_000))
+    assert results["total"] == sum(range(100_000))
+    assert done == 100_000  # 100,000 tasks scheduled by the nested engine, each on a worker
+
+
 def test_fan_out_checks_every_target_before_wiring():
     flow = Flow()
     a, b = flow.node(inc), flow.node(double)
