@@ -334,3 +334,20 @@ def test_progress_bar_when_forced(cli):
     proc = cli("run", "cli_flows:pipeline", "-i", "source=a", "-i", "n=1", "--progress", "bar")
     assert proc.returncode == 0, proc.stderr
     assert "2/2" in proc.stderr and "task/s" in proc.stderr and "failed=0" in proc.stderr
+
+
+def test_progress_lines_show_cache_hits():
+    import io
+
+    from taskiq_dataflow.cli import Progress
+    from taskiq_dataflow.events import RunStarted, StepCompleted
+
+    out = io.StringIO()
+    progress = Progress("lines", out, interval=0.0)
+    progress.on_event(RunStarted("r", 2))
+    progress.on_event(StepCompleted("r", 0, "a", 1, cached=True))
+    progress.on_event(StepCompleted("r", 1, "b", 2))
+    assert "1/2 done (1 from cache)" in out.getvalue()
+    assert "2/2 done (1 from cache)" in out.getvalue()
+    if progress._ticker is not None:  # RunStarted outside a loop starts no ticker
+        progress._ticker.cancel()

@@ -394,6 +394,7 @@ class Progress:
         self.skipped = 0
         self.t0 = time.monotonic()
         self.finished: RunFinished | None = None
+        self.cached = 0  # completed from the result cache, not run
         self._bar: Any = None
         self._bar_done = 0
         self._last_sync = 0.0
@@ -425,6 +426,8 @@ class Progress:
         kind = type(event)
         if kind is StepCompleted:
             self.completed += 1
+            if event.cached:  # type: ignore[attr-defined]
+                self.cached += 1
         elif kind is StepStarted:
             self.started += 1
         elif kind is StepFailed:
@@ -488,6 +491,8 @@ class Progress:
         postfix = {"failed": self.failed, "running": self.running}
         if self.skipped:
             postfix["skipped"] = self.skipped
+        if self.cached:
+            postfix["cached"] = self.cached
         bar.set_postfix(postfix, refresh=True)
 
     def _line(self, now: float) -> None:
@@ -500,9 +505,10 @@ class Progress:
         rate = self.done / elapsed if elapsed > 0 else 0.0
         remaining = self.total - self.done
         eta = f"{remaining / rate:.1f}s" if rate > 0 else "?"
+        cached = f" ({self.cached} from cache)" if self.cached else ""
         self._write(
-            f"progress {self.done}/{self.total} done, {self.failed} failed, {self.skipped} "
-            f"skipped, {self.running} running, {rate:.1f} tasks/s, ETA {eta}, "
+            f"progress {self.done}/{self.total} done{cached}, {self.failed} failed, "
+            f"{self.skipped} skipped, {self.running} running, {rate:.1f} tasks/s, ETA {eta}, "
             f"elapsed {elapsed:.1f}s"
         )
 
