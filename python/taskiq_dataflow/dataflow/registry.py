@@ -24,7 +24,7 @@ class DataflowRegistry:
         self._dag = DAG()
         self._declared_external: dict[str, None] = {}
         self._last_by_task: dict[Any, int] = {}
-        self._names_by_task: dict[Any, str] = {}
+        self._plain_names: dict[Any, str] = {}
 
     # -- registration -------------------------------------------------------------------------
 
@@ -44,20 +44,20 @@ class DataflowRegistry:
         Registering the same task again with the same keys only updates its metadata.
         """
         dag = self._dag
+        plain = self._plain_names.get(task)  # its name, when the task has no pipeline_task spec
+        if plain is None and get_spec(task) is None:
+            plain = self._plain_names[task] = task_display_name(task)
         if (
-            type(output) is str
+            plain is not None
+            and type(output) is str
             and type(inputs) in (list, tuple)
             and outputs is None
             and not metadata
-            and get_spec(task) is None
         ):
             # Fast path for generated DAGs: no spec to merge, keys given explicitly.
             ins = tuple(inputs)
             outs: tuple[str, ...] = (output,)
-            if name is None:
-                name = self._names_by_task.get(task)
-                if name is None:
-                    name = self._names_by_task[task] = task_display_name(task)
+            name = name or plain
             meta = None
         else:
             fields = _node_fields(task, output, outputs, inputs, metadata, name)
