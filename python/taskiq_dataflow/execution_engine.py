@@ -91,7 +91,6 @@ class ExecutionEngine:
         if store is not None:
             store.attach(self)
         self._cancel_requested = False
-        self._running: asyncio.Event | None = None
         self._transport: Transport | None = None
         self._wake_cancel: Callable[[], None] | None = None
         self.stats: dict[str, int] = {}  # the last run's transport counters (redeliveries...)
