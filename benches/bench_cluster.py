@@ -49,7 +49,6 @@ import json
 import os
 import platform
 import pstats
-import random
 import shlex
 import signal
 import subprocess
@@ -61,34 +60,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from common import Preds, chain, git_commit, loadavg, wide, write_section
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 SECTION = "## NATS cluster (issue 4)"
 TICK = os.sysconf("SC_CLK_TCK")
 WORKERS = 2
 
-Preds = list[tuple[int, ...]]
 
 # -- the DAGs --------------------------------------------------------------------------------------
-
-
-def wide(width: int, depth: int, seed: int = 1) -> Preds:
-    """Node ids layer by layer; each node of layer d > 0 has 2 random parents in layer d - 1.
-    (The generator of bench_engine.py: the same seed gives the same DAG.)"""
-    rnd = random.Random(seed)
-    sample = rnd.sample
-    cols = range(width)
-    preds: Preds = [()] * width
-    for d in range(1, depth):
-        base = (d - 1) * width
-        for _ in cols:
-            a, b = sample(cols, 2)
-            preds.append((base + a, base + b))
-    return preds
-
-
-def chain(n: int) -> Preds:
-    return [()] + [(i - 1,) for i in range(1, n)]
 
 
 def make_preds(shape: Sequence[Any]) -> Preds:
@@ -703,18 +684,7 @@ def machine() -> dict[str, str]:
             versions.append(f"{pkg} {metadata.version(pkg)}")
         except metadata.PackageNotFoundError:
             versions.append(f"{pkg} (not installed)")
-    try:
-        commit = subprocess.run(
-            ["git", "-C", str(HERE), "rev-parse", "--short", "HEAD"],
-            capture_output=True, text=True, check=True,
-        ).stdout.strip()  # fmt: skip
-        dirty = subprocess.run(
-            ["git", "-C", str(HERE), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True, text=True, check=True,
-        ).stdout.strip()  # fmt: skip
-        commit += " (with uncommitted changes)" if dirty else ""
-    except (OSError, subprocess.CalledProcessError):
-        commit = "unknown"
+    commit = git_commit()
     mem = "?"
     with contextlib.suppress(OSError, ValueError, IndexError):
         kb = int(Path("/proc/meminfo").read_text().split()[1])
@@ -726,13 +696,6 @@ def machine() -> dict[str, str]:
         "packages": ", ".join(versions),
         "commit": commit,
     }
-
-
-def loadavg() -> str:
-    try:
-        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        return "?"
 
 
 NAMES = {
@@ -1005,19 +968,6 @@ def profile_text(recs: list[dict[str, Any]]) -> list[str]:
     return out
 
 
-def write_section(path: str, text: str) -> None:
-    """Replace this script's section of `path` (up to the next `## `), or append it."""
-    p = Path(path)
-    old = p.read_text() if p.exists() else "# Benchmarks\n"
-    start = old.find(SECTION)
-    if start < 0:
-        new = old.rstrip() + "\n\n" + text
-    else:
-        end = old.find("\n## ", start + len(SECTION))
-        new = old[:start] + text + ("\n" + old[end + 1 :] if end >= 0 else "")
-    p.write_text(new)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small DAGs (~1.5 min)")
@@ -1055,7 +1005,7 @@ def main() -> int:
     if args.json and not args.render:
         Path(args.json).write_text(json.dumps({**res, "command": command}, indent=1))
     if args.write:
-        write_section(args.write, text)
+        write_section(args.write, SECTION, text)
     return 0
 
 

@@ -41,7 +41,6 @@ import graphlib
 import json
 import os
 import platform
-import random
 import statistics
 import subprocess
 import sys
@@ -50,31 +49,14 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from common import Preds, chain, git_commit, loadavg, wide, write_section
+
 SECTION = "## In-process engine (issue 3)"
 HERE = os.path.dirname(os.path.abspath(__file__))
 MEM_GB = 8.0  # address-space cap of every measuring process (dask gets --dask-mem-gb)
 
-Preds = list[tuple[int, ...]]
 
 # -- the DAGs (one generator for every system) -----------------------------------------------
-
-
-def wide(width: int, depth: int, seed: int = 1) -> Preds:
-    """Node ids layer by layer; each node of layer d > 0 has 2 random parents in layer d - 1."""
-    rnd = random.Random(seed)
-    sample = rnd.sample
-    cols = range(width)
-    preds: Preds = [()] * width
-    for d in range(1, depth):
-        base = (d - 1) * width
-        for _ in cols:
-            a, b = sample(cols, 2)
-            preds.append((base + a, base + b))
-    return preds
-
-
-def chain(n: int) -> Preds:
-    return [()] + [(i - 1,) for i in range(1, n)]
 
 
 def make_preds(shape: Sequence[Any]) -> Preds:
@@ -396,22 +378,7 @@ def machine() -> dict[str, str]:
             versions.append(f"{pkg} {metadata.version(pkg)}")
         except metadata.PackageNotFoundError:
             versions.append(f"{pkg} (not installed)")
-    try:
-        commit = subprocess.run(
-            ["git", "-C", HERE, "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", HERE, "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        commit += " (with uncommitted changes)" if dirty else ""
-    except (OSError, subprocess.CalledProcessError):
-        commit = "unknown"
+    commit = git_commit()
     try:
         nproc = len(os.sched_getaffinity(0))
     except AttributeError:
@@ -432,14 +399,6 @@ def cpu_pressure() -> float | None:
             return float(f.readline().rsplit("total=", 1)[1])
     except (OSError, IndexError, ValueError):
         return None
-
-
-def loadavg() -> str:
-    try:
-        with open("/proc/loadavg") as f:
-            return " ".join(f.read().split()[:3])
-    except OSError:
-        return "?"
 
 
 def rate(r: dict[str, Any]) -> float:
@@ -627,30 +586,6 @@ def render(res: dict[str, Any], command: str) -> str:
     return "\n".join(lines)
 
 
-def write_section(path: str, section: str) -> None:
-    """Replace this script's section of `path` (or append it); other sections are left as they are.
-
-    The file is read right before writing, as another script maintains another section of it.
-    """
-    try:
-        with open(path) as f:
-            text = f.read()
-    except FileNotFoundError:
-        text = ""
-    start = text.find(SECTION)
-    if start == -1:
-        sep = "" if not text else ("\n" if text.endswith("\n") else "\n\n")
-        if text and not text.endswith("\n\n"):
-            sep = "\n" if text.endswith("\n") else "\n\n"
-        text = text + sep + section
-    else:
-        end = text.find("\n## ", start + len(SECTION))
-        rest = "" if end == -1 else text[end + 1 :]
-        text = text[:start] + section + ("\n" + rest if rest else "")
-    with open(path, "w") as f:
-        f.write(text)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller DAGs, ~1 minute")
@@ -684,7 +619,7 @@ def main() -> None:
         report = render(res, res.get("command", command))
         print(report)
         if args.write:
-            write_section(args.write, report)
+            write_section(args.write, SECTION, report)
         return
 
     repeat = args.repeat or (1 if quick else 5)
@@ -766,7 +701,7 @@ def main() -> None:
     report = render(res, command)
     print(report)
     if args.write:
-        write_section(args.write, report)
+        write_section(args.write, SECTION, report)
         log(f"wrote {SECTION!r} to {args.write}")
 
 

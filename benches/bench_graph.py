@@ -35,6 +35,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from common import git_commit, write_section
 from taskiq_dataflow import DataflowRegistry, _core
 
 SECTION = "## Graph operations (issue 2)"
@@ -525,23 +526,7 @@ def machine() -> dict[str, str]:
         except ImportError:
             return "not installed"
 
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    try:
-        commit = subprocess.run(
-            ["git", "-C", root, "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", root, "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        commit += " (with uncommitted changes)" if dirty else ""
-    except (OSError, subprocess.CalledProcessError):
-        commit = "unknown"
+    commit = git_commit()
     return {
         "cpu": model,
         "nproc": str(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else "?"),
@@ -747,24 +732,6 @@ def report(res: dict[str, Any], command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_section(path: str, section: str) -> None:
-    """Replace this benchmark's section of `path` (or append it), keeping every other section."""
-    try:
-        with open(path) as f:
-            text = f.read()
-    except FileNotFoundError:
-        text = "# Benchmarks\n"
-    start = text.find(SECTION)
-    if start < 0:
-        text = text.rstrip("\n") + "\n\n" + section
-    else:
-        end = text.find("\n## ", start + len(SECTION))
-        rest = "" if end < 0 else text[end + 1 :]
-        text = text[:start] + section + ("\n" + rest if rest else "")
-    with open(path, "w") as f:
-        f.write(text)
-
-
 # -- main ------------------------------------------------------------------------------------
 
 
@@ -833,7 +800,7 @@ def main() -> None:
         text = report(res, res["command"])
         print(text)
         if args.write:
-            write_section(args.write, text)
+            write_section(args.write, SECTION, text)
         return
 
     if args.registry_child:
@@ -879,7 +846,7 @@ def main() -> None:
     text = report(res, res["command"])
     print(text)
     if args.write:
-        write_section(args.write, text)
+        write_section(args.write, SECTION, text)
         log(f"wrote {args.write}")
     if args.json:
         with open(args.json, "w") as f:
