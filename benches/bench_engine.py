@@ -49,7 +49,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from common import Preds, chain, git_commit, loadavg, wide, write_section
+from common import Preds, chain, cpu_model, git_commit, loadavg, wide, write_section
 
 SECTION = "## In-process engine (issue 3)"
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -363,15 +363,7 @@ def measure(
 def machine() -> dict[str, str]:
     from importlib import metadata
 
-    cpu = "unknown"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
+    cpu = cpu_model()
     versions = []
     for pkg in ("taskiq-dataflow", "taskiq", "taskiq-flow", "dask", "distributed"):
         try:

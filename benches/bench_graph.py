@@ -35,7 +35,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from common import git_commit, write_section
+from common import cpu_model, git_commit, write_section
 from taskiq_dataflow import DataflowRegistry, _core
 
 SECTION = "## Graph operations (issue 2)"
@@ -502,15 +502,7 @@ def bench_registry(n: int, seed: int, runs: int) -> dict[str, Any]:
 
 
 def machine() -> dict[str, str]:
-    model = "unknown"
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
+    model = cpu_model()
     mem = "unknown"
     try:
         with open("/proc/meminfo") as meminfo:
