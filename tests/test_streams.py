@@ -117,3 +117,22 @@ def test_stream_helpers():
         assert await Stream.of("k", [1, 2]).collect() == [1, 2]
 
     run(main())
+
+
+def test_streams_with_the_broker_transport_run_in_the_engine(broker):
+    @pipeline_task(output="items", inputs=[])
+    async def gen():
+        for i in range(3):
+            yield i
+
+    @pipeline_task(output="doubled")
+    async def double(items: AsyncIterator[int]) -> list:
+        return [2 * v async for v in items]
+
+    @broker.task
+    @pipeline_task(output="n")
+    def count(items: list) -> int:
+        return len(items)
+
+    engine = ExecutionEngine(broker, build(gen, double, count), transport="broker")
+    assert run(engine.execute()) == {"items": [0, 1, 2], "doubled": [0, 2, 4], "n": 3}

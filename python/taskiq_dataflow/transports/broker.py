@@ -12,9 +12,8 @@ import asyncio
 import weakref
 from typing import Any
 
-from ..task import get_spec
 from .base import Completion, Job, Transport, task_error
-from .local import LocalTransport
+from .local import LocalTransport, runs_in_engine
 
 # result backend -> transports listening to it (several engines may share one broker)
 _HOOKED: weakref.WeakKeyDictionary[Any, set[BrokerTransport]] = weakref.WeakKeyDictionary()
@@ -50,6 +49,7 @@ class BrokerTransport(Transport):
         self._inflight: set[asyncio.Future[Any]] = set()
         # tasks declared local=True (control nodes such as a map over a sub-flow) run here
         self._local = LocalTransport(sink=self)
+        self._here: dict[int, bool] = {}  # per task: runs_in_engine
 
     async def startup(self) -> None:
         await self._local.startup()
@@ -67,8 +67,10 @@ class BrokerTransport(Transport):
 
     def kick(self, jobs: list[Job]) -> None:
         for job in jobs:
-            spec = get_spec(job.task)
-            if spec is not None and spec.local:
+            local = self._here.get(id(job.task))
+            if local is None:
+                local = self._here[id(job.task)] = runs_in_engine(job.task)
+            if local:
                 self._local.kick([job])
                 continue
             if not hasattr(job.task, "kiq"):

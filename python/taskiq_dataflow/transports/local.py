@@ -10,6 +10,8 @@ import inspect
 from collections.abc import AsyncIterator
 from typing import Any
 
+from ..streams import is_producer, stream_params
+from ..task import get_spec, original_function
 from .base import Completion, Job, Transport, task_error
 
 
@@ -146,6 +148,17 @@ class LocalTransport(Transport):
         if self._executor is not None and self._owns_executor:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
+
+
+def runs_in_engine(task: Any) -> bool:
+    """Whether a remote transport must still run `task` in the engine's process: tasks declared
+    `local=True` (control nodes such as a map over a sub-flow) and stream producers and
+    consumers (streams are wired here; their items do not travel between workers yet)."""
+    spec = get_spec(task)
+    if spec is not None and (spec.local or spec.streams):
+        return True
+    func = original_function(task)
+    return is_producer(func) or bool(stream_params(func))
 
 
 def _is_async(func: Any) -> bool:

@@ -29,10 +29,9 @@ from ..cluster.protocol import (
 )
 from ..cluster.values import ValueStore
 from ..events import TaskError
-from ..streams import is_producer, stream_params
-from ..task import get_spec, original_function
+from ..task import get_spec
 from .base import Completion, Job, Transport, task_error
-from .local import LocalTransport
+from .local import LocalTransport, runs_in_engine
 
 log = logging.getLogger("taskiq_dataflow.nats")
 
@@ -72,7 +71,6 @@ class NatsTransport(Transport):
         self._pools: dict[int, str] = {}
         # id(task) -> (runs here, task name, pool): one lookup per job on the hot path
         self._routes: dict[int, tuple[bool, Any, str]] = {}
-        self._locals: dict[int, bool] = {}
         # tasks declared local=True (control nodes such as a map over a sub-DAG) run here
         self._local = LocalTransport(sink=self)
         self._heard = time.monotonic()
@@ -159,20 +157,6 @@ class NatsTransport(Transport):
 
     # -- sending --------------------------------------------------------------------------------
 
-    def _is_local(self, task: Any) -> bool:
-        """Tasks declared local=True, and stream producers and consumers: streams are wired
-        in the engine's process (their items do not travel over NATS yet)."""
-        local = self._locals.get(id(task))
-        if local is None:
-            spec = get_spec(task)
-            func = original_function(task)
-            local = self._locals[id(task)] = bool(
-                (spec is not None and (spec.local or spec.streams))
-                or is_producer(func)
-                or stream_params(func)
-            )
-        return local
-
     def _pool_of(self, task: Any) -> str:
         pool = self._pools.get(id(task))
         if pool is None:
@@ -200,7 +184,7 @@ class NatsTransport(Transport):
         task = job.task
         route = self._routes.get(id(task))
         if route is None:
-            local = self._is_local(task)
+            local = runs_in_engine(task)
             name = getattr(task, "task_name", None)
             route = self._routes[id(task)] = (local, name, "" if local else self._pool_of(task))
         local, name, pool = route
