@@ -60,7 +60,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from common import Preds, chain, cpu_model, git_commit, loadavg, wide, write_section
+from common import (
+    Preds,
+    chain,
+    cpu_model,
+    git_commit,
+    loadavg,
+    taskiq_flow_dag,
+    wide,
+    write_section,
+)
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -391,15 +400,7 @@ class TaskiqFlow(TaskiqWorkers):
         if len(preds) > len(tasks):
             raise ValueError(f"{len(preds)} nodes but only {len(tasks)} flow tasks registered")
         nodes = [DAGNode(task=tasks[i]) for i in range(len(preds))]
-        dag = DAG(nodes=nodes)
-        for i, ps in enumerate(preds):
-            child = nodes[i]
-            for p in ps:
-                parent = nodes[p]
-                dag.edges.append((parent, child))
-                parent.dependents.append(child)
-                child.dependencies.append(parent)
-        return dag
+        return taskiq_flow_dag(DAG, nodes, preds)
 
     async def arun(self, dag: Any) -> int:
         from taskiq_flow.execution_engine import ExecutionEngine

@@ -49,7 +49,16 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from common import Preds, chain, cpu_model, git_commit, loadavg, wide, write_section
+from common import (
+    Preds,
+    chain,
+    cpu_model,
+    git_commit,
+    loadavg,
+    taskiq_flow_dag,
+    wide,
+    write_section,
+)
 
 SECTION = "## In-process engine (issue 3)"
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -188,15 +197,7 @@ def build_flow(preds: Preds, prefix: str = "k") -> tuple[Any, Any]:
         DAGNode(task=broker.register_task(make_flow_noop(), task_name=f"{prefix}{i}"))
         for i in range(len(preds))
     ]
-    dag = DAG(nodes=nodes)
-    for i, ps in enumerate(preds):
-        child = nodes[i]
-        for p in ps:
-            parent = nodes[p]
-            dag.edges.append((parent, child))
-            parent.dependents.append(child)
-            child.dependencies.append(parent)
-    return broker, dag
+    return broker, taskiq_flow_dag(DAG, nodes, preds)
 
 
 async def run_flow(built: tuple[Any, Any]) -> int:

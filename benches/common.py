@@ -6,6 +6,7 @@ import os
 import random
 import subprocess
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -28,6 +29,20 @@ def wide(width: int, depth: int, seed: int = 1) -> Preds:
 
 def chain(n: int) -> Preds:
     return [()] + [(i - 1,) for i in range(1, n)]
+
+
+def taskiq_flow_dag(dag_class: Any, nodes: list[Any], preds: Preds) -> Any:
+    """A taskiq-flow DAG over `nodes`, its lists filled directly: taskiq-flow's own add_node /
+    add_edge make building a large DAG quadratic."""
+    dag = dag_class(nodes=nodes)
+    for i, ps in enumerate(preds):
+        child = nodes[i]
+        for p in ps:
+            parent = nodes[p]
+            dag.edges.append((parent, child))
+            parent.dependents.append(child)
+            child.dependencies.append(parent)
+    return dag
 
 
 def git_commit() -> str:
