@@ -39,7 +39,7 @@ class TaskSpec:
         return self.outputs[0] if len(self.outputs) == 1 else None
 
 
-def _outputs_of(output: str | None, outputs: Sequence[str] | None, where: str) -> tuple[str, ...]:
+def outputs_of(output: str | None, outputs: Sequence[str] | None, where: str) -> tuple[str, ...]:
     if output is not None and outputs is not None:
         raise TypeError(f"{where}: give either output= or outputs=, not both")
     if output is not None:
@@ -93,8 +93,8 @@ def pipeline_task(
     def decorate(target: F) -> F:
         where = f"pipeline_task on {_display_name(target)!r}"
         spec = TaskSpec(
-            outputs=_outputs_of(output, outputs, where),
-            inputs=None if inputs is None else _check_keys(inputs, where),
+            outputs=outputs_of(output, outputs, where),
+            inputs=None if inputs is None else check_keys(inputs, where),
             name=name or _display_name(target),
             retries=retries,
             retry_delay=retry_delay,
@@ -119,7 +119,7 @@ def pipeline_task(
     return decorate
 
 
-def _check_keys(keys: Sequence[str], where: str) -> tuple[str, ...]:
+def check_keys(keys: Sequence[str], where: str) -> tuple[str, ...]:
     if isinstance(keys, str):
         raise TypeError(f"{where}: inputs must be a list of strings, not the string {keys!r}")
     result = tuple(keys)

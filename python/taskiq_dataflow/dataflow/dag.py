@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from .. import _core
 from ..errors import CycleError, DAGValidationError, format_cycle
-from ..task import get_spec, infer_inputs, task_display_name
+from ..task import check_keys, get_spec, infer_inputs, outputs_of, task_display_name
 
 if TYPE_CHECKING:
     from .registry import DataflowRegistry
@@ -123,38 +123,24 @@ def _node_fields(
 ) -> dict[str, Any]:
     """A task's keys: explicit arguments, else its `pipeline_task` spec, else its signature."""
     spec = get_spec(task) if task is not None else None
-    if output is not None and outputs is not None:
-        raise TypeError("give either output= or outputs=, not both")
-    if output is not None:
-        outs: tuple[str, ...] = (output,)
-    elif outputs is not None:
-        if isinstance(outputs, str):
-            raise TypeError(f"outputs must be a list of keys; use output={outputs!r}")
-        outs = tuple(outputs)
-    elif spec is not None:
-        outs = spec.outputs
+    display = name or (task_display_name(task) if task is not None else "<task>")
+    where = f"task {display!r}"
+    if output is not None or outputs is not None:
+        outs = outputs_of(output, outputs, where)
     else:
-        outs = ()
-    if inputs is None:
-        if spec is not None and spec.inputs is not None:
-            ins: tuple[str, ...] = spec.inputs
-        elif task is not None:
-            ins = infer_inputs(task)
-        else:
-            ins = ()
+        outs = spec.outputs if spec is not None else ()
+    if inputs is not None:
+        ins = check_keys(inputs, where)
+    elif spec is not None and spec.inputs is not None:
+        ins = spec.inputs
     else:
-        if isinstance(inputs, str):
-            raise TypeError(f"inputs must be a list of keys, not the string {inputs!r}")
-        ins = tuple(inputs)
-    for key in (*outs, *ins):
-        if not isinstance(key, str):
-            raise TypeError(f"data keys must be strings, got {key!r}")
+        ins = infer_inputs(task) if task is not None else ()
     meta = dict(spec.metadata) if spec is not None and spec.metadata else {}
     if metadata:
         meta.update(metadata)
     return {
         "_tasks": task,
-        "_names": name or (task_display_name(task) if task is not None else "<task>"),
+        "_names": display,
         "_inputs": ins,
         "_outputs": outs,
         "_metadata": meta,
