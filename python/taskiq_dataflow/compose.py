@@ -4,7 +4,9 @@ Everything expands into ONE DAG for the Rust scheduler. A call node inlines the 
 tasks (names and keys prefixed with the call's name); a map node is one in-process task that,
 once the list exists, builds one DAG with a copy of the sub-flow per item and runs it on a
 nested engine with the same broker and transport: a map over 100,000 items is 100,000
-scheduled tasks (times the sub-flow's size), at most `max_parallel` in flight.
+scheduled tasks (times the sub-flow's size), at most `max_parallel` in flight. With a run store
+the nested run is recorded too, under an id derived from the outer run's, so restarting the
+outer run does not run the items that completed again.
 
 Wiring is by name: `a >> b` renames b's single unbound input to a's output key; an input that
 no `>>` wires and no node produces is an external input of the flow.
@@ -45,22 +47,28 @@ tasks go through the broker or the NATS cluster.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import inspect
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ._run import all_names, params_of
 from .dataflow.dag import DAG
 from .dependencies import has_dependencies
 from .errors import CycleError
 from .events import EventBus
-from .execution_engine import ExecutionEngine, current_engine
+from .execution_engine import ExecutionEngine, current_run
 from .pipeline import check_engine_options
+from .store import nested_run_id, resumable
 from .task import TaskSpec, get_spec, infer_inputs, original_function, task_display_name
 from .transports.base import Transport
 from .transports.local import _is_async
+
+if TYPE_CHECKING:
+    from .execution_engine import _Current
+    from .store import RunStore
 
 __all__ = ["Flow", "FlowError", "FlowNode"]
 
@@ -730,6 +738,9 @@ class _MapTask:
     def __init__(self, name: str, node: FlowNode) -> None:
         assert node.sub is not None
         self.name = name
+        # its node's name in the DAG it runs in (differs from `name` for a map inside a mapped
+        # sub-flow, see _dag): names its nested run in a run store
+        self.node_name = name
         self.events = node.events
         self.max_parallel = node.max_parallel
         source, sink = node.sub._ends("map")
@@ -747,6 +758,11 @@ class _MapTask:
     def __repr__(self) -> str:
         return f"<map {self.name}>"
 
+    def _as_node(self, node_name: str) -> _MapTask:
+        task = copy.copy(self)
+        task.node_name = node_name
+        return task
+
     async def __call__(self, items: Any) -> Any:
         if isinstance(items, Mapping):
             keys: list[Any] | None = list(items)
@@ -760,19 +776,54 @@ class _MapTask:
             keys, values = None, list(items)
         if not values:
             return {} if keys is not None else []
-        dag, inputs, sinks = self._dag(len(values), values)
-        outer = _outer_of(current_engine())
+        current = current_run()
+        store = None if current is None else current.engine.store
+        dag, inputs, sinks = self._dag(len(values), values, store is not None)
+        outer = _outer_of(None if current is None else current.engine)
         options = dict(outer.options)
         if self.max_parallel is not None:
             options["max_parallel"] = self.max_parallel
-        engine = ExecutionEngine(outer.broker, dag, **options)
         assert self.events is not None
-        engine.events = self.events
-        produced = await engine.execute(inputs)
+        if store is None:
+            engine = ExecutionEngine(outer.broker, dag, **options)
+            engine.events = self.events
+            produced = await engine.execute(inputs)
+        else:
+            assert current is not None
+            produced = await self._run_stored(dag, inputs, outer.broker, options, store, current)
         results = [produced[k] for k in sinks]
         return dict(zip(keys, results, strict=True)) if keys is not None else results
 
-    def _dag(self, n: int, items: list[Any]) -> tuple[DAG, dict[str, Any], list[str]]:
+    async def _run_stored(
+        self,
+        dag: DAG,
+        inputs: dict[str, Any],
+        broker: Any,
+        options: dict[str, Any],
+        store: RunStore,
+        outer: _Current,
+    ) -> dict[str, Any]:
+        """Run the items as a nested run recorded in `store`, continuing the stored one when
+        the outer run is a restart and the items are the same."""
+        engine = ExecutionEngine(broker, dag, store=store, **options)
+        # the nested engine keeps its own bus, which the store records: the map node's bus is
+        # shared by every run of the node. Its listeners still get every item's events.
+        events = self.events
+        assert events is not None
+        engine.events.subscribe(lambda event: events.emit(event) if events else None)
+        run_id = nested_run_id(outer.run_id, self.node_name)
+        restore = resumable(store, dag, run_id, inputs) if outer.restarting else None
+        if restore is None:
+            # a fresh run under an id the store may know from an earlier one (other items,
+            # or a run started again under its id): its old rows must not be restored later
+            store.discard(run_id)
+        return await engine._run(
+            inputs, run_id, None, restore, parent=outer.run_id, restarting=restore is not None
+        )
+
+    def _dag(
+        self, n: int, items: list[Any], stored: bool = False
+    ) -> tuple[DAG, dict[str, Any], list[str]]:
         t = self.template
         prefixes = [f"{self.name}[{i}]." for i in range(n)]
         tasks: list[Any] = []
@@ -783,7 +834,12 @@ class _MapTask:
         for task, name, ins, outs, meta in zip(
             t.tasks, t.names, t.inputs, t.outputs, t.metadata, strict=True
         ):
-            tasks += [task] * n
+            if stored and isinstance(task, _MapTask):
+                # a map inside the mapped sub-flow names its nested run after its own node:
+                # one copy per item, or every item's inner map would share one stored run
+                tasks += [task._as_node(p + name) for p in prefixes]
+            else:
+                tasks += [task] * n
             names += [p + name for p in prefixes]
             inputs += _prefixed(prefixes, ins)
             outputs += _prefixed(prefixes, outs)

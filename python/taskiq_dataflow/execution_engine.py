@@ -11,7 +11,7 @@ import inspect
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import _core
 from ._run import WAKE, Policy, Run, StepResult
@@ -134,7 +134,7 @@ class ExecutionEngine:
         from .store import restorable
 
         inputs, outputs = restorable(self._need_store("restart"), self.dag, run_id)
-        return await self._run(dict(inputs), run_id, None, restore=outputs)
+        return await self._run(dict(inputs), run_id, None, restore=outputs, restarting=True)
 
     async def replay(
         self, run_id: str, rerun: Iterable[str], pipeline_id: str | None = None
@@ -208,6 +208,7 @@ class ExecutionEngine:
         step_sink: Callable[[StepResult], None] | None,
         restore: Mapping[int, Mapping[str, Any]] | None = None,
         parent: str | None = None,
+        restarting: bool = False,
     ) -> dict[str, Any]:
         self.dag.validate()
         self._check_inputs(inputs)
@@ -215,7 +216,7 @@ class ExecutionEngine:
         transport = self._transport = self._make_transport(run_id)
         self._cancel_requested = False
         self._wake_cancel = lambda: transport.push(WAKE)
-        token = _CURRENT.set(self)
+        token = _CURRENT.set(_Current(self, run_id, restarting))
         try:
             run = Run(self, run_id, inputs, transport, step_sink, restore, parent)
             return await run.execute()
@@ -258,12 +259,26 @@ class ExecutionEngine:
         )
 
 
-_CURRENT: ContextVar[ExecutionEngine | None] = ContextVar("taskiq_dataflow_engine", default=None)
+class _Current(NamedTuple):
+    engine: ExecutionEngine
+    run_id: str
+    # the run continues a stored one (restart): a map node's nested run then continues its own
+    # stored run instead of running every item again
+    restarting: bool
+
+
+_CURRENT: ContextVar[_Current | None] = ContextVar("taskiq_dataflow_engine", default=None)
 
 
 def current_engine() -> ExecutionEngine | None:
     """The engine running the calling task (in the engine's process), else None: lets a
     control task such as a map node start nested runs with the same broker and settings."""
+    current = _CURRENT.get()
+    return None if current is None else current.engine
+
+
+def current_run() -> _Current | None:
+    """(engine, run id, restarting) of the run the calling task belongs to, else None."""
     return _CURRENT.get()
 
 

@@ -9,6 +9,10 @@ most the last turn's records: those tasks simply run again on restart.
   tasks it completed.
 - `await engine.replay(run_id, rerun={"task"})` re-runs the named tasks and everything
   downstream of them, reusing every other output; restored values keep their types.
+
+A map node's items run as a nested run recorded in the same store under `nested_run_id(run,
+map node)`, with the outer run as its parent: restarting the outer run restarts that nested run
+when its stored items equal the current ones, so completed items do not run again.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import sqlite3
+import string
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -172,6 +177,18 @@ class RunStore:
         ).fetchall()
         return {node: self.codec.unpackb(blob) for node, blob in rows}
 
+    def discard(self, run_id: str) -> None:
+        """Forget a run, its task executions and its nested runs (queued like event writes,
+        so a run that starts afresh under the same id right after keeps none of its old rows)."""
+        # nested ids extend the parent's with '/': the range [run_id/, run_id0) holds exactly
+        # them ('0' follows '/') and uses the primary key instead of scanning every row
+        low, high = run_id + _NESTED, run_id + chr(ord(_NESTED) + 1)
+        for table in ("task_executions", "runs"):
+            self._write(
+                f"DELETE FROM {table} WHERE run_id = ? OR (run_id >= ? AND run_id < ?)",
+                (run_id, low, high),
+            )
+
     def close(self) -> None:
         self.flush()
         self._db.close()
@@ -275,6 +292,44 @@ class _Recording:
                 (event.status, now, error, event.run_id),
             )
             store.flush()
+
+
+# Characters kept as they are in a nested run id. The id ends up in NATS subjects (reply and
+# cancel subjects), where '.', '*', '>' and whitespace are special, and workers take the run id
+# back as the last '.'-separated token; everything else is %-escaped (the '%' too, so distinct
+# node names give distinct ids), and '/' is left free to separate the parts.
+_NESTED = "/"
+_KEPT = frozenset(string.ascii_letters + string.digits + "_-[]")
+
+
+def nested_run_id(run_id: str, node_name: str) -> str:
+    """The run id of the nested run a map node `node_name` of run `run_id` starts: the same on
+    every restart, so the nested run can be continued too."""
+    escaped = "".join(
+        c if c in _KEPT else "".join(f"%{b:02X}" for b in c.encode()) for c in node_name
+    )
+    return f"{run_id}{_NESTED}{escaped}"
+
+
+def resumable(
+    store: RunStore, dag: DAG, run_id: str, inputs: dict[str, Any]
+) -> dict[int, dict[str, Any]] | None:
+    """node -> outputs to reuse when `run_id` is stored for `dag` with exactly these inputs;
+    None when it is not (the caller then runs afresh: results of other inputs never mix in)."""
+    store.flush()
+    row = store._db.execute(
+        "SELECT dag_fingerprint, inputs FROM runs WHERE run_id = ?", (run_id,)
+    ).fetchone()
+    if row is None or row[1] is None or row[0] != dag_fingerprint(dag):
+        return None
+    blob, _ = store.encode(inputs)
+    # encoded bytes, not ==: 1 == 1.0 == True would pass results of other inputs off as these.
+    # Set order differs between processes (hash randomization): re-encoding the decoded stored
+    # inputs here evens that out, so a restart in a new process still matches (a mismatch left
+    # only costs a fresh run)
+    if blob is None or (blob != row[1] and blob != store.encode(store.codec.unpackb(row[1]))[0]):
+        return None
+    return store.completed_outputs(run_id)
 
 
 def restorable(
