@@ -1,6 +1,9 @@
 """Tasks for the issue-5 features on the cluster; workers load `feature_tasks:broker`."""
 
+import asyncio
 import os
+import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from cluster_tasks import broker
@@ -56,3 +59,49 @@ def ship(charged: dict, fail: bool) -> str:
 def total(numbers: list) -> int:
     note("total")
     return sum(numbers)
+
+
+# -- streams between workers ---------------------------------------------------------------------
+
+
+@broker.task
+@pipeline_task(output="ticks")
+async def ticks(count: int, pause: float):
+    """Yields [i, the time it was made]; deterministic, so a redelivered run yields the same."""
+    for i in range(count):
+        if pause:
+            await asyncio.sleep(pause)
+        yield [i, time.time()]
+
+
+@broker.task
+@pipeline_task(output="seen", stream_buffer=4)
+async def seen(ticks: AsyncIterator[list], lag: float) -> list:
+    """[i, made, the time this consumer got it] per item."""
+    out = []
+    async for i, made in ticks:
+        out.append([i, made, time.time()])
+        if lag:
+            await asyncio.sleep(lag)
+    return out
+
+
+@broker.task
+@pipeline_task(output="broken")
+async def broken(count: int):
+    for i in range(count):
+        yield i
+    raise ValueError("the well ran dry")
+
+
+@broker.task
+@pipeline_task(output="sipped")
+async def sipped(broken: AsyncIterator[int]) -> int:
+    return sum([i async for i in broken])
+
+
+@broker.task
+@pipeline_task(output="tally")
+def tally(ticks: list) -> list:
+    """A list consumer of the stream: gets it whole."""
+    return [i for i, _ in ticks]

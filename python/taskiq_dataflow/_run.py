@@ -36,7 +36,7 @@ from .events import (
     StepStarted,
     TaskError,
 )
-from .streams import Stream, is_producer, stream_params
+from .streams import Stream, StreamError, StreamRef, is_producer, pump, stream_params
 from .task import get_spec, original_function
 from .transports.base import Completion, Job, Transport, task_error
 
@@ -177,10 +177,14 @@ class Run:
         plan = self.plan(node)
         keys, values = self.node_inputs[node], self.values
         func = plan.func
+        stream = None
         if self.streaming is not None and (plan.producer or plan.streams):
             values = self.streaming.arguments(node, plan)
             if plan.producer:
-                func = functools.partial(self.streaming.produce, node, plan.func)
+                if self.streaming.remote(node):
+                    stream = self.streaming.remote_producer(node)
+                else:
+                    func = functools.partial(self.streaming.produce, node, plan.func)
         params = plan.params
         if params.issuperset(keys) if params is not None else all_names(keys):
             kwargs = {k: values[k] for k in keys}
@@ -190,7 +194,7 @@ class Run:
             args = tuple(map(values.__getitem__, keys))
         return Job(
             node, attempt, self.tasks[node], func, args, kwargs, self.names[node],
-            plan.policy.timeout,
+            plan.policy.timeout, stream,
         )  # fmt: skip
 
     # -- dispatch -------------------------------------------------------------------------------
@@ -201,14 +205,14 @@ class Run:
         attempts, names, bus = self.attempts, self.names, self.bus
         for node in nodes:
             attempts[node] = 1
+        jobs = [self.job(node, 1) for node in nodes]  # plans first: they reveal streams
+        if self.streaming is not None:
+            nodes = self.streaming.before_dispatch(nodes)
+            # again, now that the consumers started with their producers have routes
+            jobs = [self.job(node, 1) for node in nodes]
         if self.step_events:
             for node in nodes:
                 await bus.emit(StepStarted(self.run_id, node, names[node], 1))
-        jobs = [self.job(node, 1) for node in nodes]  # plans first: they reveal streams
-        if self.streaming is not None:
-            fresh = set(await self.streaming.before_dispatch(nodes))
-            jobs = [j for j in jobs if j.node in fresh]
-            jobs += [self.job(node, 1) for node in self.streaming.take_early()]
         if self.cache is not None:
             jobs = self.serve_from_cache(jobs)
         self.transport.kick(jobs)
@@ -362,7 +366,13 @@ class Run:
                     continue
             error: TaskError = c.value
             policy = self.plan(node).policy
-            if c.attempt <= policy.retries and error.type != "CancelledError" and not stop:
+            if (
+                c.attempt <= policy.retries
+                and error.type != "CancelledError"
+                and not stop
+                # the items a streaming consumer read as they came cannot be read again
+                and (self.streaming is None or node not in self.streaming.live)
+            ):
                 delay = policy.delay_before(c.attempt + 1)
                 attempts[node] = -1  # nothing in flight until the retry fires
                 if step_events:
@@ -373,6 +383,8 @@ class Run:
                 continue
             attempts[node] = 0
             self.failures.append(error)
+            if self.streaming is not None:
+                self.streaming.failed(node, error)
             if step_events:
                 await bus.emit(StepFailed(run_id, node, names[node], error, c.attempt))
             if self.engine.fail_fast:
@@ -424,36 +436,78 @@ class Run:
 
 
 class Streaming:
-    """Stream wiring of one run: consumers started with their producer, bounded buffers."""
+    """Stream wiring of one run: consumers started with their producer, bounded buffers.
+
+    Producer and consumer in this process share a Stream. When either runs elsewhere (a cluster
+    worker), they share a route instead (cluster/streams.py): the producer's end sends the
+    items over NATS, the consumer's end is a StreamReceiver.
+    """
 
     def __init__(self, run: Run) -> None:
         self.run = run
-        self.subscribers: dict[int, list[Stream[Any]]] = {}  # producer -> its consumers' streams
-        self.attached: dict[int, dict[str, Stream[Any]]] = {}  # consumer -> key -> its stream
+        self.link = run.transport.stream_link()  # None: every stream stays in this process
+        # producer -> its live consumers' ends: Streams, or StreamRefs when one side is remote
+        self.subscribers: dict[int, list[Any]] = {}
+        self.attached: dict[int, dict[str, Any]] = {}  # consumer -> key -> what it reads
         self.early: dict[int, Completion | None] = {}  # started before the scheduler said so
         self.handed: set[int] = set()  # early nodes the scheduler has since handed out
-        self.to_start: list[int] = []
+        self.live: set[int] = set()  # consumers that read a stream while it was produced
 
-    def stream_keys(self, node: int) -> list[str]:
-        streams = self.run.plan(node).streams
-        return [k for k in self.run.node_inputs[node] if k in streams]
+    def remote(self, node: int) -> bool:
+        return self.link is not None and self.run.transport.runs_remotely(self.run.tasks[node])
 
     def arguments(self, node: int, plan: Plan) -> Mapping[str, Any]:
-        """The node's input values, its stream keys as Streams."""
+        """The node's input values, its stream keys as Streams (StreamRefs for a remote node)."""
         if not plan.streams:
             return self.run.values
         values = dict.fromkeys(self.run.node_inputs[node])
         attached = self.attached.get(node, {})
+        remote = self.remote(node)
         for key in values:
-            if key in plan.streams:
-                values[key] = attached.get(key) or Stream.of(key, self.run.values[key] or ())
-            else:
+            if key not in plan.streams:
                 values[key] = self.run.values[key]
+            elif key in attached:
+                values[key] = attached[key]
+            else:  # the producer had finished: the whole stream at once
+                items = list(self.run.values[key] or ())
+                values[key] = StreamRef(key, "", "", 0, items) if remote else Stream.of(key, items)
         return values
 
-    async def before_dispatch(self, nodes: list[int]) -> list[int]:
-        """Start the streaming consumers of producers about to run; drop early-started nodes
-        from the list (their result is already on its way) and release held results."""
+    def keeps(self, producer: int) -> bool:
+        """Whether the producer's items are kept as a list: unless every consumer reads the
+        stream live (a final output, a list consumer, or a streaming consumer that could not
+        start with it all need the list)."""
+        run = self.run
+        return any(
+            not consumers or any(key not in self.attached.get(c, {}) for c in consumers)
+            for key in run.node_outputs[producer]
+            for consumers in [run.graph.consumers(key)]
+        )
+
+    def remote_producer(self, node: int) -> list[Any]:
+        """What a producer running elsewhere needs: keep the list?, and its consumers' routes."""
+        return [self.keeps(node), self.subscribers.get(node, [])]
+
+    async def produce(self, node: int, func: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run an async generator task here (see streams.pump)."""
+        link = self.link
+        sinks = [
+            link.sender(end) if isinstance(end, StreamRef) else end
+            for end in self.subscribers.get(node, [])
+        ]
+        return await pump(func(*args, **kwargs), sinks, self.keeps(node))
+
+    def failed(self, node: int, error: TaskError) -> None:
+        """A producer elsewhere failed for good (its workers may be dead): end its streams."""
+        if self.link is not None and self.remote(node):
+            exc = StreamError(f"task '{error.task_name}' failed: {error.type}: {error.message}")
+            for end in self.subscribers.get(node, []):
+                self.link.end(end, exc)
+
+    def before_dispatch(self, nodes: list[int]) -> list[int]:
+        """The nodes to start now: `nodes` without those started early (their result is
+        already on its way; a held one is released), with the streaming consumers of the
+        producers among them."""
         run = self.run
         fresh = []
         for node in nodes:
@@ -466,6 +520,7 @@ class Streaming:
             else:
                 fresh.append(node)
         starting = {n for n in fresh if run.plan(n).producer}
+        starting_early = []
         work = list(starting)
         while work:
             producer = work.pop()
@@ -474,12 +529,10 @@ class Streaming:
                     if self.startable(consumer, starting):
                         self.start_early(consumer)
                         starting.add(consumer)
+                        starting_early.append(consumer)
                         if run.plan(consumer).producer:
                             work.append(consumer)
-        if run.step_events:
-            for node in self.to_start:
-                await run.bus.emit(StepStarted(run.run_id, node, run.names[node], 1))
-        return fresh
+        return fresh + starting_early
 
     def startable(self, node: int, starting: set[int]) -> bool:
         run = self.run
@@ -501,62 +554,40 @@ class Streaming:
 
     def start_early(self, node: int) -> None:
         run = self.run
-        buffer = run.plan(node).buffer
+        plan = run.plan(node)
         attached = self.attached.setdefault(node, {})
-        for key in self.stream_keys(node):
-            if key in run.values:
+        for index, key in enumerate(run.node_inputs[node]):
+            if key not in plan.streams or key in run.values:
                 continue
-            stream: Stream[Any] = Stream(key, buffer)
-            attached[key] = stream
-            self.subscribers.setdefault(run.graph.producer(key), []).append(stream)
+            producer = run.graph.producer(key)
+            end: Any
+            if self.link is None or not (self.remote(node) or self.remote(producer)):
+                end = attached[key] = Stream(key, plan.buffer)
+            else:
+                end = self.link.route(node, index, key, plan.buffer)
+                attached[key] = end if self.remote(node) else self.link.receiver(end)
+            self.subscribers.setdefault(producer, []).append(end)
         run.attempts[node] = 1
         self.early[node] = None
-        self.to_start.append(node)
-
-    def take_early(self) -> list[int]:
-        started, self.to_start = self.to_start, []
-        return started
+        self.live.add(node)
 
     def hold(self, c: Completion) -> bool:
         """Keep an early node's result until the scheduler hands the node out."""
         node = c.node
         if node not in self.early:
             return False
-        for stream in self.attached.pop(node, {}).values():
-            stream._abandon()
+        for end in self.attached.pop(node, {}).values():
+            if isinstance(end, StreamRef):
+                assert self.link is not None
+                self.link.abandon(end)  # the producer stops waiting for a consumer that ended
+            else:
+                end._abandon()
         if node in self.handed:
             del self.early[node]
             self.handed.discard(node)
             return False
         self.early[node] = c
         return True
-
-    async def produce(self, node: int, func: Any, *args: Any, **kwargs: Any) -> Any:
-        """Run an async generator task: each value to its streaming consumers (waiting when a
-        buffer is full) and, when someone needs it, into the list that is the output's value."""
-        run = self.run
-        subscribers = self.subscribers.get(node, [])
-        # the list is kept unless every consumer reads the stream live (a final output, a list
-        # consumer, or a streaming consumer that could not start with us all need it)
-        keep = any(
-            not consumers or any(key not in self.attached.get(c, {}) for c in consumers)
-            for key in run.node_outputs[node]
-            for consumers in [run.graph.consumers(key)]
-        )
-        items: list[Any] = []
-        try:
-            async for item in func(*args, **kwargs):
-                if keep:
-                    items.append(item)
-                for stream in subscribers:
-                    await stream._put(item)
-        except BaseException as exc:
-            for stream in subscribers:
-                await stream._close(exc)
-            raise
-        for stream in subscribers:
-            await stream._close()
-        return items if keep else None
 
 
 # -- helpers ----------------------------------------------------------------------------------

@@ -50,6 +50,18 @@ def with_dependencies(func: Any, broker: Any = None) -> Any:
         return func
     graph = DependencyGraph(func)
     is_async = inspect.iscoroutinefunction(func)
+    if inspect.isasyncgenfunction(func):
+
+        @functools.wraps(func)
+        async def produce(*args: Any, **kwargs: Any) -> Any:
+            async with graph.async_ctx(_initial_values(broker, func, args, kwargs)) as ctx:
+                resolved = await ctx.resolve_kwargs()
+            resolved.update(kwargs)
+            async for item in func(*args, **resolved):
+                yield item
+
+        _wrapped[key] = produce
+        return produce
 
     @functools.wraps(func)
     async def call(*args: Any, **kwargs: Any) -> Any:

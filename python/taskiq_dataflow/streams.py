@@ -14,11 +14,25 @@ import collections.abc
 import inspect
 import typing
 from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
 _END: Any = object()
+
+
+@dataclass(frozen=True, slots=True)
+class StreamRef:
+    """A stream argument for another process: the NATS subjects its items and credits travel
+    on (cluster/streams.py), or the items themselves when the producer had finished before
+    the consumer started (`values`)."""
+
+    key: str
+    items: str
+    credits: str
+    buffer: int
+    values: list[Any] | None = None
 
 
 class StreamError(RuntimeError):
@@ -79,6 +93,26 @@ class Stream(Generic[T]):
 
     async def collect(self) -> list[T]:
         return [value async for value in self]
+
+
+async def pump(items: AsyncIterator[Any], sinks: list[Any], keep: bool) -> list[Any] | None:
+    """Run a producer: each item to every sink (a Stream, or a StreamSender to another
+    process; each waits while its consumer is `buffer` items behind), and into the list that
+    is the output's value when `keep`. A failure ends every sink's stream with it."""
+    kept: list[Any] = []
+    try:
+        async for item in items:
+            if keep:
+                kept.append(item)
+            for sink in sinks:
+                await sink._put(item)
+    except BaseException as exc:
+        for sink in sinks:
+            await sink._close(exc)
+        raise
+    for sink in sinks:
+        await sink._close()
+    return kept if keep else None
 
 
 def is_stream_annotation(annotation: Any) -> bool:

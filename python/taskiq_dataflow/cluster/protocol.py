@@ -18,12 +18,16 @@ from typing import Any
 
 import msgpack
 
+from ..streams import StreamRef
+
 VERSION = 1
 
 # Frame kinds. Entries and results are encoded one by one and joined into their frame as bytes
 # (`Codec.frame_of_parts`), so a frame is decoded in one call; a side that cannot decode some
 # entry reads the frame again tolerantly (`read_frame(tolerant=True)`) and fails only that entry.
-TASKS = "tasks"  # engine -> pool: [[seq, [task name, args, kwargs, timeout]], ...]
+# engine -> pool: [[seq, [task name, args, kwargs, timeout]], ...]; a stream producer's entry
+# has a fifth element, [keep the items?, [StreamRef of each live consumer, ...]]
+TASKS = "tasks"
 # worker -> engine: "claims": the seqs it took, "results": [[seq, ok, value or [type, message,
 # traceback]], ...]; one frame carries both, so a quick task costs a single reply message
 RESULTS = "results"
@@ -31,7 +35,7 @@ HEARTBEAT = "hb"  # worker -> everyone: alive, with its in-flight count
 
 # Extension type codes (0-63 reserved for the protocol; user codecs use 64-127)
 _TUPLE, _SET, _FROZENSET, _DATETIME, _DATE, _TIME, _TIMEDELTA = 1, 2, 3, 4, 5, 6, 7
-_UUID, _DECIMAL, _COMPLEX, _MODEL, _REF, _PACKED = 8, 9, 10, 11, 12, 13
+_UUID, _DECIMAL, _COMPLEX, _MODEL, _REF, _PACKED, _STREAM = 8, 9, 10, 11, 12, 13, 14
 USER_CODES = range(64, 128)
 
 
@@ -152,6 +156,10 @@ class Codec:
             return msgpack.ExtType(_PACKED, obj.data)
         if isinstance(obj, ValueRef):
             return msgpack.ExtType(_REF, pack([obj.bucket, obj.name, obj.size]))
+        if isinstance(obj, StreamRef):
+            return msgpack.ExtType(
+                _STREAM, pack([obj.key, obj.items, obj.credits, obj.buffer, obj.values])
+            )
         dump = getattr(obj, "model_dump", None)
         if dump is not None and hasattr(type(obj), "model_validate"):
             cls = type(obj)
@@ -226,6 +234,8 @@ class Codec:
             return unpack(data)
         if code == _REF:
             return ValueRef(*unpack(data))
+        if code == _STREAM:
+            return StreamRef(*unpack(data))
         if code == _MODEL:
             module, qualname, fields = unpack(data)
             return _model(module, qualname, fields)

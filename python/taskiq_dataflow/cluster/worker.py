@@ -27,6 +27,7 @@ from collections import deque
 from typing import Any
 
 from ..dependencies import with_dependencies
+from ..streams import StreamRef, pump
 from ..transports.local import _resume
 from .broker import DataflowNatsBroker, publish_now
 from .protocol import (
@@ -39,6 +40,7 @@ from .protocol import (
     find_undecodable,
     result_part,
 )
+from .streams import StreamLink, StreamReceiver
 from .values import ValueStore
 
 log = logging.getLogger("taskiq_dataflow.worker")
@@ -62,9 +64,11 @@ class Worker:
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.codec = broker.codec
         self._free = concurrency  # slots not held by a running task
-        # entries waiting for a slot: (run id, reply subject, seq, name, args, kwargs, timeout)
-        self._queue: deque[tuple[str, str, int, str, list[Any], dict[str, Any], Any]] = deque()
-        self._funcs: dict[str, tuple[Any, bool]] = {}  # task name -> (callable, is async)
+        # entries waiting for a slot:
+        # (run id, reply subject, seq, name, args, kwargs, timeout, stream or None)
+        self._queue: deque[tuple[str, str, int, str, list[Any], dict[str, Any], Any, Any]] = deque()
+        # task name -> (callable, is async, is an async generator: a stream producer)
+        self._funcs: dict[str, tuple[Any, bool, bool]] = {}
         self._threads = concurrent.futures.ThreadPoolExecutor(
             concurrency, thread_name_prefix="dataflow-worker"
         )
@@ -153,15 +157,17 @@ class Worker:
                     bad = find_undecodable(body)
                     if bad is not None:
                         raise _Undecodable(f"cannot decode the task: {bad.message}")
-                name, args, kwargs, timeout = body
+                name, args, kwargs, timeout, *extra = body
+                stream = extra[0] if extra else None
                 # seq keys _running: an unhashable one would abort the rest of the frame
                 if not (
                     type(seq) is int
                     and isinstance(name, str)
                     and isinstance(args, list)
                     and isinstance(kwargs, dict)
+                    and (stream is None or _is_stream_spec(stream))
                 ):
-                    raise TypeError("expected [seq, [name, args, kwargs, timeout]]")
+                    raise TypeError("expected [seq, [name, args, kwargs, timeout(, stream)]]")
             except Exception as exc:
                 seq = item[0] if isinstance(item, list) and item and type(item[0]) is int else None
                 what = "" if isinstance(exc, _Undecodable) else "got a malformed task entry: "
@@ -169,7 +175,7 @@ class Worker:
                 self._send(reply, [seq, False, ["ProtocolError", message, ""]])
                 continue
             seqs.append(seq)
-            queue.append((run_id, reply, seq, name, args, kwargs, timeout))
+            queue.append((run_id, reply, seq, name, args, kwargs, timeout, stream))
         self._claims.setdefault(reply, []).extend(seqs)
         scheduled, self._flush_scheduled = self._flush_scheduled, True  # results join below
         try:
@@ -227,7 +233,15 @@ class Worker:
             self._pump()
 
     def _start(
-        self, run_id: str, reply: str, seq: int, name: str, args: Any, kwargs: Any, timeout: Any
+        self,
+        run_id: str,
+        reply: str,
+        seq: int,
+        name: str,
+        args: Any,
+        kwargs: Any,
+        timeout: Any,
+        stream: Any,
     ) -> bool:
         """Run one entry; True when it already finished (its result is in the outbox)."""
         found = self._funcs.get(name)
@@ -241,11 +255,15 @@ class Worker:
                 self._send(reply, _failure(seq, exc))
                 return True
             func = with_dependencies(task.original_func, self.broker)
-            found = self._funcs[name] = (func, inspect.iscoroutinefunction(func))
-        func, is_async = found
+            found = self._funcs[name] = (
+                func, inspect.iscoroutinefunction(func), inspect.isasyncgenfunction(func)
+            )  # fmt: skip
+        func, is_async, is_producer = found
         call = None
         context = None
-        if is_async and timeout is None and not _has_refs(args, kwargs):
+        if is_producer:
+            call = self._produce(run_id, func, args, kwargs, stream)
+        elif is_async and timeout is None and not _has_refs(args, kwargs):
             try:
                 coro = func(*args, **kwargs)
                 # its own context, as an asyncio.Task would have, kept when it continues as one
@@ -306,11 +324,12 @@ class Worker:
         call: Any,
     ) -> None:
         """A task that needs the loop: it suspended when stepped (`call` continues it), is
-        blocking (a thread), has a timeout, or takes values by reference."""
+        blocking (a thread), has a timeout, takes values by reference or reads a stream."""
+        receivers: list[Any] = []
         try:
             if call is None:
-                args = [await self._resolve(a) for a in args]
-                kwargs = {k: await self._resolve(v) for k, v in kwargs.items()}
+                args = [await self._resolve(a, run_id, receivers) for a in args]
+                kwargs = {k: await self._resolve(v, run_id, receivers) for k, v in kwargs.items()}
                 if is_async:
                     call = func(*args, **kwargs)
                 else:
@@ -332,12 +351,41 @@ class Worker:
             self._send(reply, _failure(seq, exc))
         else:
             self._finish(run_id, reply, seq, value)
+        finally:
+            for receiver in receivers:
+                await receiver.close()  # its producer stops waiting for us
 
-    async def _resolve(self, value: Any) -> Any:
+    async def _resolve(self, value: Any, run_id: str, receivers: list[Any]) -> Any:
         if isinstance(value, ValueRef):
             assert self._values is not None
-            return await self._values.get(value)
+            value = await self._values.get(value)
+        if isinstance(value, StreamRef):
+            value = self._link(run_id).receiver(value)
+            if isinstance(value, StreamReceiver):
+                receivers.append(value)
         return value
+
+    def _link(self, run_id: str) -> StreamLink:
+        broker = self.broker
+        return StreamLink(
+            self._nc, self.codec, self._values, broker.heartbeat_interval, broker.prefix, run_id
+        )
+
+    async def _produce(
+        self, run_id: str, func: Any, args: list[Any], kwargs: dict[str, Any], stream: Any
+    ) -> Any:
+        """Run a stream producer: its items to each live consumer's route, and back as the
+        task's result when the engine asked to keep them."""
+        keep, routes = stream if stream is not None else (True, [])
+        link = self._link(run_id)
+        receivers: list[Any] = []
+        args = [await self._resolve(a, run_id, receivers) for a in args]
+        kwargs = {k: await self._resolve(v, run_id, receivers) for k, v in kwargs.items()}
+        try:
+            return await pump(func(*args, **kwargs), [link.sender(r) for r in routes], keep)
+        finally:
+            for receiver in receivers:
+                await receiver.close()
 
     # -- outgoing results, batched --------------------------------------------------------------
 
@@ -379,13 +427,26 @@ class Worker:
 
 def _has_refs(args: list[Any], kwargs: dict[str, Any]) -> bool:
     for value in args:
-        if type(value) is ValueRef:
+        if type(value) in _REFS:
             return True
     if kwargs:
         for value in kwargs.values():
-            if type(value) is ValueRef:
+            if type(value) in _REFS:
                 return True
     return False
+
+
+_REFS = (ValueRef, StreamRef)
+
+
+def _is_stream_spec(stream: Any) -> bool:
+    """[keep, [StreamRef, ...]]: what a stream producer's entry carries."""
+    return (
+        isinstance(stream, list)
+        and len(stream) == 2
+        and isinstance(stream[1], list)
+        and all(type(r) is StreamRef for r in stream[1])
+    )
 
 
 def _failure(seq: int, exc: BaseException) -> list[Any]:

@@ -20,6 +20,8 @@ class Job(NamedTuple):
     kwargs: dict[str, Any]
     name: str
     timeout: float | None
+    # a stream producer that runs in another process: [keep its items?, [StreamRef, ...]]
+    stream: Any = None
 
 
 class Completion(NamedTuple):
@@ -75,6 +77,15 @@ class Transport(abc.ABC):
     async def materialize(self, values: dict[str, Any]) -> dict[str, Any]:
         """Final outputs as values (a transport may hold large ones by reference)."""
         return values
+
+    def runs_remotely(self, task: Any) -> bool:
+        """Whether `task` runs in another process (its streams then travel over `stream_link`)."""
+        return False
+
+    def stream_link(self) -> Any:
+        """Where stream items travel between processes (a cluster.streams.StreamLink); None
+        when every stream stays in this process."""
+        return None
 
     def stats(self) -> dict[str, int]:
         """Transport counters for the run (redeliveries, duplicates...)."""

@@ -150,12 +150,17 @@ class LocalTransport(Transport):
             self._executor = None
 
 
-def runs_in_engine(task: Any) -> bool:
+def runs_in_engine(task: Any, streams_travel: bool = False) -> bool:
     """Whether a remote transport must still run `task` in the engine's process: tasks declared
-    `local=True` (control nodes such as a map over a sub-flow) and stream producers and
-    consumers (streams are wired here; their items do not travel between workers yet)."""
+    `local=True` (control nodes such as a map over a sub-flow), and stream producers and
+    consumers unless the transport carries stream items between processes (`streams_travel`)
+    and the task is one its workers can run (registered on the broker)."""
     spec = get_spec(task)
-    if spec is not None and (spec.local or spec.streams):
+    if spec is not None and spec.local:
+        return True
+    if streams_travel and isinstance(getattr(task, "task_name", None), str):
+        return False
+    if spec is not None and spec.streams:
         return True
     func = original_function(task)
     return is_producer(func) or bool(stream_params(func))

@@ -27,6 +27,7 @@ from ..cluster.protocol import (
     find_undecodable,
     task_part,
 )
+from ..cluster.streams import StreamLink
 from ..cluster.values import ValueStore
 from ..events import TaskError
 from ..task import get_spec
@@ -79,6 +80,7 @@ class NatsTransport(Transport):
         self._subs: list[Any] = []
         self._watchdog: asyncio.Task[None] | None = None
         self._values: ValueStore | None = None
+        self._link: StreamLink | None = None
         self._background: set[asyncio.Future[Any]] = set()
         # id(input value) -> its reference; the engine's value map keeps the values alive
         self._uploads: dict[int, ValueRef] = {}
@@ -106,6 +108,10 @@ class NatsTransport(Transport):
         self._values = ValueStore(
             self._nc, broker.object_store_bucket, broker.large_value_threshold, self.codec
         )
+        self._link = StreamLink(
+            self._nc, self.codec, self._values, broker.heartbeat_interval, broker.prefix,
+            self.run_id,
+        )  # fmt: skip
         self._subs = [
             await self._nc.subscribe(self.reply_subject, cb=self._on_reply),
             await self._nc.subscribe(broker.heartbeat_subject, cb=self._on_heartbeat),
@@ -180,14 +186,23 @@ class NatsTransport(Transport):
             else:
                 self._flush_scheduled = scheduled
 
-    def _kick_one(self, job: Job) -> None:
-        task = job.task
+    def _route(self, task: Any) -> tuple[bool, Any, str]:
         route = self._routes.get(id(task))
         if route is None:
-            local = runs_in_engine(task)
+            local = runs_in_engine(task, streams_travel=True)
             name = getattr(task, "task_name", None)
             route = self._routes[id(task)] = (local, name, "" if local else self._pool_of(task))
-        local, name, pool = route
+        return route
+
+    def runs_remotely(self, task: Any) -> bool:
+        return not self._route(task)[0]
+
+    def stream_link(self) -> StreamLink:
+        assert self._link is not None, "the stream link exists once the transport started"
+        return self._link
+
+    def _kick_one(self, job: Job) -> None:
+        local, name, pool = self._route(job.task)
         if local:
             self._local.kick([job])
             return
@@ -199,7 +214,7 @@ class NatsTransport(Transport):
             self.push(Completion(job.node, job.attempt, False, task_error(job.name, exc)))
             return
         try:
-            body = self.codec.packb([name, list(job.args), job.kwargs, job.timeout])
+            body = self.codec.packb(self._body(name, list(job.args), job.kwargs, job))
         except EncodeError as exc:
             self.push(Completion(job.node, job.attempt, False, self._encode_error(job, exc)))
             return
@@ -208,6 +223,13 @@ class NatsTransport(Transport):
             self._spawn(self._offload(flight))
         else:
             self._send(flight)
+
+    @staticmethod
+    def _body(name: str, args: list[Any], kwargs: dict[str, Any], job: Job) -> list[Any]:
+        body = [name, args, kwargs, job.timeout]
+        if job.stream is not None:
+            body.append(job.stream)
+        return body
 
     def _encode_error(self, job: Job, exc: EncodeError) -> TaskError:
         culprit = ""
@@ -227,8 +249,7 @@ class NatsTransport(Transport):
         try:
             kwargs = {k: await self._by_ref(v, f"{job.node}.{k}") for k, v in job.kwargs.items()}
             args = [await self._by_ref(v, f"{job.node}.{i}") for i, v in enumerate(job.args)]
-            name = flight.job.task.task_name
-            flight.body = self.codec.packb([name, args, kwargs, job.timeout])
+            flight.body = self.codec.packb(self._body(job.task.task_name, args, kwargs, job))
         except Exception as exc:
             self.push(Completion(job.node, job.attempt, False, task_error(job.name, exc)))
             return

@@ -1,0 +1,337 @@
+"""Stream items over NATS: from a producer task to each streaming consumer, in order, exactly once,
+with credit-based back-pressure.
+
+Every live (producer, consumer input) pair has a route: two subjects named after the run, the
+consumer's node and its input, one carrying the items (producer -> consumer), one the credits
+(consumer -> producer). NATS core delivery is at most once, so exactly once is built on top:
+
+- items carry a sequence number; the receiver keeps `got` (items received without a gap), drops
+  what it already has and parks what arrives early;
+- the receiver grants credit: the sender may send item `seq` only while `seq < limit`, `limit`
+  being what the consumer has *read* plus its buffer, so at most `buffer` items are ever in
+  flight or waiting: a fast producer cannot exhaust the consumer's memory;
+- a sender waiting on credit for longer than `resend_after` probes the receiver, which answers
+  with what it has; items are published in order on one connection, so what the answer lacks was
+  lost and is sent again (a lost item or credit costs a delay, never an item, and a slow reader
+  causes no resends);
+- the end frame carries the item count (and the producer's error, if it failed); the producer
+  task finishes once every receiver acknowledged all items and the end.
+
+A producer whose worker died is sent again by the engine and regenerates its items; the first
+credit it hears tells it how many the consumer already has, and it skips those (the items must
+come out of the generator the same way twice). A consumer that restarts after items were
+acknowledged cannot read them again: its producer ends its stream with an error saying so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import uuid
+from collections import deque
+from typing import Any
+
+from ..streams import Stream, StreamError, StreamRef
+from .broker import publish_now
+from .protocol import Codec, ValueRef
+from .values import ValueStore
+
+ITEMS, END, HELLO, CREDIT = "items", "end", "hello", "credit"
+
+
+def _error_of(exc: BaseException | None) -> list[str] | None:
+    return None if exc is None else [type(exc).__name__, str(exc)]
+
+
+class StreamSender:
+    """The producer's end of one route: `_put` each item (waits for credit), then `_close`."""
+
+    def __init__(
+        self,
+        nc: Any,
+        codec: Codec,
+        ref: StreamRef,
+        values: ValueStore | None,
+        resend_after: float,
+        label: str,
+    ) -> None:
+        self.nc, self.codec, self.ref, self.values = nc, codec, ref, values
+        self.resend_after = resend_after
+        self.label = label  # names large items in the object store
+        self.count = 0  # items generated so far (the next item's seq)
+        self.got = 0  # items the receiver has, without a gap
+        self.limit = 0  # the receiver lets us send seq < limit
+        self.session: str | None = None  # the receiver instance we talk to
+        self.heard = False
+        self.done = False  # the receiver is gone: nothing more to send it
+        self.end_acked = False
+        self.unacked: deque[tuple[int, bytes]] = deque()  # sent, not yet acknowledged
+        self.end_frame: bytes | None = None
+        self._changed = asyncio.Event()
+        self._sub: Any = None
+
+    async def _open(self) -> None:
+        if self._sub is None:
+            self._sub = await self.nc.subscribe(self.ref.credits, cb=self._on_credit)
+            self._publish(self.codec.frame(HELLO))
+
+    def _publish(self, frame: bytes) -> None:
+        with contextlib.suppress(Exception):  # a lost frame is sent again on the resend timer
+            pending = publish_now(self.nc, self.ref.items, frame)
+            if pending is not None:
+                pending.add_done_callback(lambda f: f.cancelled() or f.exception())
+
+    async def _on_credit(self, msg: Any) -> None:
+        try:
+            frame = self.codec.read_frame(msg.data)
+            got, limit, session = int(frame["got"]), int(frame["limit"]), str(frame["r"])
+        except Exception:
+            return  # not a credit: the resend timer asks the receiver again
+        if frame.get("done"):
+            self.done = True
+        elif session != self.session:
+            base = self.unacked[0][0] if self.unacked else self.count
+            if self.heard and got < min(base, self.got):
+                # a restarted consumer asks for items we sent and it acknowledged: gone
+                self._refuse(got)
+                return
+            self.session, self.got, self.limit = session, got, limit
+        else:
+            self.got, self.limit = max(self.got, got), max(self.limit, limit)
+        self.heard = True
+        if frame.get("end") and self.end_frame is not None:
+            self.end_acked = True
+        unacked = self.unacked
+        while unacked and unacked[0][0] < self.got:
+            unacked.popleft()
+        if frame.get("p"):
+            # the answer to a probe: the receiver has seen everything we published before it,
+            # so what it still lacks was lost
+            for _, item in unacked:
+                self._publish(item)
+            if self.end_frame is not None and not self.end_acked:
+                self._publish(self.end_frame)
+        self._changed.set()
+
+    def _refuse(self, got: int) -> None:
+        error = StreamError(
+            f"the consumer of stream '{self.ref.key}' restarted and asked for it from item "
+            f"{got}, but items {got}..{self.got - 1} had already been read by its previous "
+            "run; a stream's items are not kept once read"
+        )
+        self._publish(self.codec.frame(END, n=self.count, e=_error_of(error)))
+        self.done = True
+        self._changed.set()
+
+    async def _wait(self) -> None:
+        """Until a credit arrives; after `resend_after` of silence, probe the receiver (its
+        answer says what to send again)."""
+        self._changed.clear()
+        try:
+            await asyncio.wait_for(self._changed.wait(), self.resend_after)
+        except TimeoutError:
+            self._publish(self.codec.frame(HELLO))
+
+    async def _put(self, item: Any) -> None:
+        if self.done:
+            return
+        await self._open()
+        seq = self.count
+        self.count += 1
+        while not self.done and seq >= self.limit:
+            await self._wait()
+        if self.done or seq < self.got:
+            return  # gone, or an item this consumer already has from an earlier producer run
+        try:
+            value = item
+            encoded = self.codec.packb(item)
+            if self.values is not None and len(encoded) > self.values.threshold:
+                value = await self.values.put(f"{self.label}.{seq}", encoded)
+            frame = self.codec.frame(ITEMS, i=[[seq, value]])
+        except Exception as exc:
+            raise StreamError(
+                f"item {seq} of stream '{self.ref.key}' cannot be sent: {exc}"
+            ) from exc
+        self.unacked.append((seq, frame))
+        self._publish(frame)
+
+    async def _close(self, failure: BaseException | None = None) -> None:
+        if self.done:
+            await self._shut()
+            return
+        await self._open()
+        self.end_frame = self.codec.frame(END, n=self.count, e=_error_of(failure))
+        self._publish(self.end_frame)
+        if failure is None:
+            # finished only when the receiver has everything (it may still be reading)
+            while not self.done and not (self.end_acked and self.got >= self.count):
+                await self._wait()
+        await self._shut()
+
+    async def _shut(self) -> None:
+        if self._sub is not None:
+            sub, self._sub = self._sub, None
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+
+class StreamReceiver(Stream[Any]):
+    """The consumer's end of one route: a Stream whose items arrive over NATS."""
+
+    def __init__(self, nc: Any, codec: Codec, ref: StreamRef, values: ValueStore | None) -> None:
+        super().__init__(ref.key, ref.buffer)
+        self.nc, self.codec, self.ref, self.values = nc, codec, ref, values
+        self.session = uuid.uuid4().hex[:12]
+        self.got = 0  # items received without a gap
+        self.read = 0  # items handed to the consumer
+        self.granted = 0  # the last limit sent
+        self.ready: deque[Any] = deque()
+        self.early: dict[int, Any] = {}  # arrived ahead of a gap
+        self.total: int | None = None  # the item count, once the end frame came
+        self.failure: list[str] | None = None
+        self._arrived = asyncio.Event()
+        self._sub: Any = None
+        self._closed = False
+        self._closing: asyncio.Future[None] | None = None
+
+    async def _open(self) -> None:
+        if self._sub is None and not self._closed:
+            self._sub = await self.nc.subscribe(self.ref.items, cb=self._on_items)
+            self._credit()
+
+    def _credit(self, done: bool = False, probed: bool = False) -> None:
+        self.granted = self.read + self.ref.buffer
+        frame = self.codec.frame(
+            CREDIT, got=self.got, limit=self.granted, r=self.session,
+            end=self.total is not None and self.got >= self.total, done=done, p=probed,
+        )  # fmt: skip
+        with contextlib.suppress(Exception):  # lost: the sender's resend timer asks again
+            pending = publish_now(self.nc, self.ref.credits, frame)
+            if pending is not None:
+                pending.add_done_callback(lambda f: f.cancelled() or f.exception())
+
+    async def _on_items(self, msg: Any) -> None:
+        try:
+            frame = self.codec.read_frame(msg.data)
+        except Exception as exc:
+            self.failure = ["ProtocolError", f"an item frame cannot be decoded: {exc}"]
+            self.total = self.got
+            self._arrived.set()
+            return
+        kind = frame.get("t")
+        if kind == ITEMS:
+            stale, gap = False, bool(self.early)
+            for seq, value in frame["i"]:
+                if seq < self.got or seq in self.early:
+                    stale = True  # a resend, or a regenerating producer: already have it
+                elif seq == self.got:
+                    self.ready.append(value)
+                    self.got += 1
+                    while self.got in self.early:
+                        self.ready.append(self.early.pop(self.got))
+                        self.got += 1
+                elif seq < self.read + self.ref.buffer:
+                    self.early[seq] = value
+            if self.early and not gap:
+                # items come in order on one connection: the one before these was lost
+                self._credit(probed=True)
+            elif stale or (self.total is not None and self.got >= self.total):
+                self._credit()  # tell the sender where we are
+        elif kind == END:
+            if self.total is None:
+                self.total, self.failure = int(frame["n"]), frame.get("e")
+            self._credit(probed=self.got < self.total)
+        elif kind == HELLO:
+            self._credit(probed=True)
+        self._arrived.set()
+
+    async def _iterate(self) -> Any:
+        await self._open()
+        ready = self.ready
+        try:
+            while True:
+                if ready:
+                    value = ready.popleft()
+                    self.read += 1
+                    if self.read + self.ref.buffer - self.granted >= max(1, self.ref.buffer // 2):
+                        self._credit()
+                    if type(value) is ValueRef and self.values is not None:
+                        value = await self.values.get(value)
+                    yield value
+                elif self.total is not None and self.read >= self.total:
+                    if self.failure is not None:
+                        kind, message = self.failure
+                        raise StreamError(
+                            f"the producer of stream '{self.key}' failed: {kind}: {message}"
+                        )
+                    return
+                else:
+                    self._arrived.clear()
+                    await self._arrived.wait()
+        finally:
+            if self.total is not None and self.read >= self.total:
+                await self.close()
+
+    def _abandon(self) -> None:
+        if not self._closed:
+            self._closing = asyncio.ensure_future(self.close())
+
+    async def close(self) -> None:
+        """Stop listening; the producer stops waiting for this consumer."""
+        if self._closed:
+            return
+        self._closed = True
+        self._credit(done=True)
+        if self._sub is not None:
+            sub, self._sub = self._sub, None
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+
+_labels = itertools.count()
+
+
+class StreamLink:
+    """The stream ends of one run on one side (the engine, or a task on a worker)."""
+
+    def __init__(
+        self,
+        nc: Any,
+        codec: Codec,
+        values: ValueStore | None,
+        resend_after: float,
+        prefix: str,
+        run_id: str,
+    ) -> None:
+        self.nc, self.codec, self.values, self.resend_after = nc, codec, values, resend_after
+        self.prefix, self.run_id = prefix, run_id
+
+    def route(self, node: int, index: int, key: str, buffer: int) -> StreamRef:
+        """The route of consumer `node`'s input number `index` (`key`)."""
+        where = f"{self.run_id}.{node}.{index}"
+        return StreamRef(
+            key, f"{self.prefix}.stream.{where}", f"{self.prefix}.credit.{where}", buffer
+        )
+
+    def sender(self, ref: StreamRef) -> StreamSender:
+        # large items go to the object store under the run's name: purged with the run
+        label = f"{self.run_id}.stream.{next(_labels)}.{uuid.uuid4().hex[:6]}"
+        return StreamSender(self.nc, self.codec, ref, self.values, self.resend_after, label)
+
+    def receiver(self, ref: StreamRef) -> Stream[Any]:
+        if ref.values is not None:
+            return Stream.of(ref.key, ref.values)
+        return StreamReceiver(self.nc, self.codec, ref, self.values)
+
+    def abandon(self, ref: StreamRef) -> None:
+        """Tell the producer a consumer is gone (it failed for good, or the run stopped)."""
+        frame = self.codec.frame(CREDIT, got=0, limit=0, r="engine", end=False, done=True)
+        with contextlib.suppress(Exception):
+            publish_now(self.nc, ref.credits, frame)
+
+    def end(self, ref: StreamRef, failure: BaseException) -> None:
+        """End a stream whose producer failed for good (e.g. its workers died)."""
+        frame = self.codec.frame(END, n=-1, e=_error_of(failure))
+        with contextlib.suppress(Exception):
+            publish_now(self.nc, ref.items, frame)

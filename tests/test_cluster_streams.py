@@ -1,0 +1,130 @@
+"""Streams between cluster workers: items as msgpack frames over NATS, in order, exactly once,
+with credit-based back-pressure; producers and consumers on workers or in the engine."""
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import cluster_tasks
+import feature_tasks as ft
+import pytest
+from cluster_support import WorkerProcesses
+from conftest import registry_of as registry
+from conftest import run
+from taskiq_dataflow import (
+    DataflowExecutionError,
+    ExecutionEngine,
+    StepCompleted,
+    TaskFailedError,
+    pipeline_task,
+)
+from taskiq_dataflow.cluster import DataflowNatsBroker, NatsServer
+
+
+@pytest.fixture(scope="module")
+def server():
+    with NatsServer() as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def workers(server):
+    wp = WorkerProcesses(server.url, workers=2, target="feature_tasks:broker")
+    wp.start()
+    try:
+        yield wp
+    finally:
+        wp.stop()
+
+
+def engine_for(server, dag, **options) -> ExecutionEngine:
+    broker = DataflowNatsBroker(server.url, heartbeat_timeout=1.0, codec=cluster_tasks.broker.codec)
+    return ExecutionEngine(broker, dag, **options)
+
+
+def workers_of(engine) -> dict[str, str]:
+    where: dict[str, str] = {}
+    engine.events.subscribe(lambda e: where.__setitem__(e.task_name, e.worker), StepCompleted)
+    return where
+
+
+def test_items_cross_workers_in_order_exactly_once(server, workers):
+    dag = registry(ft.ticks, ft.seen, external=["count", "pause", "lag"]).build_dag()
+    engine = engine_for(server, dag)
+    where = workers_of(engine)
+    out = run(engine.execute({"count": 3000, "pause": 0, "lag": 0}))
+    assert [i for i, _, _ in out["seen"]] == list(range(3000))
+    assert out["ticks"] is None  # read live by its only consumer: not kept
+    assert where["ticks"] and where["seen"]  # both ran on workers, not in the engine
+
+
+def test_streaming_consumer_on_a_worker_starts_before_its_producer_ends(server, workers):
+    dag = registry(ft.ticks, ft.seen, external=["count", "pause", "lag"]).build_dag()
+    out = run(engine_for(server, dag).execute({"count": 4, "pause": 0.3, "lag": 0}))
+    (_, _, first_seen), (_, last_made, _) = out["seen"][0], out["seen"][-1]
+    assert first_seen < last_made  # the consumer had item 0 before the producer made item 3
+
+
+def test_back_pressure_across_workers(server, workers):
+    """The consumer reads with a buffer of 4 and is slow: the producer never gets far ahead."""
+    dag = registry(ft.ticks, ft.seen, external=["count", "pause", "lag"]).build_dag()
+    out = run(engine_for(server, dag).execute({"count": 40, "pause": 0, "lag": 0.02}))
+    made = {i: m for i, m, _ in out["seen"]}
+    got = {i: g for i, _, g in out["seen"]}
+    buffer = 4
+    # item s is made only after the consumer read item s - buffer - 1 (credit comes on reads;
+    # one item of slack for the consumer's own bookkeeping)
+    late = [s for s in range(buffer + 2, 40) if made[s] < got[s - buffer - 2]]
+    assert not late, f"items made before their credit: {late}"
+    assert made[39] > got[39 - buffer - 2]
+
+
+def test_a_list_consumer_of_a_worker_stream_gets_the_list(server, workers):
+    dag = registry(ft.ticks, ft.seen, ft.tally, external=["count", "pause", "lag"]).build_dag()
+    out = run(engine_for(server, dag).execute({"count": 500, "pause": 0, "lag": 0}))
+    assert [i for i, _, _ in out["seen"]] == out["tally"] == list(range(500))
+    assert [i for i, _ in out["ticks"]] == list(range(500))
+
+
+def test_engine_producer_to_worker_consumer_and_back(server, workers):
+    """A plain (unregistered) producer runs in the engine and streams to a worker; a worker
+    producer streams to a plain consumer in the engine."""
+
+    @pipeline_task(output="ticks", inputs=["count"])
+    async def local_ticks(count):
+        for i in range(count):
+            yield [i, 0.0]
+
+    @pipeline_task(output="firsts", stream_buffer=2)
+    async def local_reader(ticks: AsyncIterator[list]) -> list:
+        return [row[0] async for row in ticks]
+
+    dag = registry(local_ticks, ft.seen, external=["count", "lag"]).build_dag()
+    out = run(engine_for(server, dag).execute({"count": 50, "lag": 0}))
+    assert [i for i, _, _ in out["seen"]] == list(range(50))
+
+    dag = registry(ft.ticks, local_reader, external=["count", "pause"]).build_dag()
+    out = run(engine_for(server, dag).execute({"count": 50, "pause": 0}))
+    assert out["firsts"] == list(range(50))
+
+
+def test_producer_failure_reaches_the_consumer_on_a_worker(server, workers):
+    dag = registry(ft.broken, ft.sipped, external=["count"]).build_dag()
+    with pytest.raises((TaskFailedError, DataflowExecutionError)) as caught:
+        run(engine_for(server, dag, fail_fast=False).execute({"count": 3}))
+    text = str(caught.value) + "".join(map(str, getattr(caught.value, "failures", [])))
+    assert "the well ran dry" in text
+
+
+def test_a_consumer_that_stops_early_releases_its_producer(server, workers):
+    @pipeline_task(output="head", stream_buffer=2)
+    async def head(ticks: AsyncIterator[list]) -> list:
+        rows = []
+        async for row in ticks:
+            rows.append(row[0])
+            if len(rows) == 3:
+                break
+        return rows
+
+    dag = registry(ft.ticks, head, external=["count", "pause"]).build_dag()
+    out = run(asyncio.wait_for(engine_for(server, dag).execute({"count": 100, "pause": 0}), 30))
+    assert out["head"] == [0, 1, 2]  # and the producer, no longer waited for, finished
