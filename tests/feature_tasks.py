@@ -64,14 +64,27 @@ def total(numbers: list) -> int:
 # -- streams between workers ---------------------------------------------------------------------
 
 
-@broker.task
-@pipeline_task(output="ticks")
-async def ticks(count: int, pause: float):
-    """Yields [i, the time it was made]; deterministic, so a redelivered run yields the same."""
+async def _ticks(count: int, pause: float):
     for i in range(count):
         if pause:
             await asyncio.sleep(pause)
         yield [i, time.time()]
+
+
+@broker.task
+@pipeline_task(output="ticks")
+async def ticks(count: int, pause: float):
+    """Yields [i, the time it was made]; the same items again when redelivered."""
+    async for item in _ticks(count, pause):
+        yield item
+
+
+@broker.task
+@pipeline_task(output="ticks", pool="streamgen")
+async def ticks_in_own_pool(count: int, pause: float):
+    """`ticks` on the "streamgen" pool, whose worker a test kills mid-stream."""
+    async for item in _ticks(count, pause):
+        yield item
 
 
 @broker.task

@@ -2,6 +2,8 @@
 with credit-based back-pressure; producers and consumers on workers or in the engine."""
 
 import asyncio
+import os
+import signal
 from collections.abc import AsyncIterator
 
 import cluster_tasks
@@ -128,3 +130,79 @@ def test_a_consumer_that_stops_early_releases_its_producer(server, workers):
     dag = registry(ft.ticks, head, external=["count", "pause"]).build_dag()
     out = run(asyncio.wait_for(engine_for(server, dag).execute({"count": 100, "pause": 0}), 30))
     assert out["head"] == [0, 1, 2]  # and the producer, no longer waited for, finished
+
+
+def test_producer_worker_killed_mid_stream_consumer_sees_each_item_once(server, workers):
+    """The producer's worker is SIGKILLed after 20 items: the engine sends the producer again,
+    the new worker regenerates the items and skips the 20 the consumer already has."""
+    gen = WorkerProcesses(server.url, workers=1, pool="streamgen", target="feature_tasks:broker")
+    gen.start()
+    try:
+        (victim,) = gen.children()
+
+        @pipeline_task(output="read", stream_buffer=4)
+        async def reader(ticks: AsyncIterator[list]) -> list:
+            read = []
+            async for i, _ in ticks:
+                read.append(i)
+                if len(read) == 20:
+                    os.kill(victim, signal.SIGKILL)
+            return read
+
+        dag = registry(ft.ticks_in_own_pool, reader, external=["count", "pause"]).build_dag()
+        engine = engine_for(server, dag)
+        out = run(asyncio.wait_for(engine.execute({"count": 60, "pause": 0.02}), 60))
+        assert out["read"] == list(range(60))
+        assert engine.stats["redeliveries"] >= 1
+        assert victim not in gen.children()
+    finally:
+        gen.stop()
+
+
+class Lossy:
+    """A real NATS connection that drops every `every`-th frame it publishes."""
+
+    def __init__(self, nc, every: int) -> None:
+        self.nc, self.every, self.sent, self.dropped = nc, every, 0, 0
+
+    async def publish(self, subject, payload):
+        self.sent += 1
+        if self.sent % self.every == 0:
+            self.dropped += 1
+            return
+        await self.nc.publish(subject, payload)
+
+    def __getattr__(self, name):
+        return getattr(self.nc, name)
+
+
+def test_lost_items_and_credits_are_sent_again(server):
+    """Items and credits lost in transit (NATS core is at most once) cost a resend, never an
+    item: the receiver reads each exactly once, in order, and the sender finishes."""
+    import nats
+    from taskiq_dataflow.cluster.protocol import DEFAULT_CODEC
+    from taskiq_dataflow.cluster.streams import StreamLink
+
+    async def scenario():
+        a, b = await nats.connect(server.url), await nats.connect(server.url)
+        producer = StreamLink(Lossy(a, 7), DEFAULT_CODEC, None, 0.05, "lossy", "r1")
+        consumer = StreamLink(Lossy(b, 5), DEFAULT_CODEC, None, 0.05, "lossy", "r1")
+        ref = producer.route(3, 0, "numbers", 8)
+        sender, receiver = producer.sender(ref), consumer.receiver(ref)
+
+        async def produce():
+            for i in range(500):
+                await sender._put(i)
+            await sender._close()
+
+        reading = asyncio.ensure_future(receiver.collect())
+        await asyncio.wait_for(produce(), 30)
+        got = await asyncio.wait_for(reading, 30)
+        dropped = producer.nc.dropped + consumer.nc.dropped
+        await a.close()
+        await b.close()
+        return got, dropped
+
+    got, dropped = run(scenario())
+    assert got == list(range(500))
+    assert dropped > 50
