@@ -206,3 +206,38 @@ def test_lost_items_and_credits_are_sent_again(server):
     got, dropped = run(scenario())
     assert got == list(range(500))
     assert dropped > 50
+
+
+def test_a_consumer_restarted_mid_stream_is_told_which_items_are_gone(server):
+    import nats
+    from taskiq_dataflow import StreamError
+    from taskiq_dataflow.cluster.protocol import DEFAULT_CODEC
+    from taskiq_dataflow.cluster.streams import StreamLink
+
+    async def scenario():
+        nc = await nats.connect(server.url)
+        link = StreamLink(nc, DEFAULT_CODEC, None, 0.05, "restart", "r2")
+        ref = link.route(5, 0, "numbers", 2)
+        sender, first = link.sender(ref), link.receiver(ref)
+
+        async def produce():
+            for i in range(10):
+                await sender._put(i)
+            await sender._close()
+
+        producing = asyncio.ensure_future(produce())
+        seen = []
+        async for i in first:
+            seen.append(i)
+            if len(seen) == 4:
+                break  # this consumer "dies" without saying so: no done credit
+        first._closed = True
+        await first._sub.unsubscribe()
+        again = link.receiver(ref)  # its restart: a new session asking from item 0
+        with pytest.raises(StreamError, match=r"items 0\.\.\d+ had already been read"):
+            await asyncio.wait_for(again.collect(), 10)
+        await asyncio.wait_for(producing, 10)  # the producer is not left waiting
+        await nc.close()
+        return seen
+
+    assert run(scenario()) == [0, 1, 2, 3]

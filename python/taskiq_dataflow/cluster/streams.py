@@ -240,7 +240,10 @@ class StreamReceiver(Stream[Any]):
                 self._credit()  # tell the sender where we are
         elif kind == END:
             if self.total is None:
-                self.total, self.failure = int(frame["n"]), frame.get("e")
+                self.failure = frame.get("e")
+                # a failed stream ends with what already came: its items were published before
+                # the end on the same connection, and a failed producer sends nothing again
+                self.total = self.got if self.failure else int(frame["n"])
             self._credit(probed=self.got < self.total)
         elif kind == HELLO:
             self._credit(probed=True)
