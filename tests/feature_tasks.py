@@ -118,3 +118,17 @@ async def sipped(broken: AsyncIterator[int]) -> int:
 def tally(ticks: list) -> list:
     """A list consumer of the stream: gets it whole."""
     return [i for i, _ in ticks]
+
+
+# -- compensations that run on the workers ------------------------------------------------------
+
+
+@broker.task
+async def refund(charged: dict) -> None:
+    note(f"refund:{charged['charged']}")
+
+
+@broker.task
+def refund_fails(charged: dict) -> None:
+    note("refund_fails")
+    raise RuntimeError("the bank is closed")

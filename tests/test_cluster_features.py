@@ -10,10 +10,12 @@ from cluster_support import WorkerProcesses
 from conftest import registry_of as registry
 from conftest import run
 from taskiq_dataflow import (
+    DataflowExecutionError,
     DataflowRegistry,
     ExecutionEngine,
     ResultCache,
     RunStore,
+    StepCompensated,
     StepCompleted,
     TaskFailedError,
 )
@@ -89,6 +91,40 @@ def test_compensation_after_a_worker_task_fails(server, workers, ran):
             ExecutionEngine(broker_for(server), reg.build_dag()).execute({"value": 1, "fail": True})
         )
     assert undone == [{"charged": 3}]
+
+
+@pytest.mark.parametrize("fail_fast", [True, False])
+def test_registered_compensations_run_on_the_workers(server, workers, ran, fail_fast):
+    reg = DataflowRegistry()
+    for key in ("value", "fail"):
+        reg.register_external_input(key)
+    reg.register_task(ft.scale)
+    reg.register_task(ft.charge, compensate=ft.refund)
+    reg.register_task(ft.ship)
+    compensated = []
+    engine = ExecutionEngine(broker_for(server), reg.build_dag(), fail_fast=fail_fast)
+    engine.events.subscribe(compensated.append, StepCompensated)
+    with pytest.raises((TaskFailedError, DataflowExecutionError), match="the ship sank"):
+        run(engine.execute({"value": 2, "fail": True}))
+    # the log is written only where DATAFLOW_TEST_LOG is set: on the workers
+    assert "refund:6" in ran() and [(e.task_name, e.error) for e in compensated] == [
+        ("charge", None)
+    ]
+
+
+def test_a_failed_compensation_on_a_worker_is_reported(server, workers, ran):
+    reg = DataflowRegistry()
+    for key in ("value", "fail"):
+        reg.register_external_input(key)
+    reg.register_task(ft.scale)
+    reg.register_task(ft.charge, compensate=ft.refund_fails)
+    reg.register_task(ft.ship)
+    engine = ExecutionEngine(broker_for(server), reg.build_dag())
+    with pytest.raises(TaskFailedError, match="the ship sank") as caught:
+        run(engine.execute({"value": 1, "fail": True}))
+    (error,) = caught.value.compensation_errors
+    assert error.task_name == "charge" and "the bank is closed" in error.message
+    assert "Traceback" in error.traceback and "refund_fails" in ran()
 
 
 def test_provenance_and_restart_on_the_cluster(server, workers, ran, tmp_path):

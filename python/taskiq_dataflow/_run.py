@@ -37,7 +37,7 @@ from .events import (
     TaskError,
 )
 from .streams import Stream, StreamError, StreamRef, is_producer, pump, stream_params
-from .task import get_spec, original_function
+from .task import InEngine, get_spec, original_function
 from .transports.base import Completion, Job, Transport, task_error
 
 if TYPE_CHECKING:
@@ -86,6 +86,7 @@ class Plan(NamedTuple):
 
 
 WAKE: Any = Completion(-1, -1, False, None)
+COMPENSATION = 0  # the attempt number of a compensation job (a task's attempts start at 1)
 
 # Per-node settings register_task(...) accepts besides the task's own pipeline_task spec.
 OVERRIDES = frozenset(
@@ -412,7 +413,10 @@ class Run:
 
     async def compensate(self) -> list[TaskError]:
         """Undo every completed task that has a compensation, in reverse topological order,
-        each once, with its own result. Returns the compensations that failed."""
+        each once, with its own result. Returns the compensations that failed.
+
+        A compensation registered on the broker (`@broker.task`) runs where the broker's tasks
+        run (a cluster worker); a plain function runs in the engine's process."""
         if not self.results:
             return []
         failed: list[TaskError] = []
@@ -420,15 +424,15 @@ class Run:
         for node in order:
             name = self.names[node]
             action = self.plan(node).compensate
-            try:
-                outcome = with_dependencies(original_function(action), self.engine.broker)(
-                    self.results[node]
-                )
-                if inspect.isawaitable(outcome):
-                    await outcome
-                error = None
-            except Exception as exc:
-                error = task_error(name, exc)
+            task = action if isinstance(getattr(action, "task_name", None), str) else None
+            func = with_dependencies(original_function(action), self.engine.broker)
+            job = Job(
+                node, COMPENSATION, task or InEngine(func), func, (self.results[node],), {},
+                name, None,
+            )  # fmt: skip
+            done = await self.transport.call(job)
+            error = None if done.ok else done.value
+            if error is not None:
                 failed.append(error)
             if self.bus:
                 await self.bus.emit(StepCompensated(self.run_id, node, name, error))

@@ -62,7 +62,7 @@ from .events import EventBus
 from .execution_engine import ExecutionEngine, current_run
 from .pipeline import check_engine_options
 from .store import nested_run_id, resumable
-from .task import TaskSpec, get_spec, infer_inputs, original_function, task_display_name
+from .task import InEngine, TaskSpec, get_spec, infer_inputs, original_function, task_display_name
 from .transports.base import Transport
 from .transports.local import _is_async
 
@@ -617,25 +617,6 @@ class _Columns:
 # -- argument binding -------------------------------------------------------------------------
 
 
-class _InProcess:
-    """A plain function in a flow: marked `local=True` (the NATS transport runs it in the
-    engine's process, as it cannot travel) and possibly adapted to positional arguments.
-
-    The engine calls `original_func` directly: no wrapper call at run time unless adapted."""
-
-    __slots__ = ("__dataflow__", "original_func")
-
-    def __init__(self, func: Any, spec: TaskSpec) -> None:
-        self.original_func = func
-        self.__dataflow__ = spec
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self.original_func(*args, **kwargs)
-
-    def __repr__(self) -> str:
-        return f"<in-process {self.__dataflow__.name}>"
-
-
 def _bind(node: FlowNode, keys: list[str], positional: bool) -> tuple[Any, tuple[str, ...]]:
     """The task object and input keys (in argument order) with which the engine's binding rule
     (by keyword when every key is a parameter name, else by position in key order) gives each
@@ -685,7 +666,7 @@ def _bind(node: FlowNode, keys: list[str], positional: bool) -> tuple[Any, tuple
         spec = TaskSpec(outputs=(), inputs=None, name=task_display_name(task), local=True)
     elif not spec.local:
         spec = dataclasses.replace(spec, local=True)
-    return _InProcess(func, spec), ordered
+    return InEngine(func, spec), ordered
 
 
 def _positional_params(func: Any) -> list[str]:

@@ -137,6 +137,27 @@ def get_spec(task: Any) -> TaskSpec | None:
     return spec
 
 
+class InEngine:
+    """A plain function marked `local=True`: the NATS transport runs it in the engine's process,
+    as it cannot travel to a worker (a plain function in a flow, a plain compensation).
+
+    The engine calls `original_func` directly: no wrapper call at run time."""
+
+    __slots__ = ("__dataflow__", "original_func")
+
+    def __init__(self, func: Any, spec: TaskSpec | None = None) -> None:
+        self.original_func = func
+        self.__dataflow__ = spec or TaskSpec(
+            outputs=(), inputs=None, name=_display_name(func), local=True
+        )
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.original_func(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<in-process {self.__dataflow__.name}>"
+
+
 def original_function(task: Any) -> Callable[..., Any]:
     """The plain callable behind a taskiq decorated task (or the task itself)."""
     return getattr(task, "original_func", task)

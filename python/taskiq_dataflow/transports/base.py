@@ -65,6 +65,16 @@ class Transport(abc.ABC):
             batch, self._done = self._done, []
             yield batch
 
+    async def call(self, job: Job) -> Completion:
+        """Run one job to its end outside the engine loop (a compensation after the run
+        failed): kicked like any other, its completion picked out of what is pushed."""
+        self.kick([job])
+        async for batch in self.listen():
+            for c in batch:
+                if c.node == job.node and c.attempt == job.attempt:
+                    return c
+        raise AssertionError("listen() ended")  # it never does: it raises or yields
+
     async def startup(self) -> None:  # noqa: B027 - optional hook
         """Connect, spawn pools: whatever must happen before the first kick."""
 

@@ -60,7 +60,7 @@ class NatsTransport(Transport):
         super().__init__()
         self.broker = broker
         self.codec = broker.codec
-        self.run_id = run_id
+        self.run_id = self._frame_run = run_id
         self.reply_subject = broker.reply_subject(run_id)
         self.redeliveries = 0
         self.duplicates = 0
@@ -143,6 +143,10 @@ class NatsTransport(Transport):
         self._inflight.clear()
         if self._nc is not None and self._nc.is_connected:
             self._spawn(self._nc.publish(self.broker.cancel_subject(self.run_id), b""))
+        # what is sent from now on (compensations) goes under another run id: the cancel may
+        # reach a worker after it, and must not stop it (object names keep the run's prefix,
+        # so the store is still purged with the run)
+        self._frame_run = f"{self.run_id}.undo"
 
     def stats(self) -> dict[str, int]:
         return {
@@ -297,7 +301,7 @@ class NatsTransport(Transport):
             for i in range(0, len(live), size):
                 parts = [task_part(s, inflight[s].body) for s in live[i : i + size]]
                 frame = self.codec.frame_of_parts(
-                    TASKS, "tasks", parts, run=self.run_id, reply=self.reply_subject
+                    TASKS, "tasks", parts, run=self._frame_run, reply=self.reply_subject
                 )
                 frames.append((subject, frame))
         for subject, frame in frames:
