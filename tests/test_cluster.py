@@ -283,6 +283,18 @@ def test_pool_tasks_go_only_to_that_pools_workers(server, cluster):
         assert out[f"cpu{i}"]["pool"] == "default" and out[f"cpu{i}"]["pid"] in default_pids
 
 
+def test_register_task_sets_pool_and_local_per_node(server, cluster):
+    """One task, three nodes: its own pool, another pool, and the engine's process."""
+    registry = DataflowRegistry()
+    registry.register_task(cluster_tasks.where_gpu, output="own", inputs=[])
+    registry.register_task(cluster_tasks.where_gpu, output="moved", inputs=[], pool="default")
+    registry.register_task(cluster_tasks.where_gpu, output="here", inputs=[], local=True)
+    out = run(ExecutionEngine(engine_broker(server), registry.build_dag()).execute())
+    assert out["own"]["pid"] in cluster.gpu.children()
+    assert out["moved"]["pid"] in cluster.default.children()
+    assert out["here"]["pid"] == os.getpid()
+
+
 @cluster_tasks.broker.task
 @pipeline_task(output="ghostly")
 def ghost() -> int:

@@ -136,3 +136,38 @@ def test_streams_with_the_broker_transport_run_in_the_engine(broker):
 
     engine = ExecutionEngine(broker, build(gen, double, count), transport="broker")
     assert run(engine.execute()) == {"items": [0, 1, 2], "doubled": [0, 2, 4], "n": 3}
+
+
+def test_register_task_makes_one_node_read_a_stream():
+    """The same function: a list consumer in one node, a live reader with a buffer of 1 in
+    another (register_task(..., streams=[...], stream_buffer=...))."""
+    lead = []
+    made = 0
+
+    @pipeline_task(output="items", inputs=[])
+    async def produce():
+        nonlocal made
+        for i in range(20):
+            made += 1
+            yield i
+
+    async def read(items):
+        if isinstance(items, Stream):
+            out = []
+            async for value in items:
+                lead.append(made - len(out))
+                out.append(value)
+            return out
+        return list(items)
+
+    from taskiq_dataflow import DataflowRegistry
+
+    registry = DataflowRegistry()
+    registry.register_task(produce)
+    registry.register_task(read, output="whole", inputs=["items"], name="whole")
+    registry.register_task(
+        read, output="live", inputs=["items"], name="live", streams=["items"], stream_buffer=1
+    )
+    out = run(ExecutionEngine(None, registry.build_dag()).execute())
+    assert out["whole"] == out["live"] == list(range(20))
+    assert lead and max(lead) <= 3

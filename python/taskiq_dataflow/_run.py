@@ -83,6 +83,7 @@ class Plan(NamedTuple):
     producer: bool  # an async generator: its output key is a stream
     streams: frozenset[str]  # input keys it reads as streams
     buffer: int
+    where: tuple[bool | None, str | None] | None  # (local, pool) given to register_task
 
 
 WAKE: Any = Completion(-1, -1, False, None)
@@ -91,7 +92,7 @@ COMPENSATION = 0  # the attempt number of a compensation job (a task's attempts 
 # Per-node settings register_task(...) accepts besides the task's own pipeline_task spec.
 OVERRIDES = frozenset(
     {"retries", "retry_delay", "retry_backoff", "retry_jitter", "timeout", "compensate",
-     "cache", "min_ttl", "max_ttl"}
+     "cache", "min_ttl", "max_ttl", "pool", "local", "streams", "stream_buffer"}
 )  # fmt: skip
 
 
@@ -167,6 +168,9 @@ class Run:
                 is_producer(plain),
                 frozenset(setting("streams", ())) | stream_params(plain),
                 setting("stream_buffer", 64),
+                (given.get("local"), given.get("pool"))
+                if "local" in given or "pool" in given
+                else None,
             )
             if found.compensate is not None or found.cache is not None:
                 self.keeps_results = True
@@ -195,7 +199,7 @@ class Run:
             args = tuple(map(values.__getitem__, keys))
         return Job(
             node, attempt, self.tasks[node], func, args, kwargs, self.names[node],
-            plan.policy.timeout, stream,
+            plan.policy.timeout, stream, plan.where,
         )  # fmt: skip
 
     # -- dispatch -------------------------------------------------------------------------------
@@ -458,7 +462,10 @@ class Streaming:
         self.live: set[int] = set()  # consumers that read a stream while it was produced
 
     def remote(self, node: int) -> bool:
-        return self.link is not None and self.run.transport.runs_remotely(self.run.tasks[node])
+        run = self.run
+        return self.link is not None and run.transport.runs_remotely(
+            run.tasks[node], run.plan(node).where
+        )
 
     def arguments(self, node: int, plan: Plan) -> Mapping[str, Any]:
         """The node's input values, its stream keys as Streams (StreamRefs for a remote node)."""

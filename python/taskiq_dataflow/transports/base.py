@@ -22,6 +22,8 @@ class Job(NamedTuple):
     timeout: float | None
     # a stream producer that runs in another process: [keep its items?, [StreamRef, ...]]
     stream: Any = None
+    # (local, pool) given to register_task for this node (None: the task's own settings)
+    where: tuple[bool | None, str | None] | None = None
 
 
 class Completion(NamedTuple):
@@ -88,8 +90,9 @@ class Transport(abc.ABC):
         """Final outputs as values (a transport may hold large ones by reference)."""
         return values
 
-    def runs_remotely(self, task: Any) -> bool:
-        """Whether `task` runs in another process (its streams then travel over `stream_link`)."""
+    def runs_remotely(self, task: Any, where: tuple[bool | None, str | None] | None) -> bool:
+        """Whether `task` (with a node's `Job.where`) runs in another process (its streams
+        then travel over `stream_link`)."""
         return False
 
     def stream_link(self) -> Any:

@@ -70,6 +70,8 @@ class BrokerTransport(Transport):
             local = self._here.get(id(job.task))
             if local is None:
                 local = self._here[id(job.task)] = runs_in_engine(job.task)
+            if job.where is not None and job.where[0] is not None:
+                local = job.where[0]  # register_task(..., local=) for this node
             if local:
                 self._local.kick([job])
                 continue

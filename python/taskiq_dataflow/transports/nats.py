@@ -198,15 +198,26 @@ class NatsTransport(Transport):
             route = self._routes[id(task)] = (local, name, "" if local else self._pool_of(task))
         return route
 
-    def runs_remotely(self, task: Any) -> bool:
-        return not self._route(task)[0]
+    def _route_of(self, task: Any, where: Any) -> tuple[bool, Any, str]:
+        """Where a node runs: its task's route, with the node's register_task settings."""
+        route = self._route(task)
+        if where is None:
+            return route
+        local, name, pool = route
+        here, own_pool = where
+        if here is not None:
+            local = bool(here)
+        return local, name, "" if local else (own_pool or pool or self._pool_of(task))
+
+    def runs_remotely(self, task: Any, where: Any) -> bool:
+        return not self._route_of(task, where)[0]
 
     def stream_link(self) -> StreamLink:
         assert self._link is not None, "the stream link exists once the transport started"
         return self._link
 
     def _kick_one(self, job: Job) -> None:
-        local, name, pool = self._route(job.task)
+        local, name, pool = self._route_of(job.task, job.where)
         if local:
             self._local.kick([job])
             return
