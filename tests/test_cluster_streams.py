@@ -14,6 +14,7 @@ from conftest import registry_of as registry
 from conftest import run
 from taskiq_dataflow import (
     DataflowExecutionError,
+    DataflowRegistry,
     ExecutionEngine,
     StepCompleted,
     TaskFailedError,
@@ -241,3 +242,27 @@ def test_a_consumer_restarted_mid_stream_is_told_which_items_are_gone(server):
         return seen
 
     assert run(scenario()) == [0, 1, 2, 3]
+
+
+def test_more_live_consumers_than_worker_slots(server):
+    """Consumers start with their producers; with every slot of the only worker taken by
+    consumers, their producers must still run (stream tasks do not wait for a slot)."""
+    narrow = WorkerProcesses(
+        server.url, workers=1, pool="narrow", concurrency=2, target="feature_tasks:broker"
+    )
+    narrow.start()
+    try:
+        reg = DataflowRegistry()
+        for key in ("count", "pause", "lag"):
+            reg.register_external_input(key)
+        for i in range(4):
+            reg.register_task(ft.ticks, output=f"t{i}", inputs=["count", "pause"], pool="narrow")
+            reg.register_task(
+                ft.seen, output=f"s{i}", inputs=[f"t{i}", "lag"], name=f"seen{i}", pool="narrow"
+            )
+        engine = engine_for(server, reg.build_dag())
+        out = run(asyncio.wait_for(engine.execute({"count": 30, "pause": 0, "lag": 0}), 30))
+        for i in range(4):
+            assert [row[0] for row in out[f"s{i}"]] == list(range(30))
+    finally:
+        narrow.stop()

@@ -171,3 +171,26 @@ def test_register_task_makes_one_node_read_a_stream():
     out = run(ExecutionEngine(None, registry.build_dag()).execute())
     assert out["whole"] == out["live"] == list(range(20))
     assert lead and max(lead) <= 3
+
+
+def test_a_stream_annotation_follows_positional_binding():
+    """Keys that are not parameter names bind positionally: the stream-annotated parameter
+    makes the key bound to it a stream."""
+
+    @pipeline_task(output="unused", inputs=[])
+    async def numbers():
+        for i in range(3):
+            yield i
+
+    async def first_then_rest(values: AsyncIterator[int], label: str) -> str:
+        assert isinstance(values, Stream)
+        return f"{label}:{[v async for v in values]}"
+
+    from taskiq_dataflow import DataflowRegistry
+
+    registry = DataflowRegistry()
+    registry.register_external_input("name")
+    registry.register_task(numbers, output="n0")
+    registry.register_task(first_then_rest, output="text", inputs=["n0", "name"])
+    out = run(ExecutionEngine(None, registry.build_dag()).execute({"name": "x"}))
+    assert out["text"] == "x:[0, 1, 2]"

@@ -135,6 +135,7 @@ class Run:
         self.cache = engine.cache
         self.keeps_results = False  # some task has a compensation or a cache: look at plans
         self.streaming: Streaming | None = None  # set once a task produces or reads a stream
+        self.stream_keys: dict[int, frozenset[str]] = {}
 
     # -- per task -------------------------------------------------------------------------------
 
@@ -176,6 +177,22 @@ class Run:
                 self.keeps_results = True
             if found.producer or found.streams:
                 self.streaming = self.streaming or Streaming(self)
+        return found
+
+    def streams_of(self, node: int) -> frozenset[str]:
+        """The input keys a node reads as streams: a stream-annotated parameter names the key
+        bound to it, which is a key of another name when the node binds positionally."""
+        plan = self.plan(node)
+        if not plan.streams:
+            return plan.streams
+        found = self.stream_keys.get(node)
+        if found is None:
+            keys = self.node_inputs[node]
+            found = plan.streams.intersection(keys)
+            if not (plan.params.issuperset(keys) if plan.params is not None else all_names(keys)):
+                names = positional_params(original_function(self.tasks[node]))
+                found |= {k for k, p in zip(keys, names, strict=False) if p in plan.streams}
+            self.stream_keys[node] = found
         return found
 
     def job(self, node: int, attempt: int) -> Job:
@@ -469,13 +486,14 @@ class Streaming:
 
     def arguments(self, node: int, plan: Plan) -> Mapping[str, Any]:
         """The node's input values, its stream keys as Streams (StreamRefs for a remote node)."""
-        if not plan.streams:
+        streams = self.run.streams_of(node)
+        if not streams:
             return self.run.values
         values = dict.fromkeys(self.run.node_inputs[node])
         attached = self.attached.get(node, {})
         remote = self.remote(node)
         for key in values:
-            if key not in plan.streams:
+            if key not in streams:
                 values[key] = self.run.values[key]
             elif key in attached:
                 values[key] = attached[key]
@@ -549,7 +567,7 @@ class Streaming:
         run = self.run
         if node in self.early or run.attempts[node] != 0 or node in starting:
             return False
-        streams = self.run.plan(node).streams
+        streams = run.streams_of(node)
         if not streams:
             return False
         produced = run.values
@@ -567,8 +585,9 @@ class Streaming:
         run = self.run
         plan = run.plan(node)
         attached = self.attached.setdefault(node, {})
+        streams = run.streams_of(node)
         for index, key in enumerate(run.node_inputs[node]):
-            if key not in plan.streams or key in run.values:
+            if key not in streams or key in run.values:
                 continue
             producer = run.graph.producer(key)
             end: Any
@@ -653,6 +672,15 @@ def params_of(func: Any) -> frozenset[str] | None:
         for name, p in params.items()
         if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
     )
+
+
+def positional_params(func: Any) -> list[str]:
+    try:
+        params = inspect.signature(func).parameters.values()
+    except (TypeError, ValueError):
+        return []
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return [p.name for p in params if p.kind in kinds]
 
 
 def split_outputs(name: str, outputs: Sequence[str], value: Any) -> dict[str, Any]:

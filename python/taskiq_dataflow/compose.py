@@ -49,12 +49,11 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import inspect
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from ._run import all_names, params_of
+from ._run import all_names, params_of, positional_params
 from .dataflow.dag import DAG
 from .dependencies import has_dependencies
 from .errors import CycleError
@@ -637,7 +636,7 @@ def _bind(node: FlowNode, keys: list[str], positional: bool) -> tuple[Any, tuple
             adapter = orig if by_keyword(orig) else ()
     elif by_keyword(orig):
         # the task took its inputs by keyword and now gets them by position: parameter order
-        first = _positional_params(func)[: len(orig)]
+        first = positional_params(func)[: len(orig)]
         if len(set(orig)) == len(orig) and set(first) == set(orig):
             ordered = tuple(keys[orig.index(p)] for p in first)
         else:
@@ -667,15 +666,6 @@ def _bind(node: FlowNode, keys: list[str], positional: bool) -> tuple[Any, tuple
     elif not spec.local:
         spec = dataclasses.replace(spec, local=True)
     return InEngine(func, spec), ordered
-
-
-def _positional_params(func: Any) -> list[str]:
-    try:
-        params = inspect.signature(func).parameters.values()
-    except (TypeError, ValueError):
-        return []
-    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    return [p.name for p in params if p.kind in kinds]
 
 
 def _adapt(func: Any, names: tuple[str, ...]) -> Any:

@@ -175,7 +175,15 @@ class Worker:
                 self._send(reply, [seq, False, ["ProtocolError", message, ""]])
                 continue
             seqs.append(seq)
-            queue.append((run_id, reply, seq, name, args, kwargs, timeout, stream))
+            entry = (run_id, reply, seq, name, args, kwargs, timeout, stream)
+            if stream is not None or _reads_stream(args, kwargs):
+                # a stream task never waits for a slot: consumers holding every slot while
+                # their producer waits in the queue would wait forever
+                self._free -= 1
+                if self._start(*entry):
+                    self._free += 1
+            else:
+                queue.append(entry)
         self._claims.setdefault(reply, []).extend(seqs)
         scheduled, self._flush_scheduled = self._flush_scheduled, True  # results join below
         try:
@@ -437,6 +445,12 @@ def _has_refs(args: list[Any], kwargs: dict[str, Any]) -> bool:
 
 
 _REFS = (ValueRef, StreamRef)
+
+
+def _reads_stream(args: list[Any], kwargs: dict[str, Any]) -> bool:
+    return any(type(v) is StreamRef for v in args) or any(
+        type(v) is StreamRef for v in kwargs.values()
+    )
 
 
 def _is_stream_spec(stream: Any) -> bool:
