@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from collections.abc import AsyncIterator
 from typing import Any
 
 import msgpack
@@ -212,3 +213,22 @@ if __name__ == "__main__":
         asyncio.run(this.profiled_worker(sys.argv[2]))
     else:
         sys.exit("usage: cluster_bench_tasks.py hw-worker URL | profiled-worker OUT.prof")
+
+
+# -- streams (benches/bench_streams.py) -----------------------------------------------------------
+
+
+async def _count_up(n: int) -> AsyncIterator[int]:
+    for i in range(n):
+        yield i
+
+
+async def _drain(items: AsyncIterator[int]) -> int:
+    count = 0
+    async for _ in items:
+        count += 1
+    return count
+
+
+count_up = broker.task("count_up")(_count_up)
+drain = broker.task("drain")(_drain)

@@ -34,10 +34,11 @@ from typing import Any
 
 from ..streams import Stream, StreamError, StreamRef
 from .broker import publish_now
-from .protocol import Codec, ValueRef
+from .protocol import Codec, ValueRef, task_part
 from .values import ValueStore
 
 ITEMS, END, HELLO, CREDIT = "items", "end", "hello", "credit"
+BATCH_BYTES = 64 * 1024  # an items frame is sent at this size without waiting for a pause
 
 
 def _error_of(exc: BaseException | None) -> list[str] | None:
@@ -66,7 +67,11 @@ class StreamSender:
         self.heard = False
         self.done = False  # the receiver is gone: nothing more to send it
         self.end_acked = False
-        self.unacked: deque[tuple[int, bytes]] = deque()  # sent, not yet acknowledged
+        # items sent (or about to be), not yet acknowledged: (seq, encoded [seq, item])
+        self.unacked: deque[tuple[int, bytes]] = deque()
+        self.batch: list[bytes] = []  # the next items frame, sent when the producer pauses
+        self.batch_bytes = 0
+        self._flush_handle: asyncio.Handle | None = None
         self.end_frame: bytes | None = None
         self._changed = asyncio.Event()
         self._sub: Any = None
@@ -75,6 +80,14 @@ class StreamSender:
         if self._sub is None:
             self._sub = await self.nc.subscribe(self.ref.credits, cb=self._on_credit)
             self._publish(self.codec.frame(HELLO))
+
+    def _flush(self) -> None:
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        if self.batch:
+            self._publish(self.codec.frame_of_parts(ITEMS, "i", self.batch))
+            self.batch, self.batch_bytes = [], 0
 
     def _publish(self, frame: bytes) -> None:
         with contextlib.suppress(Exception):  # a lost frame is sent again on the resend timer
@@ -108,8 +121,10 @@ class StreamSender:
         if frame.get("p"):
             # the answer to a probe: the receiver has seen everything we published before it,
             # so what it still lacks was lost
-            for _, item in unacked:
-                self._publish(item)
+            self._flush()
+            for _, part in unacked:
+                self._add(part)
+            self._flush()
             if self.end_frame is not None and not self.end_acked:
                 self._publish(self.end_frame)
         self._changed.set()
@@ -127,6 +142,7 @@ class StreamSender:
     async def _wait(self) -> None:
         """Until a credit arrives; after `resend_after` of silence, probe the receiver (its
         answer says what to send again)."""
+        self._flush()
         self._changed.clear()
         try:
             await asyncio.wait_for(self._changed.wait(), self.resend_after)
@@ -144,23 +160,34 @@ class StreamSender:
         if self.done or seq < self.got:
             return  # gone, or an item this consumer already has from an earlier producer run
         try:
-            value = item
             encoded = self.codec.packb(item)
             if self.values is not None and len(encoded) > self.values.threshold:
-                value = await self.values.put(f"{self.label}.{seq}", encoded)
-            frame = self.codec.frame(ITEMS, i=[[seq, value]])
+                ref = await self.values.put(f"{self.label}.{seq}", encoded)
+                encoded = self.codec.packb(ref)
         except Exception as exc:
             raise StreamError(
                 f"item {seq} of stream '{self.ref.key}' cannot be sent: {exc}"
             ) from exc
-        self.unacked.append((seq, frame))
-        self._publish(frame)
+        part = task_part(seq, encoded)  # [seq, item], the item encoded once
+        self.unacked.append((seq, part))
+        self._add(part)
+
+    def _add(self, part: bytes) -> None:
+        """Into the next items frame: a producer that yields without pausing fills a frame
+        per turn of the event loop (or per BATCH_BYTES) instead of a message per item."""
+        self.batch.append(part)
+        self.batch_bytes += len(part)
+        if self.batch_bytes >= BATCH_BYTES:
+            self._flush()
+        elif self._flush_handle is None:
+            self._flush_handle = asyncio.get_running_loop().call_soon(self._flush)
 
     async def _close(self, failure: BaseException | None = None) -> None:
         if self.done:
             await self._shut()
             return
         await self._open()
+        self._flush()
         self.end_frame = self.codec.frame(END, n=self.count, e=_error_of(failure))
         self._publish(self.end_frame)
         if failure is None:
