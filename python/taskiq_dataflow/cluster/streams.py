@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import uuid
 from collections import deque
 from typing import Any
@@ -90,7 +89,7 @@ class StreamSender:
             self.batch, self.batch_bytes = [], 0
 
     def _publish(self, frame: bytes) -> None:
-        with contextlib.suppress(Exception):  # a lost frame is sent again on the resend timer
+        with contextlib.suppress(Exception):  # lost: the receiver's answer to a probe says so
             pending = publish_now(self.nc, self.ref.items, frame)
             if pending is not None:
                 pending.add_done_callback(lambda f: f.cancelled() or f.exception())
@@ -100,7 +99,7 @@ class StreamSender:
             frame = self.codec.read_frame(msg.data)
             got, limit, session = int(frame["got"]), int(frame["limit"]), str(frame["r"])
         except Exception:
-            return  # not a credit: the resend timer asks the receiver again
+            return  # not a credit: ignored (the receiver answers the next probe)
         if frame.get("done"):
             self.done = True
         elif session != self.session:
@@ -233,7 +232,7 @@ class StreamReceiver(Stream[Any]):
             CREDIT, got=self.got, limit=self.granted, r=self.session,
             end=self.total is not None and self.got >= self.total, done=done, p=probed,
         )  # fmt: skip
-        with contextlib.suppress(Exception):  # lost: the sender's resend timer asks again
+        with contextlib.suppress(Exception):  # lost: the sender's next probe asks again
             pending = publish_now(self.nc, self.ref.credits, frame)
             if pending is not None:
                 pending.add_done_callback(lambda f: f.cancelled() or f.exception())
@@ -319,9 +318,6 @@ class StreamReceiver(Stream[Any]):
                 await sub.unsubscribe()
 
 
-_labels = itertools.count()
-
-
 class StreamLink:
     """The stream ends of one run on one side (the engine, or a task on a worker)."""
 
@@ -346,7 +342,7 @@ class StreamLink:
 
     def sender(self, ref: StreamRef) -> StreamSender:
         # large items go to the object store under the run's name: purged with the run
-        label = f"{self.run_id}.stream.{next(_labels)}.{uuid.uuid4().hex[:6]}"
+        label = f"{self.run_id}.stream.{uuid.uuid4().hex[:12]}"
         return StreamSender(self.nc, self.codec, ref, self.values, self.resend_after, label)
 
     def receiver(self, ref: StreamRef) -> Stream[Any]:
