@@ -74,54 +74,39 @@ def test_cache_hit_skips_the_worker(server, workers, ran, tmp_path):
     assert ran() == ["costly"] and [e.cached for e in events] == [True]
 
 
-def test_compensation_after_a_worker_task_fails(server, workers, ran):
-    undone = []
-
-    def refund(result):
-        undone.append(result)
-
+def shop(server, refund, **options) -> ExecutionEngine:
+    """scale -> charge (compensated by `refund`) -> ship, which sinks when fail=True."""
     reg = DataflowRegistry()
-    reg.register_external_input("value")
-    reg.register_external_input("fail")
+    for key in ("value", "fail"):
+        reg.register_external_input(key)
     reg.register_task(ft.scale)
     reg.register_task(ft.charge, compensate=refund)
     reg.register_task(ft.ship)
+    return ExecutionEngine(broker_for(server), reg.build_dag(), **options)
+
+
+def test_a_plain_compensation_runs_in_the_engine(server, workers, ran):
+    undone = []
     with pytest.raises(TaskFailedError, match="the ship sank"):
-        run(
-            ExecutionEngine(broker_for(server), reg.build_dag()).execute({"value": 1, "fail": True})
-        )
+        run(shop(server, undone.append).execute({"value": 1, "fail": True}))
     assert undone == [{"charged": 3}]
 
 
 @pytest.mark.parametrize("fail_fast", [True, False])
 def test_registered_compensations_run_on_the_workers(server, workers, ran, fail_fast):
-    reg = DataflowRegistry()
-    for key in ("value", "fail"):
-        reg.register_external_input(key)
-    reg.register_task(ft.scale)
-    reg.register_task(ft.charge, compensate=ft.refund)
-    reg.register_task(ft.ship)
     compensated = []
-    engine = ExecutionEngine(broker_for(server), reg.build_dag(), fail_fast=fail_fast)
+    engine = shop(server, ft.refund, fail_fast=fail_fast)
     engine.events.subscribe(compensated.append, StepCompensated)
     with pytest.raises((TaskFailedError, DataflowExecutionError), match="the ship sank"):
         run(engine.execute({"value": 2, "fail": True}))
     # the log is written only where DATAFLOW_TEST_LOG is set: on the workers
-    assert "refund:6" in ran() and [(e.task_name, e.error) for e in compensated] == [
-        ("charge", None)
-    ]
+    assert "refund:6" in ran()
+    assert [(e.task_name, e.error) for e in compensated] == [("charge", None)]
 
 
 def test_a_failed_compensation_on_a_worker_is_reported(server, workers, ran):
-    reg = DataflowRegistry()
-    for key in ("value", "fail"):
-        reg.register_external_input(key)
-    reg.register_task(ft.scale)
-    reg.register_task(ft.charge, compensate=ft.refund_fails)
-    reg.register_task(ft.ship)
-    engine = ExecutionEngine(broker_for(server), reg.build_dag())
     with pytest.raises(TaskFailedError, match="the ship sank") as caught:
-        run(engine.execute({"value": 1, "fail": True}))
+        run(shop(server, ft.refund_fails).execute({"value": 1, "fail": True}))
     (error,) = caught.value.compensation_errors
     assert error.task_name == "charge" and "the bank is closed" in error.message
     assert "Traceback" in error.traceback and "refund_fails" in ran()

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 
 import cluster_tasks
 import feature_tasks as ft
+import nats
 import pytest
 from cluster_support import WorkerProcesses
 from conftest import registry_of as registry
@@ -17,10 +18,13 @@ from taskiq_dataflow import (
     DataflowRegistry,
     ExecutionEngine,
     StepCompleted,
+    StreamError,
     TaskFailedError,
     pipeline_task,
 )
 from taskiq_dataflow.cluster import DataflowNatsBroker, NatsServer
+from taskiq_dataflow.cluster.protocol import DEFAULT_CODEC
+from taskiq_dataflow.cluster.streams import StreamLink
 
 
 @pytest.fixture(scope="module")
@@ -177,12 +181,16 @@ class Lossy:
         return getattr(self.nc, name)
 
 
+async def send_all(sender, n: int) -> None:
+    """What streams.pump does for a producer yielding 0..n-1."""
+    for i in range(n):
+        await sender._put(i)
+    await sender._close()
+
+
 def test_lost_items_and_credits_are_sent_again(server):
     """Items and credits lost in transit (NATS core is at most once) cost a resend, never an
     item: the receiver reads each exactly once, in order, and the sender finishes."""
-    import nats
-    from taskiq_dataflow.cluster.protocol import DEFAULT_CODEC
-    from taskiq_dataflow.cluster.streams import StreamLink
 
     async def scenario():
         a, b = await nats.connect(server.url), await nats.connect(server.url)
@@ -191,13 +199,8 @@ def test_lost_items_and_credits_are_sent_again(server):
         ref = producer.route(3, 0, "numbers", 8)
         sender, receiver = producer.sender(ref), consumer.receiver(ref)
 
-        async def produce():
-            for i in range(500):
-                await sender._put(i)
-            await sender._close()
-
         reading = asyncio.ensure_future(receiver.collect())
-        await asyncio.wait_for(produce(), 30)
+        await asyncio.wait_for(send_all(sender, 500), 30)
         got = await asyncio.wait_for(reading, 30)
         dropped = producer.nc.dropped + consumer.nc.dropped
         await a.close()
@@ -210,23 +213,13 @@ def test_lost_items_and_credits_are_sent_again(server):
 
 
 def test_a_consumer_restarted_mid_stream_is_told_which_items_are_gone(server):
-    import nats
-    from taskiq_dataflow import StreamError
-    from taskiq_dataflow.cluster.protocol import DEFAULT_CODEC
-    from taskiq_dataflow.cluster.streams import StreamLink
-
     async def scenario():
         nc = await nats.connect(server.url)
         link = StreamLink(nc, DEFAULT_CODEC, None, 0.05, "restart", "r2")
         ref = link.route(5, 0, "numbers", 2)
         sender, first = link.sender(ref), link.receiver(ref)
 
-        async def produce():
-            for i in range(10):
-                await sender._put(i)
-            await sender._close()
-
-        producing = asyncio.ensure_future(produce())
+        producing = asyncio.ensure_future(send_all(sender, 10))
         seen = []
         async for i in first:
             seen.append(i)
