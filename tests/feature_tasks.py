@@ -132,3 +132,11 @@ async def refund(charged: dict) -> None:
 def refund_fails(charged: dict) -> None:
     note("refund_fails")
     raise RuntimeError("the bank is closed")
+
+
+@broker.task
+@pipeline_task(output="doubled")
+async def double_ticks(ticks: AsyncIterator[list]):
+    """A stream in, a stream out: starts with its producer, its consumer starts with it."""
+    async for i, made in ticks:
+        yield [i * 2, made]

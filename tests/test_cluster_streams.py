@@ -85,6 +85,14 @@ def test_back_pressure_across_workers(server, workers):
     assert made[39] > got[39 - buffer - 2]
 
 
+def test_a_stream_transformed_on_a_worker_on_its_way(server, workers):
+    reg = registry(ft.ticks, ft.double_ticks, external=["count", "pause", "lag"])
+    reg.register_task(ft.seen, output="seen", inputs=["doubled", "lag"])
+    out = run(engine_for(server, reg.build_dag()).execute({"count": 300, "pause": 0, "lag": 0}))
+    assert [row[0] for row in out["seen"]] == list(range(0, 600, 2))
+    assert out["ticks"] is None and out["doubled"] is None
+
+
 def test_a_list_consumer_of_a_worker_stream_gets_the_list(server, workers):
     dag = registry(ft.ticks, ft.seen, ft.tally, external=["count", "pause", "lag"]).build_dag()
     out = run(engine_for(server, dag).execute({"count": 500, "pause": 0, "lag": 0}))
