@@ -140,3 +140,10 @@ async def double_ticks(ticks: AsyncIterator[list]):
     """A stream in, a stream out: starts with its producer, its consumer starts with it."""
     async for i, made in ticks:
         yield [i * 2, made]
+
+
+@broker.task
+@pipeline_task(output="seen", pool="streamuse", stream_buffer=4)
+async def seen_in_own_pool(ticks: AsyncIterator[list]) -> list:
+    """`seen` on the "streamuse" pool, whose worker a test kills mid-stream."""
+    return [i async for i, _ in ticks]

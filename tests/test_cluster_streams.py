@@ -267,3 +267,26 @@ def test_more_live_consumers_than_worker_slots(server):
             assert [row[0] for row in out[f"s{i}"]] == list(range(30))
     finally:
         narrow.stop()
+
+
+def test_consumer_worker_killed_mid_stream_fails_naming_the_lost_items(server, workers):
+    """The consumer's worker dies after reading items: its redelivered run cannot read them
+    again, and says so instead of returning a stream with a hole."""
+    use = WorkerProcesses(server.url, workers=1, pool="streamuse", target="feature_tasks:broker")
+    use.start()
+    try:
+        (victim,) = use.children()
+
+        @pipeline_task(output="ticks", inputs=[])
+        async def slow_ticks():
+            for i in range(200):
+                if i == 20:
+                    os.kill(victim, signal.SIGKILL)
+                await asyncio.sleep(0.01)
+                yield [i, 0.0]
+
+        dag = registry(slow_ticks, ft.seen_in_own_pool).build_dag()
+        with pytest.raises(TaskFailedError, match=r"restarted .* items 0\.\.\d+ had already"):
+            run(asyncio.wait_for(engine_for(server, dag).execute(), 60))
+    finally:
+        use.stop()
