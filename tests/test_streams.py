@@ -194,3 +194,44 @@ def test_a_stream_annotation_follows_positional_binding():
     registry.register_task(first_then_rest, output="text", inputs=["n0", "name"])
     out = run(ExecutionEngine(None, registry.build_dag()).execute({"name": "x"}))
     assert out["text"] == "x:[0, 1, 2]"
+
+
+def test_restart_runs_a_producer_again_when_its_stream_was_not_kept(tmp_path):
+    """Its only consumer read it live, so the store holds no items: a restart that must run
+    the consumer again runs the producer too, instead of handing it an empty stream."""
+    from taskiq_dataflow import RunStore
+
+    calls = []
+    flaky = [True]
+
+    @pipeline_task(output="items", inputs=[])
+    async def produce():
+        calls.append("produce")
+        for i in range(5):
+            yield i
+
+    @pipeline_task(output="total")
+    async def total(items: AsyncIterator[int]) -> int:
+        values = [v async for v in items]
+        if flaky[0]:
+            raise RuntimeError("flaky")
+        return sum(values)
+
+    engine = ExecutionEngine(None, build(produce, total), store=RunStore(tmp_path / "runs.db"))
+    with pytest.raises(TaskFailedError, match="flaky"):
+        run(engine.execute(pipeline_id="s1"))
+    flaky[0] = False
+    assert run(engine.restart("s1")) == {"items": None, "total": 10}
+    assert calls == ["produce", "produce"]
+
+
+def test_a_cached_producer_is_refused_by_name(tmp_path):
+    from taskiq_dataflow import ResultCache
+
+    @pipeline_task(output="items", inputs=[], cache=True)
+    async def produce():
+        yield 1
+
+    engine = ExecutionEngine(None, build(produce), cache=ResultCache(tmp_path / "c.db"))
+    with pytest.raises(TypeError, match="task 'produce' is a stream producer"):
+        run(engine.execute())

@@ -121,6 +121,7 @@ class Run:
         self.values: dict[str, Any] = dict(inputs)
         self.restored = dict(restore or {})
         if self.restored:
+            self.forget_unkept_streams()
             self.scheduler.mark_done(list(self.restored))
             for outs in self.restored.values():
                 self.values.update(outs)
@@ -136,6 +137,18 @@ class Run:
         self.keeps_results = False  # some task has a compensation or a cache: look at plans
         self.streaming: Streaming | None = None  # set once a task produces or reads a stream
         self.stream_keys: dict[int, frozenset[str]] = {}
+
+    def forget_unkept_streams(self) -> None:
+        """A stream that every consumer read live was not kept (its stored value is None): its
+        producer runs again when one of those consumers has to."""
+        restored, consumers = self.restored, self.graph.consumers
+        for node, outs in list(restored.items()):
+            if (
+                None in outs.values()
+                and is_producer(original_function(self.tasks[node]))
+                and any(c not in restored for k in self.node_outputs[node] for c in consumers(k))
+            ):
+                del restored[node]
 
     # -- per task -------------------------------------------------------------------------------
 
@@ -156,10 +169,15 @@ class Run:
                 return getattr(spec, name, default) if spec is not None else default
 
             func = with_dependencies(original_function(task), self.engine.broker)
+            plain = original_function(task)
             cache = None
             if setting("cache", False) and self.cache is not None:
+                if is_producer(plain):
+                    raise TypeError(
+                        f"task '{self.names[node]}' is a stream producer (an async generator): "
+                        "its items cannot be served from the cache; drop cache=True"
+                    )
                 cache = (setting("min_ttl"), setting("max_ttl"))
-            plain = original_function(task)
             found = self.plans[key] = Plan(
                 func,
                 params_of(plain),
