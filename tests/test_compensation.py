@@ -7,6 +7,7 @@ from taskiq_dataflow import (
     DataflowRegistry,
     ExecutionEngine,
     StepCompensated,
+    StepCompleted,
     TaskFailedError,
     pipeline_task,
 )
@@ -86,3 +87,27 @@ def test_successful_run_compensates_nothing():
     log = []
     out = run(ExecutionEngine(None, diamond(log, fail_in=None)).execute())
     assert out["join"] == "join-result" and log == []
+
+
+def test_a_restart_does_again_what_was_compensated_and_keeps_what_could_not_be(tmp_path):
+    """Compensated tasks are undone: a restart runs them again. A task whose compensation
+    failed still stands: a restart keeps its output instead of doing it twice."""
+    from taskiq_dataflow import RunStore
+
+    store = RunStore(tmp_path / "runs.db")
+    with pytest.raises(TaskFailedError):
+        run(
+            ExecutionEngine(None, diamond([], broken_undo="left"), store=store).execute(
+                pipeline_id="saga"
+            )
+        )
+    rows = {r["task_name"]: r for r in store.get_task_executions("saga")}
+    assert rows["top"]["status"] == rows["right"]["status"] == "compensated"
+    assert rows["left"]["status"] == "completed"
+    assert "compensation failed: RuntimeError: cannot undo left" in rows["left"]["error"]
+
+    ran = []
+    engine = ExecutionEngine(None, diamond([], fail_in=None), store=store)
+    engine.events.subscribe(lambda e: ran.append(e.task_name), StepCompleted)
+    assert run(engine.restart("saga"))["join"] == "join-result"
+    assert sorted(ran) == ["join", "right", "top"]

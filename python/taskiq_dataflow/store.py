@@ -31,6 +31,7 @@ from .events import (
     Event,
     RunFinished,
     RunStarted,
+    StepCompensated,
     StepCompleted,
     StepFailed,
     StepRetried,
@@ -278,6 +279,19 @@ class _Recording:
                     (event.run_id, event.node, event.task_name, event.attempt, "running",
                      self._digest_of(event.node), now + event.delay),
                 )  # fmt: skip
+        elif isinstance(event, StepCompensated):
+            if event.error is None:
+                # undone: a restart must do it again, not restore its output
+                sql = "UPDATE task_executions SET status = 'compensated' "
+                params: tuple[Any, ...] = (event.run_id, event.node)
+            else:
+                # its effect stands, so its output stays restorable: doing it again would
+                # do it twice
+                err = event.error
+                sql = "UPDATE task_executions SET error = ? "
+                failed = f"compensation failed: {err.type}: {err.message}"
+                params = (failed, event.run_id, event.node)
+            write(sql + "WHERE run_id = ? AND node = ? AND status = 'completed'", params)
         elif isinstance(event, StepSkipped):
             write(
                 "INSERT OR REPLACE INTO task_executions (run_id, node, task_name, attempt, "
