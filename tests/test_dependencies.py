@@ -43,3 +43,17 @@ def test_taskiq_context_is_injected(broker):
     registry.register_task(who)
     out = run(ExecutionEngine(broker, registry.build_dag()).execute({"x": 1}))
     assert out == {"name": "1:InMemoryBroker"}
+
+
+def test_depends_on_a_stream_producer():
+    @pipeline_task(output="numbers", inputs=["count"])
+    async def numbers(count: int, multiplier: int = Depends(get_multiplier)):
+        for i in range(count):
+            yield i * multiplier
+
+    registry = DataflowRegistry()
+    registry.register_external_input("count")
+    registry.register_task(numbers)
+    assert run(ExecutionEngine(None, registry.build_dag()).execute({"count": 3})) == {
+        "numbers": [0, 3, 6]
+    }
