@@ -290,3 +290,28 @@ def test_consumer_worker_killed_mid_stream_fails_naming_the_lost_items(server, w
             run(asyncio.wait_for(engine_for(server, dag).execute(), 60))
     finally:
         use.stop()
+
+
+def test_a_producer_goes_on_without_a_consumer_that_never_answers(server):
+    """One consumer is gone for good (nobody listens on its route): after `give_up` seconds
+    of unanswered probes the producer drops it, and the other consumer gets every item."""
+    from taskiq_dataflow.streams import pump
+
+    async def numbers():
+        for i in range(50):
+            yield i
+
+    async def scenario():
+        nc = await nats.connect(server.url)
+        link = StreamLink(nc, DEFAULT_CODEC, None, 0.05, "gone", "r3", give_up=0.3)
+        live, dead = link.route(1, 0, "numbers", 4), link.route(2, 0, "numbers", 4)
+        reading = asyncio.ensure_future(link.receiver(live).collect())
+        kept = await asyncio.wait_for(
+            pump(numbers(), [link.sender(live), link.sender(dead)], keep=True), 10
+        )
+        got = await asyncio.wait_for(reading, 10)
+        await nc.close()
+        return kept, got
+
+    kept, got = run(scenario())
+    assert kept == got == list(range(50))

@@ -17,6 +17,10 @@ consumer's node and its input, one carrying the items (producer -> consumer), on
 - the end frame carries the item count (and the producer's error, if it failed); the producer
   task finishes once every receiver acknowledged all items and the end.
 
+A receiver answers probes whether or not its consumer reads; one silent for `give_up` seconds
+is gone (its engine died, say), and the producer goes on without it instead of holding its
+worker forever.
+
 A producer whose worker died is sent again by the engine and regenerates its items; the first
 credit it hears tells it how many the consumer already has, and it skips those (the items must
 come out of the generator the same way twice). A consumer that restarts after items were
@@ -27,6 +31,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import time
 import uuid
 from collections import deque
 from typing import Any
@@ -35,6 +41,8 @@ from ..streams import Stream, StreamError, StreamRef
 from .broker import publish_now
 from .protocol import Codec, ValueRef, task_part
 from .values import ValueStore
+
+log = logging.getLogger("taskiq_dataflow.streams")
 
 ITEMS, END, HELLO, CREDIT = "items", "end", "hello", "credit"
 BATCH_BYTES = 64 * 1024  # an items frame is sent at this size without waiting for a pause
@@ -55,9 +63,11 @@ class StreamSender:
         values: ValueStore | None,
         resend_after: float,
         label: str,
+        give_up: float,
     ) -> None:
         self.nc, self.codec, self.ref, self.values = nc, codec, ref, values
-        self.resend_after = resend_after
+        self.resend_after, self.give_up = resend_after, give_up
+        self.heard_at = time.monotonic()
         self.label = label  # names large items in the object store
         self.count = 0  # items generated so far (the next item's seq)
         self.got = 0  # items the receiver has, without a gap
@@ -100,6 +110,7 @@ class StreamSender:
             got, limit, session = int(frame["got"]), int(frame["limit"]), str(frame["r"])
         except Exception:
             return  # not a credit: ignored (the receiver answers the next probe)
+        self.heard_at = time.monotonic()
         if frame.get("done"):
             self.done = True
         elif session != self.session:
@@ -140,12 +151,27 @@ class StreamSender:
 
     async def _wait(self) -> None:
         """Until a credit arrives; after `resend_after` of silence, probe the receiver (its
-        answer says what to send again)."""
+        answer says what to send again). A receiver answers probes whether or not its consumer
+        reads, so `give_up` seconds without an answer mean it is gone (its run ended with the
+        engine, say): the stream goes on without it rather than holding the producer forever."""
         self._flush()
         self._changed.clear()
         try:
             await asyncio.wait_for(self._changed.wait(), self.resend_after)
         except TimeoutError:
+            silent = time.monotonic() - self.heard_at
+            if silent > self.give_up:
+                log.warning(
+                    "stream '%s': its consumer has not answered for %.0f s; going on without it",
+                    self.ref.key, silent,
+                )  # fmt: skip
+                error = StreamError(
+                    f"the producer of stream '{self.ref.key}' heard nothing from this consumer "
+                    f"for {silent:.0f} s and went on without it"
+                )
+                self._publish(self.codec.frame(END, n=self.got, e=_error_of(error)))
+                self.done = True
+                return
             self._publish(self.codec.frame(HELLO))
 
     async def _put(self, item: Any) -> None:
@@ -329,9 +355,10 @@ class StreamLink:
         resend_after: float,
         prefix: str,
         run_id: str,
+        give_up: float = 30.0,
     ) -> None:
         self.nc, self.codec, self.values, self.resend_after = nc, codec, values, resend_after
-        self.prefix, self.run_id = prefix, run_id
+        self.prefix, self.run_id, self.give_up = prefix, run_id, give_up
 
     def route(self, node: int, index: int, key: str, buffer: int) -> StreamRef:
         """The route of consumer `node`'s input number `index` (`key`)."""
@@ -343,7 +370,9 @@ class StreamLink:
     def sender(self, ref: StreamRef) -> StreamSender:
         # large items go to the object store under the run's name: purged with the run
         label = f"{self.run_id}.stream.{uuid.uuid4().hex[:12]}"
-        return StreamSender(self.nc, self.codec, ref, self.values, self.resend_after, label)
+        return StreamSender(
+            self.nc, self.codec, ref, self.values, self.resend_after, label, self.give_up
+        )
 
     def receiver(self, ref: StreamRef) -> Stream[Any]:
         if ref.values is not None:

@@ -376,8 +376,9 @@ class Worker:
     def _link(self, run_id: str) -> StreamLink:
         broker = self.broker
         return StreamLink(
-            self._nc, self.codec, self._values, broker.heartbeat_interval, broker.prefix, run_id
-        )
+            self._nc, self.codec, self._values, broker.heartbeat_interval, broker.prefix, run_id,
+            broker.progress_timeout,
+        )  # fmt: skip
 
     async def _produce(
         self, run_id: str, func: Any, args: list[Any], kwargs: dict[str, Any], stream: Any

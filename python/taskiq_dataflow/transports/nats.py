@@ -110,7 +110,7 @@ class NatsTransport(Transport):
         )
         self._link = StreamLink(
             self._nc, self.codec, self._values, broker.heartbeat_interval, broker.prefix,
-            self.run_id,
+            self.run_id, broker.progress_timeout,
         )  # fmt: skip
         self._subs = [
             await self._nc.subscribe(self.reply_subject, cb=self._on_reply),
