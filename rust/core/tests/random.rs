@@ -37,6 +37,25 @@ fn key_name(rng: &mut Rng, keys: usize) -> String {
     }
 }
 
+/// Adds the nodes in `batch` with one `add_keyed_nodes` call.
+fn add_batch(
+    b: &mut GraphBuilder,
+    batch: &mut Vec<usize>,
+    inputs: &[Vec<String>],
+    outputs: &[Vec<String>],
+) {
+    let mut names = Vec::new();
+    let mut counts = Vec::new();
+    for &v in batch.iter() {
+        names.extend(inputs[v].iter().chain(&outputs[v]).map(|s| s.as_str()));
+        counts.push((inputs[v].len() as u32, outputs[v].len() as u32));
+    }
+    let first = b.node_count();
+    b.add_keyed_nodes(&names, &counts);
+    assert_eq!(b.node_count(), first + batch.len());
+    batch.clear();
+}
+
 fn random_case(seed: u64) -> Case {
     let mut rng = Rng(seed);
     let n = rng.below(14);
@@ -49,6 +68,8 @@ fn random_case(seed: u64) -> Case {
     let mut external = BTreeSet::new();
     let mut explicit = Vec::new();
     let mut produced_by: Vec<(String, usize)> = Vec::new();
+    let mut split = Rng(seed ^ 0x5EED);
+    let mut batch = Vec::new();
     for v in 0..n {
         for _ in 0..rng.below(3) {
             outputs[v].push(key_name(&mut rng, keys));
@@ -75,12 +96,24 @@ fn random_case(seed: u64) -> Case {
             // A repeated output would make a later producer the first one: drop it.
             outputs[v].retain(|k| produced_by.iter().any(|(p, first)| p == k && *first == v));
         }
-        let id = b.add_node(
-            inputs[v].iter().map(|s| s.as_str()),
-            outputs[v].iter().map(|s| s.as_str()),
-        );
-        assert_eq!(id as usize, v);
+        // Nodes go in one by one, in batches, or a mix (batches see the keys of earlier single
+        // nodes, and vice versa); `split` leaves `rng`'s draws, and so the cases, unchanged.
+        if seed.is_multiple_of(3) || (seed % 3 == 2 && split.chance(50)) {
+            add_batch(&mut b, &mut batch, &inputs, &outputs);
+            let id = b.add_node(
+                inputs[v].iter().map(|s| s.as_str()),
+                outputs[v].iter().map(|s| s.as_str()),
+            );
+            assert_eq!(id as usize, v);
+        } else {
+            batch.push(v);
+            if split.chance(30) {
+                add_batch(&mut b, &mut batch, &inputs, &outputs);
+            }
+        }
     }
+    add_batch(&mut b, &mut batch, &inputs, &outputs);
+    assert_eq!(b.node_count(), n);
     for _ in 0..rng.below(n + 2) {
         let (from, to) = if forward_only {
             if n < 2 {
@@ -259,6 +292,17 @@ fn structure_matches_reference() {
             g.leaves().iter().map(|&x| x as usize).collect::<Vec<_>>(),
             leaves
         );
+        // Key ids follow first mention: each node's inputs, then its outputs, then externals.
+        let mut first_mention: Vec<&str> = Vec::new();
+        for v in 0..c.n {
+            for name in c.inputs[v].iter().chain(&c.outputs[v]) {
+                if !first_mention.contains(&name.as_str()) {
+                    first_mention.push(name);
+                }
+            }
+        }
+        let ids: Vec<&str> = (0..g.key_count() as u32).map(|k| g.key_name(k)).collect();
+        assert_eq!(ids[..first_mention.len()], first_mention[..], "seed {seed}");
         for k in 0..g.key_count() as u32 {
             let name = g.key_name(k);
             assert_eq!(g.key_id(name), Some(k));

@@ -12,6 +12,7 @@ use dataflow_core::{
 };
 use pyo3::create_exception;
 use pyo3::exceptions::{PyIndexError, PyKeyError, PyTypeError, PyValueError};
+use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PyString, PyTuple};
 
@@ -175,6 +176,190 @@ fn strs<'a>(
     })
 }
 
+/// Adds nodes one by one from any iterables of keys, reporting bad ones.
+#[derive(Default)]
+struct NodeReader<'py> {
+    node: usize,
+    ins: Vec<Bound<'py, PyString>>,
+    outs: Vec<Bound<'py, PyString>>,
+}
+
+impl<'py> NodeReader<'py> {
+    fn add(
+        &mut self,
+        builder: &mut GraphBuilder,
+        inputs: &Bound<'py, PyAny>,
+        outputs: &Bound<'py, PyAny>,
+    ) -> PyResult<()> {
+        keys_into(inputs, self.node, "input", &mut self.ins)?;
+        keys_into(outputs, self.node, "output", &mut self.outs)?;
+        let err = RefCell::new(None);
+        builder.add_node(strs(&self.ins, &err), strs(&self.outs, &err));
+        self.node += 1;
+        match err.into_inner() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+/// An exact list or tuple, read by index: no iterator objects, no reference counting.
+/// Subclasses are left to the general path, as they may change how they iterate.
+#[derive(Clone, Copy)]
+struct Seq {
+    ptr: *mut ffi::PyObject,
+    list: bool,
+}
+
+impl Seq {
+    fn exact(obj: &Bound<'_, PyAny>) -> Option<Seq> {
+        // SAFETY: a `Bound` is a live object.
+        unsafe { Seq::exact_ptr(obj.as_ptr()) }
+    }
+
+    /// # Safety
+    /// `ptr` is a live object.
+    unsafe fn exact_ptr(ptr: *mut ffi::PyObject) -> Option<Seq> {
+        // SAFETY: type checks only read the live object's type (caller).
+        let (list, tuple) = unsafe { (ffi::PyList_CheckExact(ptr), ffi::PyTuple_CheckExact(ptr)) };
+        (list != 0 || tuple != 0).then_some(Seq {
+            ptr,
+            list: list != 0,
+        })
+    }
+
+    /// The current length: a list may change size whenever Python code runs.
+    fn len(self) -> usize {
+        // SAFETY: `ptr` is a live object of the type `list` says (checked in `exact`; the
+        // caller keeps it alive), and these macros only read its size field.
+        let len = unsafe {
+            if self.list {
+                ffi::PyList_GET_SIZE(self.ptr)
+            } else {
+                ffi::PyTuple_GET_SIZE(self.ptr)
+            }
+        };
+        len as usize
+    }
+
+    /// Item `i`, borrowed: valid until Python code runs (which could remove it).
+    ///
+    /// # Safety
+    /// `i < self.len()`, and the object is alive.
+    unsafe fn get(self, i: usize) -> *mut ffi::PyObject {
+        // SAFETY: forwarded to the caller: `i` is in range of a live list / tuple.
+        unsafe {
+            if self.list {
+                ffi::PyList_GET_ITEM(self.ptr, i as ffi::Py_ssize_t)
+            } else {
+                ffi::PyTuple_GET_ITEM(self.ptr, i as ffi::Py_ssize_t)
+            }
+        }
+    }
+}
+
+/// Appends the UTF-8 text of every key in `entry` (an exact list or tuple of str) to
+/// `names` and returns how many; `None` (with `names` unchanged) for anything else,
+/// left for the general path to take or report.
+///
+/// # Safety
+/// `entry` is a live object, and the returned strings are used only until Python code
+/// next runs (which could free them).
+unsafe fn push_keys(entry: *mut ffi::PyObject, names: &mut Vec<&str>) -> Option<u32> {
+    // SAFETY: `entry` is live (caller).
+    let seq = unsafe { Seq::exact_ptr(entry) }?;
+    let start = names.len();
+    let len = seq.len();
+    for i in 0..len {
+        // SAFETY: `i < len`, and no Python code runs in this loop to shrink the sequence.
+        let item = unsafe { seq.get(i) };
+        // SAFETY: a live object (an item of a live sequence); type checked before use.
+        let text = unsafe {
+            if ffi::PyUnicode_Check(item) == 0 {
+                None
+            } else {
+                let mut size: ffi::Py_ssize_t = 0;
+                let data = ffi::PyUnicode_AsUTF8AndSize(item, &mut size);
+                if data.is_null() {
+                    // Not encodable (lone surrogates): the general path raises this again.
+                    ffi::PyErr_Clear();
+                    None
+                } else {
+                    // The str keeps its UTF-8 form (valid by construction) as long as it
+                    // lives, which the caller guarantees for as long as `names` is used.
+                    Some(std::str::from_utf8_unchecked(std::slice::from_raw_parts(
+                        data.cast::<u8>(),
+                        size as usize,
+                    )))
+                }
+            }
+        };
+        match text {
+            Some(text) => names.push(text),
+            None => {
+                names.truncate(start);
+                return None;
+            }
+        }
+    }
+    u32::try_from(len).ok()
+}
+
+/// Nodes read from Python between two calls into the builder.
+const CHUNK: usize = 2048;
+
+/// `add_node` for each entry of two exact lists / tuples: the keys of up to `CHUNK` nodes are
+/// borrowed straight from the str objects and handed over in one call, without copying them or
+/// touching reference counts. A node of any other shape goes through `NodeReader`.
+fn add_nodes_fast(py: Python<'_>, builder: &mut GraphBuilder, ins: Seq, outs: Seq) -> PyResult<()> {
+    let mut names: Vec<&str> = Vec::new();
+    let mut counts: Vec<(u32, u32)> = Vec::with_capacity(CHUNK);
+    let mut general = NodeReader::default();
+    let mut node = 0;
+    loop {
+        // No Python code runs from here to `add_keyed_nodes`, so the borrowed names stay valid.
+        let end = ins.len().min(outs.len());
+        let mut odd = false;
+        while node < end && counts.len() < CHUNK {
+            let start = names.len();
+            // SAFETY: `node < end` is in range of both live sequences; `names` is cleared
+            // below, before any Python code runs.
+            let row = unsafe {
+                push_keys(ins.get(node), &mut names)
+                    .and_then(|a| push_keys(outs.get(node), &mut names).map(|b| (a, b)))
+            };
+            match row {
+                Some(row) => counts.push(row),
+                None => {
+                    names.truncate(start);
+                    odd = true;
+                    break;
+                }
+            }
+            node += 1;
+        }
+        builder.add_keyed_nodes(&names, &counts);
+        names.clear();
+        counts.clear();
+        if !odd {
+            if node >= end {
+                return Ok(());
+            }
+            continue;
+        }
+        general.node = node;
+        // SAFETY: `node < end`, checked by the loop above, and nothing ran since.
+        let (i, o) = unsafe {
+            (
+                Bound::from_borrowed_ptr(py, ins.get(node)),
+                Bound::from_borrowed_ptr(py, outs.get(node)),
+            )
+        };
+        general.add(builder, &i, &o)?;
+        node += 1;
+    }
+}
+
 /// The task graph as integers: node ids are positions, data keys are interned strings.
 #[pyclass(module = "taskiq_dataflow._core", name = "Graph", frozen)]
 struct PyGraph {
@@ -226,16 +411,13 @@ impl PyGraph {
             )));
         }
         let mut builder = GraphBuilder::with_capacity(n, n);
-        let (mut ins, mut outs) = (Vec::new(), Vec::new());
-        let err = RefCell::new(None);
-        let in_iter = inputs.try_iter()?;
-        let out_iter = outputs.try_iter()?;
-        for (node, (i, o)) in in_iter.zip(out_iter).enumerate() {
-            keys_into(&i?, node, "input", &mut ins)?;
-            keys_into(&o?, node, "output", &mut outs)?;
-            builder.add_node(strs(&ins, &err), strs(&outs, &err));
-            if let Some(e) = err.borrow_mut().take() {
-                return Err(e);
+        match (Seq::exact(inputs), Seq::exact(outputs)) {
+            (Some(ins), Some(outs)) => add_nodes_fast(py, &mut builder, ins, outs)?,
+            _ => {
+                let mut node = NodeReader::default();
+                for (i, o) in inputs.try_iter()?.zip(outputs.try_iter()?) {
+                    node.add(&mut builder, &i?, &o?)?;
+                }
             }
         }
         if let Some(edges) = edges {
