@@ -92,9 +92,12 @@ impl GraphBuilder {
 
     /// `keys` is the expected number of distinct keys; inputs are guessed at three per node.
     pub fn with_capacity(nodes: usize, keys: usize) -> Self {
+        let producer = Vec::with_capacity(keys);
+        // Read at random, by key, for every input.
+        crate::mem::huge_pages(&producer);
         GraphBuilder {
             keys: Interner::with_capacity(keys),
-            producer: Vec::with_capacity(keys),
+            producer,
             external: Vec::with_capacity(keys),
             inputs: Csr::with_capacity(nodes, nodes * 3),
             outputs: Csr::with_capacity(nodes, nodes),
@@ -305,9 +308,18 @@ impl GraphBuilder {
         let mut predecessors = Csr::with_capacity(n, inputs.targets.len() + valid.len());
         let mut next_explicit = 0;
         let mut forward = true;
+        // Producers are looked up at random: each is prefetched this many keys ahead.
+        const AHEAD: usize = 16;
+        let mut k = 0;
         for v in 0..n as NodeId {
             let start = predecessors.targets.len();
             for &key in inputs.row(v) {
+                if let Some(&ahead) = inputs.targets.get(k + AHEAD) {
+                    if let Some(p) = producer.get(ahead as usize) {
+                        crate::mem::prefetch(p);
+                    }
+                }
+                k += 1;
                 let p = producer[key as usize];
                 if p != NONE {
                     predecessors.targets.push(p);

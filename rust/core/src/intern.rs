@@ -12,6 +12,7 @@ use std::hash::Hasher;
 
 use rustc_hash::FxHasher;
 
+use crate::mem::prefetch;
 use crate::KeyId;
 
 /// Keys up to this many bytes are stored whole inside their slot.
@@ -88,19 +89,6 @@ fn short_word(bytes: &[u8]) -> u64 {
     word | (len as u64) << 56
 }
 
-#[inline]
-fn prefetch<T>(item: &T) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch is only a hint: it has no architectural effect and never
-    // faults, and SSE, which provides it, is part of the x86_64 baseline.
-    unsafe {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        _mm_prefetch::<_MM_HINT_T0>((item as *const T).cast());
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = item;
-}
-
 #[derive(Debug, Clone)]
 pub struct Interner {
     slots: Vec<Slot>,
@@ -119,11 +107,14 @@ impl Default for Interner {
 impl Interner {
     pub fn with_capacity(keys: usize) -> Self {
         let mut starts = Vec::with_capacity(keys + 1);
+        // ~8 bytes a name avoids most regrowth for typical keys.
+        let arena = Vec::with_capacity(keys * 8);
+        crate::mem::huge_pages(&starts);
+        crate::mem::huge_pages(&arena);
         starts.push(0);
         Interner {
-            slots: vec![[0; 2]; table_size(keys)],
-            // ~8 bytes a name avoids most regrowth for typical keys.
-            arena: String::with_capacity(keys * 8),
+            slots: zeroed_table(table_size(keys)),
+            arena: String::from_utf8(arena).expect("empty"),
             starts,
         }
     }
@@ -211,10 +202,7 @@ impl Interner {
             self.arena.push_str(name);
             start as u64 | (name.len() as u64) << 32
         } else {
-            // From the word, which is at hand, rather than from `name`, which may not be.
-            let bytes = probe.word.to_le_bytes();
-            let text = std::str::from_utf8(&bytes[..name.len()]).expect("the bytes of a str");
-            self.arena.push_str(text);
+            self.arena.push_str(name);
             probe.word
         };
         let end = u32::try_from(self.arena.len()).expect("key names total more than 4 GiB");
@@ -229,7 +217,7 @@ impl Interner {
     /// Doubles the table, re-placing every key (hashes are recomputed from the names).
     fn grow(&mut self) {
         let size = self.slots.len() * 2;
-        let old = std::mem::replace(&mut self.slots, vec![[0; 2]; size]);
+        let old = std::mem::replace(&mut self.slots, zeroed_table(size));
         let mask = size - 1;
         for slot in old.into_iter().filter(|s| s[0] != 0) {
             let id = (slot[0] as u32).wrapping_sub(1);
@@ -256,6 +244,14 @@ impl Interner {
             ""
         }
     }
+}
+
+/// `size` vacant slots.
+fn zeroed_table(size: usize) -> Vec<Slot> {
+    // Zeroed allocation: fresh pages from the OS, not written until used.
+    let table = vec![[0u64; 2]; size];
+    crate::mem::huge_pages(&table);
+    table
 }
 
 /// A power of two at least twice `keys`, so the table stays at most half full.

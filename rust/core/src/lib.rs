@@ -9,6 +9,7 @@ mod csr;
 mod error;
 mod graph;
 mod intern;
+mod mem;
 mod order;
 mod ready_queue;
 mod scheduler;
