@@ -330,17 +330,8 @@ impl GraphBuilder {
                 next_explicit += 1;
             }
             let row = &mut predecessors.targets[start..];
-            if row.len() > 1 {
-                row.sort_unstable();
-                let mut kept = 1;
-                for i in 1..row.len() {
-                    if row[i] != row[kept - 1] {
-                        row[kept] = row[i];
-                        kept += 1;
-                    }
-                }
-                predecessors.targets.truncate(start + kept);
-            }
+            let kept = sort_dedup(row);
+            predecessors.targets.truncate(start + kept);
             if let Some(&last) = predecessors.targets[start..].last() {
                 forward &= last < v;
             }
@@ -362,6 +353,37 @@ impl GraphBuilder {
             duplicate_outputs,
         }
     }
+}
+
+/// Sorts `row` and moves its distinct values to the front; returns how many.
+#[inline]
+fn sort_dedup(row: &mut [NodeId]) -> usize {
+    // Most rows have at most three values (in random order): those take a sorting network
+    // without branches, which the processor cannot mispredict.
+    if let [a, b, c] = *row {
+        let (lo, hi) = (a.min(b), a.max(b));
+        let (mid, top) = (hi.min(c), hi.max(c));
+        let (bottom, mid) = (lo.min(mid), lo.max(mid));
+        row[0] = bottom;
+        let mut kept = 1;
+        row[kept] = mid;
+        kept += (mid != bottom) as usize;
+        row[kept] = top;
+        kept += (top != mid) as usize;
+        return kept;
+    }
+    if row.len() <= 1 {
+        return row.len();
+    }
+    row.sort_unstable();
+    let mut kept = 1;
+    for i in 1..row.len() {
+        if row[i] != row[kept - 1] {
+            row[kept] = row[i];
+            kept += 1;
+        }
+    }
+    kept
 }
 
 /// Appends a row of `count` values whose ids `flush` will push later.
