@@ -232,3 +232,11 @@ async def _drain(items: AsyncIterator[int]) -> int:
 
 count_up = broker.task("count_up")(_count_up)
 drain = broker.task("drain")(_drain)
+
+
+# -- map nodes (benches/bench_map.py) -------------------------------------------------------------
+
+
+@broker.task(task_name="ident")
+async def ident(item: Any) -> Any:
+    return item
