@@ -245,6 +245,7 @@ impl GraphBuilder {
             *k += 1;
             key
         };
+        let first_output = self.outputs.targets.len();
         for v in self.flushed_nodes..self.inputs.rows() {
             let node = v as NodeId;
             for _ in 0..self.inputs.degree(node) {
@@ -253,11 +254,23 @@ impl GraphBuilder {
             }
             for _ in 0..self.outputs.degree(node) {
                 let key = intern(self, &mut k);
-                self.record_output(key, node);
                 self.outputs.targets.push(key);
             }
         }
         assert_eq!(k, names.len(), "a name per counted key");
+        // Producers afterwards, in the same order: an output key seen before is a
+        // lookup at random too, which can then be prefetched like the others.
+        let mut j = first_output;
+        for v in self.flushed_nodes..self.inputs.rows() {
+            let node = v as NodeId;
+            for _ in 0..self.outputs.degree(node) {
+                if let Some(&ahead) = self.outputs.targets.get(j + AHEAD) {
+                    crate::mem::prefetch(&self.producer[ahead as usize]);
+                }
+                self.record_output(self.outputs.targets[j], node);
+                j += 1;
+            }
+        }
         self.flushed_nodes = self.inputs.rows();
     }
 
