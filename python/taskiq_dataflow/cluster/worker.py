@@ -176,7 +176,7 @@ class Worker:
                 continue
             seqs.append(seq)
             entry = (run_id, reply, seq, name, args, kwargs, timeout, stream)
-            if stream is not None or _reads_stream(args, kwargs):
+            if stream is not None or _has_refs(args, kwargs, (StreamRef,)):
                 # a stream task never waits for a slot: consumers holding every slot while
                 # their producer waits in the queue would wait forever
                 self._free -= 1
@@ -267,11 +267,11 @@ class Worker:
                 func, inspect.iscoroutinefunction(func), inspect.isasyncgenfunction(func)
             )  # fmt: skip
         func, is_async, is_producer = found
+        if is_producer:
+            func, is_async = functools.partial(self._produce, run_id, func, stream), True
         call = None
         context = None
-        if is_producer:
-            call = self._produce(run_id, func, args, kwargs, stream)
-        elif is_async and timeout is None and not _has_refs(args, kwargs):
+        if is_async and timeout is None and not _has_refs(args, kwargs):
             try:
                 coro = func(*args, **kwargs)
                 # its own context, as an asyncio.Task would have, kept when it continues as one
@@ -380,21 +380,12 @@ class Worker:
             broker.progress_timeout,
         )  # fmt: skip
 
-    async def _produce(
-        self, run_id: str, func: Any, args: list[Any], kwargs: dict[str, Any], stream: Any
-    ) -> Any:
+    async def _produce(self, run_id: str, func: Any, stream: Any, *args: Any, **kwargs: Any) -> Any:
         """Run a stream producer: its items to each live consumer's route, and back as the
         task's result when the engine asked to keep them."""
         keep, routes = stream if stream is not None else (True, [])
-        link = self._link(run_id)
-        receivers: list[Any] = []
-        args = [await self._resolve(a, run_id, receivers) for a in args]
-        kwargs = {k: await self._resolve(v, run_id, receivers) for k, v in kwargs.items()}
-        try:
-            return await pump(func(*args, **kwargs), [link.sender(r) for r in routes], keep)
-        finally:
-            for receiver in receivers:
-                await receiver.close()
+        senders = [self._link(run_id).sender(route) for route in routes]
+        return await pump(func(*args, **kwargs), senders, keep)
 
     # -- outgoing results, batched --------------------------------------------------------------
 
@@ -434,24 +425,18 @@ class Worker:
             pending.add_done_callback(self._background.discard)
 
 
-def _has_refs(args: list[Any], kwargs: dict[str, Any]) -> bool:
-    for value in args:
-        if type(value) in _REFS:
-            return True
-    if kwargs:
-        for value in kwargs.values():
-            if type(value) in _REFS:
-                return True
-    return False
-
-
 _REFS = (ValueRef, StreamRef)
 
 
-def _reads_stream(args: list[Any], kwargs: dict[str, Any]) -> bool:
-    return any(type(v) is StreamRef for v in args) or any(
-        type(v) is StreamRef for v in kwargs.values()
-    )
+def _has_refs(args: list[Any], kwargs: dict[str, Any], kinds: tuple[type, ...] = _REFS) -> bool:
+    for value in args:
+        if type(value) in kinds:
+            return True
+    if kwargs:
+        for value in kwargs.values():
+            if type(value) in kinds:
+                return True
+    return False
 
 
 def _is_stream_spec(stream: Any) -> bool:
