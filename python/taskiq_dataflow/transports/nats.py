@@ -217,7 +217,11 @@ class NatsTransport(Transport):
         return self._link
 
     def _kick_one(self, job: Job) -> None:
-        local, name, pool = self._route_of(job.task, job.where)
+        task = job.task
+        if job.where is None:
+            local, name, pool = self._routes.get(id(task)) or self._route(task)
+        else:
+            local, name, pool = self._route_of(task, job.where)
         if local:
             self._local.kick([job])
             return
