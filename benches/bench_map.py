@@ -19,10 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import platform
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -30,7 +26,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from common import cpu_model, git_commit, loadavg, nproc, write_section  # noqa: E402
+from common import bench_cluster, best_rates, rates_section, write_section  # noqa: E402
 
 TITLE = "## Map nodes (issue 5)"
 
@@ -79,49 +75,27 @@ def dask_rate(n: int) -> float:
 
 
 def measure(n: int, dask_n: int, repeat: int) -> dict[str, float]:
-    from taskiq_dataflow.cluster import NatsServer
+    with bench_cluster():
+        import cluster_bench_tasks as tasks
 
-    best: dict[str, float] = {}
-    with NatsServer() as server:
-        os.environ["DATAFLOW_NATS_URL"] = server.url
-        env = {**os.environ, "PYTHONPATH": str(HERE)}
-        workers = subprocess.Popen(
-            [sys.executable, "-m", "taskiq_dataflow.cluster.serve",
-             "cluster_bench_tasks:broker", "--workers", "2"],
-            env=env, start_new_session=True, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        try:
-            import cluster_bench_tasks as tasks
-
-            ours(1000, tasks.broker, tasks.ident)  # warm-up: both workers serving
-            for _ in range(repeat):
-                for name, run in (
-                    ("ours, cluster", lambda: ours(n, tasks.broker, tasks.ident)),
-                    ("ours, in-process", lambda: ours(n, None, tasks.ident.original_func)),
-                ):
-                    best[name] = max(best.get(name, 0.0), run())
-        finally:
-            os.killpg(workers.pid, signal.SIGTERM)
-            workers.wait(30)
+        ours(1000, tasks.broker, tasks.ident)  # warm-up: both workers serving
+        best = best_rates(
+            [
+                ("ours, cluster", lambda: ours(n, tasks.broker, tasks.ident)),
+                ("ours, in-process", lambda: ours(n, None, tasks.ident.original_func)),
+            ],
+            repeat,
+        )
     best["dask distributed"] = dask_rate(dask_n)
     return best
 
 
 def render(best: dict[str, float], n: int, dask_n: int, repeat: int, command: str) -> str:
-    peer = best["dask distributed"]
-    lines = [
-        TITLE,
-        "",
-        f"`{command}` on {cpu_model()} ({nproc()} CPUs, load {loadavg()}), Python "
-        f"{platform.python_version()}, commit {git_commit()}. A map over {n:,} items of a "
-        f"one-task sub-flow (dask: `client.map` over {dask_n:,} items); 2 worker processes; "
-        f"best of {repeat} (dask: 1 run).",
-        "",
-        "| system | items/s | vs dask |",
-        "|---|---:|---:|",
-    ]
-    for name, rate in best.items():
-        lines.append(f"| {name} | {rate:,.0f} | {rate / peer:.1f}x |")
+    setup = (
+        f"A map over {n:,} items of a one-task sub-flow (dask: `client.map` over {dask_n:,} "
+        f"items); 2 worker processes; best of {repeat} (dask: 1 run)."
+    )
+    lines = rates_section(TITLE, command, setup, best, "dask distributed", 1)
     lines += [
         "",
         "The map node builds one DAG with a copy of the sub-flow per item and runs it on a "

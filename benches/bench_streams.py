@@ -27,9 +27,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import platform
-import signal
 import subprocess
 import sys
 import time
@@ -40,7 +37,7 @@ import msgpack
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from common import cpu_model, git_commit, loadavg, nproc, write_section  # noqa: E402
+from common import bench_cluster, best_rates, rates_section, write_section  # noqa: E402
 
 TITLE = "## Streams (issue 5)"
 WINDOW = 64
@@ -135,49 +132,27 @@ def ours(n: int, broker) -> float:
 
 
 def measure(n: int, repeat: int) -> dict[str, float]:
-    from taskiq_dataflow.cluster import NatsServer
+    with bench_cluster() as server:
+        import cluster_bench_tasks as tasks
 
-    with NatsServer() as server:
-        os.environ["DATAFLOW_NATS_URL"] = server.url
-        env = {**os.environ, "PYTHONPATH": str(HERE)}
-        workers = subprocess.Popen(
-            [sys.executable, "-m", "taskiq_dataflow.cluster.serve",
-             "cluster_bench_tasks:broker", "--workers", "2"],
-            env=env, start_new_session=True, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        try:
-            import cluster_bench_tasks as tasks
-
-            ours(1000, tasks.broker)  # warm-up: both workers connected and serving
-            best: dict[str, float] = {}
-            for _ in range(repeat):
-                for name, run in (
-                    ("ours, cluster", lambda: ours(n, tasks.broker)),
-                    ("ours, in-process", lambda: ours(n, None)),
-                    ("nats-py, windowed", lambda: hand_written(server.url, n, True)),
-                    ("nats-py, unbounded", lambda: hand_written(server.url, n, False)),
-                ):
-                    best[name] = max(best.get(name, 0.0), run())
-            return best
-        finally:
-            os.killpg(workers.pid, signal.SIGTERM)
-            workers.wait(30)
+        ours(1000, tasks.broker)  # warm-up: both workers connected and serving
+        return best_rates(
+            [
+                ("ours, cluster", lambda: ours(n, tasks.broker)),
+                ("ours, in-process", lambda: ours(n, None)),
+                ("nats-py, windowed", lambda: hand_written(server.url, n, True)),
+                ("nats-py, unbounded", lambda: hand_written(server.url, n, False)),
+            ],
+            repeat,
+        )
 
 
 def render(best: dict[str, float], n: int, repeat: int, command: str) -> str:
-    peer = best["nats-py, windowed"]
-    lines = [
-        TITLE,
-        "",
-        f"`{command}` on {cpu_model()} ({nproc()} CPUs, load {loadavg()}), Python "
-        f"{platform.python_version()}, commit {git_commit()}. One producer yields {n:,} small ints "
-        f"to one streaming consumer (buffer {WINDOW}); best of {repeat}.",
-        "",
-        "| system | items/s | vs nats-py windowed |",
-        "|---|---:|---:|",
-    ]
-    for name, rate in best.items():
-        lines.append(f"| {name} | {rate:,.0f} | {rate / peer:.2f}x |")
+    setup = (
+        f"One producer yields {n:,} small ints to one streaming consumer (buffer {WINDOW}); "
+        f"best of {repeat}."
+    )
+    lines = rates_section(TITLE, command, setup, best, "nats-py, windowed", 2)
     lines += [
         "",
         "Ours batches the items a producer yields in one turn of the event loop into one frame "

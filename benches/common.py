@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import platform
 import random
+import signal
 import subprocess
+import sys
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -96,3 +101,56 @@ def write_section(path: str, title: str, section: str) -> None:
         rest = "" if end < 0 else text[end + 1 :]
         text = text[:start] + section + ("\n" + rest if rest else "")
     p.write_text(text)
+
+
+# -- the small cluster scripts (bench_streams.py, bench_map.py) ----------------------------------
+
+
+@contextlib.contextmanager
+def bench_cluster(workers: int = 2) -> Iterator[Any]:
+    """A nats-server on a free loopback port and `workers` processes serving
+    cluster_bench_tasks:broker, which finds the server through $DATAFLOW_NATS_URL (set here
+    for this process too). Yields the server."""
+    from taskiq_dataflow.cluster import NatsServer
+
+    with NatsServer() as server:
+        os.environ["DATAFLOW_NATS_URL"] = server.url
+        env = {**os.environ, "PYTHONPATH": str(ROOT / "benches")}
+        procs = subprocess.Popen(
+            [sys.executable, "-m", "taskiq_dataflow.cluster.serve",
+             "cluster_bench_tasks:broker", "--workers", str(workers)],
+            env=env, start_new_session=True, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            yield server
+        finally:
+            os.killpg(procs.pid, signal.SIGTERM)
+            procs.wait(30)
+
+
+def best_rates(systems: Sequence[tuple[str, Callable[[], float]]], repeat: int) -> dict[str, float]:
+    """The highest rate of each system over `repeat` rounds, the systems alternating."""
+    best: dict[str, float] = {}
+    for _ in range(repeat):
+        for name, run in systems:
+            best[name] = max(best.get(name, 0.0), run())
+    return best
+
+
+def rates_section(
+    title: str, command: str, setup: str, best: dict[str, float], peer: str, digits: int
+) -> list[str]:
+    """A BENCHMARKS.md section's head: the machine, the setup, items/s per system and its
+    ratio to `peer`."""
+    lines = [
+        title,
+        "",
+        f"`{command}` on {cpu_model()} ({nproc()} CPUs, load {loadavg()}), Python "
+        f"{platform.python_version()}, commit {git_commit()}. {setup}",
+        "",
+        f"| system | items/s | vs {peer} |",
+        "|---|---:|---:|",
+    ]
+    for name, rate in best.items():
+        lines.append(f"| {name} | {rate:,.0f} | {rate / best[peer]:.{digits}f}x |")
+    return lines
