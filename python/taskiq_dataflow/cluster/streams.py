@@ -48,6 +48,28 @@ ITEMS, END, HELLO, CREDIT = "items", "end", "hello", "credit"
 BATCH_BYTES = 64 * 1024  # an items frame is sent at this size without waiting for a pause
 
 
+# publishes still in flight (the few that must wait for room in nats-py's buffer), kept alive
+_pending: set[asyncio.Future[Any]] = set()
+
+
+def _send(nc: Any, subject: str, frame: bytes) -> None:
+    """Publish at most once, as NATS core does anyway: a frame that cannot go now is lost, and
+    the protocol above (probes, credits, resends) recovers it."""
+    try:
+        pending = publish_now(nc, subject, frame)
+    except Exception:
+        return
+    if pending is not None:
+        _pending.add(pending)
+        pending.add_done_callback(_settled)
+
+
+def _settled(fut: asyncio.Future[Any]) -> None:
+    _pending.discard(fut)
+    if not fut.cancelled():
+        fut.exception()  # retrieved: a lost frame is not an error here
+
+
 def _error_of(exc: BaseException | None) -> list[str] | None:
     return None if exc is None else [type(exc).__name__, str(exc)]
 
@@ -99,10 +121,7 @@ class StreamSender:
             self.batch, self.batch_bytes = [], 0
 
     def _publish(self, frame: bytes) -> None:
-        with contextlib.suppress(Exception):  # lost: the receiver's answer to a probe says so
-            pending = publish_now(self.nc, self.ref.items, frame)
-            if pending is not None:
-                pending.add_done_callback(lambda f: f.cancelled() or f.exception())
+        _send(self.nc, self.ref.items, frame)  # lost: the receiver's answer to a probe says so
 
     async def _on_credit(self, msg: Any) -> None:
         try:
@@ -258,10 +277,7 @@ class StreamReceiver(Stream[Any]):
             CREDIT, got=self.got, limit=self.granted, r=self.session,
             end=self.total is not None and self.got >= self.total, done=done, p=probed,
         )  # fmt: skip
-        with contextlib.suppress(Exception):  # lost: the sender's next probe asks again
-            pending = publish_now(self.nc, self.ref.credits, frame)
-            if pending is not None:
-                pending.add_done_callback(lambda f: f.cancelled() or f.exception())
+        _send(self.nc, self.ref.credits, frame)  # lost: the sender's next probe asks again
 
     async def _on_items(self, msg: Any) -> None:
         try:
@@ -382,11 +398,8 @@ class StreamLink:
     def abandon(self, ref: StreamRef) -> None:
         """Tell the producer a consumer is gone (it failed for good, or the run stopped)."""
         frame = self.codec.frame(CREDIT, got=0, limit=0, r="engine", end=False, done=True)
-        with contextlib.suppress(Exception):
-            publish_now(self.nc, ref.credits, frame)
+        _send(self.nc, ref.credits, frame)
 
     def end(self, ref: StreamRef, failure: BaseException) -> None:
         """End a stream whose producer failed for good (e.g. its workers died)."""
-        frame = self.codec.frame(END, n=-1, e=_error_of(failure))
-        with contextlib.suppress(Exception):
-            publish_now(self.nc, ref.items, frame)
+        _send(self.nc, ref.items, self.codec.frame(END, n=-1, e=_error_of(failure)))
