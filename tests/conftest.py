@@ -10,6 +10,15 @@ def broker() -> InMemoryBroker:
     return InMemoryBroker()
 
 
+@pytest.fixture(scope="module")
+def server():
+    """A real nats-server on a free loopback port, shared by a test module's tests."""
+    from taskiq_dataflow.cluster import NatsServer
+
+    with NatsServer() as srv:
+        yield srv
+
+
 def run(coro):
     """Run a coroutine on a fresh event loop (the suite needs no async plugin)."""
     return asyncio.run(coro)

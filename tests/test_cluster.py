@@ -30,12 +30,6 @@ from taskiq_dataflow.cluster.protocol import RESULTS, TASKS
 
 
 @pytest.fixture(scope="module")
-def server():
-    with NatsServer() as srv:
-        yield srv
-
-
-@pytest.fixture(scope="module")
 def cluster(server):
     pools = SimpleNamespace(
         default=WorkerProcesses(server.url, workers=2),

@@ -19,13 +19,7 @@ from taskiq_dataflow import (
     StepCompleted,
     TaskFailedError,
 )
-from taskiq_dataflow.cluster import DataflowNatsBroker, NatsServer
-
-
-@pytest.fixture(scope="module")
-def server():
-    with NatsServer() as srv:
-        yield srv
+from taskiq_dataflow.cluster import DataflowNatsBroker
 
 
 @pytest.fixture(scope="module")

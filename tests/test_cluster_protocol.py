@@ -98,12 +98,6 @@ def test_codec_packs_nested_extensions_and_from_several_threads():
 
 
 @pytest.fixture(scope="module")
-def server():
-    with NatsServer() as srv:
-        yield srv
-
-
-@pytest.fixture(scope="module")
 def worker(server):
     with WorkerProcesses(server.url, workers=1, pool="single", concurrency=1) as wp:
         yield wp

@@ -22,15 +22,9 @@ from taskiq_dataflow import (
     TaskFailedError,
     pipeline_task,
 )
-from taskiq_dataflow.cluster import DataflowNatsBroker, NatsServer
+from taskiq_dataflow.cluster import DataflowNatsBroker
 from taskiq_dataflow.cluster.protocol import DEFAULT_CODEC
 from taskiq_dataflow.cluster.streams import StreamLink
-
-
-@pytest.fixture(scope="module")
-def server():
-    with NatsServer() as srv:
-        yield srv
 
 
 @pytest.fixture(scope="module")
