@@ -245,10 +245,11 @@ class Run:
         attempts, names, bus = self.attempts, self.names, self.bus
         for node in nodes:
             attempts[node] = 1
-        jobs = [self.job(node, 1) for node in nodes]  # plans first: they reveal streams
+        if self.streaming is None:
+            jobs = [self.job(node, 1) for node in nodes]  # their plans may reveal streams
         if self.streaming is not None:
             nodes = self.streaming.before_dispatch(nodes)
-            # again, now that the consumers started with their producers have routes
+            # (again, the first time) now that consumers started with their producers have routes
             jobs = [self.job(node, 1) for node in nodes]
         if self.step_events:
             for node in nodes:
