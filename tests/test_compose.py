@@ -14,6 +14,7 @@ from taskiq_dataflow import (
     CycleError,
     DAGValidationError,
     DataflowExecutionError,
+    ExecutionCancelled,
     ExecutionEngine,
     Flow,
     FlowError,
@@ -776,6 +777,6 @@ def test_cancelling_the_run_cancels_the_map_items():
         return await task
 
     began = time.perf_counter()
-    with pytest.raises(asyncio.CancelledError):
+    with pytest.raises(ExecutionCancelled):
         run(go())
     assert time.perf_counter() - began < 5

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -67,8 +66,12 @@ class DataflowExecutionError(RuntimeError):
         super().__init__("\n".join(lines))
 
 
-class ExecutionCancelled(asyncio.CancelledError):
-    """`cancel()` was called: the run stopped; `results` holds the outputs computed before."""
+class ExecutionCancelled(Exception):
+    """`cancel()` was called: the run stopped; `results` holds the outputs computed before.
+
+    An ordinary exception, not an `asyncio.CancelledError`: the run ended (nothing cancelled
+    the awaiting task), so a TaskGroup or `gather(return_exceptions=True)` must hand it to the
+    caller with its results instead of treating it as the caller's own cancellation."""
 
     def __init__(self, run_id: str, results: dict[str, Any]) -> None:
         self.run_id = run_id
