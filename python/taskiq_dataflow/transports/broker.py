@@ -34,6 +34,20 @@ def _hook(backend: Any, transport: BrokerTransport) -> None:
     listeners.add(transport)
 
 
+def refuse_without_results(broker: Any) -> None:
+    """A broker whose result backend keeps nothing answers every `wait_result` with None: the
+    run would report success without a single real result, so it must not start."""
+    from taskiq.result_backends.dummy import DummyResultBackend
+
+    if isinstance(broker.result_backend, DummyResultBackend):
+        raise ValueError(
+            f"transport='broker' cannot get task results from {type(broker).__name__}: it has "
+            "no result backend (taskiq's DummyResultBackend keeps nothing); give it one, e.g. "
+            "broker.with_result_backend(RedisAsyncResultBackend(url)) from taskiq-redis, or run "
+            "the tasks on a DataflowNatsBroker cluster (transport='nats')"
+        )
+
+
 class BrokerTransport(Transport):
     """Kick each job with `task.kiq`; completions come back through the result backend."""
 
@@ -52,6 +66,7 @@ class BrokerTransport(Transport):
         self._here: dict[int, bool] = {}  # per task: runs_in_engine
 
     async def startup(self) -> None:
+        refuse_without_results(self.broker)
         await self._local.startup()
         if self.in_process:
             _hook(self.broker.result_backend, self)
