@@ -12,10 +12,12 @@ from typing import Any
 from taskiq_nats import NatsBroker
 
 from .protocol import DEFAULT_CODEC, Codec
+from .redact import redact
 
 log = logging.getLogger("taskiq_dataflow.nats")
 
 NATS_URL_ENV = "DATAFLOW_NATS_URL"
+CONNECT_TIMEOUT_ENV = "DATAFLOW_CONNECT_TIMEOUT"
 
 
 class ClusterError(RuntimeError):
@@ -84,6 +86,12 @@ class DataflowNatsBroker(NatsBroker):
     def reply_subject(self, run_id: str) -> str:
         return f"{self.prefix}.results.{run_id}"
 
+    # How long a first connection may take when the server cannot be reached (refused, no
+    # route): short, because the user is usually waiting at a terminal, yet long enough for a
+    # server started a moment earlier (`taskiq-dataflow server &`) to come up. Set it on the
+    # broker or with $DATAFLOW_CONNECT_TIMEOUT.
+    unreachable_timeout: float = 5.0
+
     async def connect_checked(
         self,
         name: str,
@@ -91,9 +99,11 @@ class DataflowNatsBroker(NatsBroker):
         on_disconnected: Callable[[], None] | None = None,
         on_reconnected: Callable[[], None] | None = None,
     ) -> Any:
-        """A connection that reconnects forever once made, but fails at once with a clear
-        ClusterError when the server refuses the login, and after `timeout` when it cannot be
-        reached. The user's own error/disconnected/reconnected callbacks still run."""
+        """A connection that reconnects forever once made, but fails with one clear
+        ClusterError (credentials redacted) at once when the server refuses the login, and
+        when it cannot be reached within min(`timeout`, the unreachable timeout). Errors
+        before the connection is made are not logged (they are summarised in that error);
+        the user's own error/disconnected/reconnected callbacks still run."""
         loop = asyncio.get_running_loop()
         refused: asyncio.Future[BaseException] = loop.create_future()
         errors: list[BaseException] = []
@@ -102,6 +112,7 @@ class DataflowNatsBroker(NatsBroker):
             k: self.connection_kwargs.get(k)
             for k in ("error_cb", "disconnected_cb", "reconnected_cb")
         }
+        timeout = min(timeout, _unreachable_timeout(self))
 
         async def on_error(exc: BaseException) -> None:
             errors.append(exc)
@@ -110,8 +121,8 @@ class DataflowNatsBroker(NatsBroker):
                 refused.set_result(exc)
             if user["error_cb"] is not None:
                 await user["error_cb"](exc)
-            else:
-                log.warning("NATS: %s: %s", type(exc).__name__, exc)
+            elif connected:
+                log.warning("NATS %s: %s: %s", redact(self.servers), type(exc).__name__, exc)
 
         async def on_disconnect() -> None:
             if on_disconnected is not None:
@@ -130,6 +141,9 @@ class DataflowNatsBroker(NatsBroker):
                 name,
                 max_reconnect_attempts=-1,
                 allow_reconnect=True,
+                # nats-py waits this long between attempts, also before the first connection:
+                # its 2 s default would leave two tries within the unreachable timeout
+                reconnect_time_wait=self.connection_kwargs.get("reconnect_time_wait", 0.25),
                 error_cb=on_error,
                 disconnected_cb=on_disconnect,
                 reconnected_cb=on_reconnect,
@@ -141,23 +155,14 @@ class DataflowNatsBroker(NatsBroker):
                 connect.cancel()
                 with contextlib.suppress(BaseException):
                     await connect
-                if refused.done():
-                    raise ClusterError(
-                        f"cannot connect to NATS at {self.servers}: the server refused the "
-                        f"login ({refused.result()}); give DataflowNatsBroker the right "
-                        "user=/password= (or token=, user_credentials=, nkeys_seed=)"
-                    )
-                last = f"; last error: {type(errors[-1]).__name__}: {errors[-1]}" if errors else ""
-                raise ClusterError(
-                    f"cannot connect to NATS at {self.servers} within {timeout:g} s{last}"
-                )
+                raise _connect_error(self.servers, timeout, refused, errors)
             connected = True
             return connect.result()
         except ClusterError:
             raise
         except Exception as exc:
             raise ClusterError(
-                f"cannot connect to NATS at {self.servers}: {type(exc).__name__}: {exc}"
+                f"cannot connect to NATS at {redact(self.servers)}: {type(exc).__name__}: {exc}"
             ) from exc
 
     async def connect(self, name: str | None = None, **overrides: Any) -> Any:
@@ -185,6 +190,42 @@ def publish_now(nc: Any, subject: str, payload: bytes) -> asyncio.Future[Any] | 
     except StopIteration:
         return None
     return asyncio.ensure_future(_resume(coro, yielded, None))
+
+
+def _unreachable_timeout(broker: DataflowNatsBroker) -> float:
+    text = os.environ.get(CONNECT_TIMEOUT_ENV)
+    if not text:
+        return broker.unreachable_timeout
+    try:
+        value = float(text)
+    except ValueError:
+        raise ClusterError(
+            f"${CONNECT_TIMEOUT_ENV}={text!r} is not a number of seconds (for example 5)"
+        ) from None
+    if value <= 0:
+        raise ClusterError(f"${CONNECT_TIMEOUT_ENV}={text!r} must be a positive number of seconds")
+    return value
+
+
+def _connect_error(
+    servers: Any,
+    timeout: float,
+    refused: asyncio.Future[BaseException],
+    errors: list[BaseException],
+) -> ClusterError:
+    where = redact(servers)
+    if refused.done():
+        return ClusterError(
+            f"cannot connect to NATS at {where}: the server refused the login "
+            f"({redact(refused.result())}); give DataflowNatsBroker the right user=/password= "
+            "(or token=, user_credentials=, nkeys_seed=)"
+        )
+    last = f" (last error: {type(errors[-1]).__name__}: {redact(errors[-1])})" if errors else ""
+    return ClusterError(
+        f"cannot connect to NATS at {where} within {timeout:g} s{last}: start a server "
+        f"(`taskiq-dataflow server`) or point ${NATS_URL_ENV} at one; "
+        f"${CONNECT_TIMEOUT_ENV} sets this timeout"
+    )
 
 
 def _is_login_error(exc: BaseException) -> bool:
