@@ -22,7 +22,40 @@ from .events import Event
 from .execution_engine import ExecutionEngine, MissingInputError
 from .task import get_spec, task_display_name
 
-__all__ = ["DataflowPipeline"]
+__all__ = ["DataflowPipeline", "cluster_broker_of"]
+
+
+def cluster_broker_of(tasks: Iterable[Any]) -> Any:
+    """The one DataflowNatsBroker the `@broker.task` tasks among `tasks` belong to, or None.
+
+    A pipeline built without a broker runs its tasks where they were declared to run: on the
+    cluster when they are tasks of a DataflowNatsBroker. Tasks of two different brokers raise
+    ValueError naming a task of each, since one run talks to one cluster.
+    """
+    from .cluster.broker import DataflowNatsBroker
+
+    found: Any = None
+    first = ""
+    for task in tasks:
+        broker = getattr(task, "broker", None)
+        if not isinstance(broker, DataflowNatsBroker):
+            continue
+        name = task_display_name(task)
+        if found is None:
+            found, first = broker, name
+        elif broker is not found:
+            raise ValueError(
+                f"tasks {first!r} and {name!r} are tasks of two different DataflowNatsBrokers "
+                f"({_broker_label(found)} and {_broker_label(broker)}); one run uses one "
+                "cluster: declare them on the same broker, or pass the broker to use explicitly"
+            )
+    return found
+
+
+def _broker_label(broker: Any) -> str:
+    from .cluster.redact import redact
+
+    return f"servers {redact(broker.servers)}, pool {broker.pool!r}"
 
 
 def engine_option_names() -> list[str]:
@@ -104,9 +137,15 @@ class DataflowPipeline:
     def from_registry(
         cls, registry: DataflowRegistry, broker: Any = None, **engine_options: Any
     ) -> DataflowPipeline:
-        """A pipeline over an existing DataflowRegistry (its tasks and declared external inputs)."""
+        """A pipeline over an existing DataflowRegistry (its tasks and declared external inputs).
+
+        Without `broker`, tasks declared with `@broker.task` on a DataflowNatsBroker make it
+        the pipeline's broker, so they run on that cluster's workers (see cluster_broker_of).
+        """
         if not isinstance(registry, DataflowRegistry):
             raise TypeError(f"expected a DataflowRegistry, got {type(registry).__name__}")
+        if broker is None:
+            broker = cluster_broker_of(node.task for node in registry.get_tasks())
         return cls(broker, registry=registry, **engine_options)
 
     def add_dataflow_task(self, task: Any) -> DataflowPipeline:
@@ -212,7 +251,8 @@ class DataflowPipeline:
     ) -> ExecutionEngine:
         """An ExecutionEngine for a run given `input_keys`, with `overrides` of the options."""
         options = {**self.engine_options, **check_engine_options(overrides, "create_engine")}
-        engine = ExecutionEngine(self.broker, self.build_dag(input_keys), **options)
+        broker = self.broker if self.broker is not None else cluster_broker_of(self.tasks)
+        engine = ExecutionEngine(broker, self.build_dag(input_keys), **options)
         for listener, types in self._subscriptions:
             engine.events.subscribe(listener, *types)
         return engine

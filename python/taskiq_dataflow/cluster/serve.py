@@ -1,7 +1,9 @@
 """Worker processes: `taskiq-dataflow worker module:broker --workers N --pool P --concurrency K`.
 
-The parent supervises N children and restarts one that crashes; each child imports the module
-(so its @broker.task tasks are registered by name) and runs a Worker.
+The parent first reaches the server once (so a wrong URL or login is one line, not a traceback
+per child), then supervises N children and restarts one that crashes; each child imports the
+module (so its @broker.task tasks are registered by name) and runs a Worker. A child that cannot
+connect is not restarted, and a crash loop ends the supervisor: both exit non-zero.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import sys
 import time
 from typing import Any
 
-from .broker import DataflowNatsBroker
+from .broker import ClusterError, DataflowNatsBroker
 
 log = logging.getLogger("taskiq_dataflow.worker")
 
@@ -39,8 +41,22 @@ def load_broker(target: str) -> DataflowNatsBroker:
     return obj
 
 
-def run_child(target: str, pool: str | None, concurrency: int) -> None:
-    """One worker process, until SIGTERM/SIGINT."""
+# A child that cannot connect or log in exits with this code: restarting it cannot help, so
+# the supervisor stops instead of printing the same error on every restart.
+EXIT_CANNOT_CONNECT = 3
+# the supervisor gave up on children that crash again and again
+EXIT_CRASH_LOOP = 1
+PROG = "taskiq-dataflow worker"
+
+
+def _say(message: str) -> None:
+    sys.stderr.write(f"{PROG}: {message}\n")
+    sys.stderr.flush()
+
+
+def run_child(target: str, pool: str | None, concurrency: int) -> int:
+    """One worker process, until SIGTERM/SIGINT; EXIT_CANNOT_CONNECT with one line when the
+    server cannot be reached or refuses the login."""
     from .worker import Worker
 
     broker = load_broker(target)
@@ -52,16 +68,34 @@ def run_child(target: str, pool: str | None, concurrency: int) -> None:
             loop.add_signal_handler(sig, worker.stop)
         await worker.run()
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except ClusterError as exc:
+        _say(f"error: worker pid {os.getpid()}: {exc}")
+        return EXIT_CANNOT_CONNECT
+    return 0
+
+
+def check_connection(broker: DataflowNatsBroker) -> None:
+    """Connect once and close: raises ClusterError (one line) before any child is started."""
+
+    async def probe() -> None:
+        nc = await broker.connect_checked("dataflow-supervisor", broker.progress_timeout)
+        await nc.close()
+
+    asyncio.run(probe())
 
 
 def supervise(target: str, workers: int, pool: str | None, concurrency: int) -> int:
-    """Start `workers` children; restart any that dies until we are told to stop."""
+    """Start `workers` children; restart any that crashes until we are told to stop.
+
+    Returns 0 when stopped by SIGTERM/SIGINT, EXIT_CANNOT_CONNECT when a child could not reach
+    the server (not restarted), EXIT_CRASH_LOOP when children crash faster than 10 per worker
+    in 60 s."""
     cmd = [sys.executable, "-m", "taskiq_dataflow.cluster.serve", "--child", target,
            "--concurrency", str(concurrency)]  # fmt: skip
     if pool:
         cmd += ["--pool", pool]
-    children: list[subprocess.Popen[bytes]] = []
     stopping = False
 
     def stop(*_: Any) -> None:
@@ -71,22 +105,47 @@ def supervise(target: str, workers: int, pool: str | None, concurrency: int) -> 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     children = [subprocess.Popen(cmd) for _ in range(workers)]
-    log.warning("started %d worker process(es) for %s", workers, target)
+    log.warning(
+        "started %d worker process(es) for %s: pids %s",
+        workers,
+        target,
+        ", ".join(str(c.pid) for c in children),
+    )
+    code = 0
     restarts: list[float] = []
     while not stopping:
         time.sleep(0.2)
         for i, child in enumerate(children):
-            code = child.poll()
-            if code is None or stopping:
+            status = child.poll()
+            if status is None or stopping:
                 continue
+            if status == EXIT_CANNOT_CONNECT:
+                _say(f"error: worker pid {child.pid} cannot connect to NATS (above); stopping")
+                code = EXIT_CANNOT_CONNECT
+                stopping = True
+                break
             now = time.monotonic()
             restarts = [t for t in restarts if now - t < 60] + [now]
             if len(restarts) > 10 * workers:
-                log.error("workers crash in a loop (%d restarts in 60 s); giving up", len(restarts))
+                _say(
+                    f"error: workers crash in a loop ({len(restarts)} restarts in 60 s, the last "
+                    f"pid {child.pid} exited with {status}); giving up"
+                )
+                code = EXIT_CRASH_LOOP
                 stopping = True
                 break
-            log.warning("worker pid %d exited with %s; restarting it", child.pid, code)
             children[i] = subprocess.Popen(cmd)
+            log.warning(
+                "worker pid %d exited with %s; restarted it as pid %d",
+                child.pid,
+                status,
+                children[i].pid,
+            )
+    _stop_children(children)
+    return code
+
+
+def _stop_children(children: list[subprocess.Popen[bytes]]) -> None:
     for child in children:
         if child.poll() is None:
             child.send_signal(signal.SIGTERM)
@@ -95,24 +154,39 @@ def supervise(target: str, workers: int, pool: str | None, concurrency: int) -> 
             child.wait(10)
         except subprocess.TimeoutExpired:
             child.kill()
-    return 0
+            child.wait()
+
+
+def serve(target: str, workers: int, pool: str | None, concurrency: int) -> int:
+    """The supervisor's whole life: load the broker and reach the server once (each failure
+    one line), then supervise."""
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    try:
+        broker = load_broker(target)
+    except (ImportError, ValueError) as exc:
+        _say(f"error: cannot load broker {target!r}: {exc}")
+        return 2
+    try:
+        check_connection(broker)
+    except ClusterError as exc:
+        _say(f"error: {exc}")
+        return EXIT_CANNOT_CONNECT
+    return supervise(target, workers, pool, concurrency)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="taskiq-dataflow worker")
+    parser = argparse.ArgumentParser(prog=PROG)
     parser.add_argument("target", help="module:broker (a DataflowNatsBroker)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--pool", default=None)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     sys.path.insert(0, os.getcwd())
     if args.child:
-        run_child(args.target, args.pool, args.concurrency)
-        return 0
-    load_broker(args.target)  # fail here, once, with a clear message
-    return supervise(args.target, args.workers, args.pool, args.concurrency)
+        logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+        return run_child(args.target, args.pool, args.concurrency)
+    return serve(args.target, args.workers, args.pool, args.concurrency)
 
 
 if __name__ == "__main__":

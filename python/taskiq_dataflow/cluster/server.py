@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import sysconfig
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 
 def nats_server_binary() -> str:
@@ -53,6 +55,7 @@ class NatsServer:
         self.store_dir = store_dir or self._tmp.name  # type: ignore[union-attr]
         self.extra_args = extra_args or []
         self.process: subprocess.Popen[bytes] | None = None
+        self._log: Any = None
 
     @property
     def url(self) -> str:
@@ -67,17 +70,26 @@ class NatsServer:
             "-sd", self.store_dir,
             *self.extra_args,
         ]  # fmt: skip
-        self.process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # stderr to a file, not a pipe: nobody reads a pipe once the server runs, and a full
+        # pipe would block nats-server on its next log line. Its own session: a Ctrl-C at the
+        # terminal reaches only our process, which stops the server last (after the run and
+        # the workers), so they see no EOF from a dead server.
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115 - closed by close()
+        self.process = subprocess.Popen(
+            cmd,
+            stdout=subprocess.DEVNULL,
+            stderr=self._log,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                err = (
-                    self.process.stderr.read().decode(errors="replace")
-                    if self.process.stderr
-                    else ""
-                )
+                self._log.seek(0)
+                err = self._log.read().decode(errors="replace")
                 raise RuntimeError(
-                    f"nats-server exited with {self.process.returncode}: {err[-2000:]}"
+                    f"nats-server on {self.url} exited with {self.process.returncode}: "
+                    f"{_fatal_line(err)}"
                 )
             with (
                 contextlib.suppress(OSError),
@@ -100,6 +112,9 @@ class NatsServer:
 
     def close(self) -> None:
         self.stop()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
@@ -111,15 +126,60 @@ class NatsServer:
         self.close()
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM it when its parent dies, however the parent dies
+    (even SIGKILL), so no nats-server outlives the command that started it (Linux only)."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+def _fatal_line(stderr: str) -> str:
+    """nats-server's fatal error line (`[FTL] ...`), else its last line."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    fatal = [line for line in lines if "[FTL]" in line]
+    line = (fatal or lines or ["(no output)"])[-1]
+    return line.split("[FTL]", 1)[-1].strip()
+
+
 def serve_forever(port: int = 4222, host: str = "127.0.0.1", store_dir: str | None = None) -> int:
-    """`taskiq-dataflow server`: run nats-server in the foreground until interrupted."""
-    cmd = [nats_server_binary(), "-a", host, "-p", str(port), "-js"]
-    if store_dir:
-        cmd += ["-sd", store_dir]
-    print(f"nats-server on nats://{host}:{port} (JetStream on); Ctrl-C stops it", flush=True)
-    with contextlib.suppress(KeyboardInterrupt):
-        return subprocess.call(cmd)
-    return 0
+    """`taskiq-dataflow server`: run nats-server until SIGINT/SIGTERM, then stop it and remove
+    its temporary store dir (none is left behind, and no nats-server either)."""
+    stop = False
+
+    def on_signal(*_: object) -> None:
+        nonlocal stop
+        stop = True
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    server = NatsServer(port, host, store_dir)
+    try:
+        try:
+            server.start()
+        except (RuntimeError, TimeoutError, FileNotFoundError) as exc:
+            sys.stderr.write(f"taskiq-dataflow server: error: {exc}\n")
+            return 1
+        where = store_dir or f"{server.store_dir} (temporary)"
+        print(
+            f"nats-server on {server.url} (JetStream on, store {where}); Ctrl-C stops it",
+            flush=True,
+        )
+        process = server.process
+        assert process is not None
+        while not stop:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                code = process.wait(0.2)
+                sys.stderr.write(f"taskiq-dataflow server: error: nats-server exited with {code}\n")
+                return code or 1
+        return 0
+    finally:
+        server.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 if __name__ == "__main__":  # pragma: no cover
