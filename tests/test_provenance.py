@@ -107,6 +107,10 @@ def test_engine_killed_mid_run_restarts_from_the_store(tmp_path):
     proc.wait(10)
     done_before = lines(log)
     assert "summarize" not in done_before and len(done_before) >= 3
+    # its row still says running: the store tells the dead owner from a live one
+    assert [(r["run_id"], r["status"]) for r in RunStore(db).list_runs()] == [
+        ("killed", "interrupted")
+    ]
     stored = {r["task_name"] for r in RunStore(db).get_task_executions("killed")
               if r["status"] == "completed"}  # fmt: skip
     assert stored and stored <= set(done_before)
@@ -118,3 +122,4 @@ def test_engine_killed_mid_run_restarts_from_the_store(tmp_path):
     assert not stored & set(rerun)  # nothing recorded as completed ran again
     assert set(stored) | set(rerun) == {"load", *(f"part{i}" for i in range(6)), "summarize"}
     assert isinstance(out["summary"], Summary)
+    assert RunStore(db).get_run("killed")["status"] == "succeeded"

@@ -303,6 +303,7 @@ class Run:
                     self.inputs,
                     len(self.restored),
                     self.parent,
+                    {k: v for outs in self.restored.values() for k, v in outs.items()},
                 )
             )
         try:

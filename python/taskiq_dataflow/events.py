@@ -23,6 +23,8 @@ class RunStarted(Event):
     input_values: dict[str, Any] = field(default_factory=dict, repr=False)
     restored: int = 0  # tasks whose outputs came from a previous run (restart, replay)
     parent_run_id: str | None = None  # the run a replay reuses
+    # the outputs restored from the store, by key (a store digests a dependent's inputs by them)
+    restored_values: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
+import socket
 import sqlite3
 import string
 import time
@@ -51,7 +53,10 @@ CREATE TABLE IF NOT EXISTS runs (
     inputs BLOB,
     started_at REAL NOT NULL,
     finished_at REAL,
-    error TEXT
+    error TEXT,
+    owner_host TEXT,
+    owner_pid INTEGER,
+    heartbeat_at REAL
 );
 CREATE TABLE IF NOT EXISTS task_executions (
     run_id TEXT NOT NULL,
@@ -68,6 +73,32 @@ CREATE TABLE IF NOT EXISTS task_executions (
     PRIMARY KEY (run_id, node, attempt)
 );
 """
+
+
+# Columns added after the first schema: an existing database gains them in place.
+_ADDED_COLUMNS = {"runs": {"owner_host": "TEXT", "owner_pid": "INTEGER", "heartbeat_at": "REAL"}}
+
+HEARTBEAT = 2.0  # seconds between a live engine's heartbeats on its running runs
+STALE_BEATS = 5  # a running run of another host is interrupted once this many beats are missed
+HOST = socket.gethostname()
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    for table, columns in _ADDED_COLUMNS.items():
+        have = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+        for name, kind in columns.items():
+            if name not in have:
+                db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by another user
+        return True
+    return True
 
 
 class StoreError(LookupError):
@@ -87,14 +118,21 @@ class RunStore:
         path: str | Path = ":memory:",
         codec: Codec | None = None,
         clock: Callable[[], float] = time.time,
+        heartbeat: float = HEARTBEAT,
     ) -> None:
+        if heartbeat <= 0:
+            raise ValueError(
+                f"RunStore(heartbeat=...) must be a positive number of seconds, got {heartbeat}"
+            )
         self.path = str(path)
         self.codec = codec or DEFAULT_CODEC
         self._clock = clock
+        self.heartbeat = heartbeat
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        _migrate(self._db)
         self._pending: list[tuple[str, tuple[Any, ...]]] = []
         self._flush_scheduled = False
 
@@ -128,10 +166,22 @@ class RunStore:
                 self._db.execute(sql, params)
 
     def encode(self, value: Any) -> tuple[bytes | None, str | None]:
+        """(blob, None), or (None, why) for a value the codec cannot store: the run goes on
+        without it (the task then counts as not stored, see restorable_outputs)."""
         try:
             return self.codec.packb(value), None
         except EncodeError as exc:
             return None, str(exc)
+        except (RecursionError, MemoryError) as exc:  # nested beyond what can be encoded
+            return None, f"{type(exc).__name__}: {exc}"
+
+    def decode(self, blob: bytes) -> tuple[bool, Any]:
+        """(True, value), or (False, None) when a stored blob no longer decodes (a codec that
+        was registered when it was written is missing now)."""
+        try:
+            return True, self.codec.unpackb(blob)
+        except Exception:
+            return False, None
 
     # -- reading --------------------------------------------------------------------------------
 
@@ -143,16 +193,35 @@ class RunStore:
             raise StoreError(f"no run {run_id!r} in the store at {self.path}")
         run = dict(zip([c[0] for c in cur.description], row, strict=True))
         run["inputs"] = self.codec.unpackb(run["inputs"]) if run["inputs"] is not None else {}
+        run["status"] = self._status(run)
         return run
 
     def list_runs(self) -> list[dict[str, Any]]:
+        """Every run, oldest first. A run recorded as running whose engine is gone (killed)
+        reports status 'interrupted': restart() continues it."""
         self.flush()
         cur = self._db.execute(
-            "SELECT run_id, parent_run_id, status, started_at, finished_at, error FROM runs "
-            "ORDER BY started_at"
+            "SELECT run_id, parent_run_id, status, started_at, finished_at, error, owner_host, "
+            "owner_pid, heartbeat_at FROM runs ORDER BY started_at"
         )
         names = [c[0] for c in cur.description]
-        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+        runs = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+        for run in runs:
+            run["status"] = self._status(run)
+        return runs
+
+    def _status(self, run: dict[str, Any]) -> str:
+        """'interrupted' for a running row whose owner is gone: on this host its process is
+        dead; on another host (no pid to look at) its heartbeat is STALE_BEATS beats late.
+        A row written before owners were recorded has no owner to judge: it stays running."""
+        if run["status"] != "running" or run["owner_pid"] is None:
+            return run["status"]
+        if run["owner_host"] == HOST:
+            gone = not _pid_alive(run["owner_pid"])
+        else:
+            late = self._clock() - (run["heartbeat_at"] or run["started_at"])
+            gone = late > STALE_BEATS * self.heartbeat
+        return "interrupted" if gone else "running"
 
     def get_task_executions(self, run_id: str) -> list[dict[str, Any]]:
         """Every attempt of every task of the run, outputs decoded."""
@@ -170,13 +239,24 @@ class RunStore:
 
     def completed_outputs(self, run_id: str) -> dict[int, dict[str, Any]]:
         """node -> its outputs, for every task the run completed with storable outputs."""
+        return self._completed(run_id)[0]
+
+    def _completed(self, run_id: str) -> tuple[dict[int, dict[str, Any]], list[int]]:
+        """(node -> outputs of the completed tasks whose outputs are stored, the completed
+        tasks whose outputs were not storable or no longer decode)."""
         self.flush()
         rows = self._db.execute(
-            "SELECT node, outputs FROM task_executions "
-            "WHERE run_id = ? AND status = 'completed' AND outputs IS NOT NULL",
+            "SELECT node, outputs FROM task_executions WHERE run_id = ? AND status = 'completed'",
             (run_id,),
         ).fetchall()
-        return {node: self.codec.unpackb(blob) for node, blob in rows}
+        outputs, unstored = {}, []
+        for node, blob in rows:
+            ok, value = (False, None) if blob is None else self.decode(blob)
+            if ok:
+                outputs[node] = value
+            else:
+                unstored.append(node)
+        return outputs, unstored
 
     def discard(self, run_id: str) -> None:
         """Forget a run, its task executions and its nested runs (queued like event writes,
@@ -196,54 +276,93 @@ class RunStore:
 
 
 class _Recording:
-    """One engine's event subscription: turns events into rows."""
+    """One engine's event subscription: turns events into rows, and keeps a heartbeat on the
+    runs it is recording so that list_runs can tell them from runs whose engine died."""
 
     def __init__(self, store: RunStore, dag: DAG) -> None:
         self.store, self.dag = store, dag
-        self.digests: dict[str, bytes] = {}  # key -> digest of its value, for inputs digests
+        # run -> key -> digest of its value: per run, since runs of one engine may overlap
+        self.digests: dict[str, dict[str, bytes]] = {}
         self.fingerprint: str | None = None
+        self._beat: asyncio.TimerHandle | None = None
+        self._beat_loop: asyncio.AbstractEventLoop | None = None
 
-    def _digest_of(self, node: int) -> str:
+    def _digest_of(self, run_id: str, node: int) -> str:
         h = hashlib.blake2b(digest_size=16)
+        digests = self.digests.get(run_id, {})
         for key in self.dag._inputs[node]:
-            h.update(self.digests.get(key, b"?"))
+            h.update(digests.get(key, b"?"))
         return h.hexdigest()
 
-    def _remember(self, values: dict[str, Any]) -> None:
+    def _remember(self, run_id: str, values: dict[str, Any]) -> None:
+        digests = self.digests.setdefault(run_id, {})
         for key, value in values.items():
             blob, _ = self.store.encode(value)
-            self.digests[key] = hashlib.blake2b(
-                blob or repr(value).encode(), digest_size=16
-            ).digest()
+            digests[key] = hashlib.blake2b(blob or _unstorable(value), digest_size=16).digest()
+
+    # -- heartbeat ------------------------------------------------------------------------------
+
+    def _start_beating(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # no loop, no live run to beat for
+        if self._beat is None or self._beat.cancelled() or self._beat_loop is not loop:
+            self._beat_loop = loop
+            self._beat = loop.call_later(self.store.heartbeat, self._heartbeat)
+
+    def _heartbeat(self) -> None:
+        self._beat = None
+        live = list(self.digests)
+        if not live:
+            return
+        marks = ",".join("?" * len(live))
+        self.store._write(
+            f"UPDATE runs SET heartbeat_at = ? WHERE status = 'running' AND run_id IN ({marks})",
+            (self.store._clock(), *live),
+        )
+        self._start_beating()
+
+    def _stop_beating(self) -> None:
+        if not self.digests and self._beat is not None:
+            self._beat.cancel()
+            self._beat = None
+
+    # -- events ---------------------------------------------------------------------------------
 
     def on_event(self, event: Event) -> None:
         store, now = self.store, self.store._clock()
         write = store._write
         if isinstance(event, RunStarted):
-            self.digests.clear()
-            self._remember(event.input_values)
+            self.digests[event.run_id] = {}
+            self._remember(event.run_id, event.input_values)
+            self._remember(event.run_id, event.restored_values)
             if self.fingerprint is None:
                 self.fingerprint = dag_fingerprint(self.dag)
             blob, error = store.encode(event.input_values)
             write(
                 "INSERT INTO runs (run_id, parent_run_id, dag_fingerprint, status, inputs, "
-                "started_at) VALUES (?,?,?,?,?,?) ON CONFLICT(run_id) DO UPDATE SET "
-                "status = excluded.status, finished_at = NULL, error = NULL",
-                (event.run_id, event.parent_run_id, self.fingerprint, "running", blob, now),
-            )
+                "started_at, owner_host, owner_pid, heartbeat_at) VALUES (?,?,?,?,?,?,?,?,?) "
+                "ON CONFLICT(run_id) DO UPDATE SET status = excluded.status, finished_at = NULL, "
+                "error = NULL, owner_host = excluded.owner_host, owner_pid = excluded.owner_pid, "
+                "heartbeat_at = excluded.heartbeat_at",
+                (event.run_id, event.parent_run_id, self.fingerprint, "running", blob, now, HOST,
+                 os.getpid(), now),
+            )  # fmt: skip
             if error:
                 write(
                     "UPDATE runs SET error = ? WHERE run_id = ?", (f"inputs: {error}", event.run_id)
                 )
+            self._start_beating()
         elif isinstance(event, StepStarted):
             write(
                 "INSERT OR REPLACE INTO task_executions (run_id, node, task_name, attempt, "
                 "status, inputs_digest, started_at) VALUES (?,?,?,?,?,?,?)",
                 (event.run_id, event.node, event.task_name, event.attempt, "running",
-                 self._digest_of(event.node), now),
+                 self._digest_of(event.run_id, event.node), now),
             )  # fmt: skip
         elif isinstance(event, StepCompleted):
-            self._remember(event.outputs)
+            self._remember(event.run_id, event.outputs)
             blob, error = store.encode(event.outputs)
             write(
                 "INSERT INTO task_executions (run_id, node, task_name, attempt, status, "
@@ -253,8 +372,9 @@ class _Recording:
                 "finished_at = excluded.finished_at, error = excluded.error, "
                 "worker = excluded.worker",
                 (event.run_id, event.node, event.task_name, event.attempt,
-                 "cached" if event.cached else "completed", self._digest_of(event.node), blob,
-                 now, now, f"outputs not storable: {error}" if error else None, event.worker),
+                 "cached" if event.cached else "completed",
+                 self._digest_of(event.run_id, event.node), blob, now, now,
+                 f"outputs not storable: {error}" if error else None, event.worker),
             )  # fmt: skip
             if event.cached:
                 # a cache hit is as good as a completion for restart and replay
@@ -277,7 +397,7 @@ class _Recording:
                     "INSERT OR REPLACE INTO task_executions (run_id, node, task_name, attempt, "
                     "status, inputs_digest, started_at) VALUES (?,?,?,?,?,?,?)",
                     (event.run_id, event.node, event.task_name, event.attempt, "running",
-                     self._digest_of(event.node), now + event.delay),
+                     self._digest_of(event.run_id, event.node), now + event.delay),
                 )  # fmt: skip
         elif isinstance(event, StepCompensated):
             if event.error is None:
@@ -305,7 +425,18 @@ class _Recording:
                 "UPDATE runs SET status = ?, finished_at = ?, error = ? WHERE run_id = ?",
                 (event.status, now, error, event.run_id),
             )
+            self.digests.pop(event.run_id, None)
+            self._stop_beating()
             store.flush()
+
+
+def _unstorable(value: Any) -> bytes:
+    """What an output the codec cannot encode is digested by: its repr when it has one that
+    can be computed (it may still embed an address, then digests differ between runs)."""
+    try:
+        return b"repr:" + repr(value).encode()
+    except Exception:  # a repr that raises, or recursion too deep
+        return b"type:" + type(value).__qualname__.encode()
 
 
 # Characters kept as they are in a nested run id. The id ends up in NATS subjects (reply and
@@ -343,7 +474,18 @@ def resumable(
     # only costs a fresh run)
     if blob is None or (blob != row[1] and blob != store.encode(store.codec.unpackb(row[1]))[0]):
         return None
-    return store.completed_outputs(run_id)
+    return restorable_outputs(store, dag, run_id)
+
+
+def restorable_outputs(store: RunStore, dag: DAG, run_id: str) -> dict[int, dict[str, Any]]:
+    """node -> outputs to reuse from `run_id`. A task completed without a stored output runs
+    again, so everything downstream of it runs again too: reusing a dependent's stored output
+    would mix two executions' results (and repeat the task's side effects under old ones)."""
+    outputs, unstored = store._completed(run_id)
+    if unstored:
+        for node in (*unstored, *dag.graph.descendants(unstored)):
+            outputs.pop(node, None)
+    return outputs
 
 
 def restorable(
@@ -356,7 +498,7 @@ def restorable(
             f"run {run_id!r} was made with a different DAG (tasks or keys changed); "
             "restart and replay need the same DAG"
         )
-    outputs = store.completed_outputs(run_id)
+    outputs = restorable_outputs(store, dag, run_id)
     names = set(rerun)
     if names:
         unknown = names - set(dag._names)
