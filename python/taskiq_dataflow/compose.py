@@ -69,7 +69,7 @@ if TYPE_CHECKING:
     from .execution_engine import _Current
     from .store import RunStore
 
-__all__ = ["Flow", "FlowError", "FlowNode"]
+__all__ = ["Flow", "FlowError", "FlowNode", "map_event_buses"]
 
 
 class FlowError(ValueError):
@@ -818,6 +818,23 @@ class _MapTask:
         sources = [p + t.source for p in prefixes]
         dag = DAG._from_columns(tasks, names, inputs, outputs, metadata, sources, True)
         return dag, dict(zip(sources, items, strict=True)), [p + t.sink for p in prefixes]
+
+
+def map_event_buses(dag: DAG) -> list[EventBus]:
+    """The event buses of the map nodes in `dag`, and of the maps inside their sub-flows.
+
+    A map node runs its items as nested runs that report to the node's bus, not to the outer
+    engine's: a progress display subscribes to these too, so that a map over 50,000 items counts
+    50,000 items' tasks rather than one node."""
+    buses: dict[int, EventBus] = {}
+    pending = [node.task for node in dag.nodes]
+    while pending:
+        task = pending.pop()
+        events = task.events if isinstance(task, _MapTask) else None
+        if events is not None and id(events) not in buses:
+            buses[id(events)] = events
+            pending += task.template.tasks
+    return list(buses.values())
 
 
 def _prefixed(prefixes: list[str], keys: tuple[str, ...]) -> list[tuple[str, ...]]:

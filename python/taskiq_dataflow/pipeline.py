@@ -22,7 +22,11 @@ from .events import Event
 from .execution_engine import ExecutionEngine, MissingInputError
 from .task import get_spec, task_display_name
 
-__all__ = ["DataflowPipeline", "cluster_broker_of"]
+__all__ = ["BrokerConflictError", "DataflowPipeline", "cluster_broker_of"]
+
+
+class BrokerConflictError(ValueError):
+    """The tasks of one pipeline belong to two different DataflowNatsBrokers."""
 
 
 def cluster_broker_of(tasks: Iterable[Any]) -> Any:
@@ -30,7 +34,7 @@ def cluster_broker_of(tasks: Iterable[Any]) -> Any:
 
     A pipeline built without a broker runs its tasks where they were declared to run: on the
     cluster when they are tasks of a DataflowNatsBroker. Tasks of two different brokers raise
-    ValueError naming a task of each, since one run talks to one cluster.
+    BrokerConflictError naming a task of each, since one run talks to one cluster.
     """
     from .cluster.broker import DataflowNatsBroker
 
@@ -44,10 +48,10 @@ def cluster_broker_of(tasks: Iterable[Any]) -> Any:
         if found is None:
             found, first = broker, name
         elif broker is not found:
-            raise ValueError(
+            raise BrokerConflictError(
                 f"tasks {first!r} and {name!r} are tasks of two different DataflowNatsBrokers "
                 f"({_broker_label(found)} and {_broker_label(broker)}); one run uses one "
-                "cluster: declare them on the same broker, or pass the broker to use explicitly"
+                "cluster: declare them on the same broker, or give the broker to use explicitly"
             )
     return found
 

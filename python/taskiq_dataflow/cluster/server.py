@@ -80,7 +80,7 @@ class NatsServer:
             stdout=subprocess.DEVNULL,
             stderr=self._log,
             start_new_session=True,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -126,7 +126,7 @@ class NatsServer:
         self.close()
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """In the child before exec: SIGTERM it when its parent dies, however the parent dies
     (even SIGKILL), so no nats-server outlives the command that started it (Linux only)."""
     if not sys.platform.startswith("linux"):
