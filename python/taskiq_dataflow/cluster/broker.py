@@ -80,11 +80,25 @@ class DataflowNatsBroker(NatsBroker):
     def heartbeat_subject(self) -> str:
         return f"{self.prefix}.heartbeat"
 
-    def cancel_subject(self, run_id: str) -> str:
-        return f"{self.prefix}.cancel.{run_id}"
+    @property
+    def ping_subject(self) -> str:
+        """Where an engine asks every worker to heart-beat at once (so it need not wait a
+        heartbeat interval to learn where it may send work)."""
+        return f"{self.prefix}.ping"
 
-    def reply_subject(self, run_id: str) -> str:
-        return f"{self.prefix}.results.{run_id}"
+    def worker_subject(self, worker_key: str) -> str:
+        """A worker's own task subject: the engine sends it only what it has room for."""
+        return f"{self.prefix}.worker.{worker_key}"
+
+    def cancel_subject(self, secret: str) -> str:
+        """Named after the run's cancel secret, not its id: a bystander who knows the run id
+        cannot stop it."""
+        return f"{self.prefix}.cancel.{secret}"
+
+    def reply_subject(self, run_id: str, secret: str) -> str:
+        """The run's results subject; `secret` (random per run, never printed) keeps a
+        bystander who knows the run id from publishing results or rejections on it."""
+        return f"{self.prefix}.results.{run_id}.{secret}"
 
     # How long a first connection may take when the server cannot be reached (refused, no
     # route): short, because the user is usually waiting at a terminal, yet long enough for a
@@ -174,6 +188,17 @@ class DataflowNatsBroker(NatsBroker):
         if name is not None:
             options.setdefault("name", name)
         return await nats.connect(servers, **options)
+
+
+# Room in a frame for everything but its entries (kind, run id, reply subject, cancel key,
+# worker id, claims): a frame's entries may fill max_payload less this.
+FRAME_HEADROOM = 4096
+ENTRY_OVERHEAD = 16  # the [seq, ok, ...] wrapper of one entry and its share of array headers
+
+
+def frame_budget(max_payload: int) -> int:
+    """Bytes of entries one frame may carry on a server that accepts `max_payload`."""
+    return max(max_payload - FRAME_HEADROOM, max_payload // 2)
 
 
 def publish_now(nc: Any, subject: str, payload: bytes) -> asyncio.Future[Any] | None:

@@ -1,9 +1,13 @@
 """A cluster worker: serves a pool's task frames with the tasks its broker module registered.
 
-Each worker takes task frames from its pool's queue group, claims them (so the engine knows who
-holds what), runs them with at most `concurrency` at once (blocking functions in threads), and
-sends results back in batches. It heart-beats while alive. An unknown task name or a malformed
-frame gets an error result, never a crash.
+Each worker takes task frames on its own subject (and, before an engine knows it, from its
+pool's queue group), claims them (so the engine knows who holds what), runs them with at most
+`concurrency` at once (blocking functions in threads), and sends results back in batches. It
+heart-beats while alive, announcing its subject and how many entries it will hold: engines send
+it no more than that, so a worker that hangs stops getting work. An unknown task name or a
+malformed frame or entry gets an error result, never a crash. No frame it sends exceeds the
+server's max_payload: results are split across frames, and a result too big for one frame goes
+through the object store.
 
 An async task is first stepped in place, as the in-process transport does: one that finishes
 without suspending (most cheap tasks) costs no asyncio.Task and no extra loop iteration, and its
@@ -29,8 +33,9 @@ from typing import Any
 from ..dependencies import with_dependencies
 from ..streams import StreamRef, pump
 from ..transports.local import _resume
-from .broker import DataflowNatsBroker, publish_now
+from .broker import ENTRY_OVERHEAD, DataflowNatsBroker, frame_budget, publish_now
 from .protocol import (
+    DEFAULT_CODEC,
     HEARTBEAT,
     RESULTS,
     TASKS,
@@ -44,6 +49,10 @@ from .streams import StreamLink, StreamReceiver
 from .values import ValueStore
 
 log = logging.getLogger("taskiq_dataflow.worker")
+
+# a failure's message and traceback are cut to this many characters each: a frame must stay
+# under max_payload, and a megabyte of traceback helps nobody
+FAILURE_TEXT_LIMIT = 16 * 1024
 
 
 class _Undecodable(ValueError):
@@ -63,10 +72,17 @@ class Worker:
         self.concurrency = concurrency
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.codec = broker.codec
+        # what engines may send it at once: its slots, and as many again queued (at least two
+        # full batches) so that quick tasks never wait for a round trip
+        self.capacity = concurrency + max(concurrency, 2 * broker.batch_size)
+        # its own task subject: random, as a worker id may hold characters a subject cannot
+        self.subject = broker.worker_subject(uuid.uuid4().hex)
         self._free = concurrency  # slots not held by a running task
-        # entries waiting for a slot:
-        # (run id, reply subject, seq, name, args, kwargs, timeout, stream or None)
-        self._queue: deque[tuple[str, str, int, str, list[Any], dict[str, Any], Any, Any]] = deque()
+        # entries waiting for a slot: (run id, reply subject, seq, name, args, kwargs, timeout,
+        # stream or None, the run's cancel key)
+        self._queue: deque[tuple[str, str, int, str, list[Any], dict[str, Any], Any, Any, str]] = (
+            deque()
+        )
         # task name -> (callable, is async, is an async generator: a stream producer)
         self._funcs: dict[str, tuple[Any, bool, bool]] = {}
         self._threads = concurrent.futures.ThreadPoolExecutor(
@@ -78,8 +94,9 @@ class Worker:
         self._running: dict[tuple[str, int], asyncio.Task[Any]] = {}
         self._stop = asyncio.Event()
         self._nc: Any = None
-        self._tasks_sub: Any = None
+        self._task_subs: list[Any] = []
         self._values: ValueStore | None = None
+        self._budget = frame_budget(1024 * 1024)  # set from the server's INFO on connect
         self._background: set[asyncio.Future[Any]] = set()
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -89,13 +106,22 @@ class Worker:
         self._nc = await broker.connect_checked(
             f"dataflow-worker-{self.worker_id}", broker.progress_timeout
         )
-        self._values = ValueStore(
-            self._nc, broker.object_store_bucket, broker.large_value_threshold, self.codec
-        )
-        sub = self._tasks_sub = await self._nc.subscribe(
-            broker.tasks_subject(self.pool), queue=broker.queue_group(self.pool), cb=self._on_tasks
-        )
-        cancel_sub = await self._nc.subscribe(f"{broker.prefix}.cancel.*", cb=self._on_cancel)
+        self._budget = frame_budget(self._nc.max_payload)
+        # a result that would not fit in a frame goes by reference whatever the threshold says
+        inline_limit = min(broker.large_value_threshold, self._budget - ENTRY_OVERHEAD)
+        self._values = ValueStore(self._nc, broker.object_store_bucket, inline_limit, self.codec)
+        self._task_subs = [
+            await self._nc.subscribe(self.subject, cb=self._on_tasks),
+            await self._nc.subscribe(
+                broker.tasks_subject(self.pool),
+                queue=broker.queue_group(self.pool),
+                cb=self._on_tasks,
+            ),
+        ]
+        control = [
+            await self._nc.subscribe(f"{broker.prefix}.cancel.*", cb=self._on_cancel),
+            await self._nc.subscribe(broker.ping_subject, cb=self._on_ping),
+        ]
         await self._nc.flush()
         beat = asyncio.ensure_future(self._heartbeat())
         log.info("worker %s serving pool %r", self.worker_id, self.pool)
@@ -105,8 +131,8 @@ class Worker:
             await self._stop.wait()
         finally:
             beat.cancel()
-            await sub.unsubscribe()
-            await cancel_sub.unsubscribe()
+            for sub in [*self._task_subs, *control]:
+                await sub.unsubscribe()
             self._queue.clear()
             for task in list(self._running.values()):
                 task.cancel()
@@ -119,13 +145,21 @@ class Worker:
         self._stop.set()
 
     async def _heartbeat(self) -> None:
-        subject = self.broker.heartbeat_subject
         while True:
-            busy = self.concurrency - self._free + len(self._queue)
-            frame = self.codec.frame(HEARTBEAT, w=self.worker_id, pool=self.pool, n=busy)
-            with contextlib.suppress(Exception):
-                await self._nc.publish(subject, frame)
+            self._beat()
             await asyncio.sleep(self.broker.heartbeat_interval)
+
+    def _beat(self) -> None:
+        busy = self.concurrency - self._free + len(self._queue)
+        frame = self.codec.frame(
+            HEARTBEAT, w=self.worker_id, pool=self.pool, n=busy, inbox=self.subject,
+            cap=self.capacity,
+        )  # fmt: skip
+        self._publish(self.broker.heartbeat_subject, frame)
+
+    async def _on_ping(self, msg: Any) -> None:
+        """An engine starting a run: tell it at once where to send work."""
+        self._beat()
 
     # -- incoming frames ------------------------------------------------------------------------
 
@@ -141,9 +175,15 @@ class Worker:
             if frame["t"] != TASKS:
                 raise ProtocolError(f"expected a '{TASKS}' frame, got '{frame['t']}'")
             run_id, reply, tasks = frame["run"], frame["reply"], frame["tasks"]
-            if not (isinstance(tasks, list) and isinstance(reply, str) and isinstance(run_id, str)):
+            cancel = frame.get("cancel", run_id)
+            if not (
+                isinstance(tasks, list)
+                and isinstance(reply, str)
+                and isinstance(run_id, str)
+                and isinstance(cancel, str)
+            ):
                 raise ProtocolError(
-                    "a tasks frame needs 'run' (str), 'reply' (str), 'tasks' (list)"
+                    "a tasks frame needs 'run' (str), 'reply' (str), 'tasks' (list), 'cancel' (str)"
                 )
         except Exception as exc:
             self._reject(msg, exc)
@@ -173,9 +213,11 @@ class Worker:
                 what = "" if isinstance(exc, _Undecodable) else "got a malformed task entry: "
                 message = f"worker {self.worker_id} {what}{exc}"
                 self._send(reply, [seq, False, ["ProtocolError", message, ""]])
+                if seq is not None:
+                    seqs.append(seq)  # claimed, so that the engine takes this answer from us
                 continue
             seqs.append(seq)
-            entry = (run_id, reply, seq, name, args, kwargs, timeout, stream)
+            entry = (run_id, reply, seq, name, args, kwargs, timeout, stream, cancel)
             if stream is not None or _has_refs(args, kwargs, (StreamRef,)):
                 # a stream task never waits for a slot: consumers holding every slot while
                 # their producer waits in the queue would wait forever
@@ -189,7 +231,7 @@ class Worker:
         try:
             self._pump()
         finally:
-            if self._tasks_sub is not None and self._tasks_sub.pending_msgs == 0:
+            if all(sub.pending_msgs == 0 for sub in self._task_subs):
                 # no other frame waits behind this one, so nothing would join the batch:
                 # answer now instead of a loop iteration later
                 self._flush()
@@ -211,14 +253,15 @@ class Worker:
         fut.add_done_callback(self._background.discard)
 
     async def _on_cancel(self, msg: Any) -> None:
-        run_id = msg.subject.rsplit(".", 1)[-1]
-        for (run, _), task in list(self._running.items()):
-            if run == run_id:
+        # the subject's last token is the run's cancel key (a secret of the run's frames)
+        key = msg.subject.rsplit(".", 1)[-1]
+        for (cancel, _), task in list(self._running.items()):
+            if cancel == key:
                 task.cancel()
-        if any(entry[0] == run_id for entry in self._queue):
+        if any(entry[8] == key for entry in self._queue):
             keep: deque[Any] = deque()
             for entry in self._queue:
-                if entry[0] == run_id:
+                if entry[8] == key:
                     self._send(entry[1], _cancelled(entry[2], entry[3]))
                 else:
                     keep.append(entry)
@@ -250,6 +293,7 @@ class Worker:
         kwargs: Any,
         timeout: Any,
         stream: Any,
+        cancel: str,
     ) -> bool:
         """Run one entry; True when it already finished (its result is in the outbox)."""
         found = self._funcs.get(name)
@@ -284,7 +328,7 @@ class Worker:
                 self._send(reply, _failure(seq, exc))
                 return True
             call = _resume(coro, yielded, None)
-        key = (run_id, seq)
+        key = (cancel, seq)
         fut = asyncio.get_running_loop().create_task(
             self._execute(run_id, reply, seq, name, func, is_async, args, kwargs, timeout, call),
             context=context,
@@ -306,7 +350,7 @@ class Worker:
         if len(encoded) > self._values.threshold:
             self._spawn(self._upload(run_id, reply, seq, encoded))
         else:
-            self._outbox.setdefault(reply, []).append(result_part(seq, encoded))
+            self._outbox.setdefault(reply, []).append(_result_part(seq, encoded))
             self._schedule_flush()
 
     async def _upload(self, run_id: str, reply: str, seq: int, encoded: bytes) -> None:
@@ -399,26 +443,29 @@ class Worker:
             asyncio.get_running_loop().call_soon(self._flush)
 
     def _flush(self) -> None:
-        """One frame per reply subject with the claims and results gathered since the last."""
+        """One frame per reply subject with the claims and results gathered since the last
+        (more when they would exceed the server's max_payload; the claims go in the first)."""
         self._flush_scheduled = False
         outbox, self._outbox = self._outbox, {}
         claims, self._claims = self._claims, {}
+        budget = self._budget
         for reply in {**claims, **outbox}:
-            frame = self.codec.frame_of_parts(
-                RESULTS,
-                "results",
-                outbox.get(reply, []),
-                w=self.worker_id,
-                claims=claims.get(reply, []),
-            )
-            self._publish(reply, frame)
+            seqs = claims.get(reply, [])
+            for parts in _chunks(outbox.get(reply, []), budget - 10 * len(seqs)):
+                frame = self.codec.frame_of_parts(
+                    RESULTS, "results", parts, w=self.worker_id, claims=seqs
+                )
+                self._publish(reply, frame)
+                seqs = []
 
     def _publish(self, subject: str, frame: bytes) -> None:
         try:
             pending = publish_now(self._nc, subject, frame)
         except Exception as exc:
             # as a spawned publish would: the engine redelivers what it does not hear about
-            log.warning("could not send a frame to %s: %s: %s", subject, type(exc).__name__, exc)
+            # (a reply subject's last token is its run's secret: not for the log)
+            where = subject.rsplit(".", 1)[0] + ".*"
+            log.warning("could not send a frame to %s: %s: %s", where, type(exc).__name__, exc)
             return
         if pending is not None:
             self._background.add(pending)
@@ -451,7 +498,36 @@ def _is_stream_spec(stream: Any) -> bool:
 
 def _failure(seq: int, exc: BaseException) -> list[Any]:
     text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    return [seq, False, [type(exc).__name__, str(exc), text]]
+    return [seq, False, [type(exc).__name__, _cut(str(exc)), _cut(text)]]
+
+
+def _cut(text: str) -> str:
+    if len(text) <= FAILURE_TEXT_LIMIT:
+        return text
+    half = FAILURE_TEXT_LIMIT // 2
+    return f"{text[:half]}\n[... {len(text) - 2 * half} characters cut ...]\n{text[-half:]}"
+
+
+def _result_part(seq: int, encoded: bytes) -> bytes:
+    """A successful result entry; a seq result_part cannot write (negative, from a hand-made
+    frame) is packed by msgpack, so that it comes back as sent."""
+    if 0 <= seq < 2**64:
+        return result_part(seq, encoded)
+    return b"\x93" + DEFAULT_CODEC.packb(seq) + b"\xc3" + encoded
+
+
+def _chunks(parts: list[bytes], budget: int) -> list[list[bytes]]:
+    """`parts` in runs of at most `budget` bytes (a single larger part alone); always one run,
+    maybe empty, so that claims without results still leave."""
+    chunks: list[list[bytes]] = [[]]
+    size = 0
+    for part in parts:
+        if chunks[-1] and size + len(part) > budget:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(part)
+        size += len(part)
+    return chunks
 
 
 def _cancelled(seq: int, name: str) -> list[Any]:

@@ -6,6 +6,19 @@ retry); the first result for a task wins and later duplicates are dropped. If no
 heard from the cluster for `progress_timeout` while tasks are outstanding, the run fails with an
 error that says so instead of hanging. While the engine's own connection to the server is down
 nothing is redelivered (the silence is ours); once it is back, every task in flight goes again.
+
+Dispatch is by credit: each worker announces (in its heartbeats) its own subject and how many
+entries it will hold at once; the engine sends a worker at most that many unanswered entries,
+and only while it heart-beats. A worker that hangs (SIGSTOP, a blocked loop) thus stops getting
+work at once, and what it held goes to the others after `heartbeat_timeout`. Such a loss does not
+use up `max_redeliveries` unless the same task was lost by that many workers (then it may be
+what kills them). Only before any worker of a pool is known does a frame go to the pool's queue
+group.
+
+Trust: the run's reply and cancel subjects carry a random secret (never printed); inside them a
+result counts only from the worker the attempt was sent to (or that claimed it from the queue
+group). Frames respect the server's advertised max_payload: batches are split by size, and a
+value too big for one frame goes through the object store whatever large_value_threshold says.
 """
 
 from __future__ import annotations
@@ -14,10 +27,18 @@ import asyncio
 import contextlib
 import logging
 import math
+import secrets
 import time
+from collections import deque
 from typing import Any
 
-from ..cluster.broker import ClusterError, DataflowNatsBroker, publish_now
+from ..cluster.broker import (
+    ENTRY_OVERHEAD,
+    ClusterError,
+    DataflowNatsBroker,
+    frame_budget,
+    publish_now,
+)
 from ..cluster.protocol import (
     HEARTBEAT,
     RESULTS,
@@ -27,9 +48,11 @@ from ..cluster.protocol import (
     find_undecodable,
     task_part,
 )
+from ..cluster.redact import redact
 from ..cluster.streams import StreamLink
 from ..cluster.values import ValueStore
 from ..events import TaskError
+from ..streams import StreamRef
 from ..task import get_spec
 from .base import Completion, Job, Transport, task_error
 from .local import LocalTransport, runs_in_engine
@@ -38,21 +61,33 @@ log = logging.getLogger("taskiq_dataflow.nats")
 
 
 class _Flight:
-    __slots__ = ("body", "job", "pool", "sent_at", "seqs", "worker")
+    __slots__ = (
+        "body", "claimed", "job", "lost", "pool", "queued", "sent_at", "seqs", "streams",
+        "unclaimed", "worker",
+    )  # fmt: skip
 
-    def __init__(self, job: Job, pool: str, body: bytes) -> None:
+    def __init__(self, job: Job, pool: str, body: bytes, streams: bool) -> None:
         self.job, self.pool, self.body = job, pool, body
+        self.streams = streams  # a stream task: never waits for credit (see _flush)
         self.seqs: list[int] = []
-        self.worker: str | None = None
+        self.worker: str | None = None  # who holds the latest attempt
+        self.claimed = False  # whether that worker said it took it
+        self.queued = False  # waiting in the outbox for a worker with room
         self.sent_at = 0.0
+        self.unclaimed = 0  # attempts nobody took within heartbeat_timeout
+        self.lost = 0  # attempts whose worker went silent while holding them
 
 
 class _WorkerState:
-    __slots__ = ("last_seen", "pool", "seqs")
+    __slots__ = ("capacity", "held", "id", "inbox", "last_seen", "lost", "pool", "sent")
 
-    def __init__(self, pool: str, now: float) -> None:
-        self.pool, self.last_seen = pool, now
-        self.seqs: set[int] = set()
+    def __init__(self, worker: str, pool: str, now: float) -> None:
+        self.id, self.pool, self.last_seen = worker, pool, now
+        self.held: set[int] = set()  # seqs sent to it or claimed by it, not yet answered
+        self.inbox: str | None = None  # its own task subject, from its heartbeats
+        self.capacity = 0  # how many entries it will hold at once
+        self.lost = False  # silent for heartbeat_timeout: holds nothing, gets nothing
+        self.sent = False  # whether this run sent it anything (may it reject our frames?)
 
 
 class NatsTransport(Transport):
@@ -60,14 +95,22 @@ class NatsTransport(Transport):
         super().__init__()
         self.broker = broker
         self.codec = broker.codec
-        self.run_id = self._frame_run = run_id
-        self.reply_subject = broker.reply_subject(run_id)
+        self.run_id = run_id
+        # the run's secrets: whoever may publish on the server but cannot read our frames can
+        # neither answer for our tasks nor cancel the run (never put them in a log or error)
+        self.reply_subject = broker.reply_subject(run_id, secrets.token_hex(16))
+        self._cancel_key = secrets.token_hex(16)
         self.redeliveries = 0
         self.duplicates = 0
+        self.ignored = 0  # result entries refused: malformed, or not from the attempt's worker
         self._seq = 0
         self._inflight: dict[int, _Flight] = {}
+        self._owner: dict[int, str] = {}  # seq -> the worker whose answer for it counts
         self._workers: dict[str, _WorkerState] = {}
-        self._outbox: dict[str, list[int]] = {}
+        self._outbox: dict[str, deque[int]] = {}  # pool -> seqs waiting for a worker with room
+        self._streams_out: dict[str, list[int]] = {}  # pool -> stream tasks' seqs (no credit)
+        self._budget = frame_budget(1024 * 1024)  # set from the server's INFO on connect
+        self._discovered = asyncio.Event()
         self._flush_scheduled = False
         self._pools: dict[int, str] = {}
         # id(task) -> (runs here, task name, pool): one lookup per job on the hot path
@@ -105,9 +148,10 @@ class NatsTransport(Transport):
             on_disconnected=on_disconnected,
             on_reconnected=on_reconnected,
         )
-        self._values = ValueStore(
-            self._nc, broker.object_store_bucket, broker.large_value_threshold, self.codec
-        )
+        self._budget = frame_budget(self._nc.max_payload)
+        # a value that would not fit in a frame goes by reference whatever the threshold says
+        inline_limit = min(broker.large_value_threshold, self._budget - ENTRY_OVERHEAD)
+        self._values = ValueStore(self._nc, broker.object_store_bucket, inline_limit, self.codec)
         self._link = StreamLink(
             self._nc, self.codec, self._values, broker.heartbeat_interval, broker.prefix,
             self.run_id, broker.progress_timeout,
@@ -116,9 +160,18 @@ class NatsTransport(Transport):
             await self._nc.subscribe(self.reply_subject, cb=self._on_reply),
             await self._nc.subscribe(broker.heartbeat_subject, cb=self._on_heartbeat),
         ]
-        await self._nc.flush()
+        await self._discover()
         self._heard = time.monotonic()
         self._watchdog = asyncio.ensure_future(self._watch())
+
+    async def _discover(self) -> None:
+        """Ask the workers to heart-beat now, and give them a moment: work then goes straight
+        to workers that have room, rather than to the queue group (where a hung worker would
+        get its share). Workers heard later join as their heartbeats arrive."""
+        await self._nc.publish(self.broker.ping_subject, b"")
+        await self._nc.flush()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._discovered.wait(), 0.2)
 
     async def shutdown(self) -> None:
         await self._local.shutdown()
@@ -141,12 +194,14 @@ class NatsTransport(Transport):
         self._local.cancel()
         self._outbox.clear()
         self._inflight.clear()
+        self._owner.clear()
+        for state in self._workers.values():
+            state.held.clear()
         if self._nc is not None and self._nc.is_connected:
-            self._spawn(self._nc.publish(self.broker.cancel_subject(self.run_id), b""))
-        # what is sent from now on (compensations) goes under another run id: the cancel may
-        # reach a worker after it, and must not stop it (object names keep the run's prefix,
-        # so the store is still purged with the run)
-        self._frame_run = f"{self.run_id}.undo"
+            self._spawn(self._nc.publish(self.broker.cancel_subject(self._cancel_key), b""))
+        # what is sent from now on (compensations) goes under another cancel key: the cancel
+        # may reach a worker after it, and must not stop it
+        self._cancel_key = secrets.token_hex(16)
 
     def stats(self) -> dict[str, int]:
         return {
@@ -154,6 +209,7 @@ class NatsTransport(Transport):
             "duplicates": self.duplicates,
             "values_uploaded": len(self._uploads),
             "values_by_reference": self._refs_received,
+            "results_ignored": self.ignored,
         }
 
     async def materialize(self, values: dict[str, Any]) -> dict[str, Any]:
@@ -237,8 +293,10 @@ class NatsTransport(Transport):
         except EncodeError as exc:
             self.push(Completion(job.node, job.attempt, False, self._encode_error(job, exc)))
             return
-        flight = _Flight(job, pool, body)
-        if len(body) > self.broker.large_value_threshold:
+        streams = job.stream is not None or _has_streams(job)
+        flight = _Flight(job, pool, body, streams)
+        assert self._values is not None
+        if len(body) > self._values.threshold:
             self._spawn(self._offload(flight))
         else:
             self._send(flight)
@@ -262,19 +320,47 @@ class NatsTransport(Transport):
         return task_error(job.name, error)
 
     async def _offload(self, flight: _Flight) -> None:
-        """Move large inputs to the object store, then send the task with references."""
+        """Move large inputs to the object store, then send the task with references; when
+        the inputs left inline still do not fit in a frame together, the largest go too."""
         assert self._values is not None
         job = flight.job
         try:
             kwargs = {k: await self._by_ref(v, f"{job.node}.{k}") for k, v in job.kwargs.items()}
             args = [await self._by_ref(v, f"{job.node}.{i}") for i, v in enumerate(job.args)]
-            flight.body = self.codec.packb(self._body(job.task.task_name, args, kwargs, job))
+            body = self.codec.packb(self._body(job.task.task_name, args, kwargs, job))
+            if len(body) > self._values.threshold:
+                body = await self._offload_largest(job, args, kwargs)
+            flight.body = body
         except Exception as exc:
             self.push(Completion(job.node, job.attempt, False, task_error(job.name, exc)))
             return
         self._send(flight)
 
-    async def _by_ref(self, value: Any, label: str) -> Any:
+    async def _offload_largest(self, job: Job, args: list[Any], kwargs: dict[str, Any]) -> bytes:
+        """Many inputs each under the threshold: upload the largest until the entry fits."""
+        assert self._values is not None
+        inline: list[tuple[int, Any]] = [(i, v) for i, v in enumerate(args)]
+        inline += [(k, v) for k, v in kwargs.items()]
+        inline.sort(key=lambda item: len(self.codec.packb(item[1])), reverse=True)
+        body = b""
+        for where, value in inline:
+            if type(value) is ValueRef:
+                continue
+            ref = await self._by_ref(value, f"{job.node}.{where}", force=True)
+            if isinstance(where, int):
+                args[where] = ref
+            else:
+                kwargs[where] = ref
+            body = self.codec.packb(self._body(job.task.task_name, args, kwargs, job))
+            if len(body) <= self._values.threshold:
+                return body
+        raise EncodeError(
+            f"task '{job.name}' cannot be sent: even with every input in the object store its "
+            f"entry takes {len(body)} bytes, over the {self._values.threshold} a frame can "
+            "carry on this server (its max_payload)"
+        )
+
+    async def _by_ref(self, value: Any, label: str, force: bool = False) -> Any:
         """`value`, or a reference to it in the object store when it is large (uploaded once
         per run however many tasks consume it)."""
         assert self._values is not None
@@ -282,7 +368,7 @@ class NatsTransport(Transport):
         if ref is not None:
             return ref
         encoded = self.codec.packb(value)
-        if len(encoded) <= self._values.threshold:
+        if len(encoded) <= self._values.threshold and not force:
             return value
         ref = self._uploads[id(value)] = await self._values.put(
             f"{self.run_id}.in.{label}", encoded
@@ -294,31 +380,37 @@ class NatsTransport(Transport):
         seq = self._seq
         flight.seqs.append(seq)
         flight.worker = None
-        flight.sent_at = time.monotonic()
+        flight.claimed = False
+        flight.queued = True
         self._inflight[seq] = flight
-        self._outbox.setdefault(flight.pool, []).append(seq)
+        if flight.streams:
+            self._streams_out.setdefault(flight.pool, []).append(seq)
+        else:
+            queue = self._outbox.get(flight.pool)
+            if queue is None:
+                queue = self._outbox[flight.pool] = deque()
+            queue.append(seq)
+        self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
         if not self._flush_scheduled:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
 
     def _flush(self) -> None:
+        """Send what waits to workers with room: one frame per worker (or more, when it would
+        exceed max_payload or batch_size). What finds no room waits for credit to come back."""
         self._flush_scheduled = False
-        outbox, self._outbox = self._outbox, {}
-        frames = []
-        for pool, seqs in outbox.items():
-            live = [s for s in seqs if s in self._inflight]
-            if not live:
-                continue
-            workers = sum(1 for w in self._workers.values() if w.pool == pool) or 1
-            size = max(1, min(self.broker.batch_size, math.ceil(len(live) / workers)))
-            subject = self.broker.tasks_subject(pool)
-            inflight = self._inflight
-            for i in range(0, len(live), size):
-                parts = [task_part(s, inflight[s].body) for s in live[i : i + size]]
-                frame = self.codec.frame_of_parts(
-                    TASKS, "tasks", parts, run=self._frame_run, reply=self.reply_subject
-                )
-                frames.append((subject, frame))
+        now = time.monotonic()
+        frames: list[tuple[str, bytes]] = []
+        streams, self._streams_out = self._streams_out, {}
+        for pool, seqs in streams.items():
+            self._dispatch_streams(pool, seqs, now, frames)
+        for pool in list(self._outbox):
+            queue = self._outbox[pool]
+            self._dispatch(pool, queue, now, frames)
+            if not queue:
+                del self._outbox[pool]
         for subject, frame in frames:
             try:
                 pending = publish_now(self._nc, subject, frame)
@@ -330,72 +422,254 @@ class NatsTransport(Transport):
                 self._background.add(pending)
                 pending.add_done_callback(self._background.discard)
 
+    def _targets(self, pool: str, now: float) -> list[_WorkerState]:
+        """The pool's workers that may get work: heard from lately, with a subject of their own."""
+        fresh = self.broker.heartbeat_timeout / 2
+        return [
+            w
+            for w in self._workers.values()
+            if w.pool == pool and w.inbox and not w.lost and now - w.last_seen <= fresh
+        ]
+
+    def _dispatch(
+        self, pool: str, queue: deque[int], now: float, frames: list[tuple[str, bytes]]
+    ) -> None:
+        targets = self._targets(pool, now)
+        if not targets:
+            if not self._waits_for_known_worker(pool):
+                # no worker of the pool known: its queue group reaches whoever serves it
+                seqs = self._take(queue, len(queue))
+                self._frames(self.broker.tasks_subject(pool), seqs, None, now, frames)
+            return
+        while queue:
+            open_ = [(w.capacity - len(w.held), w) for w in targets]
+            open_ = [(room, w) for room, w in open_ if room > 0]
+            if not open_:
+                return  # credit comes back with the results (_on_reply flushes again)
+            share = math.ceil(len(queue) / len(open_))
+            for room, w in open_:
+                seqs = self._take(queue, min(room, share))
+                if seqs:
+                    self._frames(w.inbox or "", seqs, w, now, frames)
+
+    def _dispatch_streams(
+        self, pool: str, seqs: list[int], now: float, frames: list[tuple[str, bytes]]
+    ) -> None:
+        """A stream task never waits for credit: consumers holding every slot would otherwise
+        wait for a producer that is never sent. Each goes to the worker with the most room."""
+        seqs = [s for s in seqs if s in self._inflight]
+        targets = self._targets(pool, now)
+        if not targets:
+            if self._waits_for_known_worker(pool):
+                self._streams_out.setdefault(pool, []).extend(seqs)
+            else:
+                self._frames(self.broker.tasks_subject(pool), seqs, None, now, frames)
+            return
+        for seq in seqs:
+            target = max(targets, key=lambda w: w.capacity - len(w.held))
+            self._frames(target.inbox or "", [seq], target, now, frames)
+
+    def _waits_for_known_worker(self, pool: str) -> bool:
+        """Whether a worker of `pool` is known but late with its heartbeat: its work waits
+        until it is heard again or declared lost, rather than go where a hung one may take it."""
+        return any(w.pool == pool and not w.lost for w in self._workers.values())
+
+    def _take(self, queue: deque[int], n: int) -> list[int]:
+        """Up to `n` seqs still in flight from the front of `queue` (a finished or cancelled
+        task's seq is dropped on the way)."""
+        inflight, taken, popleft = self._inflight, [], queue.popleft
+        while queue and len(taken) < n:
+            seq = popleft()
+            if seq in inflight:
+                taken.append(seq)
+        return taken
+
+    def _frames(
+        self,
+        subject: str,
+        seqs: list[int],
+        target: _WorkerState | None,
+        now: float,
+        frames: list[tuple[str, bytes]],
+    ) -> None:
+        """Frames for `seqs` to one destination, none over batch_size entries or the server's
+        max_payload; with a `target`, the entries are that worker's until it answers."""
+        inflight, owner = self._inflight, self._owner
+        worker = None
+        if target is not None:
+            target.sent = True
+            worker = target.id
+        limit, budget = self.broker.batch_size, self._budget
+        parts: list[bytes] = []
+        size = 0
+        for seq in seqs:
+            flight = inflight[seq]
+            flight.queued, flight.sent_at, flight.worker = False, now, worker
+            if target is not None:
+                owner[seq] = worker  # type: ignore[assignment]
+                target.held.add(seq)
+            part = task_part(seq, flight.body)
+            if parts and (len(parts) >= limit or size + len(part) > budget):
+                frames.append((subject, self._tasks_frame(parts)))
+                parts, size = [], 0
+            parts.append(part)
+            size += len(part)
+        if parts:
+            frames.append((subject, self._tasks_frame(parts)))
+
+    def _tasks_frame(self, parts: list[bytes]) -> bytes:
+        return self.codec.frame_of_parts(
+            TASKS, "tasks", parts, run=self.run_id, reply=self.reply_subject,
+            cancel=self._cancel_key,
+        )  # fmt: skip
+
     # -- receiving ------------------------------------------------------------------------------
 
     async def _on_reply(self, msg: Any) -> None:
         self._heard = now = time.monotonic()
-        tolerant = False
-        try:
-            frame = self.codec.read_frame(msg.data)
-        except Exception:
-            # some result cannot be decoded here: it fails its own task, not the frame
-            try:
-                frame = self.codec.read_frame(msg.data, tolerant=True)
-                tolerant = True
-            except Exception as exc:
-                log.warning("dropped an unreadable frame on %s: %s", msg.subject, exc)
-                return
-        if frame.get("t") != RESULTS:
+        frame, tolerant = self._read(msg.data)
+        if frame is None or frame.get("t") != RESULTS:
             return
-        worker = frame.get("w")
+        worker, claims, results = frame.get("w"), frame.get("claims", ()), frame.get("results", ())
+        if type(worker) is not str or not isinstance(claims, list | tuple):
+            log.warning("ignored a results frame without a worker id and claims list")
+            return
+        if not isinstance(results, list | tuple):
+            results = ()
         state = self._worker(worker, None, now)
-        inflight = self._inflight
-        results = frame.get("results", ())
+        # claims first: an attempt from the queue group is the claimer's, whose result counts
+        refused = self._claim(claims, worker, state) if claims else 0
         if results:
-            pop, discard, done = inflight.pop, state.seqs.discard, self._done.append
-            for seq, ok, value in results:
-                if seq is None:
-                    self._fail(ClusterError(f"a worker rejected a frame of this run: {value[1]}"))
-                    return
-                discard(seq)
-                flight = pop(seq, None)
-                if flight is None:
-                    self.duplicates += 1
-                    continue
-                if len(flight.seqs) > 1:
-                    for other in flight.seqs:
-                        pop(other, None)
-                job = flight.job
-                if type(value) is ValueRef:
-                    self._refs_received += 1
-                elif tolerant and ok:
-                    bad = find_undecodable(value)
-                    if bad is not None:
-                        ok = False
-                        value = ["DecodeError", f"its result cannot be decoded: {bad.message}", ""]
-                if not ok:
-                    value = TaskError(job.name, value[0], value[1], value[2])
-                done(Completion(job.node, job.attempt, ok, value, worker))
-            self._wake.set()
-        # after the results: a task answered in this same frame needs no claim
-        for seq in frame.get("claims", ()):
+            refused += self._accept(results, worker, state, tolerant)
+        if refused:
+            self.ignored += refused
+            log.warning(
+                "ignored %d result entr%s from worker %s: malformed, or for attempts it does "
+                "not hold", refused, "y" if refused == 1 else "ies", worker[:80],
+            )  # fmt: skip
+        if self._outbox or self._streams_out:
+            self._schedule_flush()  # the answered entries' credit is free again
+
+    def _read(self, data: bytes) -> tuple[dict[str, Any] | None, bool]:
+        """The frame, and whether it was read tolerantly (some value could not be decoded
+        here: it fails its own task, not the frame)."""
+        try:
+            return self.codec.read_frame(data), False
+        except Exception:
+            try:
+                return self.codec.read_frame(data, tolerant=True), True
+            except Exception as exc:
+                log.warning("dropped an unreadable results frame: %s", exc)
+                return None, False
+
+    def _claim(self, claims: Any, worker: str, state: _WorkerState) -> int:
+        """Record who took which attempt; returns how many claims were refused."""
+        inflight, owner, refused = self._inflight, self._owner, 0
+        for seq in claims:
+            if type(seq) is not int:
+                refused += 1
+                continue
             flight = inflight.get(seq)
-            if flight is not None:
-                flight.worker = worker
-                state.seqs.add(seq)
+            if flight is None:
+                continue  # answered already, or not ours
+            holder = owner.get(seq)
+            if holder is None:  # sent to the queue group: whoever took it first holds it
+                owner[seq] = holder = worker
+                state.held.add(seq)
+                if seq == flight.seqs[-1]:
+                    flight.worker = worker
+            if holder != worker:
+                refused += 1
+            elif seq == flight.seqs[-1]:
+                flight.claimed = True
+        return refused
+
+    def _accept(self, results: Any, worker: str, state: _WorkerState, tolerant: bool) -> int:
+        """Complete the attempts `worker` holds; returns how many entries were refused."""
+        inflight, owner, done, refused = self._inflight, self._owner, self._done.append, 0
+        for entry in results:
+            if type(entry) is not list or len(entry) != 3:
+                refused += 1
+                continue
+            seq, ok, value = entry
+            if seq is None:
+                if self._rejected(worker, state, value):
+                    return refused
+                refused += 1
+                continue
+            if type(seq) is not int or type(ok) is not bool:
+                refused += 1
+                continue
+            flight = inflight.get(seq)
+            if flight is None:
+                self.duplicates += 1
+                continue
+            if owner.get(seq) != worker:
+                refused += 1  # a result from someone the attempt was never given to
+                continue
+            self._release(flight)
+            job = flight.job
+            if type(value) is ValueRef:
+                self._refs_received += 1
+            elif not ok:
+                value = _task_error(job.name, worker, value)
+            elif tolerant:
+                bad = find_undecodable(value)
+                if bad is not None:
+                    ok = False
+                    message = f"its result cannot be decoded: {bad.message}"
+                    value = TaskError(job.name, "DecodeError", message, "")
+            done(Completion(job.node, job.attempt, ok, value, worker))
+        self._wake.set()
+        return refused
+
+    def _release(self, flight: _Flight) -> None:
+        """A flight is answered: its attempts leave the books, their credit goes back."""
+        inflight, owner, workers = self._inflight, self._owner, self._workers
+        for seq in flight.seqs:
+            inflight.pop(seq, None)
+            holder = owner.pop(seq, None)
+            if holder is not None:
+                state = workers.get(holder)
+                if state is not None:
+                    state.held.discard(seq)
+
+    def _rejected(self, worker: str, state: _WorkerState, value: Any) -> bool:
+        """A worker could not read a frame of this run: the run cannot go on. Believed only
+        from a worker this run sent work to."""
+        if not state.sent and self._workers_known():
+            return False
+        text = value[1] if isinstance(value, list) and len(value) > 1 else value
+        self._fail(ClusterError(f"a worker rejected a frame of this run: {str(text)[:2000]}"))
+        return True
+
+    def _workers_known(self) -> bool:
+        return any(w.inbox for w in self._workers.values())
 
     async def _on_heartbeat(self, msg: Any) -> None:
         self._heard = now = time.monotonic()
-        with contextlib.suppress(Exception):
+        try:
             frame = self.codec.read_frame(msg.data)
-            if frame.get("t") == HEARTBEAT:
-                self._worker(frame["w"], frame.get("pool"), now)
+        except Exception:
+            return
+        worker, pool = frame.get("w"), frame.get("pool")
+        if frame.get("t") != HEARTBEAT or type(worker) is not str or type(pool) is not str:
+            return
+        state = self._worker(worker, pool, now)
+        inbox, capacity = frame.get("inbox"), frame.get("cap")
+        if type(inbox) is str and type(capacity) is int and capacity > 0:
+            state.inbox, state.capacity = inbox, capacity
+            self._discovered.set()
+        if self._outbox or self._streams_out:
+            self._schedule_flush()  # a worker (back) with room
 
     def _worker(self, worker: str, pool: str | None, now: float) -> _WorkerState:
         state = self._workers.get(worker)
         if state is None:
-            state = self._workers[worker] = _WorkerState(pool or "", now)
+            state = self._workers[worker] = _WorkerState(worker, pool or "", now)
         state.last_seen = now
+        if state.lost:
+            state.lost = False  # it is back (SIGCONT): it gets work again, from scratch
         if pool:
             state.pool = pool
         return state
@@ -409,79 +683,131 @@ class NatsTransport(Transport):
             await asyncio.sleep(min(timeout / 4, 0.25))
             now = time.monotonic()
             if self._inflight and now - self._heard > broker.progress_timeout:
-                pools = sorted({f.pool for f in self._inflight.values()})
-                tasks = len({id(f) for f in self._inflight.values()})  # redelivered: many seqs
-                connected = self._nc.is_connected
-                where = "the NATS server" if not connected else f"workers of pool(s) {pools}"
-                self._fail(
-                    ClusterError(
-                        f"run {self.run_id} made no progress for {broker.progress_timeout:.0f} s: "
-                        f"nothing heard from {where} ({tasks} task(s) outstanding; "
-                        f"NATS {'connected' if connected else 'disconnected'} "
-                        f"to {broker.servers}). Start workers with "
-                        "`taskiq-dataflow worker module:broker`, or raise progress_timeout."
-                    )
-                )
+                self._fail(self._no_progress())
                 return
             if self._offline:
                 # The silence is our connection's, not the workers': redelivering now would only
                 # use up max_redeliveries. _resend_all sends everything once we are back.
                 continue
-            for worker, state in list(self._workers.items()):
-                if now - state.last_seen > timeout:
-                    del self._workers[worker]
-                    lost = list(
-                        {id(f): f for s in state.seqs if (f := self._inflight.get(s))}.values()
-                    )
-                    if lost:
-                        log.warning(
-                            "worker %s silent for %.1f s: sending its %d task(s) again",
-                            worker,
-                            now - state.last_seen,
-                            len(lost),
-                        )
-                    for flight in lost:
-                        self._redeliver(flight)
+            for state in list(self._workers.values()):
+                if not state.lost and now - state.last_seen > timeout:
+                    self._lose(state, now)
             seen: set[int] = set()
             for flight in list(self._inflight.values()):
                 if id(flight) in seen:
                     continue
                 seen.add(id(flight))
-                if flight.worker is None and now - flight.sent_at > timeout:
-                    self._redeliver(flight)
+                if not (flight.claimed or flight.queued) and now - flight.sent_at > timeout:
+                    self._unclaimed(flight)
+
+    def _no_progress(self) -> ClusterError:
+        broker = self.broker
+        pools = sorted({f.pool for f in self._inflight.values()})
+        tasks = len({id(f) for f in self._inflight.values()})  # redelivered: many seqs
+        connected = self._nc.is_connected
+        where = "the NATS server" if not connected else f"workers of pool(s) {pools}"
+        return ClusterError(
+            f"run {self.run_id} made no progress for {broker.progress_timeout:.0f} s: "
+            f"nothing heard from {where} ({tasks} task(s) outstanding; "
+            f"NATS {'connected' if connected else 'disconnected'} "
+            f"to {redact(broker.servers)}). Start workers with "
+            "`taskiq-dataflow worker module:broker`, or raise progress_timeout."
+        )
+
+    def _lose(self, state: _WorkerState, now: float) -> None:
+        """A worker went silent: what it holds goes to the others (it gets nothing new)."""
+        state.lost = True
+        held, state.held = state.held, set()
+        inflight = self._inflight
+        # only attempts still current: an older one was sent again already
+        lost = {id(f): f for s in held if (f := inflight.get(s)) and f.seqs[-1] == s}
+        if lost:
+            log.warning(
+                "worker %s silent for %.1f s: sending its %d task(s) to other workers",
+                state.id[:80], now - state.last_seen, len(lost),
+            )  # fmt: skip
+        for flight in lost.values():
+            self._redeliver(flight, "lost")
+        if self._outbox or self._streams_out:
+            self._schedule_flush()  # what waited for this worker may go to the queue group now
+
+    def _unclaimed(self, flight: _Flight) -> None:
+        """Sent, and nobody said they took it: the frame was lost (or no worker serves the
+        pool). Its credit goes back and it is sent again."""
+        seq = flight.seqs[-1]
+        holder = self._owner.get(seq)
+        state = self._workers.get(holder) if holder is not None else None
+        if state is not None:
+            state.held.discard(seq)
+        self._redeliver(flight, "unclaimed")
 
     def _resend_all(self) -> None:
         """After a reconnect: task frames, claims and results sent during the outage may be lost,
         and a result published while we were away is never seen again, so every task in flight
-        goes again (one redelivery per outage) and the silence clocks restart."""
+        goes again (one redelivery per outage, not counted against max_redeliveries) and the
+        silence clocks restart."""
         now = self._heard = time.monotonic()
         for state in self._workers.values():
             state.last_seen = now
-            state.seqs.clear()
+            state.held.clear()
         for flight in list({id(f): f for f in self._inflight.values()}.values()):
-            self._redeliver(flight)
+            if not flight.queued:
+                self._redeliver(flight, "reconnect")
 
-    def _redeliver(self, flight: _Flight) -> None:
-        if len(flight.seqs) > self.broker.max_redeliveries:
-            for seq in flight.seqs:
-                self._inflight.pop(seq, None)
-            job = flight.job
-            if any(w.pool == flight.pool for w in self._workers.values()):
-                why = "workers died or never claimed it"
-            else:
-                why = (
-                    f"no worker serves pool '{flight.pool}': start one with "
-                    f"`taskiq-dataflow worker module:broker --pool {flight.pool}`"
-                )
-            exc = ClusterError(
-                f"task '{job.name}' was sent to pool '{flight.pool}' {len(flight.seqs)} times and "
-                f"no worker completed it ({why})"
-            )
-            self.push(Completion(job.node, job.attempt, False, task_error(job.name, exc)))
+    def _redeliver(self, flight: _Flight, why: str) -> None:
+        """Send a flight again, unless it was sent too often: attempts nobody claimed count
+        (no worker serves the pool), and so do attempts lost with their worker, but only
+        against each other: one hung worker does not fail the tasks healthy ones can run."""
+        limit = self.broker.max_redeliveries
+        if why == "unclaimed":
+            flight.unclaimed += 1
+        elif why == "lost":
+            flight.lost += 1
+        if flight.unclaimed > limit or flight.lost > limit:
+            self._give_up(flight)
             return
         self.redeliveries += 1
         self._send(flight)
 
+    def _give_up(self, flight: _Flight) -> None:
+        for seq in flight.seqs:
+            self._inflight.pop(seq, None)
+            self._owner.pop(seq, None)
+        job = flight.job
+        if flight.lost > self.broker.max_redeliveries:
+            why = (
+                f"each of the {flight.lost} workers that held it stopped heart-beating: the task "
+                "may be what kills or hangs them; raise max_redeliveries if they are just unstable"
+            )
+        elif any(w.pool == flight.pool for w in self._workers.values()):
+            why = "its workers never claimed it"
+        else:
+            why = (
+                f"no worker serves pool '{flight.pool}': start one with "
+                f"`taskiq-dataflow worker module:broker --pool {flight.pool}`"
+            )
+        exc = ClusterError(
+            f"task '{job.name}' was sent to pool '{flight.pool}' {len(flight.seqs)} times and "
+            f"no worker completed it ({why})"
+        )
+        self.push(Completion(job.node, job.attempt, False, task_error(job.name, exc)))
+
     def _fail(self, exc: BaseException) -> None:
         self.fatal = exc
         self._wake.set()
+
+
+def _has_streams(job: Job) -> bool:
+    """Whether a job reads a stream (a consumer gets StreamRefs among its inputs)."""
+    return any(type(v) is StreamRef for v in job.args) or any(
+        type(v) is StreamRef for v in job.kwargs.values()
+    )
+
+
+def _task_error(name: str, worker: str, value: Any) -> TaskError:
+    """A failure entry [type, message, traceback]; a malformed one still fails its task, with
+    a message that says what arrived."""
+    if isinstance(value, list) and len(value) == 3 and all(type(v) is str for v in value):
+        return TaskError(name, value[0], value[1], value[2])
+    message = f"worker {worker[:80]} sent a malformed failure for it: {str(value)[:200]!r}"
+    return TaskError(name, "ProtocolError", message, "")
