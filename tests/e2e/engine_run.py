@@ -1,0 +1,47 @@
+"""An engine in a process of its own, as a user's script would run one:
+
+    python engine_run.py spread N DELAY     # N `where` tasks on the cluster's default pool
+    python engine_run.py gpu                # one task for pool 'gpu'
+
+The server is $DATAFLOW_NATS_URL. Prints one JSON object on stdout: {"results": ..., "seconds"}
+on success (exit 0), or {"error": "<type>: <message>", "seconds"} (exit 1). A drill judges the
+outcome from it, and a crash of the engine (a signal) shows as the exit status, not as a dead
+test session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+
+import e2e_tasks
+from taskiq_dataflow import DataflowRegistry, ExecutionEngine
+
+
+def build(argv: list[str]) -> tuple[DataflowRegistry, dict[str, object]]:
+    if argv[0] == "spread":
+        return e2e_tasks.spread(int(argv[1]), float(argv[2]))
+    if argv[0] == "gpu":
+        return e2e_tasks.gpu_registry, {}
+    raise SystemExit(f"engine_run.py: unknown graph {argv[0]!r} (spread N DELAY | gpu)")
+
+
+def main(argv: list[str]) -> int:
+    registry, inputs = build(argv)
+    engine = ExecutionEngine(e2e_tasks.broker, registry.build_dag(), max_parallel=4)
+    started = time.monotonic()
+    try:
+        results = asyncio.run(engine.execute(inputs))
+    except Exception as exc:
+        seconds = time.monotonic() - started
+        print(json.dumps({"error": f"{type(exc).__name__}: {exc}", "seconds": seconds}))
+        return 1
+    produced = {key: value for key, value in results.items() if key not in inputs}
+    print(json.dumps({"results": produced, "seconds": time.monotonic() - started}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
