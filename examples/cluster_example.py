@@ -4,8 +4,8 @@ One command (a local nats-server, 2 worker processes, a run):
     taskiq-dataflow cluster examples.cluster_example:broker examples.cluster_example:registry \\
         --workers 2 -i source=local://data.csv
 
-The report's "ran_on" maps each task to the pid of the process that ran it: the workers' pids
-(printed by `cluster` when they are ready), never the pid of the command.
+Each output's "ran_on" maps the tasks so far to the pid of the process that ran them: a worker's
+pid (`cluster` prints its workers' pids when they are ready), never the pid of the command.
 """
 
 import os
@@ -18,7 +18,7 @@ broker = DataflowNatsBroker()  # $DATAFLOW_NATS_URL, else nats://127.0.0.1:4222
 
 def ran_on(task: str, upstream: dict | None = None) -> dict:
     """Where the tasks so far ran: the upstream's record plus this process for `task`."""
-    return {**(upstream or {}).get("ran_on", {}), task: os.getpid()}
+    return {**(upstream or {}).get("ran_on", {}), task: {"pid": os.getpid()}}
 
 
 @broker.task

@@ -35,7 +35,7 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TextIO
 
 from .cluster.broker import NATS_URL_ENV, ClusterError
@@ -406,17 +406,18 @@ async def load_target(spec: str) -> Any:
     return made
 
 
-def as_pipeline(target: Any) -> DataflowPipeline | DAG | Flow:
-    """A DAG or a Flow stays itself; everything else becomes a DataflowPipeline."""
+def as_pipeline(target: Any, broker: Any = None) -> DataflowPipeline | DAG | Flow:
+    """A DAG or a Flow stays itself; everything else becomes a DataflowPipeline (on `broker`,
+    else on its tasks' DataflowNatsBroker if they have one)."""
     if isinstance(target, DAG | DataflowPipeline | Flow):
         return target
     if isinstance(target, DataflowRegistry):
-        return DataflowPipeline.from_registry(target)
+        return DataflowPipeline.from_registry(target, broker)
     if isinstance(target, DAGBuilder):
         registry = getattr(target, "registry", None)
         if not isinstance(registry, DataflowRegistry):
             registry = target.registry
-        return DataflowPipeline.from_registry(registry)
+        return DataflowPipeline.from_registry(registry, broker)
     raise TypeError(f"not a pipeline target: {type(target).__name__}")
 
 
@@ -505,6 +506,7 @@ class Progress:
         self._last_line = 0.0
         self._last_line_state: tuple[int, ...] | None = None
         self._ticker: asyncio.Task[None] | None = None
+        self._unsubscribe: list[Callable[[], None]] = []
 
     @property
     def done(self) -> int:
@@ -521,15 +523,24 @@ class Progress:
 
     def watch(self, bus: Any) -> None:
         if self.mode != "none":
-            bus.subscribe(
-                self.on_event,
-                RunStarted,
-                StepStarted,
-                StepCompleted,
-                StepFailed,
-                StepSkipped,
-                RunFinished,
+            self._unsubscribe.append(
+                bus.subscribe(
+                    self.on_event,
+                    RunStarted,
+                    StepStarted,
+                    StepCompleted,
+                    StepFailed,
+                    StepSkipped,
+                    RunFinished,
+                )
             )
+
+    def detach(self) -> None:
+        """Unsubscribe from every bus: a map node's bus lives as long as its Flow, so it would
+        otherwise keep this display (and its stream) for the flow's next runs."""
+        for unsubscribe in self._unsubscribe:
+            unsubscribe()
+        self._unsubscribe.clear()
 
     def on_event(self, event: Event) -> None:
         kind = type(event)
@@ -723,7 +734,7 @@ async def run_command(
     if broker is None and getattr(args, "broker", None):
         broker = load_broker_option(args.broker)
     try:
-        engine = make_engine(as_pipeline(target), inputs, args, broker)
+        engine = make_engine(as_pipeline(target, broker), inputs, args, broker)
     except BrokerConflictError as exc:
         raise CLIError(f"{exc} (on the command line: --broker module:attr)") from exc
     _warn_unused(engine.dag, inputs, console)
@@ -740,6 +751,7 @@ async def run_command(
                 outputs = await _execute(engine, inputs, run_id, args, out, stopped_by)
     finally:
         progress.close()
+        progress.detach()
     text = format_outputs(outputs, args.json)
     if text:
         out.write(text + "\n")
@@ -857,6 +869,15 @@ def load_broker_option(spec: str) -> Any:
         raise CLIError(f"--broker {spec!r}: module {module_name!r} has no attribute {attr!r}")
     obj = getattr(module, attr)
     if callable(obj) and not isinstance(obj, AsyncBroker):
+        try:
+            inspect.signature(obj).bind()
+        except TypeError:
+            raise CLIError(
+                f"--broker {spec!r} is a callable that needs arguments; name a taskiq broker "
+                "or a zero-argument function returning one"
+            ) from None
+        except ValueError:
+            pass  # no signature (a builtin): just call it
         obj = obj()
     if not isinstance(obj, AsyncBroker):
         raise CLIError(f"--broker {spec!r} is a {type(obj).__name__}, not a taskiq broker")
@@ -1151,6 +1172,26 @@ def _pythonpath() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    code = _main(argv)
+    if argv is None and code in (EXIT_INTERRUPTED, EXIT_TERMINATED):
+        _exit_despite_threads(code)
+    return code
+
+
+def _exit_despite_threads(code: int) -> None:
+    """A cancelled run may leave a blocking task running in a worker thread, which Python
+    would wait for at exit (minutes, for a long task): the user asked to stop, so the process
+    ends now. Only as the command (argv from sys.argv), never inside a caller's process."""
+    lingering = [
+        t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon
+    ]
+    if lingering:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     out, err = sys.stdout, sys.stderr
