@@ -139,6 +139,13 @@ def build_parser() -> argparse.ArgumentParser:
         "the server cannot be reached or refuses the login, 1 when workers crash in a loop.",
     )
     _add_worker_args(worker)
+    worker.add_argument(
+        "--max-restarts",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="give up (exit 1) after more than N restarts within 60 s (default: 10 per worker)",
+    )
     _add_common(worker)
 
     server = sub.add_parser(
@@ -1015,7 +1022,7 @@ def worker_command(args: argparse.Namespace) -> int:
     from .cluster.serve import serve
 
     sys.path.insert(0, os.getcwd())
-    return serve(args.target, args.workers, args.pool, args.concurrency)
+    return serve(args.target, args.workers, args.pool, args.concurrency, args.max_restarts)
 
 
 def cluster_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:

@@ -146,9 +146,10 @@ def test_supervisor_gives_up_on_a_crash_loop_with_a_non_zero_exit(procs: Process
         "if '--child' in sys.argv:\n    raise SystemExit(7)  # every worker dies at start\n"
     )
     env = procs.env({URL_ENV: server.url}, pythonpath=[procs.home])
-    outcome = run(procs, [CLI, "worker", "crashing:broker", "--workers", "1"], 60, env=env)
+    cmd = [CLI, "worker", "crashing:broker", "--workers", "1", "--max-restarts", "2"]
+    outcome = run(procs, cmd, 60, env=env)
     assert outcome.code == 1, outcome.describe()
-    assert "crash in a loop" in one_error_line(outcome.stderr), outcome.describe()
+    assert "(3 restarts in 60 s" in one_error_line(outcome.stderr), outcome.describe()
 
 
 def spawn_cli(procs: Processes, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:

@@ -46,6 +46,7 @@ def load_broker(target: str) -> DataflowNatsBroker:
 EXIT_CANNOT_CONNECT = 3
 # the supervisor gave up on children that crash again and again
 EXIT_CRASH_LOOP = 1
+DEFAULT_RESTARTS_PER_WORKER = 10  # within 60 s, before the supervisor gives up
 PROG = "taskiq-dataflow worker"
 
 
@@ -86,12 +87,19 @@ def check_connection(broker: DataflowNatsBroker) -> None:
     asyncio.run(probe())
 
 
-def supervise(target: str, workers: int, pool: str | None, concurrency: int) -> int:
+def supervise(
+    target: str,
+    workers: int,
+    pool: str | None,
+    concurrency: int,
+    max_restarts: int | None = None,
+) -> int:
     """Start `workers` children; restart any that crashes until we are told to stop.
 
     Returns 0 when stopped by SIGTERM/SIGINT, EXIT_CANNOT_CONNECT when a child could not reach
-    the server (not restarted), EXIT_CRASH_LOOP when children crash faster than 10 per worker
-    in 60 s."""
+    the server (not restarted), EXIT_CRASH_LOOP after more than `max_restarts` restarts
+    within 60 s (default: 10 per worker)."""
+    limit = max_restarts if max_restarts is not None else DEFAULT_RESTARTS_PER_WORKER * workers
     cmd = [sys.executable, "-m", "taskiq_dataflow.cluster.serve", "--child", target,
            "--concurrency", str(concurrency)]  # fmt: skip
     if pool:
@@ -126,7 +134,7 @@ def supervise(target: str, workers: int, pool: str | None, concurrency: int) -> 
                 break
             now = time.monotonic()
             restarts = [t for t in restarts if now - t < 60] + [now]
-            if len(restarts) > 10 * workers:
+            if len(restarts) > limit:
                 _say(
                     f"error: workers crash in a loop ({len(restarts)} restarts in 60 s, the last "
                     f"pid {child.pid} exited with {status}); giving up"
@@ -157,7 +165,13 @@ def _stop_children(children: list[subprocess.Popen[bytes]]) -> None:
             child.wait()
 
 
-def serve(target: str, workers: int, pool: str | None, concurrency: int) -> int:
+def serve(
+    target: str,
+    workers: int,
+    pool: str | None,
+    concurrency: int,
+    max_restarts: int | None = None,
+) -> int:
     """The supervisor's whole life: load the broker and reach the server once (each failure
     one line), then supervise."""
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
@@ -171,7 +185,7 @@ def serve(target: str, workers: int, pool: str | None, concurrency: int) -> int:
     except ClusterError as exc:
         _say(f"error: {exc}")
         return EXIT_CANNOT_CONNECT
-    return supervise(target, workers, pool, concurrency)
+    return supervise(target, workers, pool, concurrency, max_restarts)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -180,13 +194,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--pool", default=None)
     parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--max-restarts", type=int, default=None)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     sys.path.insert(0, os.getcwd())
     if args.child:
         logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
         return run_child(args.target, args.pool, args.concurrency)
-    return serve(args.target, args.workers, args.pool, args.concurrency)
+    return serve(args.target, args.workers, args.pool, args.concurrency, args.max_restarts)
 
 
 if __name__ == "__main__":
