@@ -116,6 +116,13 @@ class Processes:
         home = Path(tempfile.mkdtemp(prefix="home-", dir=self.home))
         (home / "tmp").mkdir()
         env = {k: v for k, v in os.environ.items() if k not in (URL_ENV, "PYTHONPATH")}
+        # the toolchains installed under the real HOME stay the user's (rustup, cargo, pyenv
+        # find them through HOME unless told): a fresh HOME is fresh user state, not a new box
+        real_home = Path.home()
+        for var, folder in (("RUSTUP_HOME", ".rustup"), ("CARGO_HOME", ".cargo"),
+                            ("PYENV_ROOT", ".pyenv")):  # fmt: skip
+            if var not in env and (real_home / folder).is_dir():
+                env[var] = str(real_home / folder)
         env.update(
             PATH=os.pathsep.join([str(BIN), env.get("PATH", "/usr/bin:/bin")]),
             HOME=str(home),
