@@ -21,6 +21,8 @@ URL_ENV = NATS_URL_ENV  # DATAFLOW_NATS_URL: the broker's own default for `serve
 USER_ENV = "DATAFLOW_TEST_NATS_USER"
 PASSWORD_ENV = "DATAFLOW_TEST_NATS_PASSWORD"
 POOL_ENV = "DATAFLOW_TEST_POOL"
+# a worker pool whose large_value_threshold is above the server's max_payload
+THRESHOLD_ENV = "DATAFLOW_TEST_LARGE_VALUE_THRESHOLD"
 
 
 class Money:
@@ -87,6 +89,7 @@ broker = DataflowNatsBroker(
     codec=codec,
     heartbeat_interval=0.2,
     heartbeat_timeout=1.0,
+    large_value_threshold=int(os.environ.get(THRESHOLD_ENV) or 256 * 1024),
     **_credentials(),
 )
 
@@ -136,3 +139,9 @@ def make_blob(size: int) -> bytes:
 @broker.task
 def measure(blob: bytes) -> dict[str, int]:
     return {"len": len(blob), "sum": sum(blob[::4096])}
+
+
+@broker.task
+async def blob_now(size: int, seed: int) -> bytes:
+    """`size` bytes at once (no suspension): many finish within one frame's flush."""
+    return bytes([seed % 256]) * size

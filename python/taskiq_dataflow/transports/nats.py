@@ -593,7 +593,7 @@ class NatsTransport(Transport):
                 continue
             seq, ok, value = entry
             if seq is None:
-                if self._rejected(worker, state, value):
+                if ok is False and self._rejected(worker, state, value):
                     return refused
                 refused += 1
                 continue
