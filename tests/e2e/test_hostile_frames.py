@@ -22,6 +22,7 @@ from typing import Any
 import msgpack
 import pytest
 from support import E2E, TESTS, URL_ENV, Processes, Server, Workers, bystander, wait_until
+from taskiq_dataflow.cluster.protocol import VERSION as V
 
 pytestmark = pytest.mark.e2e
 
@@ -69,7 +70,7 @@ def garbage() -> list[tuple[str, bytes]]:
         ("an array claiming 4G items", b"\xdd\xff\xff\xff\xff"),
         ("a bin claiming 4 GB", b"\xc6\xff\xff\xff\xff"),
         ("a map claiming 4G pairs", b"\xdf\xff\xff\xff\xff\x01"),
-        ("a truncated frame", msgpack.packb({"v": 1, "t": "tasks", "run": "r"})[:-3]),
+        ("a truncated frame", msgpack.packb({"v": V, "t": "tasks", "run": "r"})[:-3]),
         ("not a map", msgpack.packb([1, "tasks"])),
         ("deep plain lists", deep_lists(100_000)),
         ("deep tuples", deep_tuples(DEPTH)),
@@ -80,11 +81,13 @@ def garbage() -> list[tuple[str, bytes]]:
 
 def shaped(kind: str, fields: dict[str, Any], max_payload: int) -> list[tuple[str, bytes]]:
     """Frames of the right kind with a deep, oversized, mistyped or wrongly versioned part."""
-    base = {"v": 1, "t": kind, **fields}
+    base = {"v": V, "t": kind, **fields}
     pad = max_payload - 1024
     return [
-        ("version 2", frame({**base, "v": 2})),
-        ("version '1'", frame({**base, "v": "1"})),
+        ("the next version", frame({**base, "v": V + 1})),
+        ("the version before", frame({**base, "v": V - 1})),
+        ("the version as a string", frame({**base, "v": str(V)})),
+        ("a version that is a list", frame({**base, "v": [V]})),
         ("no version", frame({k: v for k, v in base.items() if k != "v"})),
         ("no kind", frame({k: v for k, v in base.items() if k != "t"})),
         ("an unknown kind", frame({**base, "t": "bogus"})),
@@ -111,28 +114,34 @@ def tasks_frames(inbox: str, max_payload: int) -> list[tuple[str, bytes]]:
     ]
     deep = deep_tuples(DEPTH)
     frames = [
-        (name, frame({"v": 1, "t": "tasks", **base, "tasks": tasks}, deep if i == 0 else None))
+        (name, frame({"v": V, "t": "tasks", **base, "tasks": tasks}, deep if i == 0 else None))
         for i, (name, tasks) in enumerate(entries)
     ]
     mistyped = [
-        ("tasks that is a string", frame({"v": 1, "t": "tasks", **base, "tasks": "x"})),
-        ("a run that is a list", frame({"v": 1, "t": "tasks", **base, "run": [1], "tasks": []})),
-        ("a reply that is a map", frame({"v": 1, "t": "tasks", **base, "reply": {}, "tasks": []})),
-        ("no tasks", frame({"v": 1, "t": "tasks", **base})),
+        ("tasks that is a string", frame({"v": V, "t": "tasks", **base, "tasks": "x"})),
+        ("a run that is a list", frame({"v": V, "t": "tasks", **base, "run": [1], "tasks": []})),
+        ("a reply that is a map", frame({"v": V, "t": "tasks", **base, "reply": {}, "tasks": []})),
+        ("no tasks", frame({"v": V, "t": "tasks", **base})),
     ]
     return frames + mistyped + shaped("tasks", {**base, "tasks": [[1, task]]}, max_payload)
 
 
 def heartbeat_frames(max_payload: int) -> list[tuple[str, bytes]]:
-    # a bystander's own worker id: pretending to be a real worker is forgery, not malformation
-    beat = {"w": "bystander-1-ffffff", "pool": "default", "n": 0}
+    # a bystander's own worker id, pool and no inbox: one that pretends to be a worker (a
+    # real worker's id, or an inbox to attract work) forges, and forgery is another drill's
+    beat = {"w": "bystander-1-ffffff", "pool": "bystander", "n": 0}
     mistyped = [
-        ("a worker id that is a list", frame({"v": 1, "t": "hb", **beat, "w": [1]})),
-        ("a worker id that is a map", frame({"v": 1, "t": "hb", **beat, "w": {"a": 1}})),
-        ("no worker id", frame({"v": 1, "t": "hb", "pool": "default"})),
-        ("a pool that is a list", frame({"v": 1, "t": "hb", **beat, "pool": ["default"]})),
-        ("a count that is a string", frame({"v": 1, "t": "hb", **beat, "n": "many"})),
-        ("a deep worker id", frame({"v": 1, "t": "hb", **beat, "w": _MARK}, deep_tuples(DEPTH))),
+        ("a worker id that is a list", frame({"v": V, "t": "hb", **beat, "w": [1]})),
+        ("a worker id that is a map", frame({"v": V, "t": "hb", **beat, "w": {"a": 1}})),
+        ("no worker id", frame({"v": V, "t": "hb", "pool": "bystander"})),
+        ("a pool that is a list", frame({"v": V, "t": "hb", **beat, "pool": ["default"]})),
+        ("a count that is a string", frame({"v": V, "t": "hb", **beat, "n": "many"})),
+        ("an inbox that is a list", frame({"v": V, "t": "hb", **beat, "inbox": ["x"]})),
+        ("an inbox that is a number", frame({"v": V, "t": "hb", **beat, "inbox": 7})),
+        ("a capacity that is a string", frame({"v": V, "t": "hb", **beat, "cap": "all"})),
+        ("a negative capacity", frame({"v": V, "t": "hb", **beat, "cap": -5})),
+        ("a capacity that is a map", frame({"v": V, "t": "hb", **beat, "cap": {}})),
+        ("a deep worker id", frame({"v": V, "t": "hb", **beat, "w": _MARK}, deep_tuples(DEPTH))),
     ]
     return mistyped + shaped("hb", beat, max_payload)
 
@@ -140,7 +149,7 @@ def heartbeat_frames(max_payload: int) -> list[tuple[str, bytes]]:
 def results_frames(max_payload: int) -> list[tuple[str, bytes]]:
     """On the run's own reply subject: entries no worker would send (none is a valid result of
     a real task: that would be a forgery)."""
-    head = {"v": 1, "t": "results", "w": "bystander-1-ffffff"}
+    head = {"v": V, "t": "results", "w": "bystander-1-ffffff"}
     entries = [
         ("a results list that is a string", "x"),
         ("short entries", [[1, True], [2], []]),
@@ -304,11 +313,14 @@ def test_hostile_frames_on_a_subject_leave_the_run_and_the_workers_serving(
 ):
     pids = e2e_workers.beating_pids()
     assert len(pids) == 2, e2e_workers.log()
-    engine, log, _snoop, rounds = asyncio.run(attack(kind, procs, e2e_server))
+    engine, log, snoop, rounds = asyncio.run(attack(kind, procs, e2e_server))
     what = f"{rounds} round(s) of hostile frames on the {kind} subject"
     assert rounds >= 1, f"the run ended before any hostile frame was sent:\n{log}"
     assert_completed(engine, log, pids, what)
     assert_served(e2e_workers, pids, what)
+    if kind == "tasks":
+        # the frames reached the workers, which said why they refused them
+        assert snoop.inbox_replies, f"no worker answered a hostile frame; {e2e_workers.log()}"
     assert "Traceback" not in e2e_workers.log(), (
         f"a worker printed a traceback under {what}:\n{e2e_workers.log()}"
     )
@@ -330,7 +342,7 @@ def test_a_worker_answers_a_too_deep_task_with_a_protocol_error(
 
             await nc.subscribe(inbox, cb=on_reply)
             tasks = [[1, ["e2e_tasks:where", [_MARK], {}, None]]]
-            fields = {"v": 1, "t": "tasks", "run": "bystander", "reply": inbox, "tasks": tasks}
+            fields = {"v": V, "t": "tasks", "run": "bystander", "reply": inbox, "tasks": tasks}
             await nc.publish(TASKS_SUBJECT, frame(fields, deep_tuples(DEPTH)))
             await nc.flush()
             deadline = time.monotonic() + 10
