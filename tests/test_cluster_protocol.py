@@ -19,6 +19,7 @@ from taskiq_dataflow import DataflowRegistry, ExecutionEngine
 from taskiq_dataflow.cluster import Codec, DataflowNatsBroker, NatsServer
 from taskiq_dataflow.cluster.protocol import (
     RESULTS,
+    VERSION,
     TASKS,
     Undecodable,
     find_undecodable,
@@ -47,7 +48,7 @@ def test_a_frame_of_parts_reads_as_the_frame_it_stands_for(count):
     results = [[seqs[i % 9] + i, True, values[i % 9]] for i in range(count)]
     parts = [result_part(seq, CODEC.packb(value)) for seq, _, value in results]
     frame = CODEC.read_frame(CODEC.frame_of_parts(RESULTS, "results", parts, w="w1", claims=[7]))
-    assert frame == {"v": 1, "t": RESULTS, "w": "w1", "claims": [7], "results": results}
+    assert frame == {"v": VERSION, "t": RESULTS, "w": "w1", "claims": [7], "results": results}
     entries = [[9, ["name", [1], {"a": (2,)}, None]], [300, ["other", [], {}, 1.5]]]
     parts = [task_part(seq, CODEC.packb(body)) for seq, body in entries]
     frame = CODEC.read_frame(CODEC.frame_of_parts(TASKS, "tasks", parts, run="r", reply="x"))
