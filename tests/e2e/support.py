@@ -174,12 +174,13 @@ class Processes:
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(5)
 
-    def close(self) -> dict[int, str]:
-        """End every group; kill and return the tagged processes that survived it."""
+    def close(self, grace: float = 5.0) -> dict[int, str]:
+        """End every group; kill and return the tagged processes still alive `grace` s later
+        (they escaped their group, or ignore SIGTERM and SIGKILL came too late)."""
         for proc in reversed(self.started):
             self.end_group(proc)
         with contextlib.suppress(TimeoutError):
-            wait_until(lambda: not tagged(self.tag), 5, "tagged processes to exit")
+            wait_until(lambda: not tagged(self.tag), grace, "tagged processes to exit")
         survivors = tagged(self.tag)
         for pid in survivors:
             with contextlib.suppress(ProcessLookupError):

@@ -221,3 +221,26 @@ def test_python_block(block: Block, procs: Processes, tmp_path: Path):
         f"{expected}\n{block.text}\n{outcome.describe()}"
     )
     assert time.monotonic() - started < BLOCK_TIMEOUT
+
+
+# -- the runner's own checks ------------------------------------------------------------------
+
+
+def test_a_process_that_escapes_its_group_is_reported_and_killed():
+    tracker = Processes()
+    outcome = run(tracker, ["bash", "-c", "setsid sleep 300 & echo started"], timeout=10)
+    assert outcome.code == 0 and "started" in outcome.stdout
+    survivors = tracker.close(grace=0.5)
+    assert any("sleep 300" in cmd for cmd in survivors.values()), survivors
+    assert not tagged(tracker.tag), "the escaped process was not killed"
+
+
+def test_a_task_reported_outside_the_workers_fails_the_block():
+    sampler = Sampler("unused")
+    sampler.seen = {101: "python -m taskiq_dataflow.cluster.serve --child m:broker",
+                    202: "python taskiq-dataflow run m:registry"}  # fmt: skip
+    assert_ran_on_workers('{"load": {"pid": 101}}', sampler, "here")
+    with pytest.raises(AssertionError, match="202"):
+        assert_ran_on_workers('{"load": {"pid": 101}, "clean": {"pid": 202}}', sampler, "here")
+    with pytest.raises(AssertionError, match="reports no pid"):
+        assert_ran_on_workers("report: {}", sampler, "here")
