@@ -1,4 +1,8 @@
-"""The registry example's four-task pipeline: inspect it, then run it in-process (no server)."""
+"""The registry example's four-task pipeline: inspect it, then run it in-process (no server).
+
+python examples/demo.py
+taskiq-dataflow run examples.demo:registry -i source=data.csv     # the same run, by the CLI
+"""
 
 import asyncio
 
@@ -35,13 +39,14 @@ async def generate_report(features: dict) -> dict:
     return {"report_id": "RPT-001", "summary": features}
 
 
-async def main() -> None:
-    registry = DataflowRegistry()
-    registry.register_task(load_data, output="raw_data", inputs=["source"])
-    registry.register_task(clean_data, output="cleaned_data", inputs=["raw_data"])
-    registry.register_task(extract_features, output="features", inputs=["cleaned_data"])
-    registry.register_task(generate_report, output="report", inputs=["features"])
+registry = DataflowRegistry()
+registry.register_task(load_data, output="raw_data", inputs=["source"])
+registry.register_task(clean_data, output="cleaned_data", inputs=["raw_data"])
+registry.register_task(extract_features, output="features", inputs=["cleaned_data"])
+registry.register_task(generate_report, output="report", inputs=["features"])
 
+
+async def main() -> None:
     print("Tasks:", [t.task_name for t in registry.get_tasks()])
     for task in registry.get_tasks():
         print(f"  {task.task_name} depends on {registry.get_data_dependencies(task.task)}")
