@@ -690,9 +690,12 @@ class _Decoder:
         ext_hook, list_hook = self.hooks[lazy, tolerant]
         marks = self.marks
         try:
-            value = msgpack.unpackb(
-                data, ext_hook=ext_hook, list_hook=list_hook, raw=False, strict_map_key=False
-            )
+            if self.ext_depth:  # a user codec decoding its payload: keep off the C stack
+                value = _unpack_whole(_unpacker(data, ext_hook, list_hook), len(data))
+            else:
+                value = msgpack.unpackb(
+                    data, ext_hook=ext_hook, list_hook=list_hook, raw=False, strict_map_key=False
+                )
         except Exception as exc:
             raise self.error(exc, marks, what) from None
         if self.marks != marks:
@@ -792,10 +795,7 @@ class _Decoder:
     def unpack_payload(self, data: bytes) -> Any:
         # an Unpacker keeps its 42 KiB parsing stack in the object, unpackb on the C stack
         marks = self.marks
-        unpacker = _unpacker(data, self.ext_hook, self.list_hook)
-        value = unpacker.unpack()
-        if unpacker.tell() != len(data):
-            raise ProtocolError("an extension payload has bytes after its value")
+        value = _unpack_whole(_unpacker(data, self.ext_hook, self.list_hook), len(data))
         if self.marks != marks:
             raise ProtocolError(_STRAY_MARK)
         return value
@@ -810,6 +810,13 @@ def _list_hook(build: Callable[[list[Any]], Any]) -> Callable[[list[Any]], Any]:
         return items
 
     return list_hook
+
+
+def _unpack_whole(unpacker: msgpack.Unpacker, size: int) -> Any:
+    value = unpacker.unpack()
+    if unpacker.tell() != size:
+        raise ProtocolError("bytes after the end of the value")
+    return value
 
 
 def _unpacker(data: bytes, ext_hook: Any, list_hook: Any) -> msgpack.Unpacker:
