@@ -218,3 +218,51 @@ def test_log_records_go_above_the_bar_not_through_it():
         "taskiq-dataflow: WARNING taskiq_dataflow.nats: worker w1 is late"
     )
     assert "it/s" not in line and "task/s" not in line.split("taskiq-dataflow: WARNING")[-1]
+
+
+def test_python_api_fails_fast_and_quietly_on_an_unreachable_server(monkeypatch, caplog):
+    import asyncio
+    import time
+
+    from taskiq_dataflow import DataflowRegistry, ExecutionEngine
+    from taskiq_dataflow.cluster import ClusterError, DataflowNatsBroker
+
+    broker = DataflowNatsBroker("nats://bob:hunter2@127.0.0.1:1")
+
+    @broker.task
+    def task() -> int:
+        return 1
+
+    registry = DataflowRegistry()
+    registry.register_task(task, output="x", inputs=[])
+    monkeypatch.setenv("DATAFLOW_CONNECT_TIMEOUT", "1")
+    start = time.monotonic()
+    with pytest.raises(ClusterError) as caught:
+        asyncio.run(ExecutionEngine(broker, registry.build_dag()).execute())
+    assert time.monotonic() - start < 10
+    assert "nats://bob:***@127.0.0.1:1 within 1 s" in str(caught.value)
+    assert "hunter2" not in str(caught.value)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]  # no line per retry
+
+
+def test_connect_waits_for_a_server_that_is_just_starting():
+    import asyncio
+    import threading
+
+    from taskiq_dataflow.cluster import DataflowNatsBroker, NatsServer
+    from taskiq_dataflow.cluster.server import free_port
+
+    port = free_port()
+    server = NatsServer(port=port)
+    starter = threading.Timer(1.0, server.start)
+    starter.start()
+    try:
+
+        async def connect():
+            nc = await DataflowNatsBroker(f"nats://127.0.0.1:{port}").connect_checked("t", 30)
+            await nc.close()
+
+        asyncio.run(connect())
+    finally:
+        starter.join()
+        server.close()

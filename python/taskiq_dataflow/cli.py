@@ -1034,7 +1034,7 @@ def cluster_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     # server (finally clauses), not end this process at once
     signal.signal(signal.SIGTERM, _exit_terminated)
     console = Console(err)
-    server = NatsServer()
+    server = NatsServer(die_with_parent=True)
     try:
         server.start()
     except (RuntimeError, TimeoutError, FileNotFoundError) as exc:

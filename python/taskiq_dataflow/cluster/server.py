@@ -48,12 +48,16 @@ class NatsServer:
         host: str = "127.0.0.1",
         store_dir: str | None = None,
         extra_args: list[str] | None = None,
+        die_with_parent: bool = False,
     ) -> None:
         self.host = host
         self.port = port or free_port(host)
         self._tmp = None if store_dir else tempfile.TemporaryDirectory(prefix="dataflow-nats-")
         self.store_dir = store_dir or self._tmp.name  # type: ignore[union-attr]
         self.extra_args = extra_args or []
+        # Linux delivers the "parent died" signal when the *thread* that started the child
+        # ends, so only a command that starts its server from its main thread asks for it
+        self.die_with_parent = die_with_parent
         self.process: subprocess.Popen[bytes] | None = None
         self._log: Any = None
 
@@ -80,7 +84,7 @@ class NatsServer:
             stdout=subprocess.DEVNULL,
             stderr=self._log,
             start_new_session=True,
-            preexec_fn=die_with_parent,
+            preexec_fn=die_with_parent if self.die_with_parent else None,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -156,7 +160,7 @@ def serve_forever(port: int = 4222, host: str = "127.0.0.1", store_dir: str | No
         stop = True
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    server = NatsServer(port, host, store_dir)
+    server = NatsServer(port, host, store_dir, die_with_parent=True)
     try:
         try:
             server.start()
