@@ -34,6 +34,7 @@ EXAMPLE = "examples.cluster_example"
 SLOW = textwrap.dedent(
     """
     import asyncio
+    import logging
     import time
 
     from taskiq_dataflow import DataflowRegistry, pipeline_task
@@ -61,11 +62,21 @@ SLOW = textwrap.dedent(
         return n
 
 
+    @broker.task
+    @pipeline_task(output="said")
+    async def talks(n: int) -> int:
+        logging.getLogger("user.task").warning("worker says hi %d", n)
+        await asyncio.sleep(0.8)  # a bar to write above, redrawn meanwhile
+        return n
+
+
     local = DataflowRegistry()
     local.register_task(waits)
     local.register_task(blocks)
     on_cluster = DataflowRegistry()
     on_cluster.register_task(remote)
+    chatty = DataflowRegistry()
+    chatty.register_task(talks)
     """
 )
 
@@ -166,6 +177,23 @@ def interrupt_when(procs: Processes, proc: subprocess.Popen[bytes], marker: str)
     proc.wait(20)
     assert time.monotonic() - start < 15
     return log.read_text(errors="replace")
+
+
+def test_cluster_writes_worker_lines_above_the_bar(procs: Processes) -> None:
+    (procs.home / "slow_flows.py").write_text(SLOW)
+    env = procs.env(pythonpath=[procs.home])
+    cmd = [CLI, "cluster", "slow_flows:broker", "slow_flows:chatty", "--workers", "1",
+           "-i", "n=7", "--progress", "bar"]  # fmt: skip
+    outcome = run(procs, cmd, 60, env=env)
+    assert outcome.code == 0, outcome.describe()
+    assert outcome.stdout == "said: 7\n"
+    # tqdm draws the bar with '\r' and no newline; a line written above it clears the bar
+    # first and ends with its own newline, so it never shares a line with the bar
+    (line,) = [x for x in outcome.stderr.split("\n") if "worker says hi 7" in x]
+    text = line.rsplit("\r", 1)[-1]
+    assert text.endswith("user.task worker says hi 7"), repr(line)
+    assert "task/s" not in text and "%|" not in text, repr(line)
+    assert "started 1 worker process(es)" in outcome.stderr  # the supervisor's own line too
 
 
 def test_ctrl_c_cancels_run_with_exit_130(procs: Processes) -> None:
