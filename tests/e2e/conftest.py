@@ -10,7 +10,7 @@ import pytest
 
 # tests/e2e is on sys.path (pytest's rootdir-relative conftest import), as it is on the
 # workers' PYTHONPATH: `support` and `e2e_tasks` import alike on both sides
-from support import Processes, Server, Workers, start_server
+from support import E2E, Processes, Server, Workers, start_server
 
 
 def _closed(procs: Processes) -> None:
@@ -47,3 +47,18 @@ def e2e_server(module_procs: Processes) -> Server:
 def e2e_workers(module_procs: Processes, e2e_server: Server) -> Workers:
     """Two real `taskiq-dataflow worker e2e_tasks:broker` processes serving the default pool."""
     return Workers(module_procs, e2e_server.url, workers=2).ready()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """`-m e2e` / `-m "not e2e"` select this layer only if every module here is marked."""
+    unmarked = sorted(
+        {
+            str(item.path.relative_to(config.rootpath))
+            for item in items
+            if item.path.is_relative_to(E2E) and item.get_closest_marker("e2e") is None
+        }
+    )
+    if unmarked:
+        raise pytest.UsageError(
+            f"{', '.join(unmarked)}: every module of tests/e2e sets `pytestmark = pytest.mark.e2e`"
+        )

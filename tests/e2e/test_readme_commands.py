@@ -15,7 +15,6 @@ The conventions the README follows (and this runner enforces):
 from __future__ import annotations
 
 import re
-import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -215,7 +214,8 @@ def test_python_block(block: Block, procs: Processes, tmp_path: Path):
     script.write_text(block.text)
     env = procs.env(pythonpath=[ROOT])
     started = time.monotonic()
-    outcome = run(procs, [sys.executable, str(script)], BLOCK_TIMEOUT, env=env, cwd=tmp_path)
+    # `python` as a user types it: the first on PATH, which is .venv's
+    outcome = run(procs, ["python", "block.py"], BLOCK_TIMEOUT, env=env, cwd=tmp_path)
     assert outcome.code == expected, (
         f"README line {block.line}: `python block.py` exited {outcome.code}, expected "
         f"{expected}\n{block.text}\n{outcome.describe()}"
@@ -228,7 +228,12 @@ def test_python_block(block: Block, procs: Processes, tmp_path: Path):
 
 def test_a_process_that_escapes_its_group_is_reported_and_killed():
     tracker = Processes()
-    outcome = run(tracker, ["bash", "-c", "setsid sleep 300 & echo started"], timeout=10)
+    # the daemon is in a session of its own before the script ends (field 6 of stat: session)
+    escape = (
+        "setsid sleep 300 & child=$!; session() { cut -d' ' -f6 /proc/$1/stat; }; "
+        'while [ "$(session $child)" = "$(session $$)" ]; do sleep 0.01; done; echo started'
+    )
+    outcome = run(tracker, ["bash", "-c", escape], timeout=10)
     assert outcome.code == 0 and "started" in outcome.stdout
     survivors = tracker.close(grace=0.5)
     assert any("sleep 300" in cmd for cmd in survivors.values()), survivors
