@@ -268,6 +268,11 @@ class Codec:
                     f"the value is nested deeper than {MAX_DEPTH} levels (lists, dicts, tuples, "
                     f"dataclasses...), which msgpack cannot carry: {_DEPTH_HELP}"
                 ) from None
+            if isinstance(exc, OverflowError):
+                raise EncodeError(
+                    f"{exc}: msgpack carries integers from -2**63 to 2**64-1; send a larger one "
+                    "as a str or a Decimal"
+                ) from None
             raise EncodeError(str(exc)) from None
         finally:
             if packer is local.packer:
@@ -446,7 +451,7 @@ def _leaf(obj: Any) -> msgpack.ExtType | None:
     if isinstance(obj, dt.date):
         return msgpack.ExtType(_DATE, obj.isoformat().encode())
     if isinstance(obj, dt.time):
-        return msgpack.ExtType(_TIME, obj.isoformat().encode())
+        return msgpack.ExtType(_TIME, _datetime_text(obj))
     if isinstance(obj, dt.timedelta):
         data = _TIMEDELTA_STRUCT.pack(obj.days, obj.seconds, obj.microseconds)
         return msgpack.ExtType(_TIMEDELTA, data)
@@ -467,29 +472,48 @@ def _leaf(obj: Any) -> msgpack.ExtType | None:
     return None
 
 
-def _datetime_text(value: dt.datetime) -> bytes:
+def _datetime_text(value: dt.datetime | dt.time) -> bytes:
+    """ISO 8601, then what it leaves out, in brackets: the zone's key and the fold, if any
+    ('2024-10-27T02:30:00+01:00[Europe/Paris|fold]')."""
     text = value.isoformat()
     zone = value.tzinfo
-    if isinstance(zone, zoneinfo.ZoneInfo) and zone.key:
-        text = f"{text}[{zone.key}]"
+    key = zone.key if isinstance(zone, zoneinfo.ZoneInfo) and zone.key else ""
+    if key or value.fold:
+        text = f"{text}[{key}{'|fold' if value.fold else ''}]"
     return text.encode()
 
 
-def _datetime(data: bytes) -> dt.datetime:
+def _extras(data: bytes) -> tuple[str, str, int]:
+    """ISO text, zone key and fold of a _datetime_text."""
     text = data.decode()
     if not text.endswith("]"):
-        return dt.datetime.fromisoformat(text)
-    text, _, key = text[:-1].partition("[")
+        return text, "", 0
+    text, _, extra = text[:-1].partition("[")
+    key, _, fold = extra.partition("|")
+    if fold not in ("", "fold"):
+        raise ProtocolError(f"unknown datetime extra {_short(extra)}")
+    return text, key, int(bool(fold))
+
+
+def _datetime(data: bytes) -> dt.datetime:
+    text, key, fold = _extras(data)
     value = dt.datetime.fromisoformat(text)
+    if not key:
+        return value.replace(fold=fold)
     if value.tzinfo is None:
         raise ProtocolError(f"datetime {text} names zone {key} but has no UTC offset")
     zone = zoneinfo.ZoneInfo(key)
     local = value.replace(tzinfo=None)
-    for fold in (0, 1):
-        candidate = local.replace(tzinfo=zone, fold=fold)
+    for candidate in (local.replace(tzinfo=zone, fold=fold), local.replace(tzinfo=zone)):
         if candidate.utcoffset() == value.utcoffset():
             return candidate
     return value.astimezone(zone)  # the zone's rules differ here: the same instant, in the zone
+
+
+def _time(data: bytes) -> dt.time:
+    text, key, fold = _extras(data)
+    value = dt.time.fromisoformat(text).replace(fold=fold)
+    return value.replace(tzinfo=zoneinfo.ZoneInfo(key)) if key else value
 
 
 def _timedelta(data: bytes) -> dt.timedelta:
@@ -518,7 +542,7 @@ def _path(data: bytes) -> pathlib.PurePath:
 _LEAVES: dict[int, Callable[[bytes], Any]] = {
     _DATETIME: _datetime,
     _DATE: lambda data: dt.date.fromisoformat(data.decode()),
-    _TIME: lambda data: dt.time.fromisoformat(data.decode()),
+    _TIME: _time,
     _UUID: lambda data: uuid.UUID(bytes=data),
     _DECIMAL: lambda data: decimal.Decimal(data.decode()),
     _TIMEDELTA: _timedelta,
