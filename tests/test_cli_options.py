@@ -266,3 +266,39 @@ def test_connect_waits_for_a_server_that_is_just_starting():
     finally:
         starter.join()
         server.close()
+
+
+def test_dag_and_flow_targets_take_the_broker_of_their_tasks():
+    from examples.cluster_example import broker, clean_data, load_data, registry
+    from taskiq_dataflow import Flow
+    from taskiq_dataflow.cli import build_parser, make_engine
+
+    flow = Flow("f")
+    flow.node(load_data) >> flow.node(clean_data)
+    args = build_parser().parse_args(["run", "unused:target"])
+    assert make_engine(flow, {"source": "x"}, args).broker is broker
+    assert make_engine(registry.build_dag(), {"source": "x"}, args).broker is broker
+
+
+def test_cluster_takes_the_run_options():
+    from taskiq_dataflow.cli import build_parser
+
+    args = build_parser().parse_args(
+        [
+            "cluster",
+            "m:broker",
+            "m:registry",
+            "-j",
+            "3",
+            "--no-fail-fast",
+            "--progress",
+            "none",
+            "--store",
+            "runs.db",
+            "-i",
+            "a=1",
+            "--json",
+        ]  # fmt: skip
+    )
+    assert (args.max_parallel, args.no_fail_fast, args.progress) == (3, True, "none")
+    assert (args.store, args.input, args.json) == ("runs.db", ["a=1"], True)
