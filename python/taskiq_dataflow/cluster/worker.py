@@ -350,7 +350,8 @@ class Worker:
         if len(encoded) > self._values.threshold:
             self._spawn(self._upload(run_id, reply, seq, encoded))
         else:
-            self._outbox.setdefault(reply, []).append(_result_part(seq, encoded))
+            part = result_part(seq, encoded) if seq >= 0 else _negative_result_part(seq, encoded)
+            self._outbox.setdefault(reply, []).append(part)
             self._schedule_flush()
 
     async def _upload(self, run_id: str, reply: str, seq: int, encoded: bytes) -> None:
@@ -508,17 +509,17 @@ def _cut(text: str) -> str:
     return f"{text[:half]}\n[... {len(text) - 2 * half} characters cut ...]\n{text[-half:]}"
 
 
-def _result_part(seq: int, encoded: bytes) -> bytes:
-    """A successful result entry; a seq result_part cannot write (negative, from a hand-made
-    frame) is packed by msgpack, so that it comes back as sent."""
-    if 0 <= seq < 2**64:
-        return result_part(seq, encoded)
+def _negative_result_part(seq: int, encoded: bytes) -> bytes:
+    """A successful result entry for a negative seq (a hand-made frame's), which result_part
+    cannot write: packed by msgpack, so that it comes back as sent."""
     return b"\x93" + DEFAULT_CODEC.packb(seq) + b"\xc3" + encoded
 
 
 def _chunks(parts: list[bytes], budget: int) -> list[list[bytes]]:
     """`parts` in runs of at most `budget` bytes (a single larger part alone); always one run,
     maybe empty, so that claims without results still leave."""
+    if sum(map(len, parts)) <= budget:
+        return [parts]
     chunks: list[list[bytes]] = [[]]
     size = 0
     for part in parts:
