@@ -269,9 +269,10 @@ def test_connect_waits_for_a_server_that_is_just_starting():
 
 
 def test_dag_and_flow_targets_take_the_broker_of_their_tasks():
-    from examples.cluster_example import broker, clean_data, load_data, registry
     from taskiq_dataflow import Flow
     from taskiq_dataflow.cli import build_parser, make_engine
+
+    from examples.cluster_example import broker, clean_data, load_data, registry
 
     flow = Flow("f")
     flow.node(load_data) >> flow.node(clean_data)
@@ -283,22 +284,8 @@ def test_dag_and_flow_targets_take_the_broker_of_their_tasks():
 def test_cluster_takes_the_run_options():
     from taskiq_dataflow.cli import build_parser
 
-    args = build_parser().parse_args(
-        [
-            "cluster",
-            "m:broker",
-            "m:registry",
-            "-j",
-            "3",
-            "--no-fail-fast",
-            "--progress",
-            "none",
-            "--store",
-            "runs.db",
-            "-i",
-            "a=1",
-            "--json",
-        ]  # fmt: skip
-    )
+    run_options = ["-j", "3", "--no-fail-fast", "--progress", "none", "--store", "runs.db"]
+    argv = ["cluster", "m:broker", "m:registry", *run_options, "-i", "a=1", "--json"]
+    args = build_parser().parse_args(argv)
     assert (args.max_parallel, args.no_fail_fast, args.progress) == (3, True, "none")
     assert (args.store, args.input, args.json) == ("runs.db", ["a=1"], True)
