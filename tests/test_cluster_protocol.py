@@ -19,8 +19,8 @@ from taskiq_dataflow import DataflowRegistry, ExecutionEngine
 from taskiq_dataflow.cluster import Codec, DataflowNatsBroker, NatsServer
 from taskiq_dataflow.cluster.protocol import (
     RESULTS,
-    VERSION,
     TASKS,
+    VERSION,
     Undecodable,
     find_undecodable,
     result_part,
