@@ -25,6 +25,7 @@ import inspect
 import logging
 import os
 import socket
+import time
 import traceback
 import uuid
 from collections import deque
@@ -53,6 +54,7 @@ log = logging.getLogger("taskiq_dataflow.worker")
 # a failure's message and traceback are cut to this many characters each: a frame must stay
 # under max_payload, and a megabyte of traceback helps nobody
 FAILURE_TEXT_LIMIT = 16 * 1024
+PING_INTERVAL = 0.02  # seconds between two heartbeats sent in answer to pings
 
 
 class _Undecodable(ValueError):
@@ -97,6 +99,7 @@ class Worker:
         self._task_subs: list[Any] = []
         self._values: ValueStore | None = None
         self._budget = frame_budget(1024 * 1024)  # set from the server's INFO on connect
+        self._pinged = 0.0
         self._background: set[asyncio.Future[Any]] = set()
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -158,8 +161,12 @@ class Worker:
         self._publish(self.broker.heartbeat_subject, frame)
 
     async def _on_ping(self, msg: Any) -> None:
-        """An engine starting a run: tell it at once where to send work."""
-        self._beat()
+        """An engine starting a run: tell it at once where to send work (at most every
+        PING_INTERVAL: a flood of pings must not become a flood of heartbeats)."""
+        now = time.monotonic()
+        if now - self._pinged >= PING_INTERVAL:
+            self._pinged = now
+            self._beat()
 
     # -- incoming frames ------------------------------------------------------------------------
 
