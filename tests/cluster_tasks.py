@@ -145,3 +145,9 @@ def measure(blob: bytes) -> dict[str, int]:
 async def blob_now(size: int, seed: int) -> bytes:
     """`size` bytes at once (no suspension): many finish within one frame's flush."""
     return bytes([seed % 256]) * size
+
+
+@broker.task
+def die() -> None:
+    """Kills the worker process that runs it (a task that crashes every worker it lands on)."""
+    os._exit(17)

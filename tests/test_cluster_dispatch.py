@@ -20,7 +20,7 @@ import nats
 import pytest
 from cluster_support import CODEC, WorkerProcesses, index_dag, worker_pid
 from conftest import run
-from taskiq_dataflow import DataflowRegistry, ExecutionEngine
+from taskiq_dataflow import DataflowRegistry, ExecutionEngine, TaskFailedError
 from taskiq_dataflow.cluster import DataflowNatsBroker, NatsServer
 from taskiq_dataflow.cluster.protocol import HEARTBEAT, RESULTS, TASKS
 from taskiq_dataflow.errors import DataflowExecutionError
@@ -314,3 +314,17 @@ def test_a_negative_seq_comes_back_as_sent(server, pools):
     assert sorted(map(tuple, got)) == sorted(
         [(-5, True, "minus five"), (-(2**40), True, "far below"), (2**64 - 1, True, "top")]
     )
+
+
+def test_a_task_that_kills_every_worker_fails_after_max_redeliveries_losses(server):
+    registry = DataflowRegistry()
+    registry.register_task(cluster_tasks.die, output="never", inputs=[])
+    broker = engine_broker(server, "poison", max_redeliveries=1)
+    with WorkerProcesses(server.url, workers=2, pool="poison"):
+        started = time.monotonic()
+        with pytest.raises(TaskFailedError) as info:
+            run(asyncio.wait_for(ExecutionEngine(broker, registry.build_dag()).execute(), BOUND))
+    message = str(info.value)
+    assert "each of the 2 workers that held it stopped heart-beating" in message, message
+    assert "may be what kills or hangs them" in message
+    assert time.monotonic() - started < BOUND
