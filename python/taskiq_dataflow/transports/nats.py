@@ -239,7 +239,7 @@ class NatsTransport(Transport):
             for job in jobs:
                 self._kick_one(job)
         finally:
-            if self._outbox:
+            if self._outbox or self._streams_out:
                 # the engine hands over everything that became ready at once: send it now
                 # rather than a loop iteration later
                 self._flush()
