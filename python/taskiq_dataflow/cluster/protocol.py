@@ -281,16 +281,21 @@ class Codec:
     # -- decoding -------------------------------------------------------------------------------
 
     def _decoder(self) -> _Decoder:
-        decoder = getattr(self._local, "decoder", None)
-        if decoder is None:
+        try:
+            return self._local.decoder  # type: ignore[no-any-return]
+        except AttributeError:
             decoder = self._local.decoder = _Decoder(self._by_code)
-        return decoder
+            return decoder
 
     def unpackb(self, data: bytes, lazy: bool = False, tolerant: bool = False) -> Any:
         """Decode; with `lazy`, pre-encoded parts stay Packed (decode them one by one); with
         `tolerant`, a value that cannot be decoded becomes an Undecodable. Raises only
         ProtocolError."""
-        return self._decoder().unpack(data, lazy, tolerant, "value")
+        try:
+            decoder = self._local.decoder
+        except AttributeError:
+            decoder = self._decoder()
+        return decoder.unpack(data, lazy, tolerant, "value")
 
     # -- frames ---------------------------------------------------------------------------------
 
@@ -703,6 +708,7 @@ class _Decoder:
         self.marks = 0  # markers seen minus markers consumed by the array each heads
         self.ext_depth = 0  # extension payloads being decoded inside one another
         self.list_hook = _list_hook(self.build)
+        self.strict = (self.ext_hook, self.list_hook)
         self.hooks = {
             (False, False): (self.ext_hook, self.list_hook),
             (True, False): (self.lazy_ext_hook, self.list_hook),
@@ -711,7 +717,7 @@ class _Decoder:
         }
 
     def unpack(self, data: bytes, lazy: bool, tolerant: bool, what: str) -> Any:
-        ext_hook, list_hook = self.hooks[lazy, tolerant]
+        ext_hook, list_hook = self.hooks[lazy, tolerant] if lazy or tolerant else self.strict
         marks = self.marks
         try:
             if self.ext_depth:  # a user codec decoding its payload: keep off the C stack
