@@ -15,6 +15,8 @@ import cluster_tasks
 import pytest
 from cluster_support import WorkerProcesses, index_dag
 from conftest import run
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from taskiq_dataflow import DataflowRegistry, ExecutionEngine
 from taskiq_dataflow.cluster import Codec, DataflowNatsBroker, NatsServer
 from taskiq_dataflow.cluster.protocol import (
@@ -148,3 +150,88 @@ def test_suspending_tasks_hold_the_slots_and_quick_ones_run_in_place(server, wor
     dag, inputs = index_dag(2000, 0.0)
     results = run(ExecutionEngine(engine_broker(server), dag).execute(inputs))
     assert results == {f"k{i}": i for i in range(2000)}
+
+
+# -- the engine's reading of result frames (issue 9 item 16) -------------------------------------
+
+_SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=8)
+    | st.binary(max_size=8)
+)
+_JUNK = st.recursive(
+    _SCALARS,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=3), inner),
+    max_leaves=12,
+)
+HELD = range(1, 9)  # the seqs the fake worker holds in the tests below
+
+
+def _harmless(entry: Any) -> bool:
+    """Junk that is neither an answer for a held seq nor a rejection (both are real answers)."""
+    if not (isinstance(entry, list) and len(entry) == 3):
+        return True
+    seq, ok = entry[0], entry[1]
+    if seq is None:
+        return ok is not False
+    return not (type(seq) is int and seq in HELD)
+
+
+def _transport() -> Any:
+    """A NatsTransport, not started, holding seqs HELD for worker 'w1' (what dispatch records)."""
+    from taskiq_dataflow.transports.base import Job
+    from taskiq_dataflow.transports.nats import NatsTransport, _Flight, _WorkerState
+
+    transport = NatsTransport(DataflowNatsBroker("nats://127.0.0.1:1"), "fuzz")
+    w1 = transport._workers["w1"] = _WorkerState("w1", "default", time.monotonic())
+    w1.inbox, w1.capacity, w1.sent = "dataflow.worker.w1", 100, True
+    for seq in HELD:
+        job = Job(seq, 0, None, None, (), {}, f"t{seq}", None)
+        flight = _Flight(job, "default", b"", False)
+        flight.seqs.append(seq)
+        transport._inflight[seq] = flight
+        transport._owner[seq] = "w1"
+        w1.held.add(seq)
+    return transport
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    junk=st.lists(_JUNK.filter(_harmless), max_size=12),
+    claims=st.lists(_JUNK, max_size=4),
+    order=st.randoms(use_true_random=False),
+)
+def test_malformed_result_entries_are_refused_and_the_good_ones_kept(junk, claims, order):
+    import asyncio
+    from types import SimpleNamespace
+
+    good = [[seq, True, f"value {seq}"] for seq in HELD]
+    entries = junk + good
+    order.shuffle(entries)
+    data = CODEC.frame(RESULTS, w="w1", claims=claims, results=entries)
+    transport = _transport()
+    asyncio.run(transport._on_reply(SimpleNamespace(data=data, subject="s")))
+    assert transport.fatal is None
+    assert {c.node: (c.ok, c.value) for c in transport._done} == {
+        seq: (True, f"value {seq}") for seq in HELD
+    }
+    assert not transport._inflight
+
+
+def test_results_from_a_worker_that_does_not_hold_the_attempt_are_refused():
+    import asyncio
+    from types import SimpleNamespace
+
+    transport = _transport()
+    forged = [[seq, True, "forged"] for seq in HELD]
+    for frame in (
+        CODEC.frame(RESULTS, w="intruder", claims=list(HELD), results=forged),
+        CODEC.frame(RESULTS, w="intruder", results=[[None, False, ["E", "forged", ""]]]),
+    ):
+        asyncio.run(transport._on_reply(SimpleNamespace(data=frame, subject="s")))
+    assert not transport._done and transport.fatal is None
+    # its claims and its results, each refused; its rejection too (it was sent nothing)
+    assert transport.stats()["results_ignored"] == 2 * len(HELD) + 1

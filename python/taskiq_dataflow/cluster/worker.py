@@ -156,7 +156,7 @@ class Worker:
         busy = self.concurrency - self._free + len(self._queue)
         frame = self.codec.frame(
             HEARTBEAT, w=self.worker_id, pool=self.pool, n=busy, inbox=self.subject,
-            cap=self.capacity,
+            cap=self.capacity, i=self.broker.heartbeat_interval,
         )  # fmt: skip
         self._publish(self.broker.heartbeat_subject, frame)
 

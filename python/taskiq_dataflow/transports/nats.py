@@ -79,13 +79,14 @@ class _Flight:
 
 
 class _WorkerState:
-    __slots__ = ("capacity", "held", "id", "inbox", "last_seen", "lost", "pool", "sent")
+    __slots__ = ("capacity", "fresh", "held", "id", "inbox", "last_seen", "lost", "pool", "sent")
 
     def __init__(self, worker: str, pool: str, now: float) -> None:
         self.id, self.pool, self.last_seen = worker, pool, now
         self.held: set[int] = set()  # seqs sent to it or claimed by it, not yet answered
         self.inbox: str | None = None  # its own task subject, from its heartbeats
         self.capacity = 0  # how many entries it will hold at once
+        self.fresh = 0.0  # heard from within this many seconds: it may be sent work
         self.lost = False  # silent for heartbeat_timeout: holds nothing, gets nothing
         self.sent = False  # whether this run sent it anything (may it reject our frames?)
 
@@ -102,7 +103,8 @@ class NatsTransport(Transport):
         self._cancel_key = secrets.token_hex(16)
         self.redeliveries = 0
         self.duplicates = 0
-        self.ignored = 0  # result entries refused: malformed, or not from the attempt's worker
+        # claims and result entries refused: malformed, or not from the attempt's worker
+        self.ignored = 0
         self._seq = 0
         self._inflight: dict[int, _Flight] = {}
         self._owner: dict[int, str] = {}  # seq -> the worker whose answer for it counts
@@ -424,11 +426,10 @@ class NatsTransport(Transport):
 
     def _targets(self, pool: str, now: float) -> list[_WorkerState]:
         """The pool's workers that may get work: heard from lately, with a subject of their own."""
-        fresh = self.broker.heartbeat_timeout / 2
         return [
             w
             for w in self._workers.values()
-            if w.pool == pool and w.inbox and not w.lost and now - w.last_seen <= fresh
+            if w.pool == pool and w.inbox and not w.lost and now - w.last_seen <= w.fresh
         ]
 
     def _dispatch(
@@ -669,12 +670,21 @@ class NatsTransport(Transport):
         if frame.get("t") != HEARTBEAT or type(worker) is not str or type(pool) is not str:
             return
         state = self._worker(worker, pool, now)
-        inbox, capacity = frame.get("inbox"), frame.get("cap")
+        inbox, capacity, interval = frame.get("inbox"), frame.get("cap"), frame.get("i")
         if type(inbox) is str and type(capacity) is int and capacity > 0:
             state.inbox, state.capacity = inbox, capacity
+            state.fresh = self._freshness(interval)
             self._discovered.set()
         if self._outbox or self._streams_out:
             self._schedule_flush()  # a worker (back) with room
+
+    def _freshness(self, interval: Any) -> float:
+        """How long after it was last heard a worker still gets work: half of heartbeat_timeout,
+        yet at least two of its heartbeat intervals (one late beat is no hang), never more
+        than heartbeat_timeout itself."""
+        timeout = self.broker.heartbeat_timeout
+        beats = 2 * interval if type(interval) in (int, float) and interval > 0 else 0
+        return min(timeout, max(timeout / 2, beats))
 
     def _worker(self, worker: str, pool: str | None, now: float) -> _WorkerState:
         state = self._workers.get(worker)
