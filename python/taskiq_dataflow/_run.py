@@ -424,17 +424,22 @@ class Run:
                 self.retry_later(node, c.attempt + 1, delay)
                 continue
             attempts[node] = 0
-            self.failures.append(error)
-            if self.streaming is not None:
-                self.streaming.failed(node, error)
-            if step_events:
-                await bus.emit(StepFailed(run_id, node, names[node], error, c.attempt))
-            if self.engine.fail_fast:
-                # keep recording this batch's completions (a restart then skips them), run nothing
-                if self.first_error is None:
-                    self.first_error = error
-                stop = True
-                continue
+            streaming = self.streaming
+            if streaming is None or node not in streaming.reported:
+                self.failures.append(error)
+                if streaming is not None:
+                    streaming.failed(node, error)
+                if step_events:
+                    await bus.emit(StepFailed(run_id, node, names[node], error, c.attempt))
+                if self.engine.fail_fast:
+                    # keep recording this batch's completions (a restart skips them), run nothing
+                    if self.first_error is None:
+                        self.first_error = error
+                    stop = True
+                    continue
+            if streaming is not None and streaming.failed_early(node):
+                streaming.reported.add(node)
+                continue  # the scheduler fails it once it hands it out
             lost = scheduler.fail(node)
             for s in lost:
                 self.skipped[names[s]] = names[node]
@@ -497,6 +502,7 @@ class Streaming:
         self.early: dict[int, Completion | None] = {}  # started before the scheduler said so
         self.handed: set[int] = set()  # early nodes the scheduler has since handed out
         self.live: set[int] = set()  # consumers that read a stream while it was produced
+        self.reported: set[int] = set()  # early nodes whose failure the run already reported
 
     def remote(self, node: int) -> bool:
         run = self.run
@@ -622,22 +628,35 @@ class Streaming:
         self.live.add(node)
 
     def hold(self, c: Completion) -> bool:
-        """Keep an early node's result until the scheduler hands the node out."""
+        """Keep an early node's result until the scheduler hands the node out. A failure is
+        not kept from the run: it is reported at once (fail_fast stops the run now), and only
+        the scheduler's part waits for the hand-out (see failed_early)."""
         node = c.node
         if node not in self.early:
             return False
-        for end in self.attached.pop(node, {}).values():
-            if isinstance(end, StreamRef):
-                assert self.link is not None
-                self.link.abandon(end)  # the producer stops waiting for a consumer that ended
-            else:
-                end._abandon()
+        self.stop_reading(node)
         if node in self.handed:
             del self.early[node]
             self.handed.discard(node)
             return False
         self.early[node] = c
-        return True
+        return c.ok
+
+    def stop_reading(self, node: int) -> None:
+        """The node ended: its producers stop waiting for it, and one left without readers
+        and not kept stops producing (streams.pump)."""
+        for end in self.attached.pop(node, {}).values():
+            if isinstance(end, StreamRef):
+                assert self.link is not None
+                self.link.abandon(end)
+            else:
+                end._abandon()
+
+    def failed_early(self, node: int) -> bool:
+        """Whether `node` failed before the scheduler handed it out (it is still pending there
+        while its producer runs); its held failure is pushed again at the hand-out."""
+        held = self.early.get(node)
+        return held is not None and not held.ok
 
 
 # -- helpers ----------------------------------------------------------------------------------

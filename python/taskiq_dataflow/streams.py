@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import collections.abc
+import contextlib
 import inspect
 import typing
 from collections.abc import AsyncIterator, Iterable
@@ -66,6 +67,11 @@ class Stream(Generic[T]):
         self._failure = failure
         await self._put(_END)
 
+    @property
+    def _gone(self) -> bool:
+        """Whether the consumer stopped reading (the producer may stop for it)."""
+        return self._abandoned
+
     def _abandon(self) -> None:
         """The consumer is done (maybe without reading it all): never block the producer."""
         self._abandoned = True
@@ -98,14 +104,22 @@ class Stream(Generic[T]):
 async def pump(items: AsyncIterator[Any], sinks: list[Any], keep: bool) -> list[Any] | None:
     """Run a producer: each item to every sink (a Stream, or a StreamSender to another
     process; each waits while its consumer is `buffer` items behind), and into the list that
-    is the output's value when `keep`. A failure ends every sink's stream with it."""
+    is the output's value when `keep`. A failure ends every sink's stream with it.
+
+    Once every consumer is gone (ended, failed or stopped reading) and nobody needs the list,
+    the producer is stopped at its next item: the generator is closed (its `finally` blocks
+    run) and the task completes with None, the value of a stream that was not kept. An endless
+    producer would otherwise run, unread, for ever."""
     kept: list[Any] = []
     try:
-        async for item in items:
-            if keep:
-                kept.append(item)
-            for sink in sinks:
-                await sink._put(item)
+        async with contextlib.aclosing(items):  # type: ignore[type-var]
+            async for item in items:
+                if keep:
+                    kept.append(item)
+                for sink in sinks:
+                    await sink._put(item)
+                if not keep and all(sink._gone for sink in sinks):
+                    break
     except BaseException as exc:
         for sink in sinks:
             await sink._close(exc)
