@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import AsyncIterator
 
 from taskiq_dataflow import DataflowRegistry, pipeline_task
 from taskiq_dataflow.cluster import DataflowNatsBroker
@@ -42,6 +43,31 @@ async def where(i: int, delay: float = 0.0) -> dict[str, int]:
 @pipeline_task(output="placed", pool="gpu", inputs=[])
 def on_gpu() -> dict[str, int]:
     return {"pid": os.getpid()}
+
+
+@broker.task
+@pipeline_task(output="ticks", inputs=["n", "delay"])
+async def ticks(n: int, delay: float):
+    """A stream producer on a worker: 0, 1, ... n-1, one every `delay` s."""
+    for i in range(n):
+        await asyncio.sleep(delay)
+        yield i
+
+
+@broker.task
+@pipeline_task(output="heard")
+async def hear(ticks: AsyncIterator[int]) -> dict[str, object]:
+    """A streaming consumer on a worker: what it read, in order, and where."""
+    return {"items": [i async for i in ticks], "pid": os.getpid()}
+
+
+def streaming() -> tuple[DataflowRegistry, dict[str, object]]:
+    registry = DataflowRegistry()
+    for key in ("n", "delay"):
+        registry.register_external_input(key)
+    registry.register_task(ticks)
+    registry.register_task(hear)
+    return registry, {}
 
 
 def spread(n: int, delay: float) -> tuple[DataflowRegistry, dict[str, object]]:

@@ -2,6 +2,7 @@
 
     python engine_run.py spread N DELAY     # N `where` tasks on the cluster's default pool
     python engine_run.py gpu                # one task for pool 'gpu'
+    python engine_run.py stream N DELAY     # a producer streaming N items to a consumer
 
 The server is $DATAFLOW_NATS_URL. Prints one JSON object on stdout: {"results": ..., "seconds"}
 on success (exit 0), or {"error": "<type>: <message>", "seconds"} (exit 1). A drill judges the
@@ -25,7 +26,12 @@ def build(argv: list[str]) -> tuple[DataflowRegistry, dict[str, object]]:
         return e2e_tasks.spread(int(argv[1]), float(argv[2]))
     if argv[0] == "gpu":
         return e2e_tasks.gpu_registry, {}
-    raise SystemExit(f"engine_run.py: unknown graph {argv[0]!r} (spread N DELAY | gpu)")
+    if argv[0] == "stream":
+        registry, _ = e2e_tasks.streaming()
+        return registry, {"n": int(argv[1]), "delay": float(argv[2])}
+    raise SystemExit(
+        f"engine_run.py: unknown graph {argv[0]!r} (spread N DELAY | gpu | stream N DELAY)"
+    )
 
 
 def main(argv: list[str]) -> int:

@@ -1,6 +1,6 @@
 """A bystander client publishes hostile frames (deep nesting, oversized, garbage, a wrong version,
-wrong field types) on the tasks, heartbeat, results and cancel subjects while a run is in
-progress. The engine (a process of its own), the real `taskiq-dataflow worker` processes and
+wrong field types) on the tasks, heartbeat, results and cancel subjects, and on a stream's
+items and credit subjects, while a run is in progress. The engine (a process of its own), the real `taskiq-dataflow worker` processes and
 their supervisor keep serving: the run completes with the right results, computed by the same
 worker processes, none of which died or was restarted.
 
@@ -32,6 +32,9 @@ HEARTBEAT_SUBJECT = f"{PREFIX}.heartbeat"
 PING_SUBJECT = f"{PREFIX}.ping"  # an engine asks every worker to heart-beat now
 RUN_SECONDS_BOUND = 30.0  # the run alone takes about 1.5 s
 N, DELAY = 24, 0.25  # 24 tasks of 0.25 s, 4 at a time
+STREAM_ITEMS, STREAM_DELAY = 30, 0.05  # a producer streaming to a consumer for 1.5 s
+# engine_run.py's graph: independent tasks, or (for the stream subjects) a stream
+GRAPHS = (["spread", str(N), str(DELAY)], ["stream", str(STREAM_ITEMS), str(STREAM_DELAY)])
 ROUND_INTERVAL = 0.3
 DEPTH = 5_000  # the decoder crashed (SIGSEGV) at about 200 levels
 _MARK = "\0value\0"
@@ -173,6 +176,24 @@ def results_frames(max_payload: int) -> list[tuple[str, bytes]]:
     return frames + mistyped + shaped("results", {"w": head["w"], "results": []}, max_payload)
 
 
+def stream_frames(max_payload: int) -> list[tuple[str, bytes]]:
+    """On a stream route's items and credit subjects: malformed items, ends and credits (an
+    item with a plausible seq and value would be a forgery)."""
+    items = [
+        ("items that are a string", {"t": "items", "i": "x"}),
+        ("short items", {"t": "items", "i": [[1], []]}),
+        ("items that are not lists", {"t": "items", "i": [1, None, {"a": 1}]}),
+        ("an unhashable item seq", {"t": "items", "i": [[[1], 1], [{"a": 1}, 2]]}),
+        ("a string item seq", {"t": "items", "i": [["a", 1]]}),
+        ("an end with a count that is a string", {"t": "end", "n": "many"}),
+        ("credits of the wrong types", {"t": "credit", "got": "x", "limit": [], "r": {}}),
+        ("a credit with no fields", {"t": "credit"}),
+    ]
+    frames = [(name, frame({"v": V, **fields})) for name, fields in items]
+    deep = ("deep items", frame({"v": V, "t": "items", "i": _MARK}, deep_tuples(DEPTH)))
+    return [*frames, deep, *shaped("items", {"i": []}, max_payload)]
+
+
 def cancel_frames(max_payload: int) -> list[tuple[str, bytes]]:
     return shaped("cancel", {}, max_payload)
 
@@ -189,12 +210,15 @@ class Snoop:
         self.run: str | None = None
         self.reply: str | None = None
         self.task_subjects: set[str] = {TASKS_SUBJECT}
+        self.stream_subjects: set[str] = set()
         self.inbox_replies: list[bytes] = []
         self.frozen = False
 
     async def on_any(self, msg: Any) -> None:
         if self.frozen:
             return
+        if msg.subject.startswith((f"{PREFIX}.stream.", f"{PREFIX}.credit.")):
+            self.stream_subjects.add(msg.subject)
         with contextlib.suppress(Exception):
             fields = msgpack.unpackb(msg.data, raw=False, strict_map_key=False)
             if fields.get("t") == "tasks" and isinstance(fields.get("reply"), str):
@@ -205,12 +229,12 @@ class Snoop:
         self.inbox_replies.append(msg.data)
 
 
-def start_engine(procs: Processes, server: Server, n: int = N, delay: float = DELAY):
+def start_engine(procs: Processes, server: Server, graph: list[str]):
     # the broker's default heartbeat timeout: a worker that takes a second to wade through a
     # round of junk on a loaded machine is slow, not dead
     env = procs.env({URL_ENV: server.url, "E2E_HEARTBEAT_TIMEOUT": "3.0"}, pythonpath=[E2E, TESTS])
     log = procs.home / f"engine-{time.monotonic_ns()}.log"
-    cmd = [sys.executable, str(E2E / "engine_run.py"), "spread", str(n), str(delay)]
+    cmd = [sys.executable, str(E2E / "engine_run.py"), *graph]
     return procs.spawn(cmd, env=env, log=log), log
 
 
@@ -225,6 +249,8 @@ def targets(kind: str, snoop: Snoop) -> list[str]:
         return [HEARTBEAT_SUBJECT, PING_SUBJECT]
     if kind == "results":
         return [snoop.reply]
+    if kind == "streams":
+        return sorted(snoop.stream_subjects)
     return [f"{PREFIX}.cancel.{snoop.run}", f"{PREFIX}.cancel.bystander"]
 
 
@@ -235,6 +261,8 @@ def catalogue(kind: str, inbox: str, max_payload: int) -> list[tuple[str, bytes]
         return garbage() + heartbeat_frames(max_payload)
     if kind == "results":
         return garbage() + results_frames(max_payload)
+    if kind == "streams":
+        return garbage() + stream_frames(max_payload)
     return garbage() + cancel_frames(max_payload)
 
 
@@ -246,11 +274,15 @@ async def attack(kind: str, procs: Processes, server: Server) -> tuple[Any, str,
         await nc.subscribe(f"{PREFIX}.>", cb=snoop.on_any)
         await nc.subscribe(inbox, cb=snoop.on_inbox)
         await nc.flush()
-        engine, log = start_engine(procs, server)
+        engine, log = start_engine(procs, server, GRAPHS[kind == "streams"])
+
+        def seen() -> bool:
+            return snoop.reply is not None and (kind != "streams" or bool(snoop.stream_subjects))
+
         deadline = time.monotonic() + RUN_SECONDS_BOUND
-        while snoop.reply is None and engine.poll() is None and time.monotonic() < deadline:
+        while not seen() and engine.poll() is None and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
-        assert snoop.reply is not None, f"the run sent no task frame; engine log:\n{log_of(log)}"
+        assert seen(), f"the run's frames were not seen; engine log:\n{log_of(log)}"
         await asyncio.sleep(0.1)  # the first frames to each worker
         snoop.frozen = True
         frames = catalogue(kind, inbox, nc.max_payload)
@@ -301,17 +333,21 @@ def assert_completed(engine: Any, log: str, pids: set[int], what: str) -> None:
         f"{result.get('error', 'no outcome printed')}\nengine log:\n{log}"
     )
     results = result["results"]
-    assert sorted(results) == sorted(f"k{i}" for i in range(N)), results
-    for i in range(N):
-        assert results[f"k{i}"]["i"] == i, results
-        assert results[f"k{i}"]["pid"] in pids, (
-            f"task k{i} ran in pid {results[f'k{i}']['pid']}, not a worker of {sorted(pids)}"
-        )
+    if "heard" in results:
+        assert results["heard"]["items"] == list(range(STREAM_ITEMS)), results
+        assert results["heard"]["pid"] in pids, results
+    else:
+        assert sorted(results) == sorted(f"k{i}" for i in range(N)), results
+        for i in range(N):
+            assert results[f"k{i}"]["i"] == i, results
+            assert results[f"k{i}"]["pid"] in pids, (
+                f"task k{i} ran in pid {results[f'k{i}']['pid']}, not a worker of {sorted(pids)}"
+            )
     assert result["seconds"] < RUN_SECONDS_BOUND
     assert "Traceback" not in log, f"the engine printed a traceback under {what}:\n{log}"
 
 
-@pytest.mark.parametrize("kind", ["tasks", "heartbeat", "results", "cancel"])
+@pytest.mark.parametrize("kind", ["tasks", "heartbeat", "results", "cancel", "streams"])
 def test_hostile_frames_on_a_subject_leave_the_run_and_the_workers_serving(
     kind: str, procs: Processes, e2e_server: Server, e2e_workers: Workers
 ):
