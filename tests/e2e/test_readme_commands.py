@@ -33,6 +33,8 @@ DIRECTIVE = re.compile(r"#\s*e2e:\s*(?P<word>[\w-]+)\s*(?P<rest>.*)")
 PID = re.compile(r"""["']?\bpid["']?\s*[:=]\s*(\d+)""")
 # what a user types, shown outside a fenced block (an indented command block)
 UNFENCED_COMMAND = re.compile(r"^(?: {4,}|\t)(?:\$ )?(taskiq-dataflow|\./scripts/|python )", re.M)
+# ... or in a fenced block this runner does not run (```sh, ```console, ```text, ```)
+COMMAND_LINE = re.compile(r"^\s*(?:\$ )?(?:taskiq-dataflow\s|\./scripts/|python -m |source )", re.M)
 
 
 @dataclass(frozen=True)
@@ -67,7 +69,7 @@ def readme_blocks(text: str) -> list[Block]:
 
 
 BLOCKS = readme_blocks(README.read_text())
-BASH = [b for b in BLOCKS if b.lang in ("bash", "sh", "shell", "console")]
+BASH = [b for b in BLOCKS if b.lang == "bash"]
 PYTHON = [b for b in BLOCKS if b.lang == "python"]
 
 
@@ -100,6 +102,19 @@ def test_no_command_is_shown_outside_a_fenced_block():
     assert not lines, (
         "README.md shows commands outside a ```bash block, where tests/e2e cannot run them; "
         "put them in a fenced ```bash block:\n  " + "\n  ".join(lines)
+    )
+
+
+def test_every_fenced_command_is_in_a_bash_block():
+    strays = [
+        f"line {block.line} (```{block.lang or '(no language)'})"
+        for block in BLOCKS
+        if block.lang not in ("bash", "python")
+        and (block.lang in ("sh", "shell", "console", "zsh") or COMMAND_LINE.search(block.text))
+    ]
+    assert not strays, (
+        "README.md has commands in fenced blocks that tests/e2e does not run; label them "
+        "```bash (one script per block): " + ", ".join(strays)
     )
 
 
