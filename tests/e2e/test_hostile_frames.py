@@ -1,8 +1,9 @@
 """A bystander client publishes hostile frames (deep nesting, oversized, garbage, a wrong version,
 wrong field types) on the tasks, heartbeat, results and cancel subjects, and on a stream's
-items and credit subjects, while a run is in progress. The engine (a process of its own), the real `taskiq-dataflow worker` processes and
-their supervisor keep serving: the run completes with the right results, computed by the same
-worker processes, none of which died or was restarted.
+items and credit subjects, while a run is in progress. The engine (a process of its own), the
+real `taskiq-dataflow worker` processes and their supervisor keep serving: the run completes
+with the right results, computed by the same worker processes, none of which died or was
+restarted.
 
 Forged frames that are well formed (a result for a real task, a rejection of the run) are the
 cluster drills' subject (tests/e2e/test_cluster_*.py); these frames are all malformed.
