@@ -198,6 +198,19 @@ def test_classes_not_loaded_here_decode_as_equal_data_or_fail_loudly():
     assert "Hue is not loaded" in find_undecodable([bad]).message
 
 
+def test_a_class_defined_again_decodes_as_the_one_defined_now():
+    # a notebook cell run twice: the name now stands for the second class
+    def define(field: str) -> type:
+        cls = dataclasses.make_dataclass("Again", [field], namespace={"__module__": __name__})
+        globals()["Again"] = cls
+        return cls
+
+    first = define("a")
+    assert type(CODEC.unpackb(CODEC.packb(first(1)))) is first
+    second = define("a")
+    assert type(CODEC.unpackb(CODEC.packb(first(1)))) is second
+
+
 def test_an_enum_defined_in_a_function_is_refused_when_encoded():
     class Local(enum.Enum):
         A = 1

@@ -46,6 +46,7 @@ import struct
 import sys
 import threading
 import uuid
+import weakref
 import zoneinfo
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -389,14 +390,17 @@ _SPLIT_LEVELS = 8
 _ARRAY_HEADS = frozenset([*range(0x90, 0xA0), 0xDC, 0xDD])
 _MAP_HEADS = frozenset([*range(0x80, 0x90), 0xDE, 0xDF])
 
-# Both caches hold real classes only (a name that resolves to nothing is not remembered).
-_MARK_OF: dict[tuple[int, type], msgpack.ExtType] = {}
-_CLASS_OF: dict[bytes, type] = {}
-_FIELDS_OF: dict[type, tuple[str, ...]] = {}
+# Per class, and weakly: a class defined again (a notebook cell run twice) is a new entry, and
+# the old one goes with its class. Names are resolved afresh on each decode for the same reason.
+_MARKS_OF: weakref.WeakKeyDictionary[type, dict[int, msgpack.ExtType]] = weakref.WeakKeyDictionary()
+_FIELDS_OF: weakref.WeakKeyDictionary[type, tuple[str, ...]] = weakref.WeakKeyDictionary()
 
 
 def _named_mark(code: int, cls: type) -> msgpack.ExtType:
-    mark = _MARK_OF.get((code, cls))
+    marks = _MARKS_OF.get(cls)
+    if marks is None:
+        marks = _MARKS_OF[cls] = {}
+    mark = marks.get(code)
     if mark is None:
         name = f"{cls.__module__}:{cls.__qualname__}".encode()
         if code == _ENUM:
@@ -408,7 +412,7 @@ def _named_mark(code: int, cls: type) -> msgpack.ExtType:
                     "so no other process can find it by name: define it at module level"
                 )
             name = (b"=" if plain else b"!") + name
-        mark = _MARK_OF[(code, cls)] = msgpack.ExtType(code, name)
+        mark = marks[code] = msgpack.ExtType(code, name)
     return mark
 
 
@@ -429,18 +433,12 @@ def _dataclass_fields(obj: Any, cls: type) -> dict[str, Any]:
 def _loaded(name: bytes) -> type | None:
     """The class `module:qualname` if its module is already imported; never imports, and reads
     namespaces directly so no module `__getattr__` (a lazy import) runs either."""
-    cls = _CLASS_OF.get(name)
-    if cls is not None:
-        return cls
     module, _, qualname = name.decode().partition(":")
     obj: Any = sys.modules.get(module)
     for part in qualname.split("."):
         namespace = getattr(obj, "__dict__", None)
         obj = namespace.get(part) if namespace is not None else None
-    if not isinstance(obj, type):
-        return None
-    _CLASS_OF[name] = obj
-    return obj
+    return obj if isinstance(obj, type) else None
 
 
 def _class_name(name: bytes) -> str:
