@@ -13,8 +13,9 @@ from support import CLI, E2E, TESTS, URL_ENV, Outcome, Processes, Server, Worker
 
 pytestmark = pytest.mark.e2e
 
-# how long the drills may take: the broker's timeouts below make them fail in a few seconds
-UNREACHABLE_BOUND = 20.0
+# how long the drills may take: the README documents "within 5 s" for a server that cannot be
+# reached (doubled for a loaded machine); the broker's timeouts below make the others quick
+UNREACHABLE_BOUND = 10.0
 NO_WORKER_BOUND = 15.0
 # a quick failure detection, through the broker's own settings (read by e2e_tasks.make_broker)
 QUICK = {"E2E_HEARTBEAT_TIMEOUT": "0.5", "E2E_MAX_REDELIVERIES": "1"}
