@@ -107,6 +107,11 @@ class StreamSender:
         self._changed = asyncio.Event()
         self._sub: Any = None
 
+    @property
+    def _gone(self) -> bool:
+        """Whether the receiver is gone or refused (streams.pump stops a producer nobody reads)."""
+        return self.done
+
     async def _open(self) -> None:
         if self._sub is None:
             self._sub = await self.nc.subscribe(self.ref.credits, cb=self._on_credit)
@@ -328,7 +333,7 @@ class StreamReceiver(Stream[Any]):
                     if self.read + self.ref.buffer - self.granted >= max(1, self.ref.buffer // 2):
                         self._credit()
                     if type(value) is ValueRef and self.values is not None:
-                        value = await self.values.get(value)
+                        value = await self._fetch(value)
                     yield value
                 elif self.total is not None and self.read >= self.total:
                     if self.failure is not None:
@@ -343,6 +348,16 @@ class StreamReceiver(Stream[Any]):
         finally:
             if self.total is not None and self.read >= self.total:
                 await self.close()
+
+    async def _fetch(self, ref: ValueRef) -> Any:
+        """A large item from the object store, deleted once read: each item has exactly one
+        reader, so a long stream of large items never piles up in the store (what is left
+        when a run stops is purged with the run's other values)."""
+        assert self.values is not None
+        value = await self.values.get(ref)
+        with contextlib.suppress(Exception):  # left for the run's purge
+            await self.values.delete(ref.name)
+        return value
 
     def _abandon(self) -> None:
         if not self._closed:
@@ -379,6 +394,10 @@ class StreamLink:
     def route(self, node: int, index: int, key: str, buffer: int) -> StreamRef:
         """The route of consumer `node`'s input number `index` (`key`)."""
         where = f"{self.run_id}.{node}.{index}"
+        if self.values is not None:
+            # the route's large items go to the object store under the run's name, maybe by
+            # two workers the engine never hears from: purge the run's objects when it ends
+            self.values.used = True
         return StreamRef(
             key, f"{self.prefix}.stream.{where}", f"{self.prefix}.credit.{where}", buffer
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 from .protocol import Codec, ValueRef
@@ -18,7 +19,9 @@ class ValueStore:
         self._codec = codec
         self._store: Any = None
         self._lock = asyncio.Lock()
-        self.used = False  # whether this side stored or fetched anything
+        # whether the store may hold objects of this run: this side stored or fetched one, or
+        # routed a stream between workers, whose large items a worker stores (see StreamLink)
+        self.used = False
 
     async def _obs(self) -> Any:
         self.used = True
@@ -43,6 +46,14 @@ class ValueStore:
         obs = await self._obs()
         result = await obs.get(ref.name)
         return self._codec.unpackb(result.data)
+
+    async def delete(self, name: str) -> None:
+        """Delete one object now that its only reader has it (a stream item)."""
+        from nats.js.errors import NotFoundError
+
+        obs = await self._obs()
+        with contextlib.suppress(NotFoundError):
+            await obs.delete(name)
 
     async def purge(self, prefix: str) -> int:
         """Delete the objects whose names start with `prefix`; returns how many."""
