@@ -372,9 +372,9 @@ def _array_header(n: int) -> bytes:
     return b"\xdd" + n.to_bytes(4, "big")
 
 
-_short = reprlib.Repr()
-_short.maxlevel, _short.maxstring, _short.maxother = 3, 80, 80
-_short = _short.repr  # bounded however deep or large the value (repr() would recurse)
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 3, 80, 80
+_short = _REPR.repr  # bounded however deep or large the value (repr() would recurse)
 
 _TUPLE_MARK = _new_ext(msgpack.ExtType, (_TUPLE_AT, b""))
 _SET_MARK = _new_ext(msgpack.ExtType, (_SET_AT, b""))
