@@ -9,6 +9,13 @@ most the last turn's records: those tasks simply run again on restart.
   tasks it completed.
 - `await engine.replay(run_id, rerun={"task"})` re-runs the named tasks and everything
   downstream of them, reusing every other output; restored values keep their types.
+- An output the codec cannot encode (a class without a codec, a value nested too deep) does
+  not fail the run; its task is recorded as completed with "outputs not storable", and a
+  restart or replay runs it and everything downstream of it again, never mixing a new output
+  with dependents computed from the old one.
+- Each run row records its engine's host and pid, and a heartbeat the engine refreshes every
+  `heartbeat` seconds: `list_runs()`/`get_run()` report a running row whose engine is gone
+  (killed) as 'interrupted'.
 
 A map node's items run as a nested run recorded in the same store under `nested_run_id(run,
 map node)`, with the outer run as its parent: restarting the outer run restarts that nested run
