@@ -20,7 +20,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -109,8 +109,9 @@ class Processes:
         self.tag = uuid.uuid4().hex
         self.started: list[subprocess.Popen[bytes]] = []
         self.home = Path(tempfile.mkdtemp(prefix="dataflow-e2e-"))
+        self.logs: dict[int, Path] = {}  # pid -> where its output goes
 
-    def env(self, extra: dict[str, str] | None = None, pythonpath: list[Path] = ()) -> dict:
+    def env(self, extra: dict[str, str] | None = None, pythonpath: Sequence[Path] = ()) -> dict:
         """The environment of a user's shell: .venv/bin first on PATH, no DATAFLOW_NATS_URL
         unless given, a fresh HOME and TMPDIR, and the tag."""
         home = Path(tempfile.mkdtemp(prefix="home-", dir=self.home))
@@ -143,26 +144,23 @@ class Processes:
         log: Path | None = None,
         stdin: Any = subprocess.DEVNULL,
     ) -> subprocess.Popen[bytes]:
-        """Start `cmd` as the leader of a new session (so of its own process group); its
-        output goes to `log` (a file: a pipe nobody reads would block it), or is captured."""
-        out: Any = subprocess.PIPE
-        if log is not None:
-            out = open(log, "ab")  # noqa: SIM115 - the child holds it; closed below
-        try:
+        """Start `cmd` as the leader of a new session (so of its own process group). Its
+        stdout and stderr go to `log`, by default a new file (`output(proc)` reads it): a pipe
+        nobody reads would block a chatty process."""
+        if log is None:
+            log = Path(tempfile.mkstemp(prefix="proc-", suffix=".log", dir=self.home)[1])
+        with open(log, "ab") as out:
             proc = subprocess.Popen(
-                cmd,
-                cwd=cwd,
-                env=env if env is not None else self.env(),
-                stdin=stdin,
-                stdout=out,
-                stderr=subprocess.STDOUT if log is not None else subprocess.PIPE,
-                start_new_session=True,
-            )
-        finally:
-            if log is not None:
-                out.close()
+                cmd, cwd=cwd, env=env if env is not None else self.env(), stdin=stdin,
+                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
         self.started.append(proc)
+        self.logs[proc.pid] = log
         return proc
+
+    def output(self, proc: subprocess.Popen[bytes]) -> str:
+        """What a process started by `spawn` has written so far (stdout and stderr)."""
+        return self.logs[proc.pid].read_text(errors="replace")
 
     def end_group(self, proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
         """SIGTERM the process's group, wait up to `grace` s, then SIGKILL it."""
@@ -185,10 +183,6 @@ class Processes:
         for pid in survivors:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-        for proc in self.started:
-            for stream in (proc.stdout, proc.stderr):
-                if stream is not None:
-                    stream.close()
         shutil.rmtree(self.home, ignore_errors=True)
         return survivors
 
