@@ -9,6 +9,7 @@ needs hand-made result frames.
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import signal
 import time
@@ -181,8 +182,8 @@ def test_a_sigstopped_worker_gets_no_new_work_while_the_others_finish(server, po
     late = [t - stopped for t in state.to_victim if t > stopped + fresh + 0.75]
     assert not late, late
     assert not state.to_pool  # every frame went to a worker that had room, none to the group
-    # only what the victim held went again
-    assert 0 < state.stats["redeliveries"] <= 4 + 256, state.stats
+    # only what the victim held went again: about its third of the work
+    assert 0 < state.stats["redeliveries"] <= math.ceil(n / 2), state.stats
     # the victim, resumed, serves again
     hung.wait_ready(3, timeout=10)
 

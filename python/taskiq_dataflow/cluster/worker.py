@@ -74,9 +74,9 @@ class Worker:
         self.concurrency = concurrency
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.codec = broker.codec
-        # what engines may send it at once: its slots, and as many again queued (at least two
-        # full batches) so that quick tasks never wait for a round trip
-        self.capacity = concurrency + max(concurrency, 2 * broker.batch_size)
+        # what engines may send it at once: its slots, and as many again queued, at least eight
+        # full batches: quick tasks (run in place, no slot) then never wait for a round trip
+        self.capacity = concurrency + max(concurrency, 8 * broker.batch_size)
         # its own task subject: random, as a worker id may hold characters a subject cannot
         self.subject = broker.worker_subject(uuid.uuid4().hex)
         self._free = concurrency  # slots not held by a running task

@@ -59,6 +59,9 @@ from .local import LocalTransport, runs_in_engine
 
 log = logging.getLogger("taskiq_dataflow.nats")
 
+DISCOVERY_WAIT = 0.2  # seconds a run waits at most for workers to answer its ping
+DISCOVERY_QUIET = 0.01  # ... and it stops waiting once no new worker answered for this long
+
 
 class _Flight:
     __slots__ = (
@@ -169,11 +172,19 @@ class NatsTransport(Transport):
     async def _discover(self) -> None:
         """Ask the workers to heart-beat now, and give them a moment: work then goes straight
         to workers that have room, rather than to the queue group (where a hung worker would
-        get its share). Workers heard later join as their heartbeats arrive."""
+        get its share), and is shared among all of them rather than filling the first to
+        answer. Workers heard later join as their heartbeats arrive."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + DISCOVERY_WAIT
         await self._nc.publish(self.broker.ping_subject, b"")
         await self._nc.flush()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._discovered.wait(), 0.2)
+            await asyncio.wait_for(self._discovered.wait(), DISCOVERY_WAIT)
+        # the others answer within moments of the first: wait while more keep coming
+        known = -1
+        while len(self._workers) != known and loop.time() < deadline:
+            known = len(self._workers)
+            await asyncio.sleep(DISCOVERY_QUIET)
 
     async def shutdown(self) -> None:
         await self._local.shutdown()
