@@ -206,6 +206,7 @@ class NatsTransport(Transport):
     def cancel(self) -> None:
         self._local.cancel()
         self._outbox.clear()
+        self._streams_out.clear()
         self._inflight.clear()
         self._owner.clear()
         for state in self._workers.values():
