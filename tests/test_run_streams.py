@@ -131,3 +131,60 @@ async def itertools_islice(stream, n):
         seen += 1
         if seen == n:
             return
+
+
+def test_a_producer_waiting_long_between_items_is_cancelled_at_once():
+    """Without fail_fast nothing cancels the run: the producer, asleep between two items, is
+    cancelled the moment its last reader fails, not after its sleep."""
+    stopped = []
+
+    @pipeline_task(output="ticks", inputs=[])
+    async def sleepy():
+        try:
+            yield 0
+            await asyncio.sleep(60)
+            yield 1
+        finally:
+            stopped.append(True)
+
+    @pipeline_task(output="checked")
+    async def picky(ticks: AsyncIterator[int]) -> int:
+        async for i in ticks:
+            raise ValueError(f"item {i} is not welcome")
+        return -1
+
+    engine = ExecutionEngine(None, registry_of(sleepy, picky).build_dag(), fail_fast=False)
+    began = time.perf_counter()
+    with pytest.raises(DataflowExecutionError) as info:
+        run(asyncio.wait_for(engine.execute(), 30))
+    assert time.perf_counter() - began < 5
+    assert [f.task_name for f in info.value.failures] == ["picky"]
+    assert info.value.results["ticks"] is None and stopped
+
+
+def test_the_last_of_two_readers_ending_cancels_the_producer_at_once():
+    stopped = []
+
+    @pipeline_task(output="ticks", inputs=[])
+    async def sleepy():
+        try:
+            for i in itertools.count():
+                yield i
+                await asyncio.sleep(60 if i else 0)
+        finally:
+            stopped.append(True)
+
+    @pipeline_task(output="first")
+    async def first(ticks: AsyncIterator[int]) -> list:
+        return [i async for i in itertools_islice(ticks, 1)]
+
+    @pipeline_task(output="second")
+    async def second(ticks: AsyncIterator[int]) -> list:
+        return [i async for i in itertools_islice(ticks, 2)]
+
+    engine = ExecutionEngine(None, registry_of(sleepy, first, second).build_dag())
+    began = time.perf_counter()
+    out = run(asyncio.wait_for(engine.execute(), 30))
+    assert time.perf_counter() - began < 5
+    assert out == {"ticks": None, "first": [0], "second": [0, 1]}
+    assert stopped

@@ -371,8 +371,10 @@ class Run:
             if c is WAKE or attempts[c.node] != c.attempt:
                 continue  # a wake-up, or a late duplicate of a superseded attempt
             node = c.node
-            if self.streaming is not None and self.streaming.hold(c):
-                continue
+            if self.streaming is not None:
+                if self.streaming.hold(c):
+                    continue
+                c = self.streaming.unstopped(c)
             if c.ok:
                 outputs = node_outputs[node]
                 outs = None
@@ -503,6 +505,8 @@ class Streaming:
         self.handed: set[int] = set()  # early nodes the scheduler has since handed out
         self.live: set[int] = set()  # consumers that read a stream while it was produced
         self.reported: set[int] = set()  # early nodes whose failure the run already reported
+        self.stopped: set[int] = set()  # producers cancelled because nobody reads them any more
+        self.kept: dict[int, bool] = {}  # producer -> keeps its list, once a reader ended
 
     def remote(self, node: int) -> bool:
         run = self.run
@@ -531,7 +535,8 @@ class Streaming:
     def keeps(self, producer: int) -> bool:
         """Whether the producer's items are kept as a list: unless every consumer reads the
         stream live (a final output, a list consumer, or a streaming consumer that could not
-        start with it all need the list)."""
+        start with it all need the list). Only true before any of its readers ended (an
+        ended reader is no longer attached)."""
         run = self.run
         return any(
             not consumers or any(key not in self.attached.get(c, {}) for c in consumers)
@@ -644,13 +649,46 @@ class Streaming:
 
     def stop_reading(self, node: int) -> None:
         """The node ended: its producers stop waiting for it, and one left without readers
-        and not kept stops producing (streams.pump)."""
-        for end in self.attached.pop(node, {}).values():
+        and not kept stops producing: cancelled now where the transport can (a producer in
+        this process), else at its next item (streams.pump)."""
+        run = self.run
+        producers = {run.graph.producer(key) for key in self.attached.get(node, ())}
+        # decided when the first of its readers ends, all still attached: a detached reader
+        # would count as one that needs the whole list
+        for p in producers - self.kept.keys():
+            self.kept[p] = self.keeps(p)
+        unkept = {p for p in producers if not self.kept[p]}
+        attached = self.attached.pop(node, {})
+        for end in attached.values():
             if isinstance(end, StreamRef):
                 assert self.link is not None
                 self.link.abandon(end)
             else:
                 end._abandon()
+        for producer in unkept:
+            if (
+                run.attempts[producer] > 0
+                and producer not in self.stopped
+                and not self.read_live(producer)
+                and run.transport.stop(producer)
+            ):
+                self.stopped.add(producer)
+
+    def read_live(self, producer: int) -> bool:
+        """Whether a consumer still reads one of the producer's streams as it comes."""
+        run = self.run
+        return any(
+            key in self.attached.get(consumer, ())
+            for key in run.node_outputs[producer]
+            for consumer in run.graph.consumers(key)
+        )
+
+    def unstopped(self, c: Completion) -> Completion:
+        """A producer cancelled for want of readers completed: its stream was not kept, so
+        its value is None, as if it had ended by itself."""
+        if c.ok or c.node not in self.stopped or c.value.type != "CancelledError":
+            return c
+        return Completion(c.node, c.attempt, True, None, c.worker)
 
     def failed_early(self, node: int) -> bool:
         """Whether `node` failed before the scheduler handed it out (it is still pending there

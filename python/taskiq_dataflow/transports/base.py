@@ -86,6 +86,11 @@ class Transport(abc.ABC):
     def cancel(self) -> None:  # noqa: B027 - optional hook
         """Stop in-flight work where the transport can."""
 
+    def stop(self, node: int) -> bool:
+        """Cancel the in-flight job of `node` now, where the transport can (its completion is
+        then a CancelledError); False when it cannot, and the job runs on."""
+        return False
+
     async def materialize(self, values: dict[str, Any]) -> dict[str, Any]:
         """Final outputs as values (a transport may hold large ones by reference)."""
         return values

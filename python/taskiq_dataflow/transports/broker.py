@@ -140,6 +140,9 @@ class BrokerTransport(Transport):
         else:
             self.push(Completion(job.node, job.attempt, True, result.return_value))
 
+    def stop(self, node: int) -> bool:
+        return self._local.stop(node)  # only the engine's own tasks can be stopped one by one
+
     def cancel(self) -> None:
         self._local.cancel()
         for fut in list(self._inflight):

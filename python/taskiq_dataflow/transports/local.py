@@ -141,6 +141,16 @@ class LocalTransport(Transport):
         for fut in list(self._tasks.values()):
             fut.cancel()
 
+    def stop(self, node: int) -> bool:
+        fut = self._tasks.get(node)
+        if fut is None or fut.done():
+            return False
+        # a Task made this turn has not taken its first step: cancelled now, it would end
+        # without ever resuming the hand-started coroutine inside it (left suspended, its
+        # finally blocks never run); one turn later it has taken that step
+        asyncio.get_running_loop().call_soon(fut.cancel)
+        return True
+
     async def shutdown(self) -> None:
         self.cancel()
         if self._tasks:
