@@ -309,3 +309,29 @@ def test_a_producer_goes_on_without_a_consumer_that_never_answers(server):
 
     kept, got = run(scenario())
     assert kept == got == list(range(50))
+
+
+def test_stream_routes_carry_a_secret_a_bystander_cannot_derive_from_the_run_id():
+    from taskiq_dataflow.cluster.protocol import DEFAULT_CODEC
+    from taskiq_dataflow.cluster.streams import StreamLink
+
+    links = [StreamLink(None, DEFAULT_CODEC, None, 0.5, "dataflow", "run1") for _ in range(2)]
+    routes = [link.route(3, 0, "ticks", 8) for link in links]
+    guessable = ("dataflow.stream.run1.3.0", "dataflow.credit.run1.3.0")
+    for ref in routes:
+        assert ref.items not in guessable and ref.credits not in guessable
+        assert ref.items.startswith("dataflow.stream.run1.")
+    assert routes[0].items != routes[1].items
+
+
+def test_a_stream_receiver_drops_unreadable_and_mistyped_frames():
+    from taskiq_dataflow.cluster.protocol import DEFAULT_CODEC as codec
+    from taskiq_dataflow.cluster.streams import END, ITEMS, _readable
+
+    assert _readable(codec, b"\xc1garbage") is None
+    assert _readable(codec, codec.frame(ITEMS, i=[[-1, "x"]])) is None
+    assert _readable(codec, codec.frame(ITEMS, i=[["0", "x"]])) is None
+    assert _readable(codec, codec.frame(END, n="5", e=None)) is None
+    assert _readable(codec, codec.frame(END, n=5, e=["only one"])) is None
+    assert _readable(codec, codec.frame(ITEMS, i=[[0, "x"], [1, {"y": 2}]])) is not None
+    assert _readable(codec, codec.frame(END, n=2, e=["ValueError", "boom"])) is not None

@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 import uuid
 from collections import deque
@@ -39,7 +40,7 @@ from typing import Any
 
 from ..streams import Stream, StreamError, StreamRef
 from .broker import publish_now
-from .protocol import Codec, ValueRef, task_part
+from .protocol import Codec, ProtocolError, ValueRef, task_part
 from .values import ValueStore
 
 log = logging.getLogger("taskiq_dataflow.streams")
@@ -285,12 +286,11 @@ class StreamReceiver(Stream[Any]):
         _send(self.nc, self.ref.credits, frame)  # lost: the sender's next probe asks again
 
     async def _on_items(self, msg: Any) -> None:
-        try:
-            frame = self.codec.read_frame(msg.data)
-        except Exception as exc:
-            self.failure = ["ProtocolError", f"an item frame cannot be decoded: {exc}"]
-            self.total = self.got
-            self._arrived.set()
+        frame = _readable(self.codec, msg.data)
+        if frame is None:
+            # not from our producer (whose frames always decode here): dropped, and whatever
+            # it displaced is recovered by the probes as a lost frame would be
+            log.debug("stream '%s': dropped an unreadable frame", self.key)
             return
         kind = frame.get("t")
         if kind == ITEMS:
@@ -375,6 +375,29 @@ class StreamReceiver(Stream[Any]):
                 await sub.unsubscribe()
 
 
+def _readable(codec: Codec, data: bytes) -> dict[str, Any] | None:
+    """An items or end frame whose fields have the types the receiver relies on, else None."""
+    try:
+        frame = codec.read_frame(data)
+    except ProtocolError:
+        return None
+    kind = frame.get("t")
+    if kind == ITEMS:
+        entries = frame.get("i")
+        ok = isinstance(entries, list) and all(
+            type(e) is list and len(e) == 2 and type(e[0]) is int and e[0] >= 0 for e in entries
+        )
+    elif kind == END:
+        error = frame.get("e")
+        ok = type(frame.get("n")) is int and (
+            error is None
+            or (type(error) is list and len(error) == 2 and all(type(x) is str for x in error))
+        )
+    else:
+        ok = kind == HELLO
+    return frame if ok else None
+
+
 class StreamLink:
     """The stream ends of one run on one side (the engine, or a task on a worker)."""
 
@@ -390,10 +413,13 @@ class StreamLink:
     ) -> None:
         self.nc, self.codec, self.values, self.resend_after = nc, codec, values, resend_after
         self.prefix, self.run_id, self.give_up = prefix, run_id, give_up
+        # in the routes' subjects: a bystander who knows the run id cannot inject items or
+        # end a stream (only the engine makes routes; workers get them inside task frames)
+        self._secret = secrets.token_hex(16)
 
     def route(self, node: int, index: int, key: str, buffer: int) -> StreamRef:
         """The route of consumer `node`'s input number `index` (`key`)."""
-        where = f"{self.run_id}.{node}.{index}"
+        where = f"{self.run_id}.{self._secret}.{node}.{index}"
         if self.values is not None:
             # the route's large items go to the object store under the run's name, maybe by
             # two workers the engine never hears from: purge the run's objects when it ends
