@@ -329,3 +329,29 @@ def test_a_task_that_kills_every_worker_fails_after_max_redeliveries_losses(serv
     assert "each of the 2 workers that held it stopped heart-beating" in message, message
     assert "may be what kills or hangs them" in message
     assert time.monotonic() - started < BOUND
+
+
+def test_a_run_started_before_its_workers_goes_to_them_as_they_appear(server):
+    """Tasks sent to the pool's queue group before any worker subscribed reach nobody; the
+    first worker heard gets them at once, not after heartbeat_timeout (20 s here)."""
+    broker = DataflowNatsBroker(
+        server.url, heartbeat_interval=0.2, heartbeat_timeout=20.0, progress_timeout=60.0
+    )
+    dag, inputs = index_dag(4, 0.0)
+    workers = WorkerProcesses(server.url, workers=1)
+
+    async def main() -> tuple[dict[str, Any], float]:
+        running = asyncio.ensure_future(ExecutionEngine(broker, dag).execute(inputs))
+        await asyncio.sleep(0.5)  # it pinged, heard no worker, sent to the queue group
+        assert not running.done()
+        await asyncio.to_thread(workers.start)
+        ready = time.monotonic()
+        out = await asyncio.wait_for(running, 15)
+        return out, time.monotonic() - ready
+
+    try:
+        out, after_ready = run(main())
+    finally:
+        workers.stop()
+    assert out == {f"k{i}": i for i in range(4)}
+    assert after_ready < 5, f"the run waited {after_ready:.1f} s after its worker was ready"

@@ -684,9 +684,12 @@ class NatsTransport(Transport):
         state = self._worker(worker, pool, now)
         inbox, capacity, interval = frame.get("inbox"), frame.get("cap"), frame.get("i")
         if type(inbox) is str and type(capacity) is int and capacity > 0:
+            first = state.inbox is None
             state.inbox, state.capacity = inbox, capacity
             state.fresh = self._freshness(interval)
             self._discovered.set()
+            if first:
+                self._rehome(state.pool)
         if self._outbox or self._streams_out:
             self._schedule_flush()  # a worker (back) with room
 
@@ -765,6 +768,19 @@ class NatsTransport(Transport):
             self._redeliver(flight, "lost")
         if self._outbox or self._streams_out:
             self._schedule_flush()  # what waited for this worker may go to the queue group now
+
+    def _rehome(self, pool: str) -> None:
+        """The first worker of `pool` is heard: what went to the pool's queue group before any
+        of its workers was known (a run started with its workers) and nobody claimed yet most
+        likely found no subscriber; it goes to the workers now instead of heartbeat_timeout
+        later (not counted against max_redeliveries: no worker refused it)."""
+        stranded = {
+            id(f): f
+            for f in self._inflight.values()
+            if f.pool == pool and f.worker is None and not (f.claimed or f.queued)
+        }
+        for flight in stranded.values():
+            self._redeliver(flight, "discovered")
 
     def _unclaimed(self, flight: _Flight) -> None:
         """Sent, and nobody said they took it: the frame was lost (or no worker serves the
