@@ -8,9 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-# tests/e2e is on sys.path (pytest's rootdir-relative conftest import), as it is on the
-# workers' PYTHONPATH: `support` and `e2e_tasks` import alike on both sides
-from support import E2E, Processes, Server, Workers, start_server
+from .support import E2E, Processes, Server, Workers, start_server
 
 
 def _closed(procs: Processes) -> None:

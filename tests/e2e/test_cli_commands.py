@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from support import (
+from .support import (
     CLI,
     URL_ENV,
     Processes,
