@@ -9,7 +9,19 @@ import json
 import sys
 
 import pytest
-from .support import CLI, E2E, TESTS, URL_ENV, Outcome, Processes, Server, Workers, run, start_server
+
+from .support import (
+    CLI,
+    E2E,
+    TESTS,
+    URL_ENV,
+    Outcome,
+    Processes,
+    Server,
+    Workers,
+    run,
+    start_server,
+)
 
 pytestmark = pytest.mark.e2e
 

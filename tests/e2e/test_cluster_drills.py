@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from .support import E2E, TESTS, URL_ENV, Processes, Server, Workers, bystander, wait_until
 
 pytestmark = pytest.mark.e2e

@@ -22,8 +22,9 @@ from typing import Any
 
 import msgpack
 import pytest
-from .support import E2E, TESTS, URL_ENV, Processes, Server, Workers, bystander, wait_until
 from taskiq_dataflow.cluster.protocol import VERSION as V
+
+from .support import E2E, TESTS, URL_ENV, Processes, Server, Workers, bystander, wait_until
 
 pytestmark = pytest.mark.e2e
 

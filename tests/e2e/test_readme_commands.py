@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
 from .support import ROOT, Processes, listening, run, tagged, wait_until
 
 pytestmark = pytest.mark.e2e
