@@ -416,10 +416,12 @@ class StreamLink:
         # in the routes' subjects: a bystander who knows the run id cannot inject items or
         # end a stream (only the engine makes routes; workers get them inside task frames)
         self._secret = secrets.token_hex(16)
+        self.routed = False  # whether any route was made: until then no job carries a stream
 
     def route(self, node: int, index: int, key: str, buffer: int) -> StreamRef:
         """The route of consumer `node`'s input number `index` (`key`)."""
         where = f"{self.run_id}.{self._secret}.{node}.{index}"
+        self.routed = True
         if self.values is not None:
             # the route's large items go to the object store under the run's name, maybe by
             # two workers the engine never hears from: purge the run's objects when it ends

@@ -307,7 +307,9 @@ class NatsTransport(Transport):
         except EncodeError as exc:
             self.push(Completion(job.node, job.attempt, False, self._encode_error(job, exc)))
             return
-        streams = job.stream is not None or _has_streams(job)
+        # a consumer's inputs hold StreamRefs only once the run made a route
+        link = self._link
+        streams = job.stream is not None or (link is not None and link.routed and _has_streams(job))
         flight = _Flight(job, pool, body, streams)
         assert self._values is not None
         if len(body) > self._values.threshold:
