@@ -924,7 +924,8 @@ def make_engine(
 
 
 def _tasks_broker(dag: DAG) -> Any:
-    return cluster_broker_of(node.task for node in dag.nodes)
+    # each distinct task once: a million nodes share a few dozen tasks (no view per node)
+    return cluster_broker_of({id(task): task for task in dag._tasks}.values())
 
 
 def _full_dag(runnable: DataflowPipeline | DAG | Flow) -> DAG:

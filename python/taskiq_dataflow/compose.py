@@ -827,7 +827,7 @@ def map_event_buses(dag: DAG) -> list[EventBus]:
     engine's: a progress display subscribes to these too, so that a map over 50,000 items counts
     50,000 items' tasks rather than one node."""
     buses: dict[int, EventBus] = {}
-    pending = [node.task for node in dag.nodes]
+    pending = list({id(task): task for task in dag._tasks}.values())  # distinct tasks only
     while pending:
         task = pending.pop()
         events = task.events if isinstance(task, _MapTask) else None
