@@ -61,3 +61,23 @@ async def sizes(blobs: AsyncIterator[bytes], wanted: int) -> list:
         if len(out) == wanted:
             break
     return out
+
+
+@broker.task
+@pipeline_task(output="slow_ticks", pool=MAKER)
+async def sleepy(marker: str, pause: float):
+    """An item, then `pause` seconds before each next one; writes `marker` when stopped."""
+    try:
+        for i in itertools.count():
+            yield i
+            await asyncio.sleep(pause)
+    finally:
+        Path(marker).write_text("stopped")
+
+
+@broker.task
+@pipeline_task(output="first_tick", pool=READER)
+async def first_tick(slow_ticks: AsyncIterator[int]) -> int:
+    async for i in slow_ticks:
+        return i
+    return -1

@@ -93,3 +93,19 @@ def test_large_stream_items_between_workers_leave_nothing_in_the_store(server, w
     assert out["sizes"] == [[i, size] for i in range(wanted)]
     bucket = engine.broker.object_store_bucket
     assert run(objects_of(server.url, bucket, f"big{wanted}")) == []
+
+
+def test_a_producer_on_a_worker_nobody_reads_is_cancelled_while_it_waits(server, workers, tmp_path):
+    """The consumer is done after one item while its producer sleeps a minute before the
+    next: the engine cancels the producer on its worker at once, it does not wait a minute."""
+    marker = tmp_path / "stopped"
+    dag = registry_of(st.sleepy, st.first_tick, external=["marker", "pause"]).build_dag()
+    began = time.perf_counter()
+    out = run(
+        asyncio.wait_for(
+            engine_for(server, dag).execute({"marker": str(marker), "pause": 60.0}), 30
+        )
+    )
+    assert out == {"slow_ticks": None, "first_tick": 0}
+    assert time.perf_counter() - began < 10
+    assert wait_for_file(marker)

@@ -260,15 +260,24 @@ class Worker:
         fut.add_done_callback(self._background.discard)
 
     async def _on_cancel(self, msg: Any) -> None:
+        """Cancel a run's tasks: all of them, or with a payload (a list of seqs) only those."""
         # the subject's last token is the run's cancel key (a secret of the run's frames)
         key = msg.subject.rsplit(".", 1)[-1]
-        for (cancel, _), task in list(self._running.items()):
-            if cancel == key:
+        only = _cancel_seqs(self.codec, msg.data) if msg.data else None
+        if only == set():
+            log.warning("ignored a cancel frame that is not a list of seqs")
+            return
+
+        def chosen(cancel: str, seq: Any) -> bool:
+            return cancel == key and (only is None or seq in only)
+
+        for (cancel, seq), task in list(self._running.items()):
+            if chosen(cancel, seq):
                 task.cancel()
-        if any(entry[8] == key for entry in self._queue):
+        if any(chosen(entry[8], entry[2]) for entry in self._queue):
             keep: deque[Any] = deque()
             for entry in self._queue:
-                if entry[8] == key:
+                if chosen(entry[8], entry[2]):
                     self._send(entry[1], _cancelled(entry[2], entry[3]))
                 else:
                     keep.append(entry)
@@ -502,6 +511,22 @@ def _is_stream_spec(stream: Any) -> bool:
         and isinstance(stream[1], list)
         and all(type(r) is StreamRef for r in stream[1])
     )
+
+
+MAX_CANCEL_SEQS = 100_000
+
+
+def _cancel_seqs(codec: Any, data: bytes) -> set[int]:
+    """The seqs a cancel frame names; empty when it is not a bounded list of ints."""
+    try:
+        seqs = codec.unpackb(data)
+    except ProtocolError:
+        return set()
+    if type(seqs) is not list or not 0 < len(seqs) <= MAX_CANCEL_SEQS:
+        return set()
+    if not all(type(seq) is int for seq in seqs):
+        return set()
+    return set(seqs)
 
 
 def _failure(seq: int, exc: BaseException) -> list[Any]:

@@ -217,6 +217,25 @@ class NatsTransport(Transport):
         # may reach a worker after it, and must not stop it
         self._cancel_key = secrets.token_hex(16)
 
+    def stop(self, node: int) -> bool:
+        """Cancel `node`'s job alone (a stream producer nobody reads any more): where it waits,
+        it is dropped; where it runs, its worker is told to cancel it, and answers with a
+        CancelledError like any cancelled task."""
+        if self._local.stop(node):
+            return True
+        seqs = [seq for seq, flight in self._inflight.items() if flight.job.node == node]
+        if not seqs or self._nc is None or not self._nc.is_connected:
+            return False
+        flight = self._inflight[seqs[0]]
+        if flight.queued and flight.worker is None:  # never sent: nothing to tell a worker
+            self._release(flight)
+            exc = asyncio.CancelledError(f"task '{flight.job.name}' was cancelled")
+            self.push(Completion(node, flight.job.attempt, False, task_error(flight.job.name, exc)))
+            return True
+        subject = self.broker.cancel_subject(self._cancel_key)
+        self._spawn(self._nc.publish(subject, self.codec.packb(seqs)))
+        return True
+
     def stats(self) -> dict[str, int]:
         return {
             "redeliveries": self.redeliveries,
