@@ -4,7 +4,7 @@ from ._core import __version__
 from .compose import Flow, FlowError, FlowNode
 from .dataflow import DAG, DAGBuilder, DAGNode, DataCache, DataflowRegistry, TaskNode
 from .dependencies import Depends
-from .errors import CycleError, DAGValidationError
+from .errors import CycleError, DAGValidationError, DataflowError
 from .events import (
     Event,
     EventBus,
@@ -44,6 +44,7 @@ __all__ = [
     "DAGValidationError",
     "DAGVisualizer",
     "DataCache",
+    "DataflowError",
     "DataflowExecutionError",
     "DataflowPipeline",
     "DataflowRegistry",

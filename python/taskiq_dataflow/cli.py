@@ -42,7 +42,7 @@ from .cluster.broker import NATS_URL_ENV, ClusterError
 from .compose import Flow, map_event_buses
 from .dataflow.dag import DAG, DAGBuilder
 from .dataflow.registry import DataflowRegistry
-from .errors import DAGValidationError
+from .errors import CLIError, DAGValidationError
 from .events import (
     Event,
     RunFinished,
@@ -72,15 +72,6 @@ EXIT_TERMINATED = 143
 # workers busy and far below what exhausts memory or file descriptors (unbounded, a 100k-task
 # fan-out started every task at once).
 DEFAULT_MAX_PARALLEL = 1024
-
-
-class CLIError(Exception):
-    """An error shown as one paragraph (no traceback unless --traceback)."""
-
-    def __init__(self, message: str, code: int = EXIT_USAGE, detail: str | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.detail = detail  # extra text for --traceback (e.g. a task's traceback)
 
 
 # -- arguments --------------------------------------------------------------------------------

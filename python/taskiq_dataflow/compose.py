@@ -56,7 +56,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from ._run import all_names, params_of, positional_params
 from .dataflow.dag import DAG
 from .dependencies import has_dependencies
-from .errors import CycleError
+from .errors import CycleError, FlowError
 from .events import EventBus
 from .execution_engine import ExecutionEngine, current_run
 from .pipeline import check_engine_options
@@ -70,10 +70,6 @@ if TYPE_CHECKING:
     from .store import RunStore
 
 __all__ = ["Flow", "FlowError", "FlowNode", "map_event_buses"]
-
-
-class FlowError(ValueError):
-    """A flow cannot be built as written; the message names the node(s) and key(s) at fault."""
 
 
 # -- the settings of the run a map node belongs to --------------------------------------------

@@ -1,4 +1,10 @@
-"""Errors users see. Each names the culprit: the task, the key, the cycle as a path."""
+"""Every error of the package: one root, `DataflowError`, so `except DataflowError` catches
+whatever taskiq-dataflow raises. Each also derives from the builtin users (and taskiq-flow's
+documentation) expect (`ValueError` for a bad graph, `RuntimeError` for a failed run...), and
+each names the culprit: the task, the key, the cycle as a path, the worker, the frame.
+
+The modules that raise them re-export them under their old paths (`taskiq_dataflow.store.
+StoreError` is `taskiq_dataflow.errors.StoreError`)."""
 
 from __future__ import annotations
 
@@ -11,7 +17,11 @@ if TYPE_CHECKING:
 MAX_LISTED = 20
 
 
-class DAGValidationError(ValueError):
+class DataflowError(Exception):
+    """The root of every error taskiq-dataflow raises."""
+
+
+class DAGValidationError(DataflowError, ValueError):
     """The graph is invalid. `problems` lists every problem found, each a readable sentence."""
 
     def __init__(self, problems: Sequence[str]) -> None:
@@ -39,7 +49,7 @@ def format_cycle(names: Sequence[str]) -> str:
     return "Cycle detected: " + " -> ".join(names)
 
 
-class TaskFailedError(RuntimeError):
+class TaskFailedError(DataflowError, RuntimeError):
     """A task raised. Carries the task's name, exception type, message and traceback text."""
 
     def __init__(self, error: TaskError) -> None:
@@ -48,7 +58,7 @@ class TaskFailedError(RuntimeError):
         super().__init__(f"{error}\n{error.traceback}".rstrip())
 
 
-class DataflowExecutionError(RuntimeError):
+class DataflowExecutionError(DataflowError, RuntimeError):
     """With fail_fast=False: every failure and every skipped task, plus the outputs computed."""
 
     def __init__(
@@ -66,7 +76,7 @@ class DataflowExecutionError(RuntimeError):
         super().__init__("\n".join(lines))
 
 
-class ExecutionCancelled(Exception):
+class ExecutionCancelled(DataflowError):
     """`cancel()` was called: the run stopped; `results` holds the outputs computed before.
 
     An ordinary exception, not an `asyncio.CancelledError`: the run ended (nothing cancelled
@@ -79,10 +89,52 @@ class ExecutionCancelled(Exception):
         super().__init__(f"run {run_id} was cancelled ({len(results)} outputs computed)")
 
 
-class CompensationError(RuntimeError):
+class CompensationError(DataflowError, RuntimeError):
     """Compensations that failed while undoing a failed run (each also reported as an event)."""
 
     def __init__(self, failures: list[TaskError]) -> None:
         self.failures = failures
         listed = "\n".join(f"  - {f}" for f in failures)
         super().__init__(f"{len(failures)} compensation(s) failed:\n{listed}")
+
+
+class MissingInputError(DataflowError, ValueError):
+    """execute() was not given an external input some task needs."""
+
+
+class FlowError(DataflowError, ValueError):
+    """A flow cannot be built as written; the message names the node(s) and key(s) at fault."""
+
+
+class StoreError(DataflowError, LookupError):
+    """A run that is not in the store, or a DAG that does not match the stored run."""
+
+
+class StreamError(DataflowError, RuntimeError):
+    """The producer of a stream failed; raised to its streaming consumers."""
+
+
+class BrokerConflictError(DataflowError, ValueError):
+    """The tasks of one pipeline belong to two different DataflowNatsBrokers."""
+
+
+class ClusterError(DataflowError, RuntimeError):
+    """The cluster cannot make progress (server unreachable, login refused, no workers...)."""
+
+
+class ProtocolError(DataflowError, ValueError):
+    """A frame that is not valid msgpack or not a frame of this protocol."""
+
+
+class EncodeError(DataflowError, TypeError):
+    """A value msgpack cannot carry."""
+
+
+class CLIError(DataflowError):
+    """A command-line error shown as one line (no traceback unless --traceback); `code` is the
+    exit code."""
+
+    def __init__(self, message: str, code: int = 2, detail: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.detail = detail  # extra text for --traceback (e.g. a task's traceback)

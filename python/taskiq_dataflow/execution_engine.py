@@ -20,6 +20,7 @@ from .errors import (
     CompensationError,
     DataflowExecutionError,
     ExecutionCancelled,
+    MissingInputError,
     TaskFailedError,
 )
 from .events import EventBus, StepCompleted
@@ -36,10 +37,6 @@ __all__ = [
     "StepResult",
     "TaskFailedError",
 ]
-
-
-class MissingInputError(ValueError):
-    """execute() was not given an external input some task needs."""
 
 
 class ExecutionEngine:

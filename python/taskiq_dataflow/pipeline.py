@@ -18,15 +18,12 @@ from typing import Any
 
 from .dataflow.dag import DAG
 from .dataflow.registry import DataflowRegistry
+from .errors import BrokerConflictError
 from .events import Event
 from .execution_engine import ExecutionEngine, MissingInputError
 from .task import get_spec, task_display_name
 
 __all__ = ["BrokerConflictError", "DataflowPipeline", "cluster_broker_of"]
-
-
-class BrokerConflictError(ValueError):
-    """The tasks of one pipeline belong to two different DataflowNatsBrokers."""
 
 
 def cluster_broker_of(tasks: Iterable[Any]) -> Any:

@@ -35,7 +35,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .cluster.protocol import DEFAULT_CODEC, Codec, EncodeError
+from .cluster.protocol import DEFAULT_CODEC, Codec
+from .errors import EncodeError, StoreError
 from .events import (
     Event,
     RunFinished,
@@ -106,10 +107,6 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:  # alive, owned by another user
         return True
     return True
-
-
-class StoreError(LookupError):
-    """A run that is not in the store, or a DAG that does not match the stored run."""
 
 
 def dag_fingerprint(dag: DAG) -> str:

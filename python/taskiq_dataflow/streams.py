@@ -18,6 +18,8 @@ from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from .errors import StreamError
+
 T = TypeVar("T")
 
 _END: Any = object()
@@ -34,10 +36,6 @@ class StreamRef:
     credits: str
     buffer: int
     values: list[Any] | None = None
-
-
-class StreamError(RuntimeError):
-    """The producer of a stream failed; raised to its streaming consumers."""
 
 
 class Stream(Generic[T]):

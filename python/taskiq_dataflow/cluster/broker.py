@@ -11,6 +11,7 @@ from typing import Any
 
 from taskiq_nats import NatsBroker
 
+from ..errors import ClusterError
 from .protocol import DEFAULT_CODEC, Codec
 from .redact import redact
 
@@ -18,10 +19,6 @@ log = logging.getLogger("taskiq_dataflow.nats")
 
 NATS_URL_ENV = "DATAFLOW_NATS_URL"
 CONNECT_TIMEOUT_ENV = "DATAFLOW_CONNECT_TIMEOUT"
-
-
-class ClusterError(RuntimeError):
-    """The cluster cannot make progress (server unreachable, login refused, no workers...)."""
 
 
 def default_servers() -> str:

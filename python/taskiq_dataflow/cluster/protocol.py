@@ -54,6 +54,7 @@ from typing import Any
 
 import msgpack
 
+from ..errors import EncodeError, ProtocolError
 from ..streams import StreamRef
 
 # 2: tuples, sets and named classes became marker arrays (version 1 nested a msgpack payload in
@@ -87,14 +88,6 @@ _FIRST_MARK, _LAST_MARK = 15, 23
 _V1_TUPLE, _V1_SET, _V1_FROZENSET, _V1_TIMEDELTA, _V1_COMPLEX = 1, 2, 3, 7, 10
 _V1_MODEL, _V1_REF, _V1_STREAM = 11, 12, 14
 USER_CODES = range(64, 128)
-
-
-class ProtocolError(ValueError):
-    """A frame that is not valid msgpack or not a frame of this protocol."""
-
-
-class EncodeError(TypeError):
-    """A value msgpack cannot carry."""
 
 
 class _TooDeep(ProtocolError):

@@ -57,7 +57,7 @@ FAILURE_TEXT_LIMIT = 16 * 1024
 PING_INTERVAL = 0.02  # seconds between two heartbeats sent in answer to pings
 
 
-class _Undecodable(ValueError):
+class _Undecodable(ProtocolError):
     """A task entry whose arguments this worker cannot decode (e.g. an unknown extension)."""
 
 
