@@ -214,8 +214,8 @@ def test_malformed_result_entries_are_refused_and_the_good_ones_kept(junk, claim
     data = CODEC.frame(RESULTS, w="w1", claims=claims, results=entries)
     transport = _transport()
     asyncio.run(transport._on_reply(SimpleNamespace(data=data, subject="s")))
-    assert transport.fatal is None
-    assert {c.node: (c.ok, c.value) for c in transport._done} == {
+    assert transport.sink.fatal is None
+    assert {c.node: (c.ok, c.value) for c in transport.sink.done} == {
         seq: (True, f"value {seq}") for seq in HELD
     }
     assert not transport._inflight
@@ -232,7 +232,7 @@ def test_results_from_a_worker_that_does_not_hold_the_attempt_are_refused():
         CODEC.frame(RESULTS, w="intruder", results=[[None, False, ["E", "forged", ""]]]),
     ):
         asyncio.run(transport._on_reply(SimpleNamespace(data=frame, subject="s")))
-    assert not transport._done and transport.fatal is None
+    assert not transport.sink.done and transport.sink.fatal is None
     # its claims and its results, each refused; its rejection too (it was sent nothing)
     assert transport.stats()["results_ignored"] == 2 * len(HELD) + 1
 

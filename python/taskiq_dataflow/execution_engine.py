@@ -1,7 +1,8 @@
 """ExecutionEngine: runs a DAG with the Rust ready-set scheduler over any transport.
 
-A task starts the moment its last input arrives; `max_parallel` bounds the tasks in flight. The
-loop itself lives in `_run.Run`; this module holds the public API and the per-task settings.
+A task starts the moment its last input arrives; `max_parallel` bounds the tasks in flight. This
+module is the public API: it builds a run's pure state (run_state.RunState) and hands it with a
+transport to the async driver (driver.Driver). See ARCHITECTURE.md.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from contextvars import ContextVar
 from typing import Any, NamedTuple
 
 from . import _core
-from ._run import WAKE, Policy, Run, StepResult
 from .dataflow.dag import DAG
+from .driver import Driver
 from .errors import (
     CompensationError,
     DataflowExecutionError,
@@ -24,7 +25,7 @@ from .errors import (
     TaskFailedError,
 )
 from .events import EventBus, StepCompleted
-from .task import get_spec
+from .run_state import Policy, RunConfig, RunState, StepResult, resolve_policy
 from .transports.base import Transport
 from .transports.local import LocalTransport
 
@@ -87,9 +88,7 @@ class ExecutionEngine:
         self.store = store  # a RunStore: provenance, restart() and replay()
         if store is not None:
             store.attach(self)
-        self._cancel_requested = False
-        self._transport: Transport | None = None
-        self._wake_cancel: Callable[[], None] | None = None
+        self._drivers: set[Driver] = set()  # the runs in progress (cancel() stops them all)
         self.stats: dict[str, int] = {}  # the last run's transport counters (redeliveries...)
         if on_step_complete is not None:
             self.events.subscribe(self._call_on_step_complete, StepCompleted)
@@ -153,12 +152,10 @@ class ExecutionEngine:
         return self.store
 
     def cancel(self) -> None:
-        """Stop dispatching, cancel what is in flight, and end the run with ExecutionCancelled."""
-        self._cancel_requested = True
-        if self._transport is not None:
-            self._transport.cancel()
-        if self._wake_cancel is not None:
-            self._wake_cancel()
+        """Stop dispatching, cancel what is in flight, and end every run of this engine in
+        progress with ExecutionCancelled."""
+        for driver in list(self._drivers):
+            driver.cancel()
 
     # -- the loop -----------------------------------------------------------------------------
 
@@ -210,17 +207,29 @@ class ExecutionEngine:
         self.dag.validate()
         self._check_inputs(inputs)
         run_id = pipeline_id or uuid.uuid4().hex
-        transport = self._transport = self._make_transport(run_id)
-        self._cancel_requested = False
-        self._wake_cancel = lambda: transport.push(WAKE)
+        transport = self._make_transport(run_id)
+        config = RunConfig(
+            self.dag,
+            self._defaults,
+            self.fail_fast,
+            self.max_parallel,
+            self._priorities(self.dag.graph),
+            self.broker,
+            caching=self.cache is not None,
+            step_events=self.events.step_listeners,
+            deliver_steps=step_sink is not None,
+            router=transport.router(),
+        )
+        state = RunState(run_id, config, inputs, restore)
+        driver = Driver(state, transport, self.events, self.cache, step_sink, parent)
         token = _CURRENT.set(_Current(self, run_id, restarting))
+        self._drivers.add(driver)
         try:
-            run = Run(self, run_id, inputs, transport, step_sink, restore, parent)
-            return await run.execute()
+            return await driver.run()
         finally:
             _CURRENT.reset(token)
-            self._transport = None
-            self._wake_cancel = None
+            self._drivers.discard(driver)
+            self.stats = driver.stats
 
     # -- per-task set-up (once per distinct task, not per node) --------------------------------
 
@@ -235,25 +244,8 @@ class ExecutionEngine:
         return [float(x) for x in p]
 
     def _policy(self, task: Any, overrides: Mapping[str, Any] | None = None) -> Policy:
-        """Retry and timeout settings: register_task(...) keywords, then the task's
-        pipeline_task spec, then the engine's defaults."""
-        spec = get_spec(task)
-        d = self._defaults
-        if spec is None and not overrides:
-            return d
-        given = overrides or {}
-
-        def pick(name: str, default: Any) -> Any:
-            value = given.get(name, getattr(spec, name, None))
-            return default if value is None else value
-
-        return Policy(
-            pick("retries", d.retries),
-            pick("retry_delay", d.delay),
-            pick("retry_backoff", d.backoff),
-            pick("retry_jitter", d.jitter),
-            pick("timeout", d.timeout),
-        )
+        """Retry and timeout settings of `task` (see run_state.resolve_policy)."""
+        return resolve_policy(self._defaults, task, overrides)
 
 
 class _Current(NamedTuple):

@@ -1,14 +1,14 @@
-"""The dispatch interface: a transport is `kick` (send jobs) and `listen` (pushed completions)."""
+"""The dispatch interface: a transport only kicks jobs; completions go to the run's one Sink."""
 
 from __future__ import annotations
 
 import abc
 import asyncio
 import traceback
-from collections.abc import AsyncIterator
 from typing import Any, NamedTuple
 
 from ..events import TaskError
+from ..router import Placement, Router
 
 
 class Job(NamedTuple):
@@ -22,8 +22,8 @@ class Job(NamedTuple):
     timeout: float | None
     # a stream producer that runs in another process: [keep its items?, [StreamRef, ...]]
     stream: Any = None
-    # (local, pool) given to register_task for this node (None: the task's own settings)
-    where: tuple[bool | None, str | None] | None = None
+    # where it runs, resolved once per distinct task by the transport's Router (None: here)
+    place: Placement | None = None
 
 
 class Completion(NamedTuple):
@@ -40,42 +40,74 @@ def task_error(name: str, exc: BaseException) -> TaskError:
     return TaskError(name, type(exc).__name__, str(exc), text, exc)
 
 
-class Transport(abc.ABC):
-    """Runs jobs somewhere and pushes their completions back to the engine."""
+class Sink:
+    """The one completion queue of a run: every transport (and a transport's in-process
+    helper) appends here, the driver takes whole batches. `done` is public on purpose: the
+    hot path appends to it directly and wakes the driver once per kick, not per completion.
+
+    `control` carries the driver's own events (a retry that came due, a cancel) through the
+    same wake-up, so that the driver waits on one thing."""
+
+    __slots__ = ("_event", "control", "done", "fatal")
 
     def __init__(self) -> None:
-        self._done: list[Completion] = []
-        self._wake = asyncio.Event()
-        self.fatal: BaseException | None = None  # set when the transport cannot go on
+        self.done: list[Completion] = []
+        self.control: list[Any] = []
+        self.fatal: BaseException | None = None  # set when a transport cannot go on
+        self._event = asyncio.Event()
+
+    def push(self, completion: Completion) -> None:
+        self.done.append(completion)
+        self._event.set()
+
+    def wake(self) -> None:
+        self._event.set()
+
+    def signal(self, event: Any) -> None:
+        self.control.append(event)
+        self._event.set()
+
+    def fail(self, exc: BaseException) -> None:
+        self.fatal = exc
+        self._event.set()
+
+    async def wait(self) -> None:
+        """Until something arrived (returns at once when something is there already)."""
+        if self.done or self.control or self.fatal is not None:
+            return
+        self._event.clear()
+        await self._event.wait()
+
+    def take(self) -> list[Completion]:
+        batch, self.done = self.done, []
+        return batch
+
+
+class Transport(abc.ABC):
+    """Runs jobs somewhere; each kicked job ends in exactly one Completion on `self.sink`.
+
+    A transport decides nothing about the run: where each task runs comes from its `router()`
+    (asked once per distinct task, the answer travels in `Job.place`)."""
+
+    def __init__(self) -> None:
+        # a transport works on its own too (tests, a compensation call); the driver attaches
+        # the run's sink before startup
+        self.sink = Sink()
+
+    def attach(self, sink: Sink) -> None:
+        """Send completions to `sink` (the driver's queue)."""
+        self.sink = sink
+
+    def push(self, completion: Completion) -> None:
+        self.sink.push(completion)
 
     @abc.abstractmethod
     def kick(self, jobs: list[Job]) -> None:
-        """Start `jobs` without blocking; each ends in exactly one pushed Completion."""
+        """Start `jobs` without blocking; each ends in exactly one Completion on the sink."""
 
-    def push(self, completion: Completion) -> None:
-        self._done.append(completion)
-        self._wake.set()
-
-    async def listen(self) -> AsyncIterator[list[Completion]]:
-        """Batches of completions, as soon as there are any (no timer, no polling)."""
-        while True:
-            if not self._done:
-                self._wake.clear()
-                await self._wake.wait()
-            if self.fatal is not None:
-                raise self.fatal
-            batch, self._done = self._done, []
-            yield batch
-
-    async def call(self, job: Job) -> Completion:
-        """Run one job to its end outside the engine loop (a compensation after the run
-        failed): kicked like any other, its completion picked out of what is pushed."""
-        self.kick([job])
-        async for batch in self.listen():
-            for c in batch:
-                if c.node == job.node and c.attempt == job.attempt:
-                    return c
-        raise AssertionError("listen() ended")  # it never does: it raises or yields
+    def router(self) -> Router:
+        """Placement of tasks for this transport: everything runs in this process."""
+        return Router.in_process()
 
     async def startup(self) -> None:  # noqa: B027 - optional hook
         """Connect, spawn pools: whatever must happen before the first kick."""
@@ -94,11 +126,6 @@ class Transport(abc.ABC):
     async def materialize(self, values: dict[str, Any]) -> dict[str, Any]:
         """Final outputs as values (a transport may hold large ones by reference)."""
         return values
-
-    def runs_remotely(self, task: Any, where: tuple[bool | None, str | None] | None) -> bool:
-        """Whether `task` (with a node's `Job.where`) runs in another process (its streams
-        then travel over `stream_link`)."""
-        return False
 
     def stream_link(self) -> Any:
         """Where stream items travel between processes (a cluster.streams.StreamLink); None

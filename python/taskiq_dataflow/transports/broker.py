@@ -12,8 +12,9 @@ import asyncio
 import weakref
 from typing import Any
 
-from .base import Completion, Job, Transport, task_error
-from .local import LocalTransport, runs_in_engine
+from ..router import Router
+from .base import Completion, Job, Sink, Transport, task_error
+from .local import LocalTransport
 
 # result backend -> transports listening to it (several engines may share one broker)
 _HOOKED: weakref.WeakKeyDictionary[Any, set[BrokerTransport]] = weakref.WeakKeyDictionary()
@@ -61,9 +62,16 @@ class BrokerTransport(Transport):
         self.in_process = in_process
         self._pending: dict[str, tuple[Job, asyncio.TimerHandle | None]] = {}
         self._inflight: set[asyncio.Future[Any]] = set()
-        # tasks declared local=True (control nodes such as a map over a sub-flow) run here
-        self._local = LocalTransport(sink=self)
-        self._here: dict[int, bool] = {}  # per task: runs_in_engine
+        # tasks placed here (control nodes such as a map over a sub-flow) run in this process
+        self._local = LocalTransport()
+        self._local.attach(self.sink)
+
+    def attach(self, sink: Sink) -> None:
+        super().attach(sink)
+        self._local.attach(sink)
+
+    def router(self) -> Router:
+        return Router(remote=True)
 
     async def startup(self) -> None:
         refuse_without_results(self.broker)
@@ -82,12 +90,7 @@ class BrokerTransport(Transport):
 
     def kick(self, jobs: list[Job]) -> None:
         for job in jobs:
-            local = self._here.get(id(job.task))
-            if local is None:
-                local = self._here[id(job.task)] = runs_in_engine(job.task)
-            if job.where is not None and job.where[0] is not None:
-                local = job.where[0]  # register_task(..., local=) for this node
-            if local:
+            if job.place is None or job.place.local:
                 self._local.kick([job])
                 continue
             if not hasattr(job.task, "kiq"):

@@ -7,12 +7,12 @@ import concurrent.futures
 import contextvars
 import functools
 import inspect
-from collections.abc import AsyncIterator
 from typing import Any
 
-from ..streams import is_producer, stream_params
-from ..task import get_spec, original_function
+from ..router import runs_in_engine
 from .base import Completion, Job, Transport, task_error
+
+__all__ = ["LocalTransport", "runs_in_engine"]
 
 
 class LocalTransport(Transport):
@@ -23,18 +23,12 @@ class LocalTransport(Transport):
     functions run in a thread pool, or a process pool with `executor="process"`.
     """
 
-    # Yield to the event loop at least this often when every task completes eagerly.
-    EAGER_YIELD_EVERY = 256
-
     def __init__(
         self,
         executor: str | concurrent.futures.Executor = "thread",
         workers: int | None = None,
-        sink: Transport | None = None,
     ):
         super().__init__()
-        # where completions go: this transport, or one that delegates some tasks to us
-        self._sink = sink or self
         self._executor_spec = executor
         self._workers = workers
         self._executor: concurrent.futures.Executor | None = None
@@ -66,8 +60,8 @@ class LocalTransport(Transport):
         return self._executor
 
     def kick(self, jobs: list[Job]) -> None:
-        sink = self._sink
-        push = sink._done.append
+        sink = self.sink
+        push = sink.done.append
         for job in jobs:
             func = job.func
             is_coro = self._is_coro.get(func)
@@ -89,8 +83,8 @@ class LocalTransport(Transport):
                 push(Completion(job.node, job.attempt, False, task_error(job.name, exc)))
                 continue
             self._continue(job, coro, yielded, context)
-        if sink._done:
-            sink._wake.set()
+        if sink.done:
+            sink.wake()
 
     def _continue(self, job: Job, coro: Any, yielded: Any, context: contextvars.Context) -> None:
         loop = asyncio.get_running_loop()
@@ -111,31 +105,15 @@ class LocalTransport(Transport):
         self._tasks.pop(job.node, None)
         if fut.cancelled():
             exc: BaseException = asyncio.CancelledError(f"task '{job.name}' was cancelled")
-            self._sink.push(Completion(job.node, job.attempt, False, task_error(job.name, exc)))
+            self.sink.push(Completion(job.node, job.attempt, False, task_error(job.name, exc)))
             return
         exc = fut.exception()
         if exc is None:
-            self._sink.push(Completion(job.node, job.attempt, True, fut.result()))
+            self.sink.push(Completion(job.node, job.attempt, True, fut.result()))
         else:
             if isinstance(exc, asyncio.TimeoutError | TimeoutError) and job.timeout is not None:
                 exc = TimeoutError(f"task '{job.name}' timed out after {job.timeout} s")
-            self._sink.push(Completion(job.node, job.attempt, False, task_error(job.name, exc)))
-
-    async def listen(self) -> AsyncIterator[list[Completion]]:
-        eager_batches = 0
-        while True:
-            if not self._done:
-                eager_batches = 0
-                self._wake.clear()
-                await self._wake.wait()
-                if self.fatal is not None:
-                    raise self.fatal
-            else:
-                eager_batches += 1
-                if eager_batches % self.EAGER_YIELD_EVERY == 0:
-                    await asyncio.sleep(0)
-            batch, self._done = self._done, []
-            yield batch
+            self.sink.push(Completion(job.node, job.attempt, False, task_error(job.name, exc)))
 
     def cancel(self) -> None:
         for fut in list(self._tasks.values()):
@@ -158,22 +136,6 @@ class LocalTransport(Transport):
         if self._executor is not None and self._owns_executor:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
-
-
-def runs_in_engine(task: Any, streams_travel: bool = False) -> bool:
-    """Whether a remote transport must still run `task` in the engine's process: tasks declared
-    `local=True` (control nodes such as a map over a sub-flow), and stream producers and
-    consumers unless the transport carries stream items between processes (`streams_travel`)
-    and the task is one its workers can run (registered on the broker)."""
-    spec = get_spec(task)
-    if spec is not None and spec.local:
-        return True
-    if streams_travel and isinstance(getattr(task, "task_name", None), str):
-        return False
-    if spec is not None and spec.streams:
-        return True
-    func = original_function(task)
-    return is_producer(func) or bool(stream_params(func))
 
 
 def _is_async(func: Any) -> bool:

@@ -52,10 +52,10 @@ from ..cluster.redact import redact
 from ..cluster.streams import StreamLink
 from ..cluster.values import ValueStore
 from ..events import TaskError
+from ..router import Router
 from ..streams import StreamRef
-from ..task import get_spec
-from .base import Completion, Job, Transport, task_error
-from .local import LocalTransport, runs_in_engine
+from .base import Completion, Job, Sink, Transport, task_error
+from .local import LocalTransport
 
 log = logging.getLogger("taskiq_dataflow.nats")
 
@@ -117,11 +117,9 @@ class NatsTransport(Transport):
         self._budget = frame_budget(1024 * 1024)  # set from the server's INFO on connect
         self._discovered = asyncio.Event()
         self._flush_scheduled = False
-        self._pools: dict[int, str] = {}
-        # id(task) -> (runs here, task name, pool): one lookup per job on the hot path
-        self._routes: dict[int, tuple[bool, Any, str]] = {}
-        # tasks declared local=True (control nodes such as a map over a sub-DAG) run here
-        self._local = LocalTransport(sink=self)
+        # tasks placed here (control nodes such as a map over a sub-DAG) run in this process
+        self._local = LocalTransport()
+        self._local.attach(self.sink)
         self._heard = time.monotonic()
         self._offline = False
         self._nc: Any = None
@@ -133,6 +131,13 @@ class NatsTransport(Transport):
         # id(input value) -> its reference; the engine's value map keeps the values alive
         self._uploads: dict[int, ValueRef] = {}
         self._refs_received = 0
+
+    def attach(self, sink: Sink) -> None:
+        super().attach(sink)
+        self._local.attach(sink)
+
+    def router(self) -> Router:
+        return Router(remote=True, streams_travel=True, default_pool=self.broker.pool)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -256,15 +261,6 @@ class NatsTransport(Transport):
 
     # -- sending --------------------------------------------------------------------------------
 
-    def _pool_of(self, task: Any) -> str:
-        pool = self._pools.get(id(task))
-        if pool is None:
-            spec = get_spec(task)
-            pool = self._pools[id(task)] = (spec.pool if spec and spec.pool else None) or (
-                self.broker.pool
-            )
-        return pool
-
     def kick(self, jobs: list[Job]) -> None:
         scheduled = self._flush_scheduled
         self._flush_scheduled = True  # flushed below, not from the loop
@@ -279,42 +275,17 @@ class NatsTransport(Transport):
             else:
                 self._flush_scheduled = scheduled
 
-    def _route(self, task: Any) -> tuple[bool, Any, str]:
-        route = self._routes.get(id(task))
-        if route is None:
-            local = runs_in_engine(task, streams_travel=True)
-            name = getattr(task, "task_name", None)
-            route = self._routes[id(task)] = (local, name, "" if local else self._pool_of(task))
-        return route
-
-    def _route_of(self, task: Any, where: Any) -> tuple[bool, Any, str]:
-        """Where a node runs: its task's route, with the node's register_task settings."""
-        route = self._route(task)
-        if where is None:
-            return route
-        local, name, pool = route
-        here, own_pool = where
-        if here is not None:
-            local = bool(here)
-        return local, name, "" if local else (own_pool or pool or self._pool_of(task))
-
-    def runs_remotely(self, task: Any, where: Any) -> bool:
-        return not self._route_of(task, where)[0]
-
     def stream_link(self) -> StreamLink:
         assert self._link is not None, "the stream link exists once the transport started"
         return self._link
 
     def _kick_one(self, job: Job) -> None:
-        task = job.task
-        if job.where is None:
-            local, name, pool = self._routes.get(id(task)) or self._route(task)
-        else:
-            local, name, pool = self._route_of(task, job.where)
-        if local:
+        place = job.place
+        if place is None or place.local:
             self._local.kick([job])
             return
-        if not isinstance(name, str):
+        name, pool = place.name, place.pool
+        if name is None:
             exc = TypeError(
                 f"task '{job.name}' is a plain function; cluster workers run only tasks "
                 "registered with @broker.task on the DataflowNatsBroker"
@@ -623,7 +594,7 @@ class NatsTransport(Transport):
     ) -> int:
         """Complete the attempts `worker` holds (or claims in this frame, when they went to
         the queue group and nobody holds them yet); returns how many entries were refused."""
-        inflight, owner, done, refused = self._inflight, self._owner, self._done.append, 0
+        inflight, owner, done, refused = self._inflight, self._owner, self.sink.done.append, 0
         claimed: set[Any] | None = None
         for entry in results:
             if type(entry) is not list or len(entry) != 3:
@@ -667,7 +638,7 @@ class NatsTransport(Transport):
                     message = f"its result cannot be decoded: {bad.message}"
                     value = TaskError(job.name, "DecodeError", message, "")
             done(Completion(job.node, job.attempt, ok, value, worker))
-        self._wake.set()
+        self.sink.wake()
         return refused
 
     def _release(self, flight: _Flight) -> None:
@@ -865,8 +836,7 @@ class NatsTransport(Transport):
         self.push(Completion(job.node, job.attempt, False, task_error(job.name, exc)))
 
     def _fail(self, exc: BaseException) -> None:
-        self.fatal = exc
-        self._wake.set()
+        self.sink.fail(exc)
 
 
 def _has_streams(job: Job) -> bool:

@@ -1,0 +1,268 @@
+"""The thin async driver of one run: it owns the run's one completion queue (a Sink) and
+carries out what the pure RunState asks for, and nothing else decides anything here.
+
+    state.start() -> instructions
+    loop: wait on the sink; feed control events (retry due) and the batch of completions to
+          the state; carry out the instructions it returns (emit, look up, dispatch, retry at,
+          stop, requeue, store); until the state says Finish
+    then: compensate a failed run (one job at a time through the same transport and sink),
+          materialize the outputs, emit RunFinished, return or raise
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from .errors import CompensationError
+from .events import EventBus, RunFinished, RunStarted, StepCompensated, TaskError
+from .run_state import (
+    Deliver,
+    Dispatch,
+    Emit,
+    Finish,
+    Instruction,
+    LookUp,
+    Requeue,
+    RetryAt,
+    RetryDue,
+    RunState,
+    StepResult,
+    Stop,
+    Store,
+)
+from .transports.base import Completion, Job, Sink, Transport
+
+# Yield to the event loop at least this often while every batch is followed by another at
+# once (in-process tasks that complete without suspending), so other coroutines still run.
+EAGER_YIELD_EVERY = 256
+
+
+class Driver:
+    def __init__(
+        self,
+        state: RunState,
+        transport: Transport,
+        bus: EventBus,
+        cache: Any = None,
+        step_sink: Callable[[StepResult], None] | None = None,
+        parent: str | None = None,
+    ) -> None:
+        self.state, self.transport, self.bus, self.cache = state, transport, bus, cache
+        self.step_sink, self.parent = step_sink, parent
+        self.sink = Sink()
+        transport.attach(self.sink)
+        self.stats: dict[str, int] = {}
+        self._timers: list[asyncio.TimerHandle] = []
+
+    def cancel(self) -> None:
+        """Stop dispatching, cancel what is in flight; the run ends with ExecutionCancelled."""
+        self.state.cancel()
+        self.transport.cancel()
+        self.sink.wake()
+
+    # -- the run --------------------------------------------------------------------------------
+
+    async def run(self) -> dict[str, Any]:
+        state, transport, bus = self.state, self.transport, self.bus
+        started_at = time.perf_counter()
+        produced: dict[str, Any] = {}
+        compensation: list[TaskError] = []
+        await transport.startup()
+        state.link = transport.stream_link()
+        relax = relaxed_gc(len(state.tasks))
+        relax.__enter__()
+        try:
+            if bus:
+                await bus.emit(self._started())
+            await self._loop()
+            if state.status == "failed":
+                transport.cancel()
+                compensation = await self._compensate()
+            if state.status != "cancelled":
+                produced = await transport.materialize(state.produced())
+        except BaseException as exc:
+            state.status = "failed"
+            self.stats = transport.stats()
+            if bus:
+                elapsed = time.perf_counter() - started_at
+                counts = state.scheduler.counts()
+                await bus.emit(
+                    RunFinished(state.run_id, "failed", counts, elapsed, exc, self.stats)
+                )
+            raise
+        finally:
+            relax.__exit__(None, None, None)
+            for timer in self._timers:
+                timer.cancel()
+            if state.status != "succeeded":
+                transport.cancel()
+            await transport.shutdown()
+        return await self._finish(produced, compensation, started_at)
+
+    def _started(self) -> RunStarted:
+        state = self.state
+        restored = {k: v for outs in state.restored.values() for k, v in outs.items()}
+        return RunStarted(
+            state.run_id, len(state.tasks), tuple(state.inputs), state.inputs,
+            len(state.restored), self.parent, restored,
+        )  # fmt: skip
+
+    async def _finish(
+        self, produced: dict[str, Any], compensation: list[TaskError], started_at: float
+    ) -> dict[str, Any]:
+        state = self.state
+        self.stats = self.transport.stats()
+        error = state.error(produced)
+        if error is not None and compensation:
+            error.compensation_errors = compensation  # type: ignore[attr-defined]
+            error.add_note(str(CompensationError(compensation)))
+        if self.bus:
+            elapsed = time.perf_counter() - started_at
+            status = state.status or "succeeded"
+            counts = state.scheduler.counts()
+            await self.bus.emit(
+                RunFinished(state.run_id, status, counts, elapsed, error, self.stats)
+            )
+        if error is not None:
+            raise error
+        return produced
+
+    async def _loop(self) -> None:
+        state, sink, carry_out = self.state, self.sink, self._carry_out
+        await carry_out(state.start())
+        eager = 0
+        while state.status is None:
+            if sink.done or sink.control:
+                eager += 1
+                if eager % EAGER_YIELD_EVERY == 0:
+                    await asyncio.sleep(0)
+            else:
+                eager = 0
+                await sink.wait()
+            if sink.fatal is not None:
+                raise sink.fatal
+            if sink.control:
+                control, sink.control = sink.control, []
+                for event in control:
+                    await carry_out(state.handle(event))
+            if sink.done and state.status is None:
+                await carry_out(state.completed(sink.take()))
+
+    # -- instructions ---------------------------------------------------------------------------
+
+    async def _carry_out(self, instructions: list[Instruction]) -> None:
+        for ins in instructions:
+            kind = type(ins)
+            if kind is Dispatch:
+                if self.state.status is None:  # a listener may have cancelled the run
+                    self.transport.kick(ins.jobs)  # type: ignore[union-attr]
+            elif kind is Emit:
+                for event in ins.events:  # type: ignore[union-attr]
+                    await self.bus.emit(event)
+            elif kind is Finish:
+                pass  # the loop ends on state.status
+            else:
+                self._carry_out_rare(ins)
+
+    def _carry_out_rare(self, ins: Instruction) -> None:
+        sink = self.sink
+        if type(ins) is Deliver:
+            assert self.step_sink is not None
+            for step in ins.steps:
+                self.step_sink(step)
+        elif type(ins) is LookUp:
+            if self.state.status is None:
+                self.transport.kick(self._serve_from_cache(ins.jobs, ins.ttls))
+        elif type(ins) is RetryAt:
+            loop = asyncio.get_running_loop()
+            self._timers.append(
+                loop.call_later(ins.delay, sink.signal, RetryDue(ins.node, ins.attempt))
+            )
+        elif type(ins) is Stop:
+            for node in ins.nodes:
+                self.transport.stop(node)
+        elif type(ins) is Requeue:
+            sink.done.extend(ins.completions)
+            sink.wake()
+        elif type(ins) is Store:
+            for job, value in ins.entries:
+                self.cache.store(job, value)
+        else:
+            raise TypeError(f"the driver cannot carry out {type(ins).__name__}: {ins!r}")
+
+    def _serve_from_cache(self, jobs: list[Job], ttls: list[Any]) -> list[Job]:
+        """Answer cached tasks at once (their completions go through the sink like any
+        other); returns the misses."""
+        todo = []
+        for job, ttl in zip(jobs, ttls, strict=True):
+            hit, value = self.cache.lookup(job, *ttl)
+            if hit:
+                self.sink.push(Completion(job.node, job.attempt, True, value, cached=True))
+            else:
+                todo.append(job)
+        return todo
+
+    # -- compensation ---------------------------------------------------------------------------
+
+    async def _compensate(self) -> list[TaskError]:
+        """Undo every completed task that has a compensation (RunState.compensations gives
+        the order); returns the compensations that failed.
+
+        A compensation registered on the broker (`@broker.task`) runs where the broker's tasks
+        run (a cluster worker); a plain function runs in the engine's process."""
+        failed: list[TaskError] = []
+        for job in self.state.compensations():
+            done = await self._call(job)
+            error = None if done.ok else done.value
+            if error is not None:
+                failed.append(error)
+            if self.bus:
+                await self.bus.emit(StepCompensated(self.state.run_id, job.node, job.name, error))
+        return failed
+
+    async def _call(self, job: Job) -> Completion:
+        """Run one job to its end outside the loop: what else arrives meanwhile (late results
+        of the failed run, retries that came due) is dropped."""
+        sink = self.sink
+        self.transport.kick([job])
+        while True:
+            await sink.wait()
+            if sink.fatal is not None:
+                raise sink.fatal
+            sink.control.clear()
+            for c in sink.take():
+                if c.node == job.node and c.attempt == job.attempt:
+                    return c
+
+
+_gc_users = 0
+_gc_saved: tuple[int, int, int] | None = None
+
+
+@contextlib.contextmanager
+def relaxed_gc(size: int) -> Iterator[None]:
+    """Fewer cyclic-GC passes while a large run allocates its per-task objects.
+
+    A run makes a few short-lived tuples per task; with a million-node graph alive, the default
+    gen-0 threshold (700) triggers enough collections to double the engine's CPU per task.
+    Restored when the last large run in the process ends.
+    """
+    global _gc_users, _gc_saved
+    if size < 10_000:
+        yield
+        return
+    if _gc_users == 0:
+        _gc_saved = gc.get_threshold()
+        gc.set_threshold(max(_gc_saved[0], 20_000), *_gc_saved[1:])
+    _gc_users += 1
+    try:
+        yield
+    finally:
+        _gc_users -= 1
+        if _gc_users == 0 and _gc_saved is not None:
+            gc.set_threshold(*_gc_saved)

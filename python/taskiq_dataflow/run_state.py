@@ -1,0 +1,690 @@
+"""The run as a pure state machine: events in, batched instructions out.
+
+`RunState` holds everything one execution of a DAG knows (values, attempts in flight, failures,
+the Rust scheduler) and does no I/O: no asyncio, no transport, no event bus, no cache. The
+driver (driver.py) feeds it events (a batch of completions, a retry that came due, a cancel)
+and carries out what comes back, in order: emit these events, look these jobs up in the cache,
+dispatch these jobs, retry this node after a delay, stop these producers, finish.
+
+Instructions are per batch, never per task: one Dispatch carries every job a batch made ready.
+A job is still one NamedTuple per task (the transports' unit), as before this split.
+"""
+
+from __future__ import annotations
+
+import inspect
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from . import _core
+from .dependencies import with_dependencies
+from .errors import DataflowExecutionError, ExecutionCancelled, TaskFailedError
+from .events import (
+    Event,
+    StepCompleted,
+    StepFailed,
+    StepRetried,
+    StepSkipped,
+    StepStarted,
+    TaskError,
+)
+from .router import Placement, Router
+from .streams import is_producer, stream_params
+from .task import InEngine, get_spec, original_function
+from .transports.base import Completion, Job, task_error
+
+if TYPE_CHECKING:
+    from .stream_wiring import Streaming
+
+COMPENSATION = 0  # the attempt number of a compensation job (a task's attempts start at 1)
+
+# Per-node settings register_task(...) accepts besides the task's own pipeline_task spec.
+OVERRIDES = frozenset(
+    {"retries", "retry_delay", "retry_backoff", "retry_jitter", "timeout", "compensate",
+     "cache", "min_ttl", "max_ttl", "pool", "local", "streams", "stream_buffer"}
+)  # fmt: skip
+
+_HERE = Placement(True, None, "")  # a plain compensation: it cannot leave this process
+
+
+# -- events in ------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Completed:
+    """A batch of completions (successes and failures) as the transports pushed them."""
+
+    batch: list[Completion]
+
+
+@dataclass(slots=True)
+class RetryDue:
+    """The delay before a retry has passed: run `node` again as `attempt`."""
+
+    node: int
+    attempt: int
+
+
+@dataclass(slots=True)
+class Cancel:
+    """Stop dispatching; the run ends as cancelled."""
+
+
+# -- instructions out -----------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Emit:
+    """Hand these events to the bus, in order (made only when someone listens to steps)."""
+
+    events: list[Event]
+
+
+@dataclass(slots=True)
+class Deliver:
+    """Yield these step results to an `execute_async` caller."""
+
+    steps: list[StepResult]
+
+
+@dataclass(slots=True)
+class LookUp:
+    """Answer these jobs from the result cache; a miss is dispatched. `ttls[i]` is
+    (min_ttl, max_ttl) of `jobs[i]`."""
+
+    jobs: list[Job]
+    ttls: list[tuple[Any, Any]]
+
+
+@dataclass(slots=True)
+class Dispatch:
+    """Kick these jobs on the transport."""
+
+    jobs: list[Job]
+
+
+@dataclass(slots=True)
+class RetryAt:
+    """Feed RetryDue(node, attempt) back after `delay` seconds."""
+
+    node: int
+    attempt: int
+    delay: float
+
+
+@dataclass(slots=True)
+class Stop:
+    """Cancel these producers' jobs where the transport can (nobody reads their streams)."""
+
+    nodes: list[int]
+
+
+@dataclass(slots=True)
+class Requeue:
+    """Feed these completions back as if just pushed (results held while a node that started
+    early with its producer waited for the scheduler to hand it out)."""
+
+    completions: list[Completion]
+
+
+@dataclass(slots=True)
+class Store:
+    """Put these (job, result) pairs in the result cache."""
+
+    entries: list[tuple[Job, Any]]
+
+
+@dataclass(slots=True)
+class Finish:
+    """The run is over: 'succeeded', 'failed' (compensate, then raise) or 'cancelled'."""
+
+    status: str
+
+
+Instruction = Emit | Deliver | LookUp | Dispatch | RetryAt | Stop | Requeue | Store | Finish
+
+
+# -- per task -------------------------------------------------------------------------------------
+
+
+class StepResult:
+    """One completed step, as yielded by `ExecutionEngine.execute_async`."""
+
+    __slots__ = ("attempt", "node", "outputs", "result", "task_name")
+
+    def __init__(
+        self, node: int, task_name: str, result: Any, outputs: dict[str, Any], attempt: int
+    ) -> None:
+        self.node, self.task_name, self.result = node, task_name, result
+        self.outputs, self.attempt = outputs, attempt
+
+    def __repr__(self) -> str:
+        return f"StepResult({self.task_name!r}, outputs={list(self.outputs)})"
+
+
+class Policy(NamedTuple):
+    retries: int
+    delay: float
+    backoff: float
+    jitter: float
+    timeout: float | None
+
+    def delay_before(self, attempt: int) -> float:
+        """Delay before `attempt` (2 = first retry): delay * backoff^(retry-1), plus jitter."""
+        base = self.delay * (self.backoff ** (attempt - 2))
+        return base + (random.uniform(0, self.jitter) if self.jitter else 0.0)
+
+
+def resolve_policy(defaults: Policy, task: Any, overrides: Mapping[str, Any] | None) -> Policy:
+    """Retry and timeout settings: register_task(...) keywords, then the task's pipeline_task
+    spec, then the engine's defaults."""
+    spec = get_spec(task)
+    if spec is None and not overrides:
+        return defaults
+    given = overrides or {}
+
+    def pick(name: str, default: Any) -> Any:
+        value = given.get(name, getattr(spec, name, None))
+        return default if value is None else value
+
+    return Policy(
+        pick("retries", defaults.retries),
+        pick("retry_delay", defaults.delay),
+        pick("retry_backoff", defaults.backoff),
+        pick("retry_jitter", defaults.jitter),
+        pick("timeout", defaults.timeout),
+    )
+
+
+class Plan(NamedTuple):
+    """How to call one distinct task (made once per task, not per node)."""
+
+    func: Any
+    params: frozenset[str] | None  # keyword-bindable names; None: takes **kwargs
+    policy: Policy
+    compensate: Any  # None, or a callable run with the task's result when a run fails
+    cache: Any  # None, or (min_ttl, max_ttl) when results are cached
+    producer: bool  # an async generator: its output key is a stream
+    streams: frozenset[str]  # input keys it reads as streams
+    buffer: int
+    place: Placement  # where it runs, from the transport's Router
+
+
+@dataclass(slots=True)
+class RunConfig:
+    """What a run takes from its engine (so the state reads no engine internals)."""
+
+    dag: Any
+    defaults: Policy
+    fail_fast: bool = True
+    max_parallel: int | None = None
+    priorities: list[float] | None = None
+    broker: Any = None  # for task dependencies (taskiq's Context/TaskiqDepends)
+    caching: bool = False  # a result cache exists: tasks declared cache=True use it
+    step_events: bool = False  # someone listens to per-step events
+    deliver_steps: bool = False  # an execute_async caller wants each StepResult
+    router: Router = field(default_factory=Router.in_process)
+
+
+class RunState:
+    """One execution of a DAG, without I/O. Feed `start()`, then `completed(batch)` or
+    `handle(event)`; each returns the instructions to carry out. `status` is None while the
+    run goes on."""
+
+    def __init__(
+        self,
+        run_id: str,
+        config: RunConfig,
+        inputs: dict[str, Any],
+        restore: Mapping[int, Mapping[str, Any]] | None = None,
+    ) -> None:
+        dag = config.dag
+        self.run_id, self.config, self.inputs = run_id, config, inputs
+        self.names, self.node_inputs = dag._names, dag._inputs
+        self.node_outputs, self.tasks = dag._outputs, dag._tasks
+        self.metadata = dag._metadata
+        self.graph = dag.graph
+        self.router = config.router
+        self.fail_fast, self.step_events = config.fail_fast, config.step_events
+        self.deliver_steps = config.deliver_steps
+        self.scheduler = _core.Scheduler(self.graph, config.priorities, config.max_parallel)
+        self.values: dict[str, Any] = dict(inputs)
+        self.restored = dict(restore or {})
+        self.attempts = [0] * len(dag)  # the attempt in flight per node; 0 = none, -1 = waiting
+        self.plans: dict[Any, Plan] = {}
+        self.results: dict[int, Any] = {}  # raw results of tasks that have a compensation
+        self.failures: list[TaskError] = []
+        self.skipped: dict[str, str] = {}
+        self.first_error: TaskError | None = None
+        self.keeps_results = False  # some task has a compensation or a cache: look at plans
+        self.link: Any = None  # the transport's stream link (set by the driver once started)
+        self.streaming: Streaming | None = None  # set once a task produces or reads a stream
+        self.stream_keys: dict[int, frozenset[str]] = {}
+        self.status: str | None = None
+        # what the current event produced, turned into instructions by _out()
+        self._events: list[Event] = []
+        self._steps: list[StepResult] = []
+        self._jobs: list[Job] = []
+        self._lookups: list[Job] = []
+        self._retries: list[RetryAt] = []
+        self._stores: list[tuple[Job, Any]] = []
+        self.requeue: list[Completion] = []  # filled by the stream wiring
+        self.stops: list[int] = []  # filled by the stream wiring
+        if self.restored:
+            self._restore()
+
+    def _restore(self) -> None:
+        from .stream_wiring import forget_unkept_streams
+
+        forget_unkept_streams(self)
+        self.scheduler.mark_done(list(self.restored))
+        for outs in self.restored.values():
+            self.values.update(outs)
+
+    # -- events in ------------------------------------------------------------------------------
+
+    def start(self) -> list[Instruction]:
+        self._dispatch(self.scheduler.start())
+        self._check_finished()
+        return self._out()
+
+    def handle(self, event: Completed | RetryDue | Cancel) -> list[Instruction]:
+        if type(event) is Completed:
+            return self.completed(event.batch)
+        if type(event) is RetryDue:
+            return self._retry_due(event.node, event.attempt)
+        if type(event) is Cancel:
+            return self.cancel()
+        raise TypeError(f"RunState cannot handle {type(event).__name__}: {event!r}")
+
+    def cancel(self) -> list[Instruction]:
+        if self.status is None:
+            self.status = "cancelled"
+        return self._out()
+
+    def _retry_due(self, node: int, attempt: int) -> list[Instruction]:
+        if self.status is None:
+            self.attempts[node] = attempt
+            self._jobs.append(self.job(node, attempt))
+        return self._out()
+
+    def completed(self, batch: list[Completion]) -> list[Instruction]:
+        """Apply a batch of completions: one complete_many call into the scheduler."""
+        if self.status is not None:
+            return []  # late arrivals after the end (a cancel, fail_fast): nothing to do
+        attempts, node_outputs, values = self.attempts, self.node_outputs, self.values
+        plain = not (self.keeps_results or self.step_events or self.deliver_steps)
+        streaming = self.streaming
+        done: list[int] = []
+        stop = False
+        for c in batch:
+            node = c.node
+            if attempts[node] != c.attempt:
+                continue  # a late duplicate of a superseded attempt
+            if streaming is not None:
+                if streaming.hold(c):
+                    continue
+                c = streaming.unstopped(c)
+            if c.ok:
+                outputs = node_outputs[node]
+                if plain and len(outputs) == 1:  # the hot path: nothing else to record
+                    values[outputs[0]] = c.value
+                    attempts[node] = 0
+                    done.append(node)
+                    continue
+                c = self._succeeded(c, outputs, done)
+                if c.ok:
+                    continue
+            stop = self._failed(c, stop) or stop
+        if stop:
+            if done:
+                self.scheduler.complete_many(done)
+            self.status = "failed"
+            return self._out()
+        if done:
+            self._dispatch(self.scheduler.complete_many(done))
+        self._check_finished()
+        return self._out()
+
+    # -- completions ----------------------------------------------------------------------------
+
+    def _succeeded(self, c: Completion, outputs: Sequence[str], done: list[int]) -> Completion:
+        """Record a success (several outputs, a cache, a compensation, listeners); returns the
+        completion turned into a failure when its value does not split into its outputs."""
+        node, name = c.node, self.names[c.node]
+        outs = None
+        if len(outputs) != 1:
+            try:
+                outs = split_outputs(name, outputs, c.value)
+            except (TypeError, ValueError) as exc:
+                return Completion(node, c.attempt, False, task_error(name, exc))
+            self.values.update(outs)
+        else:
+            self.values[outputs[0]] = c.value
+        self.attempts[node] = 0
+        done.append(node)
+        if self.keeps_results:
+            plan = self.plan(node)
+            if plan.compensate is not None:
+                self.results[node] = c.value
+            if plan.cache is not None and not c.cached:
+                self._stores.append((self.job(node, 1), c.value))
+        if self.step_events or self.deliver_steps:
+            if outs is None:
+                outs = {outputs[0]: c.value}
+            if self.step_events:
+                event = StepCompleted(
+                    self.run_id, node, name, c.value, c.attempt, None, outs, c.worker, c.cached
+                )
+                self._events.append(event)
+            if self.deliver_steps:
+                self._steps.append(StepResult(node, name, c.value, outs, c.attempt))
+        return c
+
+    def _failed(self, c: Completion, stopping: bool) -> bool:
+        """Retry, or record a failure for good; True when the run must stop (fail_fast)."""
+        node, error = c.node, c.value
+        if not stopping and self._may_retry(c):
+            return False
+        self.attempts[node] = 0
+        streaming = self.streaming
+        if streaming is None or node not in streaming.reported:
+            self.failures.append(error)
+            if streaming is not None:
+                streaming.failed(node, error)
+            if self.step_events:
+                self._events.append(
+                    StepFailed(self.run_id, node, self.names[node], error, c.attempt)
+                )
+            if self.fail_fast:
+                # keep recording this batch's completions (a restart skips them), run nothing
+                if self.first_error is None:
+                    self.first_error = error
+                return True
+        if streaming is not None and streaming.failed_early(node):
+            streaming.reported.add(node)
+            return False  # the scheduler fails it once it hands it out
+        self._skip(node)
+        return False
+
+    def _may_retry(self, c: Completion) -> bool:
+        node, error = c.node, c.value
+        policy = self.plan(node).policy
+        if (
+            c.attempt > policy.retries
+            or error.type == "CancelledError"
+            # the items a streaming consumer read as they came cannot be read again
+            or (self.streaming is not None and node in self.streaming.live)
+        ):
+            return False
+        attempt = c.attempt + 1
+        delay = policy.delay_before(attempt)
+        if self.step_events:
+            self._events.append(
+                StepRetried(self.run_id, node, self.names[node], error, attempt, delay)
+            )
+        if delay > 0:
+            self.attempts[node] = -1  # nothing in flight until the retry fires
+            self._retries.append(RetryAt(node, attempt, delay))
+        else:
+            self.attempts[node] = attempt
+            self._jobs.append(self.job(node, attempt))
+        return True
+
+    def _skip(self, node: int) -> None:
+        names = self.names
+        lost = self.scheduler.fail(node)
+        for s in lost:
+            self.skipped[names[s]] = names[node]
+        if self.step_events:
+            for s in lost:
+                self._events.append(StepSkipped(self.run_id, s, names[s], names[node]))
+        self._dispatch(self.scheduler.take_ready())
+
+    def _check_finished(self) -> None:
+        if self.status is None and self.scheduler.finished:
+            self.status = "failed" if self.failures or self.first_error else "succeeded"
+
+    # -- dispatch -------------------------------------------------------------------------------
+
+    def _dispatch(self, nodes: list[int]) -> None:
+        if not nodes or self.status is not None:
+            return
+        attempts = self.attempts
+        for node in nodes:
+            attempts[node] = 1
+        if self.streaming is None:
+            for node in nodes:
+                self.plan(node)  # a plan may reveal the run's first stream
+        if self.streaming is not None:
+            # consumers start with their producers: their routes exist before any job is built
+            nodes = self.streaming.before_dispatch(nodes)
+        jobs = [self.job(node, 1) for node in nodes]
+        if self.step_events:
+            run_id, names = self.run_id, self.names
+            self._events.extend(StepStarted(run_id, n, names[n], 1) for n in nodes)
+        if self.keeps_results and self.config.caching:
+            jobs = self._split_cached(jobs)
+        self._jobs.extend(jobs)
+
+    def _split_cached(self, jobs: list[Job]) -> list[Job]:
+        todo = []
+        for job in jobs:
+            if self.plan(job.node).cache is None:
+                todo.append(job)
+            else:
+                self._lookups.append(job)
+        return todo
+
+    def _out(self) -> list[Instruction]:
+        out: list[Instruction] = []
+        if self._events:
+            out.append(Emit(self._events))
+            self._events = []
+        if self._steps:
+            out.append(Deliver(self._steps))
+            self._steps = []
+        if self._stores:
+            out.append(Store(self._stores))
+            self._stores = []
+        if self.requeue:
+            out.append(Requeue(self.requeue))
+            self.requeue = []
+        if self._lookups:
+            lookups, self._lookups = self._lookups, []
+            out.append(LookUp(lookups, [self.plan(j.node).cache for j in lookups]))
+        if self._jobs:
+            out.append(Dispatch(self._jobs))
+            self._jobs = []
+        if self._retries:
+            out.extend(self._retries)
+            self._retries = []
+        if self.stops:
+            out.append(Stop(self.stops))
+            self.stops = []
+        if self.status is not None:
+            out.append(Finish(self.status))
+        return out
+
+    # -- jobs -----------------------------------------------------------------------------------
+
+    def plan(self, node: int) -> Plan:
+        task = self.tasks[node]
+        meta = self.metadata[node]
+        # settings given to register_task for this node make a plan of its own
+        own = meta is not None and not OVERRIDES.isdisjoint(meta)
+        key: Any = (id(task), node) if own else id(task)
+        found = self.plans.get(key)
+        if found is None:
+            given = {k: meta[k] for k in OVERRIDES if k in meta} if own else {}
+            found = self.plans[key] = self._make_plan(node, task, given)
+            if found.compensate is not None or found.cache is not None:
+                self.keeps_results = True
+            if (found.producer or found.streams) and self.streaming is None:
+                from .stream_wiring import Streaming
+
+                self.streaming = Streaming(self)
+        return found
+
+    def _make_plan(self, node: int, task: Any, given: dict[str, Any]) -> Plan:
+        spec = get_spec(task)
+
+        def setting(name: str, default: Any = None) -> Any:
+            if name in given:
+                return given[name]
+            return getattr(spec, name, default) if spec is not None else default
+
+        plain = original_function(task)
+        producer = is_producer(plain)
+        cache = None
+        if setting("cache", False) and self.config.caching:
+            if producer:
+                raise TypeError(
+                    f"task '{self.names[node]}' is a stream producer (an async generator): "
+                    "its items cannot be served from the cache; drop cache=True"
+                )
+            cache = (setting("min_ttl"), setting("max_ttl"))
+        where = (
+            (given.get("local"), given.get("pool")) if "local" in given or "pool" in given else None
+        )
+        return Plan(
+            with_dependencies(plain, self.config.broker),
+            params_of(plain),
+            resolve_policy(self.config.defaults, task, given),
+            setting("compensate"),
+            cache,
+            producer,
+            frozenset(setting("streams", ())) | stream_params(plain),
+            setting("stream_buffer", 64),
+            self.router.place(task, where),
+        )
+
+    def streams_of(self, node: int) -> frozenset[str]:
+        """The input keys a node reads as streams: a stream-annotated parameter names the key
+        bound to it, which is a key of another name when the node binds positionally."""
+        plan = self.plan(node)
+        if not plan.streams:
+            return plan.streams
+        found = self.stream_keys.get(node)
+        if found is None:
+            keys = self.node_inputs[node]
+            found = plan.streams.intersection(keys)
+            if not (plan.params.issuperset(keys) if plan.params is not None else all_names(keys)):
+                names = positional_params(original_function(self.tasks[node]))
+                found |= {k for k, p in zip(keys, names, strict=False) if p in plan.streams}
+            self.stream_keys[node] = found
+        return found
+
+    def job(self, node: int, attempt: int) -> Job:
+        plan = self.plan(node)
+        keys, values = self.node_inputs[node], self.values
+        func = plan.func
+        stream = None
+        if self.streaming is not None and (plan.producer or plan.streams):
+            values, func, stream = self.streaming.wire(node, plan)
+        params = plan.params
+        if params.issuperset(keys) if params is not None else all_names(keys):
+            kwargs = {k: values[k] for k in keys}
+            args: tuple[Any, ...] = ()
+        else:
+            kwargs = {}
+            args = tuple(map(values.__getitem__, keys))
+        return Job(
+            node, attempt, self.tasks[node], func, args, kwargs, self.names[node],
+            plan.policy.timeout, stream, plan.place,
+        )  # fmt: skip
+
+    # -- the end --------------------------------------------------------------------------------
+
+    def produced(self) -> dict[str, Any]:
+        inputs = self.inputs
+        return {k: v for k, v in self.values.items() if k not in inputs}
+
+    def compensations(self) -> list[Job]:
+        """One job per completed task that has a compensation, in reverse topological order,
+        each called with its task's own result."""
+        if not self.results:
+            return []
+        jobs = []
+        for node in reversed(self.graph.topological_order()):
+            if node not in self.results:
+                continue
+            action = self.plan(node).compensate
+            func = with_dependencies(original_function(action), self.config.broker)
+            if isinstance(getattr(action, "task_name", None), str):
+                task, place = action, self.router.place(action)
+            else:  # a plain function runs here (a fresh wrapper: never cached by the router)
+                task, place = InEngine(func), _HERE
+            name, result = self.names[node], self.results[node]
+            jobs.append(Job(node, COMPENSATION, task, func, (result,), {}, name, None, None, place))
+        return jobs
+
+    def error(self, produced: dict[str, Any]) -> BaseException | None:
+        """The exception the run ends with (None when it succeeded)."""
+        if self.status == "cancelled":
+            return ExecutionCancelled(self.run_id, self.produced())
+        if self.first_error is not None:
+            return TaskFailedError(self.first_error)
+        if self.failures:
+            return DataflowExecutionError(self.failures, self.skipped, produced)
+        return None
+
+
+# -- helpers --------------------------------------------------------------------------------------
+
+
+def all_names(keys: Sequence[str]) -> bool:
+    return all(k.isidentifier() for k in keys)
+
+
+def params_of(func: Any) -> frozenset[str] | None:
+    """Parameter names that keys bind to by keyword; None when the callable takes **kwargs.
+
+    A node whose input keys are not all parameter names (or, for **kwargs, not all Python
+    names) gets its values positionally, in the order of its declared inputs; so does a
+    callable whose signature cannot be read (builtins).
+    """
+    try:
+        params = inspect.signature(func).parameters
+    except (TypeError, ValueError):
+        return frozenset()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return None
+    return frozenset(
+        name
+        for name, p in params.items()
+        if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    )
+
+
+def positional_params(func: Any) -> list[str]:
+    try:
+        params = inspect.signature(func).parameters.values()
+    except (TypeError, ValueError):
+        return []
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return [p.name for p in params if p.kind in kinds]
+
+
+def split_outputs(name: str, outputs: Sequence[str], value: Any) -> dict[str, Any]:
+    """A task's return value as {output key: value}."""
+    if len(outputs) == 1:
+        return {outputs[0]: value}
+    if not outputs:
+        return {}
+    if isinstance(value, Mapping):
+        missing = [k for k in outputs if k not in value]
+        if missing:
+            raise ValueError(
+                f"task '{name}' returned a mapping without its output(s) {missing} "
+                f"(it declares outputs {list(outputs)}, got keys {list(value)[:10]})"
+            )
+        return {k: value[k] for k in outputs}
+    if isinstance(value, (tuple, list)) and len(value) == len(outputs):
+        return dict(zip(outputs, value, strict=True))
+    raise TypeError(
+        f"task '{name}' declares outputs {list(outputs)}: return a mapping with those keys or a "
+        f"tuple of {len(outputs)} values, not {type(value).__name__}"
+    )
