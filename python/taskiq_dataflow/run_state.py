@@ -456,12 +456,14 @@ class RunState:
         for node in nodes:
             attempts[node] = 1
         if self.streaming is None:
-            for node in nodes:
-                self.plan(node)  # a plan may reveal the run's first stream
+            job = self.job
+            jobs = [job(node, 1) for node in nodes]
         if self.streaming is not None:
-            # consumers start with their producers: their routes exist before any job is built
+            # consumers start with their producers: their routes exist before any job is
+            # built (so the jobs above are made again once per run, by the batch whose plans
+            # revealed the run's first stream)
             nodes = self.streaming.before_dispatch(nodes)
-        jobs = [self.job(node, 1) for node in nodes]
+            jobs = [self.job(node, 1) for node in nodes]
         if self.step_events:
             run_id, names = self.run_id, self.names
             self._events.extend(StepStarted(run_id, n, names[n], 1) for n in nodes)
