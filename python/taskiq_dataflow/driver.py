@@ -58,6 +58,15 @@ class Driver:
         transport.attach(self.sink)
         self.stats: dict[str, int] = {}
         self._timers: list[asyncio.TimerHandle] = []
+        # instructions off the hot path (Dispatch and Emit are tested first, inline)
+        self._rare: dict[type, Callable[[Any], None]] = {
+            Deliver: self._deliver,
+            LookUp: self._look_up,
+            RetryAt: self._retry_at,
+            Stop: self._stop,
+            Requeue: self._requeue,
+            Store: self._store,
+        }
 
     def cancel(self) -> None:
         """Stop dispatching, cancel what is in flight; the run ends with ExecutionCancelled."""
@@ -157,43 +166,45 @@ class Driver:
 
     async def _carry_out(self, instructions: list[Instruction]) -> None:
         for ins in instructions:
-            kind = type(ins)
-            if kind is Dispatch:
+            if type(ins) is Dispatch:
                 if self.state.status is None:  # a listener may have cancelled the run
-                    self.transport.kick(ins.jobs)  # type: ignore[union-attr]
-            elif kind is Emit:
-                for event in ins.events:  # type: ignore[union-attr]
+                    self.transport.kick(ins.jobs)
+            elif type(ins) is Emit:
+                for event in ins.events:
                     await self.bus.emit(event)
-            elif kind is Finish:
-                pass  # the loop ends on state.status
-            else:
+            elif type(ins) is not Finish:  # on Finish the loop ends (it reads state.status)
                 self._carry_out_rare(ins)
 
     def _carry_out_rare(self, ins: Instruction) -> None:
-        sink = self.sink
-        if type(ins) is Deliver:
-            assert self.step_sink is not None
-            for step in ins.steps:
-                self.step_sink(step)
-        elif type(ins) is LookUp:
-            if self.state.status is None:
-                self.transport.kick(self._serve_from_cache(ins.jobs, ins.ttls))
-        elif type(ins) is RetryAt:
-            loop = asyncio.get_running_loop()
-            self._timers.append(
-                loop.call_later(ins.delay, sink.signal, RetryDue(ins.node, ins.attempt))
-            )
-        elif type(ins) is Stop:
-            for node in ins.nodes:
-                self.transport.stop(node)
-        elif type(ins) is Requeue:
-            sink.done.extend(ins.completions)
-            sink.wake()
-        elif type(ins) is Store:
-            for job, value in ins.entries:
-                self.cache.store(job, value)
-        else:
+        handler = self._rare.get(type(ins))
+        if handler is None:
             raise TypeError(f"the driver cannot carry out {type(ins).__name__}: {ins!r}")
+        handler(ins)
+
+    def _deliver(self, ins: Deliver) -> None:
+        assert self.step_sink is not None
+        for step in ins.steps:
+            self.step_sink(step)
+
+    def _look_up(self, ins: LookUp) -> None:
+        if self.state.status is None:
+            self.transport.kick(self._serve_from_cache(ins.jobs, ins.ttls))
+
+    def _retry_at(self, ins: RetryAt) -> None:
+        due = RetryDue(ins.node, ins.attempt)
+        self._timers.append(asyncio.get_running_loop().call_later(ins.delay, self.sink.signal, due))
+
+    def _stop(self, ins: Stop) -> None:
+        for node in ins.nodes:
+            self.transport.stop(node)
+
+    def _requeue(self, ins: Requeue) -> None:
+        self.sink.done.extend(ins.completions)
+        self.sink.wake()
+
+    def _store(self, ins: Store) -> None:
+        for job, value in ins.entries:
+            self.cache.store(job, value)
 
     def _serve_from_cache(self, jobs: list[Job], ttls: list[Any]) -> list[Job]:
         """Answer cached tasks at once (their completions go through the sink like any

@@ -581,7 +581,8 @@ class RunState:
 
     def job(self, node: int, attempt: int) -> Job:
         plan = self.plan(node)
-        keys, values = self.node_inputs[node], self.values
+        keys = self.node_inputs[node]
+        values: Mapping[str, Any] = self.values
         func = plan.func
         stream = None
         if self.streaming is not None and (plan.producer or plan.streams):

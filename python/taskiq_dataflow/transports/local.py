@@ -104,8 +104,10 @@ class LocalTransport(Transport):
     def _finished(self, job: Job, fut: asyncio.Future[Any]) -> None:
         self._tasks.pop(job.node, None)
         if fut.cancelled():
-            exc: BaseException = asyncio.CancelledError(f"task '{job.name}' was cancelled")
-            self.sink.push(Completion(job.node, job.attempt, False, task_error(job.name, exc)))
+            cancelled = asyncio.CancelledError(f"task '{job.name}' was cancelled")
+            self.sink.push(
+                Completion(job.node, job.attempt, False, task_error(job.name, cancelled))
+            )
             return
         exc = fut.exception()
         if exc is None:
