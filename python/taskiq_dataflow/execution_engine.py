@@ -35,6 +35,7 @@ __all__ = [
     "ExecutionCancelled",
     "ExecutionEngine",
     "MissingInputError",
+    "RunHandle",
     "StepResult",
     "TaskFailedError",
 ]
@@ -109,9 +110,11 @@ class ExecutionEngine:
     async def execute_async(
         self, inputs: Mapping[str, Any] | None = None, pipeline_id: str | None = None
     ) -> AsyncIterator[StepResult]:
-        """Run the DAG, yielding each step's result as it completes."""
+        """Run the DAG, yielding each step's result as it completes. Leaving the loop early
+        (a `break`) cancels this run, not the engine's other runs."""
         queue: asyncio.Queue[StepResult | None] = asyncio.Queue()
-        run = asyncio.ensure_future(self._run(dict(inputs or {}), pipeline_id, queue.put_nowait))
+        driver = self._prepare(dict(inputs or {}), pipeline_id, queue.put_nowait)
+        run = asyncio.ensure_future(self._drive(driver))
         run.add_done_callback(lambda _: queue.put_nowait(None))
         try:
             while True:
@@ -122,8 +125,17 @@ class ExecutionEngine:
             await run
         finally:
             if not run.done():
-                self.cancel()
+                driver.cancel()
                 await asyncio.gather(run, return_exceptions=True)
+
+    def start(
+        self, inputs: Mapping[str, Any] | None = None, pipeline_id: str | None = None
+    ) -> RunHandle:
+        """Start a run without awaiting it (call it with the event loop running): the handle
+        gives its id and live progress, cancels that run alone, and is awaited for its
+        outputs (or its error). Bad inputs raise here, before anything starts."""
+        driver = self._prepare(dict(inputs or {}), pipeline_id, None)
+        return RunHandle(driver, asyncio.ensure_future(self._drive(driver)))
 
     async def restart(self, run_id: str) -> dict[str, Any]:
         """Continue a failed or interrupted run from the store; completed tasks do not run."""
@@ -204,6 +216,18 @@ class ExecutionEngine:
         parent: str | None = None,
         restarting: bool = False,
     ) -> dict[str, Any]:
+        driver = self._prepare(inputs, pipeline_id, step_sink, restore, parent)
+        return await self._drive(driver, restarting)
+
+    def _prepare(
+        self,
+        inputs: dict[str, Any],
+        pipeline_id: str | None,
+        step_sink: Callable[[StepResult], None] | None,
+        restore: Mapping[int, Mapping[str, Any]] | None = None,
+        parent: str | None = None,
+    ) -> Driver:
+        """Check the run's inputs and build its state and driver (nothing starts yet)."""
         self.dag.validate()
         self._check_inputs(inputs)
         run_id = pipeline_id or uuid.uuid4().hex
@@ -221,8 +245,10 @@ class ExecutionEngine:
             router=transport.router(),
         )
         state = RunState(run_id, config, inputs, restore)
-        driver = Driver(state, transport, self.events, self.cache, step_sink, parent)
-        token = _CURRENT.set(_Current(self, run_id, restarting))
+        return Driver(state, transport, self.events, self.cache, step_sink, parent)
+
+    async def _drive(self, driver: Driver, restarting: bool = False) -> dict[str, Any]:
+        token = _CURRENT.set(_Current(self, driver.state.run_id, restarting))
         self._drivers.add(driver)
         try:
             return await driver.run()
@@ -246,6 +272,48 @@ class ExecutionEngine:
     def _policy(self, task: Any, overrides: Mapping[str, Any] | None = None) -> Policy:
         """Retry and timeout settings of `task` (see run_state.resolve_policy)."""
         return resolve_policy(self._defaults, task, overrides)
+
+
+class RunHandle:
+    """A run started with `ExecutionEngine.start()`."""
+
+    __slots__ = ("_driver", "_task")
+
+    def __init__(self, driver: Driver, task: asyncio.Future[dict[str, Any]]) -> None:
+        self._driver, self._task = driver, task
+
+    @property
+    def run_id(self) -> str:
+        return self._driver.state.run_id
+
+    def progress(self) -> dict[str, Any]:
+        """{"status": "running" | "succeeded" | "failed" | "cancelled", "total": tasks, and
+        the scheduler's counts: "pending", "ready", "running", "done", "failed", "skipped"}."""
+        state = self._driver.state
+        status = state.status or "running"
+        if status == "succeeded" and not self._task.done():
+            status = "running"  # outputs are still being collected (the cluster's references)
+        counts = state.scheduler.counts()
+        # fail_fast stops before the scheduler hears of the failure: count it from the run
+        counts["failed"] = max(counts["failed"], len(state.failures))
+        return {"status": status, "total": len(state.tasks), **counts}
+
+    def cancel(self) -> None:
+        """Cancel this run alone; awaiting the handle then raises ExecutionCancelled."""
+        self._driver.cancel()
+
+    def done(self) -> bool:
+        return self._task.done()
+
+    async def result(self) -> dict[str, Any]:
+        """The run's outputs (what `execute` returns); raises what `execute` raises."""
+        return await asyncio.shield(self._task)
+
+    def __await__(self) -> Any:
+        return self.result().__await__()
+
+    def __repr__(self) -> str:
+        return f"RunHandle({self.run_id!r}, {self.progress()['status']})"
 
 
 class _Current(NamedTuple):
