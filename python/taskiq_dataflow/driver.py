@@ -35,6 +35,7 @@ from .run_state import (
     Stop,
     Store,
 )
+from .slots import SharedSlots
 from .transports.base import Completion, Job, Sink, Transport
 
 # Yield to the event loop at least this often while every batch is followed by another at
@@ -51,9 +52,13 @@ class Driver:
         cache: Any = None,
         step_sink: Callable[[StepResult], None] | None = None,
         parent: str | None = None,
+        slots: SharedSlots | None = None,
+        limit: int | None = None,
     ) -> None:
         self.state, self.transport, self.bus, self.cache = state, transport, bus, cache
         self.step_sink, self.parent = step_sink, parent
+        # the engine's slots shared with its other runs, and this run's own bound within them
+        self.slots, self.limit = slots, limit
         self.sink = Sink()
         transport.attach(self.sink)
         self.stats: dict[str, int] = {}
@@ -105,6 +110,8 @@ class Driver:
                 )
             raise
         finally:
+            if self.slots is not None:
+                self.slots.leave(self)
             relax.__exit__(None, None, None)
             for timer in self._timers:
                 timer.cancel()
@@ -142,8 +149,10 @@ class Driver:
         return produced
 
     async def _loop(self) -> None:
-        state, sink, carry_out = self.state, self.sink, self._carry_out
-        await carry_out(state.start())
+        state, sink, carry_out, slots = self.state, self.sink, self._carry_out, self.slots
+        await carry_out(state.start())  # with shared slots: none yet, what is ready waits
+        if slots is not None:
+            slots.join(self)  # grants this run its share (SlotsGranted through the sink)
         eager = 0
         while state.status is None:
             if sink.done or sink.control:
@@ -161,6 +170,8 @@ class Driver:
                     await carry_out(state.handle(event))
             if sink.done and state.status is None:
                 await carry_out(state.completed(sink.take()))
+            if slots is not None and len(slots.drivers) > 1:
+                slots.rebalance()  # slots this batch freed may belong to another run now
 
     # -- instructions ---------------------------------------------------------------------------
 

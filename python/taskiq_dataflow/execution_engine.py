@@ -26,6 +26,7 @@ from .errors import (
 )
 from .events import EventBus, StepCompleted
 from .run_state import Policy, RunConfig, RunState, StepResult, resolve_policy
+from .slots import SharedSlots
 from .transports.base import Transport
 from .transports.local import LocalTransport
 
@@ -44,10 +45,11 @@ __all__ = [
 class ExecutionEngine:
     """Run a DAG: in-process by default, or through a taskiq broker or the NATS cluster.
 
-    `max_parallel` bounds the tasks in flight; `fail_fast` stops at the first failure, otherwise
-    everything independent of the failures runs and their dependents are skipped. `retries`,
-    `retry_delay`, `retry_backoff`, `retry_jitter` and `timeout` are defaults that a task's
-    `pipeline_task(...)` overrides. `priority="critical_path"` runs the longest chains first.
+    `max_parallel` bounds the tasks in flight across every concurrent run of this engine,
+    shared fairly among them (`execute(..., max_parallel=)` bounds one run). `fail_fast` stops
+    at the first failure, otherwise everything independent of the failures runs and their
+    dependents are skipped. `retries`, `retry_delay`, `retry_backoff`, `retry_jitter` and
+    `timeout` are defaults that a task's `pipeline_task(...)` overrides. `priority="critical_path"` runs the longest chains first.
     """
 
     def __init__(
@@ -90,6 +92,7 @@ class ExecutionEngine:
         if store is not None:
             store.attach(self)
         self._drivers: set[Driver] = set()  # the runs in progress (cancel() stops them all)
+        self._slots: SharedSlots | None = None  # made at the first run with max_parallel set
         self.stats: dict[str, int] = {}  # the last run's transport counters (redeliveries...)
         if on_step_complete is not None:
             self.events.subscribe(self._call_on_step_complete, StepCompleted)
@@ -102,18 +105,29 @@ class ExecutionEngine:
     # -- public API ---------------------------------------------------------------------------
 
     async def execute(
-        self, inputs: Mapping[str, Any] | None = None, pipeline_id: str | None = None
+        self,
+        inputs: Mapping[str, Any] | None = None,
+        pipeline_id: str | None = None,
+        *,
+        max_parallel: int | None = None,
     ) -> dict[str, Any]:
-        """Run the DAG; returns every output key's value."""
-        return await self._run(dict(inputs or {}), pipeline_id, None)
+        """Run the DAG; returns every output key's value. `max_parallel` bounds this run's
+        tasks in flight (within the engine's own bound, shared with its other runs)."""
+        return await self._run(dict(inputs or {}), pipeline_id, None, limit=max_parallel)
 
     async def execute_async(
-        self, inputs: Mapping[str, Any] | None = None, pipeline_id: str | None = None
+        self,
+        inputs: Mapping[str, Any] | None = None,
+        pipeline_id: str | None = None,
+        *,
+        max_parallel: int | None = None,
     ) -> AsyncIterator[StepResult]:
         """Run the DAG, yielding each step's result as it completes. Leaving the loop early
         (a `break`) cancels this run, not the engine's other runs."""
         queue: asyncio.Queue[StepResult | None] = asyncio.Queue()
-        driver = self._prepare(dict(inputs or {}), pipeline_id, queue.put_nowait)
+        driver = self._prepare(
+            dict(inputs or {}), pipeline_id, queue.put_nowait, limit=max_parallel
+        )
         run = asyncio.ensure_future(self._drive(driver))
         run.add_done_callback(lambda _: queue.put_nowait(None))
         try:
@@ -129,12 +143,16 @@ class ExecutionEngine:
                 await asyncio.gather(run, return_exceptions=True)
 
     def start(
-        self, inputs: Mapping[str, Any] | None = None, pipeline_id: str | None = None
+        self,
+        inputs: Mapping[str, Any] | None = None,
+        pipeline_id: str | None = None,
+        *,
+        max_parallel: int | None = None,
     ) -> RunHandle:
         """Start a run without awaiting it (call it with the event loop running): the handle
         gives its id and live progress, cancels that run alone, and is awaited for its
         outputs (or its error). Bad inputs raise here, before anything starts."""
-        driver = self._prepare(dict(inputs or {}), pipeline_id, None)
+        driver = self._prepare(dict(inputs or {}), pipeline_id, None, limit=max_parallel)
         return RunHandle(driver, asyncio.ensure_future(self._drive(driver)))
 
     async def restart(self, run_id: str) -> dict[str, Any]:
@@ -215,8 +233,9 @@ class ExecutionEngine:
         restore: Mapping[int, Mapping[str, Any]] | None = None,
         parent: str | None = None,
         restarting: bool = False,
+        limit: int | None = None,
     ) -> dict[str, Any]:
-        driver = self._prepare(inputs, pipeline_id, step_sink, restore, parent)
+        driver = self._prepare(inputs, pipeline_id, step_sink, restore, parent, limit)
         return await self._drive(driver, restarting)
 
     def _prepare(
@@ -226,17 +245,23 @@ class ExecutionEngine:
         step_sink: Callable[[StepResult], None] | None,
         restore: Mapping[int, Mapping[str, Any]] | None = None,
         parent: str | None = None,
+        limit: int | None = None,
     ) -> Driver:
         """Check the run's inputs and build its state and driver (nothing starts yet)."""
+        if limit is not None and (type(limit) is not int or limit < 1):
+            raise ValueError(
+                f"execute(max_parallel=...) must be an int of at least 1, got {limit!r}"
+            )
         self.dag.validate()
         self._check_inputs(inputs)
+        slots = self._shared_slots()
         run_id = pipeline_id or uuid.uuid4().hex
         transport = self._make_transport(run_id)
         config = RunConfig(
             self.dag,
             self._defaults,
             self.fail_fast,
-            self.max_parallel,
+            0 if slots is not None else limit,  # shared: the slots grant capacity (slots.py)
             self._priorities(self.dag.graph),
             self.broker,
             caching=self.cache is not None,
@@ -245,7 +270,15 @@ class ExecutionEngine:
             router=transport.router(),
         )
         state = RunState(run_id, config, inputs, restore)
-        return Driver(state, transport, self.events, self.cache, step_sink, parent)
+        return Driver(state, transport, self.events, self.cache, step_sink, parent, slots, limit)
+
+    def _shared_slots(self) -> SharedSlots | None:
+        if self.max_parallel is None:
+            return None
+        if self._slots is None:
+            self._slots = SharedSlots(self.max_parallel)
+        self._slots.total = self.max_parallel  # the attribute may have been set since
+        return self._slots
 
     async def _drive(self, driver: Driver, restarting: bool = False) -> dict[str, Any]:
         token = _CURRENT.set(_Current(self, driver.state.run_id, restarting))

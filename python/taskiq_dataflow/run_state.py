@@ -68,6 +68,11 @@ class RetryDue:
 
 
 @dataclass(slots=True)
+class SlotsGranted:
+    """The engine's shared slots raised this run's capacity: dispatch what is ready."""
+
+
+@dataclass(slots=True)
 class Cancel:
     """Stop dispatching; the run ends as cancelled."""
 
@@ -290,11 +295,14 @@ class RunState:
         self._check_finished()
         return self._out()
 
-    def handle(self, event: Completed | RetryDue | Cancel) -> list[Instruction]:
+    def handle(self, event: Completed | RetryDue | SlotsGranted | Cancel) -> list[Instruction]:
         if type(event) is Completed:
             return self.completed(event.batch)
         if type(event) is RetryDue:
             return self._retry_due(event.node, event.attempt)
+        if type(event) is SlotsGranted:
+            self._dispatch(self.scheduler.take_ready())
+            return self._out()
         if type(event) is Cancel:
             return self.cancel()
         raise TypeError(f"RunState cannot handle {type(event).__name__}: {event!r}")
