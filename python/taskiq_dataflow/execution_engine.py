@@ -49,7 +49,8 @@ class ExecutionEngine:
     shared fairly among them (`execute(..., max_parallel=)` bounds one run). `fail_fast` stops
     at the first failure, otherwise everything independent of the failures runs and their
     dependents are skipped. `retries`, `retry_delay`, `retry_backoff`, `retry_jitter` and
-    `timeout` are defaults that a task's `pipeline_task(...)` overrides. `priority="critical_path"` runs the longest chains first.
+    `timeout` are defaults that a task's `pipeline_task(...)` overrides.
+    `priority="critical_path"` runs the longest chains first.
     """
 
     def __init__(
