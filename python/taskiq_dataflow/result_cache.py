@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .cluster.protocol import DEFAULT_CODEC, Codec, EncodeError
+from .codec import DEFAULT_CODEC, Codec, EncodeError
 from .transports.base import Job
 
 

@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .cluster.protocol import DEFAULT_CODEC, Codec
+from .codec import DEFAULT_CODEC, Codec
 from .errors import EncodeError, StoreError
 from .events import (
     Event,
@@ -112,7 +112,8 @@ def _pid_alive(pid: int) -> bool:
 def dag_fingerprint(dag: DAG) -> str:
     """A digest of the DAG's shape (task names and keys per node): restart needs the same DAG."""
     h = hashlib.blake2b(digest_size=16)
-    h.update(repr((dag._names, dag._inputs, dag._outputs, dag._edges)).encode())
+    shape = (dag.task_names, dag.node_inputs, dag.node_outputs, dag.explicit_edges)
+    h.update(repr(shape).encode())
     return h.hexdigest()
 
 
@@ -294,7 +295,7 @@ class _Recording:
     def _digest_of(self, run_id: str, node: int) -> str:
         h = hashlib.blake2b(digest_size=16)
         digests = self.digests.get(run_id, {})
-        for key in self.dag._inputs[node]:
+        for key in self.dag.node_inputs[node]:
             h.update(digests.get(key, b"?"))
         return h.hexdigest()
 
@@ -505,10 +506,10 @@ def restorable(
     outputs = restorable_outputs(store, dag, run_id)
     names = set(rerun)
     if names:
-        unknown = names - set(dag._names)
+        unknown = {name for name in names if not dag.ids_named(name)}
         if unknown:
             raise StoreError(f"no task named {sorted(unknown)} in the DAG")
-        seeds = [i for i, name in enumerate(dag._names) if name in names]
+        seeds = sorted(i for name in names for i in dag.ids_named(name))
         for node in (*seeds, *dag.graph.descendants(seeds)):
             outputs.pop(node, None)
     return run["inputs"], outputs
