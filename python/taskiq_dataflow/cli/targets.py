@@ -22,7 +22,7 @@ from .output import describe, where
 TARGET_KINDS = "a DataflowRegistry, DAG, DAGBuilder, DataflowPipeline or Flow"
 
 
-def import_module(name: str) -> Any:
+def _import_module(name: str) -> Any:
     """Import a module by dotted name or file path, with the current directory importable."""
     cwd = os.getcwd()
     if cwd not in sys.path and "" not in sys.path:
@@ -61,7 +61,7 @@ def import_module(name: str) -> Any:
         raise CLIError(f"importing module {name!r} raised{where(exc)} {describe(exc)}") from exc
 
 
-def is_target(obj: Any) -> bool:
+def _is_target(obj: Any) -> bool:
     return isinstance(obj, (DataflowRegistry, DAG, DAGBuilder, DataflowPipeline, Flow))
 
 
@@ -71,7 +71,7 @@ def _candidates(module: Any) -> list[str]:
     for attr, value in vars(module).items():
         if attr.startswith("_"):
             continue
-        if is_target(value) or (
+        if _is_target(value) or (
             inspect.isfunction(value)
             and value.__module__ == module.__name__
             and get_spec(value) is None
@@ -89,7 +89,7 @@ async def load_target(spec: str) -> Any:
             f"target {spec!r} is not of the form module:attr (for example "
             "myproject.flows:registry or flows.py:build_pipeline)"
         )
-    module = import_module(module_name)
+    module = _import_module(module_name)
     obj: Any = module
     for i, part in enumerate(attr_path.split(".")):
         if not hasattr(obj, part):
@@ -104,7 +104,7 @@ async def load_target(spec: str) -> Any:
                 )
             raise CLIError(f"{owner!r} has no attribute {part!r}{hint}")
         obj = getattr(obj, part)
-    if is_target(obj):
+    if _is_target(obj):
         return obj
     if get_spec(obj) is not None or hasattr(obj, "kiq"):
         raise CLIError(
@@ -132,7 +132,7 @@ async def load_target(spec: str) -> Any:
             made = await made
     except Exception as exc:
         raise CLIError(f"calling {spec}() raised{where(exc)} {describe(exc)}") from exc
-    if not is_target(made):
+    if not _is_target(made):
         raise CLIError(
             f"{spec}() returned an object of type {type(made).__name__}; it must return "
             f"{TARGET_KINDS}"
@@ -171,7 +171,7 @@ def load_broker_option(spec: str) -> Any:
         raise CLIError(
             f"--broker {spec!r} is not of the form module:attr (for example flows:broker)"
         )
-    module = import_module(module_name)
+    module = _import_module(module_name)
     if not hasattr(module, attr):
         raise CLIError(f"--broker {spec!r}: module {module_name!r} has no attribute {attr!r}")
     obj = getattr(module, attr)
@@ -195,7 +195,7 @@ def load_cluster_broker(spec: str) -> Any:
     from ..cluster.serve import load_broker
 
     module_name = spec.partition(":")[0]
-    import_module(module_name)  # one clear line for an unimportable module, cwd importable
+    _import_module(module_name)  # one clear line for an unimportable module, cwd importable
     try:
         return load_broker(spec)
     except (ImportError, ValueError) as exc:
