@@ -130,8 +130,8 @@ def _cancel_on_signals(engine: ExecutionEngine, console: Console) -> Iterator[li
     try:
         yield stopped_by
     finally:
-        for sig in installed:
-            loop.remove_signal_handler(sig)
+        for each in installed:
+            loop.remove_signal_handler(each)
 
 
 @contextlib.asynccontextmanager
