@@ -15,12 +15,13 @@ from __future__ import annotations
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence, Set
-from typing import Any, NamedTuple, TextIO
+from typing import Any, NamedTuple, TextIO, TypeVar
 
 from .. import _core
 from ..errors import CycleError, DAGValidationError, DataflowError, format_cycle
 from ..task import check_keys, get_spec, infer_inputs, outputs_of, task_display_name
 
+_T = TypeVar("_T")
 AsciiRenderer = Callable[["DAG", int], str]
 # Set by `taskiq_dataflow.visualization` when it is imported (the package's __init__ does): the
 # visualizer depends on the DAG, so the DAG must not import the visualizer back.
@@ -344,7 +345,9 @@ class DAG:
         often runs a few dozen tasks, so per-task lookups loop over these, not over nodes."""
         count, distinct = self._distinct
         if count != len(self._tasks):
-            distinct = list({id(task): task for task in self._tasks}.values())
+            tasks = self._tasks
+            # id -> task pairs deduped by dict() itself: all in C, no Python loop per node
+            distinct = list(dict(zip(map(id, tasks), tasks, strict=True)).values())
             self._distinct = (len(self._tasks), distinct)
         return list(distinct)
 
@@ -530,7 +533,7 @@ class DAG:
             return f"'{name}' (output '{self._outputs[node_id][0]}')"
         return f"'{name}'"
 
-    def _ids(self, call: Any) -> Any:
+    def _ids(self, call: Callable[[], _T]) -> _T:
         try:
             return call()
         except _core.CycleError as exc:

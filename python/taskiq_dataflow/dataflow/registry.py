@@ -54,13 +54,14 @@ class DataflowRegistry:
         if (
             plain is not None
             and type(output) is str
+            and inputs is not None
             and type(inputs) in (list, tuple)
             and outputs is None
             and not metadata
         ):
             # Fast path for generated DAGs: no spec to merge, keys given explicitly.
-            ins = tuple(inputs)
-            outs: tuple[str, ...] = (output,)
+            ins: Sequence[str] = tuple(inputs)
+            outs: Sequence[str] = (output,)
             name = name or plain
             meta = None
         else:
