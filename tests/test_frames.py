@@ -182,6 +182,7 @@ def test_a_tasks_frame_field_of_the_wrong_type_is_refused_by_name(field, value):
         ([7, ["t", [], {}, "soon"]], 7, "'timeout' must be nil or a number"),
         ([8, ["t", [], {}, -1]], 8, "'timeout' must be nil or a number >= 0"),
         ([9, ["t", [], {}, True]], 9, "'timeout'"),
+        ([9, ["t", [], {}, float("nan")]], 9, "'timeout'"),
         ([10, ["t", [], {}, None, [1, []]]], 10, "'stream' must be"),
         ([11, ["t", [], {}, None, [True, ["not a ref"]]]], 11, "'stream' must be"),
     ],

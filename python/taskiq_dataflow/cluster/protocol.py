@@ -99,8 +99,14 @@ def _field_error(kind: str, field: str, wanted: str, got: Any) -> ProtocolError:
     return ProtocolError(f"{kind} frame: field '{field}' must be {wanted}, got {_short(got)}")
 
 
+_NUMBERS = (int, float)
+_STR = frozenset([str])
+# a NamedTuple's own __new__ is Python code; its fields are checked before this is called
+_new_tuple = tuple.__new__
+
+
 def _is_number(value: Any) -> bool:
-    return type(value) in (int, float) and not math.isnan(value)
+    return type(value) in _NUMBERS and not math.isnan(value)
 
 
 def _read(codec: Codec, data: bytes, kind: str) -> tuple[dict[str, Any], bool]:
@@ -184,7 +190,25 @@ def decode_tasks(codec: Codec, data: bytes) -> TasksFrame:
         if type(value) is not wanted:
             what = "an array" if wanted is list else "a str"
             raise ProtocolError(f"{_field_error(TASKS, field, what, value)} ({_TASKS_NEEDS})")
-    entries = [_task_entry(item, tolerant) for item in tasks]  # type: ignore[union-attr]
+    entries: list[TaskEntry | BadTask] = []
+    append = entries.append
+    for item in tasks:  # type: ignore[union-attr]
+        # the common entry checked inline (this loop runs for every task a worker gets);
+        # anything else goes to _task_entry, which says what is wrong
+        if type(item) is list and len(item) == 2 and not tolerant:
+            seq, body = item
+            if type(seq) is int and type(body) is list and len(body) == 4:
+                name, args, kwargs, timeout = body
+                if (
+                    type(name) is str
+                    and type(args) is list
+                    and type(kwargs) is dict
+                    and (timeout is None or (type(timeout) in _NUMBERS and timeout >= 0))
+                    and (not kwargs or _STR.issuperset(map(type, kwargs)))
+                ):
+                    append(_new_tuple(TaskEntry, (seq, name, args, kwargs, timeout, None)))
+                    continue
+        append(_task_entry(item, tolerant))
     return TasksFrame(run, reply, cancel, entries)  # type: ignore[arg-type]
 
 
@@ -215,7 +239,7 @@ def _task_entry(item: Any, tolerant: bool) -> TaskEntry | BadTask:
     if problem is not None:
         return BadTask(seq, f"got a malformed task entry: {problem} (an entry is {_ENTRY_SHAPE})")
     name, args, kwargs, timeout, *extra = body
-    return TaskEntry(seq, name, args, kwargs, timeout, extra[0] if extra else None)
+    return _new_tuple(TaskEntry, (seq, name, args, kwargs, timeout, extra[0] if extra else None))
 
 
 def _task_body_problem(body: Any) -> str | None:
@@ -226,9 +250,9 @@ def _task_body_problem(body: Any) -> str | None:
         return f"'name' must be a str, got {_short(name)}"
     if type(args) is not list:
         return f"'args' must be an array, got {_short(args)}"
-    if type(kwargs) is not dict or not all(type(k) is str for k in kwargs):
+    if type(kwargs) is not dict or not _STR.issuperset(map(type, kwargs)):
         return f"'kwargs' must be a map with str keys, got {_short(kwargs)}"
-    if timeout is not None and not (_is_number(timeout) and timeout >= 0):
+    if timeout is not None and not (type(timeout) in _NUMBERS and timeout >= 0):  # NaN too
         return f"'timeout' must be nil or a number >= 0, got {_short(timeout)}"
     if extra and not _is_stream_spec(extra[0]):
         return f"'stream' must be [keep (bool), [StreamRef, ...]], got {_short(extra[0])}"
