@@ -225,8 +225,8 @@ def peek_reply(data: bytes) -> str | None:
 
 def _task_entry(item: Any, tolerant: bool) -> TaskEntry | BadTask:
     if type(item) is not list or len(item) != 2:
-        problem = f"expected {_ENTRY_SHAPE}, got {_short(item)}"
-        return BadTask(None, f"got a malformed task entry: {problem}")
+        shape = f"expected {_ENTRY_SHAPE}, got {_short(item)}"
+        return BadTask(None, f"got a malformed task entry: {shape}")
     seq, body = item
     if type(seq) is not int:
         # a seq keys the worker's running tasks: an unhashable one would abort the frame
@@ -448,7 +448,7 @@ class StreamItems(NamedTuple):
 
 
 class StreamEnd(NamedTuple):
-    count: int  # items the stream had (-1: ended by the engine, its producer lost)
+    size: int  # items the stream had (-1: ended by the engine, its producer lost)
     error: list[str] | None  # [type, message] when the producer failed
 
 

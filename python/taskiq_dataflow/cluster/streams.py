@@ -335,7 +335,7 @@ class StreamReceiver(Stream[Any]):
                 self.failure = frame.error
                 # a failed stream ends with what already came: its items were published before
                 # the end on the same connection, and a failed producer sends nothing again
-                self.total = self.got if self.failure else frame.count
+                self.total = self.got if self.failure else frame.size
             self._credit(probed=self.got < self.total)
         else:  # a hello: the producer probes
             self._credit(probed=True)

@@ -190,7 +190,7 @@ class Worker:
         seqs = []
         queue = self._queue
         for task in frame.entries:
-            if type(task) is BadTask:
+            if isinstance(task, BadTask):
                 failure = Failure("ProtocolError", f"worker {self.worker_id} {task.message}", "")
                 if task.seq is None:
                     self._send(reply, rejection_part(self.codec, failure.message))
