@@ -250,6 +250,16 @@ def test_malformed_claims_and_result_entries_are_counted_and_the_rest_kept():
     assert "worker w9 sent a malformed failure for it" in failure.message
 
 
+def test_a_deeply_nested_malformed_failure_still_fails_its_task():
+    deep: Any = "x"
+    for _ in range(1000):
+        deep = [deep]
+    frame = decode_results(CODEC, _frame(RESULTS, w="w1", results=[[1, False, deep]]))
+    [(seq, ok, failure)] = frame.results
+    assert (seq, ok, failure.type) == (1, False, "ProtocolError")
+    assert failure.message.startswith("worker w1 sent a malformed failure for it: [[[")
+
+
 def test_a_result_that_cannot_be_decoded_fails_its_own_task():
     sender = _opaque_codec()
     parts = [result_part(1, sender.packb([Opaque()])), result_part(2, sender.packb("fine"))]

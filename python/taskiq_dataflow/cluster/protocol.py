@@ -353,7 +353,8 @@ def _failure(worker: str, value: Any) -> Failure:
     """A malformed failure still fails its task, with a message that says what arrived."""
     if type(value) is list and len(value) == 3 and all(type(v) is str for v in value):
         return Failure(*value)
-    message = f"worker {worker[:80]} sent a malformed failure for it: {str(value)[:200]!r}"
+    # _short, not str(): a failure nested 1,000 levels deep would exhaust the recursion limit
+    message = f"worker {worker[:80]} sent a malformed failure for it: {_short(value)}"
     return Failure("ProtocolError", message, "")
 
 
