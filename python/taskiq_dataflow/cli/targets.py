@@ -203,8 +203,7 @@ def load_cluster_broker(spec: str) -> Any:
 
 
 def tasks_broker(dag: DAG) -> Any:
-    # each distinct task once: a million nodes share a few dozen tasks (no view per node)
-    return cluster_broker_of({id(task): task for task in dag._tasks}.values())
+    return cluster_broker_of(dag.distinct_tasks())
 
 
 def full_dag(runnable: DataflowPipeline | DAG | Flow) -> DAG:

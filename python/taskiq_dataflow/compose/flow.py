@@ -425,7 +425,7 @@ class Flow:
         self._expand(cols, "", {}, positional=False)
         produced = {key for outs in cols.outputs for key in outs}
         external = list(dict.fromkeys(k for ins in cols.inputs for k in ins if k not in produced))
-        dag = DAG._from_columns(
+        dag = DAG.from_columns(
             cols.tasks, cols.names, cols.inputs, cols.outputs, cols.metadata, external, True
         )
         dag.validate()

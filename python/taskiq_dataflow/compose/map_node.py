@@ -203,7 +203,7 @@ class MapTask:
             outputs += _prefixed(prefixes, outs)
             metadata += [meta] * n
         sources = [p + t.source for p in prefixes]
-        dag = DAG._from_columns(tasks, names, inputs, outputs, metadata, sources, True)
+        dag = DAG.from_columns(tasks, names, inputs, outputs, metadata, sources, True)
         return dag, dict(zip(sources, items, strict=True)), [p + t.sink for p in prefixes]
 
 
@@ -214,7 +214,7 @@ def map_event_buses(dag: DAG) -> list[EventBus]:
     engine's: a progress display subscribes to these too, so that a map over 50,000 items counts
     50,000 items' tasks rather than one node."""
     buses: dict[int, EventBus] = {}
-    pending = list({id(task): task for task in dag._tasks}.values())  # distinct tasks only
+    pending = dag.distinct_tasks()
     while pending:
         task = pending.pop()
         events = task.events if isinstance(task, MapTask) else None
