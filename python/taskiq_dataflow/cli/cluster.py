@@ -125,19 +125,22 @@ async def _wait_for_workers(
     """The pids of the pool's workers once each of them heart-beats (so it has subscribed:
     tasks sent before would wait for a redelivery); fails with one line if the supervisor
     exits first (its own error line is above) or within `timeout`."""
-    from ..cluster.protocol import HEARTBEAT
+    from ..cluster.protocol import ProtocolError, decode_heartbeat
 
     pool = args.pool or broker.pool
     pids: set[int] = set()
     ready = asyncio.Event()
 
     async def on_beat(msg: Any) -> None:
-        with contextlib.suppress(Exception):  # not a frame we can read: not a worker of ours
-            frame = broker.codec.read_frame(msg.data)
-            if frame["t"] == HEARTBEAT and frame["pool"] == pool:
-                pids.add(int(str(frame["w"]).rsplit("-", 2)[1]))
-                if len(pids) >= args.workers:
-                    ready.set()
+        try:
+            beat = decode_heartbeat(broker.codec, msg.data)
+            pid = int(beat.worker.rsplit("-", 2)[1])  # worker ids are <host>-<pid>-<hex>
+        except (ProtocolError, IndexError, ValueError):
+            return  # not a heartbeat we can read: not a worker of ours
+        if beat.pool == pool:
+            pids.add(pid)
+            if len(pids) >= args.workers:
+                ready.set()
 
     nc = await broker.connect_checked(f"{PROG}-cluster", broker.progress_timeout)
     try:
