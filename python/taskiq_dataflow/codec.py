@@ -219,6 +219,7 @@ class Codec:
             if isinstance(obj, base):
                 return msgpack.ExtType(user.code, user.encode(obj))
         # Other subclasses of plain types (OrderedDict, a str subclass...) travel as the plain type
+        plain: type[Any]
         for plain in (bool, int, float, str, bytes, dict, list):
             if isinstance(obj, plain):
                 return str.__str__(obj) if plain is str else plain(obj)
@@ -241,7 +242,8 @@ class Codec:
         else:
             local.busy = True
         try:
-            return packer.pack(obj)
+            packed: bytes = packer.pack(obj)
+            return packed
         except EncodeError:
             packer.reset()
             raise
@@ -540,7 +542,7 @@ def _one(items: list[Any], what: str) -> Any:
 def _build_namedtuple(name: bytes, items: list[Any]) -> tuple[Any, ...]:
     cls = _loaded(name)
     if cls is not None and issubclass(cls, tuple) and hasattr(cls, "_make"):
-        return cls._make(items)  # type: ignore[attr-defined, no-any-return]
+        return cls._make(items)  # type: ignore[no-any-return]
     return tuple(items)
 
 

@@ -36,7 +36,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .codec import DEFAULT_CODEC, Codec
-from .errors import EncodeError, StoreError
+from .errors import EncodeError
+from .errors import StoreError as StoreError  # its documented path
 from .events import (
     Event,
     RunFinished,
@@ -145,7 +146,10 @@ class RunStore:
 
     def attach(self, engine: Any) -> Callable[[], None]:
         """Record `engine`'s runs; returns the unsubscribe function."""
-        return engine.events.subscribe(_Recording(self, engine.dag).on_event)
+        unsubscribe: Callable[[], None] = engine.events.subscribe(
+            _Recording(self, engine.dag).on_event
+        )
+        return unsubscribe
 
     def _write(self, sql: str, params: tuple[Any, ...]) -> None:
         self._pending.append((sql, params))
@@ -219,8 +223,9 @@ class RunStore:
         """'interrupted' for a running row whose owner is gone: on this host its process is
         dead; on another host (no pid to look at) its heartbeat is STALE_BEATS beats late.
         A row written before owners were recorded has no owner to judge: it stays running."""
-        if run["status"] != "running" or run["owner_pid"] is None:
-            return run["status"]
+        status: str = run["status"]
+        if status != "running" or run["owner_pid"] is None:
+            return status
         if run["owner_host"] == HOST:
             gone = not _pid_alive(run["owner_pid"])
         else:
@@ -254,10 +259,11 @@ class RunStore:
             "SELECT node, outputs FROM task_executions WHERE run_id = ? AND status = 'completed'",
             (run_id,),
         ).fetchall()
-        outputs, unstored = {}, []
+        outputs: dict[int, dict[str, Any]] = {}
+        unstored: list[int] = []
         for node, blob in rows:
             ok, value = (False, None) if blob is None else self.decode(blob)
-            if ok:
+            if ok and isinstance(value, dict):
                 outputs[node] = value
             else:
                 unstored.append(node)

@@ -13,8 +13,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any, TextIO
 
-from ..cluster.broker import ClusterError
-from ..errors import CLIError, DAGValidationError
+from ..errors import CLIError, ClusterError, DAGValidationError
 from ..execution_engine import (
     DataflowExecutionError,
     ExecutionCancelled,

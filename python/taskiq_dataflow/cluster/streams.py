@@ -38,7 +38,8 @@ import uuid
 from collections import deque
 from typing import Any
 
-from ..streams import Stream, StreamError, StreamRef
+from ..errors import StreamError
+from ..streams import Stream, StreamRef
 from .broker import publish_now
 from .protocol import (
     CREDIT,

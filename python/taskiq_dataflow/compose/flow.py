@@ -493,8 +493,8 @@ class _Columns:
     def __init__(self) -> None:
         self.tasks: list[Any] = []
         self.names: list[str] = []
-        self.inputs: list[tuple[str, ...]] = []
-        self.outputs: list[tuple[str, ...]] = []
+        self.inputs: list[Sequence[str]] = []  # the DAG's columns, handed over as they are
+        self.outputs: list[Sequence[str]] = []
         self.metadata: list[dict[str, Any] | None] = []
 
     def add(

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..dataflow.dag import DAG
@@ -81,8 +81,8 @@ class Template(NamedTuple):
 
     tasks: list[Any]
     names: list[str]
-    inputs: list[tuple[str, ...]]
-    outputs: list[tuple[str, ...]]
+    inputs: list[Sequence[str]]
+    outputs: list[Sequence[str]]
     metadata: list[dict[str, Any] | None]
     source: str
     sink: str
@@ -186,8 +186,8 @@ class MapTask:
         prefixes = [f"{self.name}[{i}]." for i in range(n)]
         tasks: list[Any] = []
         names: list[str] = []
-        inputs: list[tuple[str, ...]] = []
-        outputs: list[tuple[str, ...]] = []
+        inputs: list[Sequence[str]] = []  # the DAG's columns, handed over as they are
+        outputs: list[Sequence[str]] = []
         metadata: list[dict[str, Any] | None] = []
         for task, name, ins, outs, meta in zip(
             t.tasks, t.names, t.inputs, t.outputs, t.metadata, strict=True
@@ -224,7 +224,7 @@ def map_event_buses(dag: DAG) -> list[EventBus]:
     return list(buses.values())
 
 
-def _prefixed(prefixes: list[str], keys: tuple[str, ...]) -> list[tuple[str, ...]]:
+def _prefixed(prefixes: list[str], keys: Sequence[str]) -> list[tuple[str, ...]]:
     if not keys:
         return [()] * len(prefixes)
     if len(keys) == 1:
