@@ -254,7 +254,7 @@ class Ours(System):
         keys = [f"k{i}" for i in range(n)]
         inputs = [tuple(keys[p] for p in ps) for ps in preds]
         outputs = [(k,) for k in keys]
-        dag = DAG._from_columns([self.cbt.noop] * n, ["noop"] * n, inputs, outputs, [None] * n)
+        dag = DAG.from_columns([self.cbt.noop] * n, ["noop"] * n, inputs, outputs, [None] * n)
         dag.graph  # noqa: B018 - the Rust graph is part of the built DAG, not of the run
         return dag
 

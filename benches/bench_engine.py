@@ -108,7 +108,7 @@ def build_ours(preds: Preds) -> Any:
     keys = [f"k{i}" for i in range(n)]
     inputs = [tuple(keys[p] for p in ps) for ps in preds]
     outputs = [(k,) for k in keys]
-    dag = DAG._from_columns([noop] * n, ["noop"] * n, inputs, outputs, [None] * n)
+    dag = DAG.from_columns([noop] * n, ["noop"] * n, inputs, outputs, [None] * n)
     dag.graph  # noqa: B018 - the Rust graph is part of the built DAG, not of the run
     return dag
 
@@ -511,7 +511,7 @@ def render(res: dict[str, Any], command: str) -> str:
         "DAG) / tasks, which includes the dict of every task's result each system returns.",
         "",
         "- **taskiq-dataflow**: `ExecutionEngine(None, dag).execute()` (default in-process "
-        "transport); the DAG is made with `DAG._from_columns` (node i produces key `k{i}` and "
+        "transport); the DAG is made with `DAG.from_columns` (node i produces key `k{i}` and "
         "consumes its parents' keys) and its Rust graph is built before the timing.",
         "- **hand-written loop**: `graphlib.TopologicalSorter` built from the same edges (inside "
         "the timing), `asyncio.create_task` per ready node with its parents' results as "

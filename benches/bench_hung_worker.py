@@ -48,7 +48,7 @@ def build(cbt: Any, width: int, depth: int) -> Any:
     keys = [f"k{i}" for i in range(len(preds))]
     inputs = [tuple(keys[p] for p in ps) for ps in preds]
     n = len(preds)
-    return DAG._from_columns([cbt.noop] * n, ["noop"] * n, inputs, [(k,) for k in keys], [None] * n)
+    return DAG.from_columns([cbt.noop] * n, ["noop"] * n, inputs, [(k,) for k in keys], [None] * n)
 
 
 async def ready(cbt: Any) -> None:

@@ -8,8 +8,10 @@ type) mutated (bytes flipped, inserted, deleted, truncated, spliced); msgpack bu
 grammar with hostile parts (declared lengths that lie or are huge, unknown extension codes,
 marker extensions out of place, extension payloads that are themselves hostile msgpack); and
 deep nesting of arrays, maps, marker arrays and extension payloads, past every bound. Each goes
-through `Codec.unpackb` (strict, lazy, tolerant) and `Codec.read_frame` (strict, lazy,
-tolerant), on a thread with a 512 KiB stack (so the stack claim of MAX_DEPTH is fuzzed too).
+through `Codec.unpackb` (strict, lazy, tolerant), `Codec.read_frame` (strict, lazy,
+tolerant) and every frame decoder of cluster/protocol.py (tasks, results, heartbeat, ping,
+cancel, stream items/end/hello, credit), on a thread with a 512 KiB stack (so the stack
+claim of MAX_DEPTH is fuzzed too).
 
 Any other exception is a finding, printed with its input; a crash (stack overflow) kills the
 process, which the caller sees as a non-zero exit. tests/test_fuzz_decoders.py runs a bounded
@@ -35,12 +37,32 @@ from taskiq_dataflow.cluster.protocol import (
     RESULTS,
     TASKS,
     Codec,
+    Credit,
+    Heartbeat,
     Packed,
     ProtocolError,
     ValueRef,
+    decode_cancel,
+    decode_credit,
+    decode_heartbeat,
+    decode_ping,
+    decode_results,
+    decode_stream,
+    decode_tasks,
+    encode_cancel,
+    encode_credit,
+    encode_end,
+    encode_heartbeat,
+    encode_hello,
+    encode_items,
+    encode_tasks,
+    failure_part,
+    item_part,
+    rejection_part,
     result_part,
     task_part,
 )
+from taskiq_dataflow.cluster.protocol import Failure as Failed
 
 
 class Boxed:
@@ -71,6 +93,13 @@ DECODERS: list[tuple[str, Callable[[bytes], Any]]] = [
     ("read_frame", CODEC.read_frame),
     ("read_frame lazy", lambda d: CODEC.read_frame(d, lazy=True)),
     ("read_frame tolerant", lambda d: CODEC.read_frame(d, tolerant=True)),
+    ("decode_tasks", lambda d: decode_tasks(CODEC, d)),
+    ("decode_results", lambda d: decode_results(CODEC, d)),
+    ("decode_heartbeat", lambda d: decode_heartbeat(CODEC, d)),
+    ("decode_ping", decode_ping),
+    ("decode_cancel", lambda d: decode_cancel(CODEC, d)),
+    ("decode_stream", lambda d: decode_stream(CODEC, d)),
+    ("decode_credit", lambda d: decode_credit(CODEC, d)),
 ]
 EXT_CODES = [*range(0, 30), 64, 65, 66, 99, 127, -1, -128]
 
@@ -111,7 +140,19 @@ def seeds() -> list[bytes]:
         CODEC.frame_of_parts(TASKS, "tasks", bodies, run="r", reply="x"),
         CODEC.frame(HEARTBEAT, w="w1", pool="p", n=3),
         CODEC.frame(RESULTS, w="w", results=[[None, False, ["E", "m", ""]]]),
-    ]
+        encode_tasks(CODEC, bodies, "r", "x", "c"),
+        CODEC.frame_of_parts(
+            RESULTS, "results",
+            [failure_part(CODEC, 1, Failed("E", "m", "t")), rejection_part(CODEC, "no")],
+            w="w", claims=[1],
+        ),
+        encode_heartbeat(CODEC, Heartbeat("w1", "p", 3, "dataflow.worker.ab", 72, 0.5)),
+        encode_cancel(CODEC, [1, 2, 3]),
+        encode_items(CODEC, [item_part(i, data) for i, data in enumerate(encoded[:8])]),
+        encode_end(CODEC, 8, ["ValueError", "boom"]),
+        encode_hello(CODEC),
+        encode_credit(CODEC, Credit(3, 11, "s", True, False, True)),
+    ]  # fmt: skip
 
 
 # -- generators -----------------------------------------------------------------------------------
@@ -195,8 +236,13 @@ def grammar(rng: random.Random, depth: int = 0) -> bytes:
 
 def as_frame(rng: random.Random, body: bytes) -> bytes:
     """`body` in the place of a frame field, so read_frame gets past the frame's own checks."""
-    kind = rng.choice((b"\xa5tasks", b"\xa7results", b"\xa2hb"))
-    key = rng.choice((b"\xa5tasks", b"\xa7results", b"\xa1w"))
+    kind = rng.choice(
+        (b"\xa5tasks", b"\xa7results", b"\xa2hb", b"\xa5items", b"\xa3end", b"\xa6credit")
+    )
+    key = rng.choice(
+        (b"\xa5tasks", b"\xa7results", b"\xa1w", b"\xa6claims", b"\xa5inbox", b"\xa3cap",
+         b"\xa1i", b"\xa1n", b"\xa1e", b"\xa3got", b"\xa3run", b"\xa5reply")
+    )  # fmt: skip
     return b"\x83\xa1v\x02\xa1t" + kind + key + body
 
 

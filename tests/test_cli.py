@@ -7,7 +7,9 @@ import sys
 import textwrap
 
 import pytest
-from taskiq_dataflow.cli import CLIError, main, parse_inputs
+from taskiq_dataflow.cli import main
+from taskiq_dataflow.cli.args import parse_inputs
+from taskiq_dataflow.errors import CLIError
 
 FLOWS = textwrap.dedent(
     """
@@ -339,7 +341,7 @@ def test_progress_bar_when_forced(cli):
 def test_progress_lines_show_cache_hits():
     import io
 
-    from taskiq_dataflow.cli import Progress
+    from taskiq_dataflow.cli.progress import Progress
     from taskiq_dataflow.events import RunStarted, StepCompleted
 
     out = io.StringIO()

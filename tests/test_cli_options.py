@@ -10,7 +10,10 @@ import textwrap
 
 import pytest
 from taskiq_dataflow import DataflowPipeline
-from taskiq_dataflow.cli import DEFAULT_MAX_PARALLEL, Console, Progress, main
+from taskiq_dataflow.cli import main
+from taskiq_dataflow.cli.args import DEFAULT_MAX_PARALLEL
+from taskiq_dataflow.cli.console import Console
+from taskiq_dataflow.cli.progress import Progress
 from taskiq_dataflow.pipeline import BrokerConflictError
 
 FLOWS = textwrap.dedent(
@@ -94,7 +97,7 @@ FLOWS = textwrap.dedent(
 
 @pytest.fixture
 def cli(tmp_path, capsys, monkeypatch):
-    from taskiq_dataflow.cli import DEFAULT_MAX_PARALLEL as default
+    from taskiq_dataflow.cli.args import DEFAULT_MAX_PARALLEL as default
 
     (tmp_path / "opt_flows.py").write_text(f"DEFAULT = {default}\n" + FLOWS)
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -200,7 +203,7 @@ def test_store_prints_the_run_id_it_records(cli, tmp_path):
 
 
 def test_log_records_go_above_the_bar_not_through_it():
-    from taskiq_dataflow.cli import _logging_to
+    from taskiq_dataflow.cli.console import logging_to as _logging_to
     from taskiq_dataflow.events import RunFinished, RunStarted
 
     stream = io.StringIO()
@@ -270,7 +273,8 @@ def test_connect_waits_for_a_server_that_is_just_starting():
 
 def test_dag_and_flow_targets_take_the_broker_of_their_tasks():
     from taskiq_dataflow import Flow
-    from taskiq_dataflow.cli import build_parser, make_engine
+    from taskiq_dataflow.cli.args import build_parser
+    from taskiq_dataflow.cli.engine import make_engine
 
     from examples.cluster_example import broker, clean_data, load_data, registry
 
@@ -282,7 +286,7 @@ def test_dag_and_flow_targets_take_the_broker_of_their_tasks():
 
 
 def test_cluster_takes_the_run_options():
-    from taskiq_dataflow.cli import build_parser
+    from taskiq_dataflow.cli.args import build_parser
 
     run_options = ["-j", "3", "--no-fail-fast", "--progress", "none", "--store", "runs.db"]
     argv = ["cluster", "m:broker", "m:registry", *run_options, "-i", "a=1", "--json"]

@@ -8,6 +8,8 @@ import time
 
 import pytest
 import taskiq_dataflow.compose as compose
+import taskiq_dataflow.compose.flow as compose_flow
+import taskiq_dataflow.compose.map_node as map_node
 from conftest import run
 from taskiq_dataflow import (
     DAG,
@@ -436,7 +438,8 @@ def test_map_uses_the_outer_runs_broker_transport_and_options(monkeypatch, broke
             made.append((broker, options))
             super().__init__(broker, dag, **options)
 
-    monkeypatch.setattr(compose, "ExecutionEngine", Recording)
+    monkeypatch.setattr(compose_flow, "ExecutionEngine", Recording)
+    monkeypatch.setattr(map_node, "ExecutionEngine", Recording)
     flow = Flow()
     flow.map(chain_flow(), name="m", max_parallel=7)
     run(flow.run({"x": [1, 2]}, broker=broker, transport="local", retries=2, timeout=5))

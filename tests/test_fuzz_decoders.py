@@ -30,8 +30,22 @@ from taskiq_dataflow.cluster.protocol import (
     RESULTS,
     VERSION,
     Codec,
+    Credit,
+    Heartbeat,
     ProtocolError,
     ValueRef,
+    decode_cancel,
+    decode_credit,
+    decode_heartbeat,
+    decode_ping,
+    decode_results,
+    decode_stream,
+    decode_tasks,
+    encode_credit,
+    encode_end,
+    encode_heartbeat,
+    encode_items,
+    item_part,
     result_part,
 )
 
@@ -39,6 +53,17 @@ ROOT = Path(__file__).resolve().parent.parent
 CODEC = Codec()
 FUZZ = settings(
     max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None
+)
+
+
+FRAME_DECODERS = (
+    lambda d: decode_tasks(CODEC, d),
+    lambda d: decode_results(CODEC, d),
+    lambda d: decode_heartbeat(CODEC, d),
+    decode_ping,
+    lambda d: decode_cancel(CODEC, d),
+    lambda d: decode_stream(CODEC, d),
+    lambda d: decode_credit(CODEC, d),
 )
 
 
@@ -50,6 +75,7 @@ def only_protocol_errors(data: bytes) -> None:
         CODEC.read_frame,
         lambda d: CODEC.read_frame(d, lazy=True),
         lambda d: CODEC.read_frame(d, tolerant=True),
+        *FRAME_DECODERS,
     ):
         with contextlib.suppress(ProtocolError):
             decode(data)
@@ -88,7 +114,7 @@ raw = st.recursive(
 
 
 @FUZZ
-@given(raw, st.sampled_from(["tasks", "results", "hb"]), st.booleans())
+@given(raw, st.sampled_from(["tasks", "results", "hb", "items", "end", "credit"]), st.booleans())
 def test_hostile_msgpack_alone_and_inside_frames(value, kind, framed):
     body = {"v": VERSION, "t": kind, kind: value} if framed else value
     only_protocol_errors(msgpack.packb(body))
@@ -100,6 +126,11 @@ VALID = [
     ),
     CODEC.frame("tasks", tasks=[[1, ["echo", [(1,), {"k": frozenset([2])}], {}, None]]]),
     CODEC.packb([dt.datetime(2024, 1, 1, tzinfo=dt.UTC), fractions.Fraction(1, 3), 1j]),
+    encode_heartbeat(CODEC, Heartbeat("w1", "p", 3, "dataflow.worker.ab", 72, 0.5)),
+    encode_items(CODEC, [item_part(0, CODEC.packb((1, "x"))), item_part(1, CODEC.packb(None))]),
+    encode_end(CODEC, 2, ["ValueError", "boom"]),
+    encode_credit(CODEC, Credit(3, 11, "s", True, False, True)),
+    CODEC.packb([1, 2, 3]),  # a cancel payload
 ]
 
 
@@ -119,6 +150,44 @@ def test_mutated_valid_frames(data, edits):
         else:
             del out[where : where + 1 + byte % 8]
     only_protocol_errors(bytes(out))
+
+
+# every field of every frame kind, given junk: a ProtocolError or a decoded frame, and in a tasks
+# or results frame each junk entry fails alone (the others are kept)
+FIELDS = {
+    "tasks": ["run", "reply", "cancel", "tasks"],
+    "results": ["w", "claims", "results"],
+    "hb": ["w", "pool", "n", "inbox", "cap", "i"],
+    "items": ["i"],
+    "end": ["n", "e"],
+    "credit": ["got", "limit", "r", "end", "done", "p"],
+}
+
+
+@FUZZ
+@given(st.sampled_from(sorted(FIELDS)), st.data())
+def test_junk_in_any_field_of_any_frame_is_a_protocol_error(kind, data):
+    fields = {name: data.draw(raw, label=name) for name in FIELDS[kind]}
+    only_protocol_errors(CODEC.frame(kind, **fields))
+
+
+# plain msgpack data (a frame around extension junk may fail as a whole: the test above)
+plain = st.recursive(
+    leaves,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=3), inner),
+    max_leaves=12,
+)
+
+
+@FUZZ
+@given(st.lists(plain, max_size=8))
+def test_junk_entries_fail_alone(entries):
+    tasks = decode_tasks(CODEC, CODEC.frame("tasks", run="r", reply="x", cancel="c", tasks=entries))
+    assert len(tasks.entries) == len(entries)
+    results = decode_results(CODEC, CODEC.frame(RESULTS, w="w", claims=entries, results=entries))
+    assert len(results.claims) + len(results.results) + len(results.rejections) + (
+        results.malformed
+    ) == 2 * len(entries)
 
 
 @pytest.mark.parametrize("args", [["--deep"], ["--count", "3000", "--seed", "9"]])

@@ -22,7 +22,7 @@ from taskiq_dataflow import (
     StepCompleted,
     TaskFailedError,
 )
-from taskiq_dataflow.compose import _MapTask
+from taskiq_dataflow.compose.map_node import MapTask as _MapTask
 from taskiq_dataflow.store import nested_run_id, resumable
 
 HERE = Path(__file__).resolve().parent

@@ -4,7 +4,7 @@ from ._core import __version__
 from .compose import Flow, FlowError, FlowNode
 from .dataflow import DAG, DAGBuilder, DAGNode, DataCache, DataflowRegistry, TaskNode
 from .dependencies import Depends
-from .errors import CycleError, DAGValidationError, DataflowError
+from .errors import CycleError, DAGValidationError, DataflowError, StoreError, StreamError
 from .events import (
     Event,
     EventBus,
@@ -30,8 +30,8 @@ from .execution_engine import (
 from .map_reduce import MapReduce
 from .pipeline import DataflowPipeline
 from .result_cache import ResultCache
-from .store import RunStore, StoreError
-from .streams import Stream, StreamError
+from .store import RunStore
+from .streams import Stream
 from .task import TaskSpec, pipeline_task
 from .visualization import DAGVisualizer
 

@@ -218,7 +218,7 @@ class ExecutionEngine:
         missing = [k for k in self.dag.external_inputs if k not in inputs]
         if not missing:
             return
-        graph, names = self.dag.graph, self.dag._names
+        graph, names = self.dag.graph, self.dag.task_names
         details = [
             f"task '{names[graph.consumers(k)[0]]}' requires input '{k}' but no task produces it "
             "and it was not given in inputs"

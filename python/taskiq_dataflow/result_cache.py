@@ -20,7 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .cluster.protocol import DEFAULT_CODEC, Codec, EncodeError
+from .codec import DEFAULT_CODEC, Codec
+from .errors import EncodeError
 from .transports.base import Job
 
 

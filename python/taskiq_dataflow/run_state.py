@@ -247,9 +247,10 @@ class RunState:
     ) -> None:
         dag = config.dag
         self.run_id, self.config, self.inputs = run_id, config, inputs
-        self.names, self.node_inputs = dag._names, dag._inputs
-        self.node_outputs, self.tasks = dag._outputs, dag._tasks
-        self.metadata = dag._metadata
+        # the DAG's columns themselves (no copies): one list item per node
+        self.names, self.node_inputs = dag.task_names, dag.node_inputs
+        self.node_outputs, self.tasks = dag.node_outputs, dag.tasks
+        self.metadata = dag.node_metadata
         self.graph = dag.graph
         self.router = config.router
         self.fail_fast, self.step_events = config.fail_fast, config.step_events

@@ -35,8 +35,9 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .cluster.protocol import DEFAULT_CODEC, Codec
-from .errors import EncodeError, StoreError
+from .codec import DEFAULT_CODEC, Codec
+from .errors import EncodeError
+from .errors import StoreError as StoreError  # its documented path
 from .events import (
     Event,
     RunFinished,
@@ -112,7 +113,8 @@ def _pid_alive(pid: int) -> bool:
 def dag_fingerprint(dag: DAG) -> str:
     """A digest of the DAG's shape (task names and keys per node): restart needs the same DAG."""
     h = hashlib.blake2b(digest_size=16)
-    h.update(repr((dag._names, dag._inputs, dag._outputs, dag._edges)).encode())
+    shape = (dag.task_names, dag.node_inputs, dag.node_outputs, dag.explicit_edges)
+    h.update(repr(shape).encode())
     return h.hexdigest()
 
 
@@ -144,7 +146,10 @@ class RunStore:
 
     def attach(self, engine: Any) -> Callable[[], None]:
         """Record `engine`'s runs; returns the unsubscribe function."""
-        return engine.events.subscribe(_Recording(self, engine.dag).on_event)
+        unsubscribe: Callable[[], None] = engine.events.subscribe(
+            _Recording(self, engine.dag).on_event
+        )
+        return unsubscribe
 
     def _write(self, sql: str, params: tuple[Any, ...]) -> None:
         self._pending.append((sql, params))
@@ -218,8 +223,9 @@ class RunStore:
         """'interrupted' for a running row whose owner is gone: on this host its process is
         dead; on another host (no pid to look at) its heartbeat is STALE_BEATS beats late.
         A row written before owners were recorded has no owner to judge: it stays running."""
-        if run["status"] != "running" or run["owner_pid"] is None:
-            return run["status"]
+        status: str = run["status"]
+        if status != "running" or run["owner_pid"] is None:
+            return status
         if run["owner_host"] == HOST:
             gone = not _pid_alive(run["owner_pid"])
         else:
@@ -253,10 +259,11 @@ class RunStore:
             "SELECT node, outputs FROM task_executions WHERE run_id = ? AND status = 'completed'",
             (run_id,),
         ).fetchall()
-        outputs, unstored = {}, []
+        outputs: dict[int, dict[str, Any]] = {}
+        unstored: list[int] = []
         for node, blob in rows:
             ok, value = (False, None) if blob is None else self.decode(blob)
-            if ok:
+            if ok and isinstance(value, dict):
                 outputs[node] = value
             else:
                 unstored.append(node)
@@ -294,7 +301,7 @@ class _Recording:
     def _digest_of(self, run_id: str, node: int) -> str:
         h = hashlib.blake2b(digest_size=16)
         digests = self.digests.get(run_id, {})
-        for key in self.dag._inputs[node]:
+        for key in self.dag.node_inputs[node]:
             h.update(digests.get(key, b"?"))
         return h.hexdigest()
 
@@ -505,10 +512,10 @@ def restorable(
     outputs = restorable_outputs(store, dag, run_id)
     names = set(rerun)
     if names:
-        unknown = names - set(dag._names)
+        unknown = {name for name in names if not dag.ids_named(name)}
         if unknown:
             raise StoreError(f"no task named {sorted(unknown)} in the DAG")
-        seeds = [i for i, name in enumerate(dag._names) if name in names]
+        seeds = sorted(i for name in names for i in dag.ids_named(name))
         for node in (*seeds, *dag.graph.descendants(seeds)):
             outputs.pop(node, None)
     return run["inputs"], outputs

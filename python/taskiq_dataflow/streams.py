@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from .errors import StreamError
+from .errors import StreamError as StreamError  # its documented path
 
 T = TypeVar("T")
 

@@ -160,7 +160,8 @@ class InEngine:
 
 def original_function(task: Any) -> Callable[..., Any]:
     """The plain callable behind a taskiq decorated task (or the task itself)."""
-    return getattr(task, "original_func", task)
+    func: Callable[..., Any] = getattr(task, "original_func", task)
+    return func
 
 
 def _display_name(task: Any) -> str:

@@ -1,6 +1,7 @@
 """The NATS worker cluster: broker, wire protocol, workers, local server."""
 
-from .broker import ClusterError, DataflowNatsBroker
+from ..errors import ClusterError
+from .broker import DataflowNatsBroker
 from .protocol import Codec, EncodeError, ProtocolError, ValueRef
 from .server import NatsServer
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from taskiq_nats import NatsBroker
 
-from ..errors import ClusterError
+from ..errors import ClusterError as ClusterError  # its documented path
 from .protocol import DEFAULT_CODEC, Codec
 from .redact import redact
 

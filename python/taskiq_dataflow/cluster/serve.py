@@ -19,7 +19,8 @@ import sys
 import time
 from typing import Any
 
-from .broker import ClusterError, DataflowNatsBroker
+from ..errors import ClusterError
+from .broker import DataflowNatsBroker
 
 log = logging.getLogger("taskiq_dataflow.worker")
 

@@ -38,14 +38,35 @@ import uuid
 from collections import deque
 from typing import Any
 
-from ..streams import Stream, StreamError, StreamRef
+from ..errors import StreamError
+from ..streams import Stream, StreamRef
 from .broker import publish_now
-from .protocol import Codec, ProtocolError, ValueRef, task_part
+from .protocol import (
+    CREDIT,
+    END,
+    HELLO,
+    ITEMS,
+    Codec,
+    Credit,
+    ProtocolError,
+    StreamEnd,
+    StreamHello,
+    StreamItems,
+    ValueRef,
+    decode_credit,
+    decode_stream,
+    encode_credit,
+    encode_end,
+    encode_hello,
+    encode_items,
+    item_part,
+    stream_subjects,
+)
 from .values import ValueStore
 
 log = logging.getLogger("taskiq_dataflow.streams")
 
-ITEMS, END, HELLO, CREDIT = "items", "end", "hello", "credit"
+__all__ = ["CREDIT", "END", "HELLO", "ITEMS", "StreamLink", "StreamReceiver", "StreamSender"]
 BATCH_BYTES = 64 * 1024  # an items frame is sent at this size without waiting for a pause
 
 
@@ -116,14 +137,14 @@ class StreamSender:
     async def _open(self) -> None:
         if self._sub is None:
             self._sub = await self.nc.subscribe(self.ref.credits, cb=self._on_credit)
-            self._publish(self.codec.frame(HELLO))
+            self._publish(encode_hello(self.codec))
 
     def _flush(self) -> None:
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
         if self.batch:
-            self._publish(self.codec.frame_of_parts(ITEMS, "i", self.batch))
+            self._publish(encode_items(self.codec, self.batch))
             self.batch, self.batch_bytes = [], 0
 
     def _publish(self, frame: bytes) -> None:
@@ -131,12 +152,12 @@ class StreamSender:
 
     async def _on_credit(self, msg: Any) -> None:
         try:
-            frame = self.codec.read_frame(msg.data)
-            got, limit, session = int(frame["got"]), int(frame["limit"]), str(frame["r"])
-        except Exception:
+            credit = decode_credit(self.codec, msg.data)
+        except ProtocolError:
             return  # not a credit: ignored (the receiver answers the next probe)
+        got, limit, session = credit.got, credit.limit, credit.session
         self.heard_at = time.monotonic()
-        if frame.get("done"):
+        if credit.done:
             self.done = True
         elif session != self.session:
             base = self.unacked[0][0] if self.unacked else self.count
@@ -148,12 +169,12 @@ class StreamSender:
         else:
             self.got, self.limit = max(self.got, got), max(self.limit, limit)
         self.heard = True
-        if frame.get("end") and self.end_frame is not None:
+        if credit.end and self.end_frame is not None:
             self.end_acked = True
         unacked = self.unacked
         while unacked and unacked[0][0] < self.got:
             unacked.popleft()
-        if frame.get("p"):
+        if credit.probed:
             # the answer to a probe: the receiver has seen everything we published before it,
             # so what it still lacks was lost
             self._flush()
@@ -170,7 +191,7 @@ class StreamSender:
             f"{got}, but items {got}..{self.got - 1} had already been read by its previous "
             "run; a stream's items are not kept once read"
         )
-        self._publish(self.codec.frame(END, n=self.count, e=_error_of(error)))
+        self._publish(encode_end(self.codec, self.count, _error_of(error)))
         self.done = True
         self._changed.set()
 
@@ -194,10 +215,10 @@ class StreamSender:
                     f"the producer of stream '{self.ref.key}' heard nothing from this consumer "
                     f"for {silent:.0f} s and went on without it"
                 )
-                self._publish(self.codec.frame(END, n=self.got, e=_error_of(error)))
+                self._publish(encode_end(self.codec, self.got, _error_of(error)))
                 self.done = True
                 return
-            self._publish(self.codec.frame(HELLO))
+            self._publish(encode_hello(self.codec))
 
     async def _put(self, item: Any) -> None:
         if self.done:
@@ -218,7 +239,7 @@ class StreamSender:
             raise StreamError(
                 f"item {seq} of stream '{self.ref.key}' cannot be sent: {exc}"
             ) from exc
-        part = task_part(seq, encoded)  # [seq, item], the item encoded once
+        part = item_part(seq, encoded)  # [seq, item], the item encoded once
         self.unacked.append((seq, part))
         self._add(part)
 
@@ -238,7 +259,7 @@ class StreamSender:
             return
         await self._open()
         self._flush()
-        self.end_frame = self.codec.frame(END, n=self.count, e=_error_of(failure))
+        self.end_frame = encode_end(self.codec, self.count, _error_of(failure))
         self._publish(self.end_frame)
         if failure is None:
             # finished only when the receiver has everything (it may still be reading)
@@ -279,23 +300,22 @@ class StreamReceiver(Stream[Any]):
 
     def _credit(self, done: bool = False, probed: bool = False) -> None:
         self.granted = self.read + self.ref.buffer
-        frame = self.codec.frame(
-            CREDIT, got=self.got, limit=self.granted, r=self.session,
-            end=self.total is not None and self.got >= self.total, done=done, p=probed,
-        )  # fmt: skip
-        _send(self.nc, self.ref.credits, frame)  # lost: the sender's next probe asks again
+        ended = self.total is not None and self.got >= self.total
+        credit = Credit(self.got, self.granted, self.session, ended, done, probed)
+        # lost: the sender's next probe asks again
+        _send(self.nc, self.ref.credits, encode_credit(self.codec, credit))
 
     async def _on_items(self, msg: Any) -> None:
-        frame = _readable(self.codec, msg.data)
-        if frame is None:
+        try:
+            frame = decode_stream(self.codec, msg.data)
+        except ProtocolError as exc:
             # not from our producer (whose frames always decode here): dropped, and whatever
             # it displaced is recovered by the probes as a lost frame would be
-            log.debug("stream '%s': dropped an unreadable frame", self.key)
+            log.debug("stream '%s': dropped an unreadable frame: %s", self.key, exc)
             return
-        kind = frame.get("t")
-        if kind == ITEMS:
+        if type(frame) is StreamItems:
             stale, gap = False, bool(self.early)
-            for seq, value in frame["i"]:
+            for seq, value in frame.items:
                 if seq < self.got or seq in self.early:
                     stale = True  # a resend, or a regenerating producer: already have it
                 elif seq == self.got:
@@ -311,14 +331,14 @@ class StreamReceiver(Stream[Any]):
                 self._credit(probed=True)
             elif stale or (self.total is not None and self.got >= self.total):
                 self._credit()  # tell the sender where we are
-        elif kind == END:
+        elif type(frame) is StreamEnd:
             if self.total is None:
-                self.failure = frame.get("e")
+                self.failure = frame.error
                 # a failed stream ends with what already came: its items were published before
                 # the end on the same connection, and a failed producer sends nothing again
-                self.total = self.got if self.failure else int(frame["n"])
+                self.total = self.got if self.failure else frame.size
             self._credit(probed=self.got < self.total)
-        elif kind == HELLO:
+        else:  # a hello: the producer probes
             self._credit(probed=True)
         self._arrived.set()
 
@@ -375,27 +395,12 @@ class StreamReceiver(Stream[Any]):
                 await sub.unsubscribe()
 
 
-def _readable(codec: Codec, data: bytes) -> dict[str, Any] | None:
-    """An items or end frame whose fields have the types the receiver relies on, else None."""
+def _readable(codec: Codec, data: bytes) -> StreamItems | StreamEnd | StreamHello | None:
+    """An items, end or hello frame, or None when it is none of them or malformed."""
     try:
-        frame = codec.read_frame(data)
+        return decode_stream(codec, data)
     except ProtocolError:
         return None
-    kind = frame.get("t")
-    if kind == ITEMS:
-        entries = frame.get("i")
-        ok = isinstance(entries, list) and all(
-            type(e) is list and len(e) == 2 and type(e[0]) is int and e[0] >= 0 for e in entries
-        )
-    elif kind == END:
-        error = frame.get("e")
-        ok = type(frame.get("n")) is int and (
-            error is None
-            or (type(error) is list and len(error) == 2 and all(type(x) is str for x in error))
-        )
-    else:
-        ok = kind == HELLO
-    return frame if ok else None
 
 
 class StreamLink:
@@ -420,15 +425,13 @@ class StreamLink:
 
     def route(self, node: int, index: int, key: str, buffer: int) -> StreamRef:
         """The route of consumer `node`'s input number `index` (`key`)."""
-        where = f"{self.run_id}.{self._secret}.{node}.{index}"
+        items, credits = stream_subjects(self.prefix, self.run_id, self._secret, node, index)
         self.routed = True
         if self.values is not None:
             # the route's large items go to the object store under the run's name, maybe by
             # two workers the engine never hears from: purge the run's objects when it ends
             self.values.used = True
-        return StreamRef(
-            key, f"{self.prefix}.stream.{where}", f"{self.prefix}.credit.{where}", buffer
-        )
+        return StreamRef(key, items, credits, buffer)
 
     def sender(self, ref: StreamRef) -> StreamSender:
         # large items go to the object store under the run's name: purged with the run
@@ -444,9 +447,9 @@ class StreamLink:
 
     def abandon(self, ref: StreamRef) -> None:
         """Tell the producer a consumer is gone (it failed for good, or the run stopped)."""
-        frame = self.codec.frame(CREDIT, got=0, limit=0, r="engine", end=False, done=True)
-        _send(self.nc, ref.credits, frame)
+        credit = Credit(0, 0, "engine", done=True)
+        _send(self.nc, ref.credits, encode_credit(self.codec, credit))
 
     def end(self, ref: StreamRef, failure: BaseException) -> None:
         """End a stream whose producer failed for good (e.g. its workers died)."""
-        _send(self.nc, ref.items, self.codec.frame(END, n=-1, e=_error_of(failure)))
+        _send(self.nc, ref.items, encode_end(self.codec, -1, _error_of(failure)))

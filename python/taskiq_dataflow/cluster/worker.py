@@ -35,16 +35,25 @@ from ..dependencies import with_dependencies
 from ..streams import StreamRef, pump
 from ..transports.local import _resume
 from .broker import ENTRY_OVERHEAD, DataflowNatsBroker, frame_budget, publish_now
+from .protocol import MAX_CANCEL_SEQS as MAX_CANCEL_SEQS  # its home before protocol.py
 from .protocol import (
-    DEFAULT_CODEC,
-    HEARTBEAT,
-    RESULTS,
-    TASKS,
+    BadTask,
     EncodeError,
+    Failure,
+    Heartbeat,
     ProtocolError,
     ValueRef,
-    find_undecodable,
+    cancel_key_of,
+    decode_cancel,
+    decode_ping,
+    decode_tasks,
+    encode_heartbeat,
+    encode_results,
+    failure_part,
+    peek_reply,
+    rejection_part,
     result_part,
+    value_part,
 )
 from .streams import StreamLink, StreamReceiver
 from .values import ValueStore
@@ -55,10 +64,6 @@ log = logging.getLogger("taskiq_dataflow.worker")
 # under max_payload, and a megabyte of traceback helps nobody
 FAILURE_TEXT_LIMIT = 16 * 1024
 PING_INTERVAL = 0.02  # seconds between two heartbeats sent in answer to pings
-
-
-class _Undecodable(ProtocolError):
-    """A task entry whose arguments this worker cannot decode (e.g. an unknown extension)."""
 
 
 class Worker:
@@ -154,15 +159,20 @@ class Worker:
 
     def _beat(self) -> None:
         busy = self.concurrency - self._free + len(self._queue)
-        frame = self.codec.frame(
-            HEARTBEAT, w=self.worker_id, pool=self.pool, n=busy, inbox=self.subject,
-            cap=self.capacity, i=self.broker.heartbeat_interval,
+        beat = Heartbeat(
+            self.worker_id, self.pool, busy, self.subject, self.capacity,
+            self.broker.heartbeat_interval,
         )  # fmt: skip
-        self._publish(self.broker.heartbeat_subject, frame)
+        self._publish(self.broker.heartbeat_subject, encode_heartbeat(self.codec, beat))
 
     async def _on_ping(self, msg: Any) -> None:
         """An engine starting a run: tell it at once where to send work (at most every
         PING_INTERVAL: a flood of pings must not become a flood of heartbeats)."""
+        try:
+            decode_ping(msg.data)
+        except ProtocolError as exc:
+            log.debug("ignored a ping: %s", exc)
+            return
         now = time.monotonic()
         if now - self._pinged >= PING_INTERVAL:
             self._pinged = now
@@ -171,58 +181,24 @@ class Worker:
     # -- incoming frames ------------------------------------------------------------------------
 
     async def _on_tasks(self, msg: Any) -> None:
-        tolerant = False
         try:
-            try:
-                frame = self.codec.read_frame(msg.data)
-            except ProtocolError:
-                # an entry that cannot be decoded here fails alone, with its seq
-                frame = self.codec.read_frame(msg.data, tolerant=True)
-                tolerant = True
-            if frame["t"] != TASKS:
-                raise ProtocolError(f"expected a '{TASKS}' frame, got '{frame['t']}'")
-            run_id, reply, tasks = frame["run"], frame["reply"], frame["tasks"]
-            cancel = frame.get("cancel", run_id)
-            if not (
-                isinstance(tasks, list)
-                and isinstance(reply, str)
-                and isinstance(run_id, str)
-                and isinstance(cancel, str)
-            ):
-                raise ProtocolError(
-                    "a tasks frame needs 'run' (str), 'reply' (str), 'tasks' (list), 'cancel' (str)"
-                )
-        except Exception as exc:
+            frame = decode_tasks(self.codec, msg.data)
+        except ProtocolError as exc:
             self._reject(msg, exc)
             return
+        run_id, reply, cancel = frame.run, frame.reply, frame.cancel
         seqs = []
         queue = self._queue
-        for item in tasks:
-            try:
-                seq, body = item
-                if tolerant:
-                    bad = find_undecodable(body)
-                    if bad is not None:
-                        raise _Undecodable(f"cannot decode the task: {bad.message}")
-                name, args, kwargs, timeout, *extra = body
-                stream = extra[0] if extra else None
-                # seq keys _running: an unhashable one would abort the rest of the frame
-                if not (
-                    type(seq) is int
-                    and isinstance(name, str)
-                    and isinstance(args, list)
-                    and isinstance(kwargs, dict)
-                    and (stream is None or _is_stream_spec(stream))
-                ):
-                    raise TypeError("expected [seq, [name, args, kwargs, timeout(, stream)]]")
-            except Exception as exc:
-                seq = item[0] if isinstance(item, list) and item and type(item[0]) is int else None
-                what = "" if isinstance(exc, _Undecodable) else "got a malformed task entry: "
-                message = f"worker {self.worker_id} {what}{exc}"
-                self._send(reply, [seq, False, ["ProtocolError", message, ""]])
-                if seq is not None:
-                    seqs.append(seq)  # claimed, so that the engine takes this answer from us
+        for task in frame.entries:
+            if isinstance(task, BadTask):
+                failure = Failure("ProtocolError", f"worker {self.worker_id} {task.message}", "")
+                if task.seq is None:
+                    self._send(reply, rejection_part(self.codec, failure.message))
+                else:
+                    self._send(reply, failure_part(self.codec, task.seq, failure))
+                    seqs.append(task.seq)  # claimed: the engine takes this answer from us
                 continue
+            seq, name, args, kwargs, timeout, stream = task
             seqs.append(seq)
             entry = (run_id, reply, seq, name, args, kwargs, timeout, stream, cancel)
             if stream is not None or _has_refs(args, kwargs, (StreamRef,)):
@@ -247,12 +223,11 @@ class Worker:
 
     def _reject(self, msg: Any, exc: BaseException) -> None:
         """A frame we cannot read: answer on its reply subject if it has one, else log it."""
-        reply = msg.reply or _peek_reply(msg.data)
+        reply = msg.reply or peek_reply(msg.data)
         log.warning("rejected a frame on %s: %s", msg.subject, exc)
         if reply:
-            error = ["ProtocolError", f"worker {self.worker_id} rejected a frame: {exc}", ""]
-            frame = self.codec.frame(RESULTS, w=self.worker_id, results=[[None, False, error]])
-            self._publish(reply, frame)
+            part = rejection_part(self.codec, f"worker {self.worker_id} rejected a frame: {exc}")
+            self._publish(reply, encode_results(self.codec, self.worker_id, [], [part]))
 
     def _spawn(self, coro: Any) -> None:
         fut = asyncio.ensure_future(coro)
@@ -261,11 +236,12 @@ class Worker:
 
     async def _on_cancel(self, msg: Any) -> None:
         """Cancel a run's tasks: all of them, or with a payload (a list of seqs) only those."""
-        # the subject's last token is the run's cancel key (a secret of the run's frames)
-        key = msg.subject.rsplit(".", 1)[-1]
-        only = _cancel_seqs(self.codec, msg.data) if msg.data else None
-        if only == set():
-            log.warning("ignored a cancel frame that is not a list of seqs")
+        # the subject carries the run's cancel key (a secret of the run's frames)
+        key = cancel_key_of(msg.subject)
+        try:
+            only = decode_cancel(self.codec, msg.data)
+        except ProtocolError as exc:
+            log.warning("ignored a cancel frame: %s", exc)
             return
 
         def chosen(cancel: str, seq: Any) -> bool:
@@ -278,7 +254,7 @@ class Worker:
             keep: deque[Any] = deque()
             for entry in self._queue:
                 if chosen(entry[8], entry[2]):
-                    self._send(entry[1], _cancelled(entry[2], entry[3]))
+                    self._send(entry[1], self._cancelled(entry[2], entry[3]))
                 else:
                     keep.append(entry)
             self._queue = keep
@@ -320,7 +296,7 @@ class Worker:
                     f"worker {self.worker_id} (pool {self.pool!r}) has no task named {name!r}; "
                     "the worker's module must register it with @broker.task"
                 )
-                self._send(reply, _failure(seq, exc))
+                self._send(reply, self._failure(seq, exc))
                 return True
             func = with_dependencies(task.original_func, self.broker)
             found = self._funcs[name] = (
@@ -341,7 +317,7 @@ class Worker:
                 self._finish(run_id, reply, seq, stop.value)
                 return True
             except BaseException as exc:  # every failure becomes a result
-                self._send(reply, _failure(seq, exc))
+                self._send(reply, self._failure(seq, exc))
                 return True
             call = _resume(coro, yielded, None)
         key = (cancel, seq)
@@ -360,24 +336,22 @@ class Worker:
             encoded = self.codec.packb(value)
         except Exception as exc:  # a user codec may raise anything
             error = EncodeError(f"the task's return value cannot be sent: {exc}")
-            self._send(reply, _failure(seq, error))
+            self._send(reply, self._failure(seq, error))
             return
         assert self._values is not None
         if len(encoded) > self._values.threshold:
             self._spawn(self._upload(run_id, reply, seq, encoded))
         else:
-            part = result_part(seq, encoded) if seq >= 0 else _negative_result_part(seq, encoded)
-            self._outbox.setdefault(reply, []).append(part)
-            self._schedule_flush()
+            self._send(reply, result_part(seq, encoded))
 
     async def _upload(self, run_id: str, reply: str, seq: int, encoded: bytes) -> None:
         assert self._values is not None
         try:
             ref = await self._values.put(f"{run_id}.{seq}.{uuid.uuid4().hex[:8]}", encoded)
-            result = [seq, True, ref]
+            part = value_part(self.codec, seq, ref)
         except BaseException as exc:
-            result = _failure(seq, exc)
-        self._send(reply, result)
+            part = self._failure(seq, exc)
+        self._send(reply, part)
 
     async def _execute(
         self,
@@ -415,9 +389,9 @@ class Worker:
         except asyncio.CancelledError:
             if inspect.iscoroutine(call):
                 call.close()  # cancelled before it started: no "never awaited" warning
-            self._send(reply, _cancelled(seq, name))
+            self._send(reply, self._cancelled(seq, name))
         except BaseException as exc:  # every failure becomes a result
-            self._send(reply, _failure(seq, exc))
+            self._send(reply, self._failure(seq, exc))
         else:
             self._finish(run_id, reply, seq, value)
         finally:
@@ -450,9 +424,19 @@ class Worker:
 
     # -- outgoing results, batched --------------------------------------------------------------
 
-    def _send(self, reply: str, result: list[Any]) -> None:
-        self._outbox.setdefault(reply, []).append(self.codec.packb(result))
+    def _send(self, reply: str, part: bytes) -> None:
+        """Queue an encoded result entry for the next results frame to `reply`."""
+        self._outbox.setdefault(reply, []).append(part)
         self._schedule_flush()
+
+    def _failure(self, seq: int, exc: BaseException) -> bytes:
+        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        failure = Failure(type(exc).__name__, _cut(str(exc)), _cut(text))
+        return failure_part(self.codec, seq, failure)
+
+    def _cancelled(self, seq: int, name: str) -> bytes:
+        failure = Failure("CancelledError", f"task '{name}' was cancelled", "")
+        return failure_part(self.codec, seq, failure)
 
     def _schedule_flush(self) -> None:
         if not self._flush_scheduled:
@@ -469,10 +453,7 @@ class Worker:
         for reply in {**claims, **outbox}:
             seqs = claims.get(reply, [])
             for parts in _chunks(outbox.get(reply, []), budget - 10 * len(seqs)):
-                frame = self.codec.frame_of_parts(
-                    RESULTS, "results", parts, w=self.worker_id, claims=seqs
-                )
-                self._publish(reply, frame)
+                self._publish(reply, encode_results(self.codec, self.worker_id, seqs, parts))
                 seqs = []
 
     def _publish(self, subject: str, frame: bytes) -> None:
@@ -503,35 +484,14 @@ def _has_refs(args: list[Any], kwargs: dict[str, Any], kinds: tuple[type, ...] =
     return False
 
 
-def _is_stream_spec(stream: Any) -> bool:
-    """[keep, [StreamRef, ...]]: what a stream producer's entry carries."""
-    return (
-        isinstance(stream, list)
-        and len(stream) == 2
-        and isinstance(stream[1], list)
-        and all(type(r) is StreamRef for r in stream[1])
-    )
-
-
-MAX_CANCEL_SEQS = 100_000
-
-
 def _cancel_seqs(codec: Any, data: bytes) -> set[int]:
-    """The seqs a cancel frame names; empty when it is not a bounded list of ints."""
+    """The seqs a cancel payload names; empty when it is not a bounded list of ints (kept for
+    callers of the old helper: protocol.decode_cancel says what is wrong)."""
     try:
-        seqs = codec.unpackb(data)
+        seqs = decode_cancel(codec, data)
     except ProtocolError:
         return set()
-    if type(seqs) is not list or not 0 < len(seqs) <= MAX_CANCEL_SEQS:
-        return set()
-    if not all(type(seq) is int for seq in seqs):
-        return set()
-    return set(seqs)
-
-
-def _failure(seq: int, exc: BaseException) -> list[Any]:
-    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    return [seq, False, [type(exc).__name__, _cut(str(exc)), _cut(text)]]
+    return set(seqs or ())
 
 
 def _cut(text: str) -> str:
@@ -539,12 +499,6 @@ def _cut(text: str) -> str:
         return text
     half = FAILURE_TEXT_LIMIT // 2
     return f"{text[:half]}\n[... {len(text) - 2 * half} characters cut ...]\n{text[-half:]}"
-
-
-def _negative_result_part(seq: int, encoded: bytes) -> bytes:
-    """A successful result entry for a negative seq (a hand-made frame's), which result_part
-    cannot write: packed by msgpack, so that it comes back as sent."""
-    return b"\x93" + DEFAULT_CODEC.packb(seq) + b"\xc3" + encoded
 
 
 def _chunks(parts: list[bytes], budget: int) -> list[list[bytes]]:
@@ -561,18 +515,3 @@ def _chunks(parts: list[bytes], budget: int) -> list[list[bytes]]:
         chunks[-1].append(part)
         size += len(part)
     return chunks
-
-
-def _cancelled(seq: int, name: str) -> list[Any]:
-    return [seq, False, ["CancelledError", f"task '{name}' was cancelled", ""]]
-
-
-def _peek_reply(data: bytes) -> str | None:
-    """The reply subject of a frame that failed validation, when it can still be read."""
-    import msgpack
-
-    with contextlib.suppress(Exception):
-        frame = msgpack.unpackb(data, raw=False, strict_map_key=False)
-        reply = frame.get("reply") if isinstance(frame, dict) else None
-        return reply if isinstance(reply, str) else None
-    return None

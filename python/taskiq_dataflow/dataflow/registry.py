@@ -1,4 +1,5 @@
-"""DataflowRegistry: tasks registered with their I/O keys, wired into a DAG by key names."""
+"""DataflowRegistry: tasks registered with their I/O keys, wired into a DAG by key names;
+DAGBuilder, its chained front end."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..task import get_spec, task_display_name
-from .dag import DAG, DAGNode, _node_fields
+from .graph import DAG, DAGNode, node_fields
 
 TaskNode = DAGNode
 
@@ -23,7 +24,10 @@ class DataflowRegistry:
     def __init__(self) -> None:
         self._dag = DAG()
         self._declared_external: dict[str, None] = {}
-        self._last_by_task: dict[Any, int] = {}
+        # task -> (node, outputs, inputs) of its last registration: registering it again with
+        # the same keys updates that node instead of adding a duplicate producer (the keys are
+        # kept here so that the check, made on every registration, costs no call)
+        self._last_by_task: dict[Any, tuple[DAGNode, Sequence[str], Sequence[str]]] = {}
         self._plain_names: dict[Any, str] = {}
 
     # -- registration -------------------------------------------------------------------------
@@ -50,49 +54,38 @@ class DataflowRegistry:
         if (
             plain is not None
             and type(output) is str
+            and inputs is not None
             and type(inputs) in (list, tuple)
             and outputs is None
             and not metadata
         ):
             # Fast path for generated DAGs: no spec to merge, keys given explicitly.
-            ins = tuple(inputs)
-            outs: tuple[str, ...] = (output,)
+            ins: Sequence[str] = tuple(inputs)
+            outs: Sequence[str] = (output,)
             name = name or plain
             meta = None
         else:
-            fields = _node_fields(task, output, outputs, inputs, metadata, name)
-            ins, outs, name, meta = (
-                fields["_inputs"],
-                fields["_outputs"],
-                fields["_names"],
-                fields["_metadata"] or None,
-            )
+            fields = node_fields(task, output, outputs, inputs, metadata, name)
+            ins, outs, name, meta = fields.inputs, fields.outputs, fields.name, fields.metadata
             if not outs:
                 raise ValueError(
                     f"task {name!r} declares no output: pass output='key' (or outputs=[...]) "
                     "to register_task or to @pipeline_task"
                 )
         previous = self._last_by_task.get(task)
-        if previous is not None and dag._outputs[previous] == outs and dag._inputs[previous] == ins:
+        if previous is not None and previous[1] == outs and previous[2] == ins:
             if meta:
-                dag._metadata[previous] = {**(dag._metadata[previous] or {}), **meta}
-            return DAGNode._view(dag, previous)
-        node_id = len(dag._tasks)
-        dag._tasks.append(task)
-        dag._names.append(name)
-        dag._inputs.append(ins)
-        dag._outputs.append(outs)
-        dag._metadata.append(meta)
-        dag._graph = None
-        self._last_by_task[task] = node_id
-        return DAGNode._view(dag, node_id)
+                dag.update_metadata(previous[0].id, meta)
+            return previous[0]
+        node = dag.append_node(task, name, ins, outs, meta)
+        self._last_by_task[task] = (node, outs, ins)
+        return node
 
     def register_external_input(self, input_name: str) -> None:
         """Declare a key that is supplied at run time rather than produced by a task."""
         if not isinstance(input_name, str):
             raise TypeError(f"an input name must be a string, got {input_name!r}")
         self._declared_external[input_name] = None
-        self._dag._graph = None
 
     # -- queries ------------------------------------------------------------------------------
 
@@ -112,18 +105,20 @@ class DataflowRegistry:
 
     def get_producer(self, output_key: str) -> TaskNode | None:
         node_id = self._dag.graph.producer(output_key)
-        return None if node_id is None else DAGNode._view(self._dag, node_id)
+        return None if node_id is None else self._dag.view(node_id)
 
     def get_consumers(self, input_key: str) -> list[TaskNode]:
-        return self._dag._views(self._dag.graph.consumers(input_key))
+        return self._dag.views(self._dag.graph.consumers(input_key))
 
     def _node_id(self, task: Any) -> int:
-        if isinstance(task, DAGNode) and task._dag is self._dag:
-            return task._id
-        ids = self._dag._index("_names" if isinstance(task, str) else "_tasks").get(task)
+        dag = self._dag
+        if isinstance(task, DAGNode) and task.dag is dag:
+            return task.id
+        ids = dag.ids_named(task) if isinstance(task, str) else dag.ids_of_task(task)
         if not ids:
             raise KeyError(f"task {_name_of(task)!r} is not registered")
-        if len(ids) > 1 and len({(self._dag._inputs[i], self._dag._outputs[i]) for i in ids}) > 1:
+        ins, outs = dag.node_inputs, dag.node_outputs
+        if len(ids) > 1 and len({(ins[i], outs[i]) for i in ids}) > 1:
             raise ValueError(
                 f"task {_name_of(task)!r} is registered {len(ids)} times with different keys; "
                 "pass the TaskNode returned by register_task instead"
@@ -132,18 +127,18 @@ class DataflowRegistry:
 
     def get_data_dependencies(self, task: Any) -> list[str]:
         """The input keys of a task (a task object, its name, or its TaskNode)."""
-        return list(self._dag._inputs[self._node_id(task)])
+        return list(self._dag.node_inputs[self._node_id(task)])
 
     def get_task_metadata(self, task: Any) -> dict[str, Any]:
         """`output`, `outputs`, `inputs` and any metadata given at registration."""
-        node_id = self._node_id(task)
-        outs = self._dag._outputs[node_id]
+        node_id, dag = self._node_id(task), self._dag
+        outs = dag.node_outputs[node_id]
         return {
             "output": outs[0] if len(outs) == 1 else None,
             "outputs": list(outs),
-            "inputs": list(self._dag._inputs[node_id]),
-            "task_name": self._dag._names[node_id],
-            **(self._dag._metadata[node_id] or {}),
+            "inputs": list(dag.node_inputs[node_id]),
+            "task_name": dag.task_names[node_id],
+            **(dag.node_metadata[node_id] or {}),
         }
 
     def __len__(self) -> int:
@@ -161,19 +156,43 @@ class DataflowRegistry:
         external = list(self._declared_external)
         if external_inputs is not None:
             external.extend(external_inputs)
-        elif not external and src._inputs:
-            external = list(src._inputs[0])
-        dag = DAG._from_columns(
-            list(src._tasks),
-            list(src._names),
-            list(src._inputs),
-            list(src._outputs),
-            list(src._metadata),
-            external,
-            strict_inputs=True,
-        )
+        elif not external and len(src):
+            external = list(src.node_inputs[0])
+        dag = src.copy(external=external, strict_inputs=True)
         dag.validate()
         return dag
+
+
+class DAGBuilder:
+    """Programmatic DAG construction: `add_task(...)` calls or the chained `node(...).build()`."""
+
+    def __init__(self) -> None:
+        self._registry = DataflowRegistry()
+
+    def add_task(
+        self,
+        task: Any,
+        output: str | None = None,
+        inputs: Sequence[str] | None = None,
+        **kwargs: Any,
+    ) -> DAGBuilder:
+        self._registry.register_task(task, output=output, inputs=inputs, **kwargs)
+        return self
+
+    node = add_task
+
+    @property
+    def registry(self) -> DataflowRegistry:
+        """The registry the builder fills (for inspection before `build()`)."""
+        return self._registry
+
+    def external_input(self, *keys: str) -> DAGBuilder:
+        for key in keys:
+            self._registry.register_external_input(key)
+        return self
+
+    def build(self) -> DAG:
+        return self._registry.build_dag()
 
 
 def _name_of(task: Any) -> str:

@@ -40,12 +40,17 @@ from ..cluster.broker import (
     publish_now,
 )
 from ..cluster.protocol import (
-    HEARTBEAT,
-    RESULTS,
-    TASKS,
     EncodeError,
+    Failure,
+    ProtocolError,
+    ResultsFrame,
     ValueRef,
-    find_undecodable,
+    decode_heartbeat,
+    decode_results,
+    encode_cancel,
+    encode_ping,
+    encode_task_body,
+    encode_tasks,
     task_part,
 )
 from ..cluster.redact import redact
@@ -181,7 +186,7 @@ class NatsTransport(Transport):
         answer. Workers heard later join as their heartbeats arrive."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + DISCOVERY_WAIT
-        await self._nc.publish(self.broker.ping_subject, b"")
+        await self._nc.publish(self.broker.ping_subject, encode_ping())
         await self._nc.flush()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._discovered.wait(), DISCOVERY_WAIT)
@@ -217,7 +222,8 @@ class NatsTransport(Transport):
         for state in self._workers.values():
             state.held.clear()
         if self._nc is not None and self._nc.is_connected:
-            self._spawn(self._nc.publish(self.broker.cancel_subject(self._cancel_key), b""))
+            subject = self.broker.cancel_subject(self._cancel_key)
+            self._spawn(self._nc.publish(subject, encode_cancel(self.codec)))
         # what is sent from now on (compensations) goes under another cancel key: the cancel
         # may reach a worker after it, and must not stop it
         self._cancel_key = secrets.token_hex(16)
@@ -238,7 +244,7 @@ class NatsTransport(Transport):
             self.push(Completion(node, flight.job.attempt, False, task_error(flight.job.name, exc)))
             return True
         subject = self.broker.cancel_subject(self._cancel_key)
-        self._spawn(self._nc.publish(subject, self.codec.packb(seqs)))
+        self._spawn(self._nc.publish(subject, encode_cancel(self.codec, seqs)))
         return True
 
     def stats(self) -> dict[str, int]:
@@ -293,7 +299,7 @@ class NatsTransport(Transport):
             self.push(Completion(job.node, job.attempt, False, task_error(job.name, exc)))
             return
         try:
-            body = self.codec.packb(self._body(name, list(job.args), job.kwargs, job))
+            body = self._body(name, list(job.args), job.kwargs, job)
         except EncodeError as exc:
             self.push(Completion(job.node, job.attempt, False, self._encode_error(job, exc)))
             return
@@ -307,12 +313,8 @@ class NatsTransport(Transport):
         else:
             self._send(flight)
 
-    @staticmethod
-    def _body(name: str, args: list[Any], kwargs: dict[str, Any], job: Job) -> list[Any]:
-        body = [name, args, kwargs, job.timeout]
-        if job.stream is not None:
-            body.append(job.stream)
-        return body
+    def _body(self, name: str, args: list[Any], kwargs: dict[str, Any], job: Job) -> bytes:
+        return encode_task_body(self.codec, name, args, kwargs, job.timeout, job.stream)
 
     def _encode_error(self, job: Job, exc: EncodeError) -> TaskError:
         culprit = ""
@@ -333,7 +335,7 @@ class NatsTransport(Transport):
         try:
             kwargs = {k: await self._by_ref(v, f"{job.node}.{k}") for k, v in job.kwargs.items()}
             args = [await self._by_ref(v, f"{job.node}.{i}") for i, v in enumerate(job.args)]
-            body = self.codec.packb(self._body(job.task.task_name, args, kwargs, job))
+            body = self._body(job.task.task_name, args, kwargs, job)
             if len(body) > self._values.threshold:
                 body = await self._offload_largest(job, args, kwargs)
             flight.body = body
@@ -357,7 +359,7 @@ class NatsTransport(Transport):
                 args[where] = ref
             else:
                 kwargs[where] = ref
-            body = self.codec.packb(self._body(job.task.task_name, args, kwargs, job))
+            body = self._body(job.task.task_name, args, kwargs, job)
             if len(body) <= self._values.threshold:
                 return body
         raise EncodeError(
@@ -523,26 +525,22 @@ class NatsTransport(Transport):
             frames.append((subject, self._tasks_frame(parts)))
 
     def _tasks_frame(self, parts: list[bytes]) -> bytes:
-        return self.codec.frame_of_parts(
-            TASKS, "tasks", parts, run=self.run_id, reply=self.reply_subject,
-            cancel=self._cancel_key,
-        )  # fmt: skip
+        return encode_tasks(self.codec, parts, self.run_id, self.reply_subject, self._cancel_key)
 
     # -- receiving ------------------------------------------------------------------------------
 
     async def _on_reply(self, msg: Any) -> None:
         self._heard = now = time.monotonic()
-        frame, tolerant = self._read(msg.data)
-        if frame is None or frame.get("t") != RESULTS:
+        frame = self._read(msg.data)
+        if frame is None:
             return
-        worker, claims, results = frame.get("w"), frame.get("claims", ()), frame.get("results", ())
-        if type(worker) is not str or not isinstance(claims, list | tuple):
-            log.warning("ignored a results frame without a worker id and claims list")
-            return
-        if not isinstance(results, list | tuple):
-            results = ()
+        worker, claims, results = frame.worker, frame.claims, frame.results
         state = self._worker(worker, None, now)
-        refused = self._accept(results, claims, worker, state, tolerant) if results else 0
+        if frame.rejections and self._rejected(worker, state, frame.rejections[0]):
+            return
+        refused = frame.malformed + len(frame.rejections)
+        if results:
+            refused += self._accept(results, claims, worker, state)
         # after the results: a task answered in this same frame needs no claim
         if claims:
             refused += self._claim(claims, worker, state)
@@ -555,25 +553,19 @@ class NatsTransport(Transport):
         if self._outbox or self._streams_out:
             self._schedule_flush()  # the answered entries' credit is free again
 
-    def _read(self, data: bytes) -> tuple[dict[str, Any] | None, bool]:
-        """The frame, and whether it was read tolerantly (some value could not be decoded
-        here: it fails its own task, not the frame)."""
+    def _read(self, data: bytes) -> ResultsFrame | None:
+        """The results frame (a value that cannot be decoded here fails its own task, inside
+        decode_results), or None when the frame as a whole cannot be read."""
         try:
-            return self.codec.read_frame(data), False
-        except Exception:
-            try:
-                return self.codec.read_frame(data, tolerant=True), True
-            except Exception as exc:
-                log.warning("dropped an unreadable results frame: %s", exc)
-                return None, False
+            return decode_results(self.codec, data)
+        except ProtocolError as exc:
+            log.warning("dropped an unreadable results frame: %s", exc)
+            return None
 
-    def _claim(self, claims: Any, worker: str, state: _WorkerState) -> int:
+    def _claim(self, claims: list[int], worker: str, state: _WorkerState) -> int:
         """Record who took which attempt; returns how many claims were refused."""
         inflight, owner, refused = self._inflight, self._owner, 0
         for seq in claims:
-            if type(seq) is not int:
-                refused += 1
-                continue
             flight = inflight.get(seq)
             if flight is None:
                 continue  # answered already, or not ours
@@ -590,25 +582,17 @@ class NatsTransport(Transport):
         return refused
 
     def _accept(
-        self, results: Any, claims: Any, worker: str, state: _WorkerState, tolerant: bool
+        self,
+        results: list[tuple[int, bool, Any]],
+        claims: list[int],
+        worker: str,
+        state: _WorkerState,
     ) -> int:
         """Complete the attempts `worker` holds (or claims in this frame, when they went to
         the queue group and nobody holds them yet); returns how many entries were refused."""
         inflight, owner, done, refused = self._inflight, self._owner, self.sink.done.append, 0
-        claimed: set[Any] | None = None
-        for entry in results:
-            if type(entry) is not list or len(entry) != 3:
-                refused += 1
-                continue
-            seq, ok, value = entry
-            if seq is None:
-                if ok is False and self._rejected(worker, state, value):
-                    return refused
-                refused += 1
-                continue
-            if type(seq) is not int or type(ok) is not bool:
-                refused += 1
-                continue
+        claimed: set[int] | None = None
+        for seq, ok, value in results:
             flight = inflight.get(seq)
             if flight is None:
                 self.duplicates += 1
@@ -616,7 +600,7 @@ class NatsTransport(Transport):
             holder = owner.get(seq)
             if holder != worker:
                 if claimed is None:
-                    claimed = {c for c in claims if type(c) is int}
+                    claimed = set(claims)
                 if holder is not None or seq not in claimed:
                     refused += 1  # a result from someone the attempt was never given to
                     continue
@@ -627,16 +611,10 @@ class NatsTransport(Transport):
             else:
                 self._release(flight)
             job = flight.job
-            if type(value) is ValueRef:
+            if not ok:
+                value = TaskError(job.name, *value)  # a protocol.Failure
+            elif type(value) is ValueRef:
                 self._refs_received += 1
-            elif not ok:
-                value = _task_error(job.name, worker, value)
-            elif tolerant:
-                bad = find_undecodable(value)
-                if bad is not None:
-                    ok = False
-                    message = f"its result cannot be decoded: {bad.message}"
-                    value = TaskError(job.name, "DecodeError", message, "")
             done(Completion(job.node, job.attempt, ok, value, worker))
         self.sink.wake()
         return refused
@@ -652,13 +630,13 @@ class NatsTransport(Transport):
                 if state is not None:
                     state.held.discard(seq)
 
-    def _rejected(self, worker: str, state: _WorkerState, value: Any) -> bool:
+    def _rejected(self, worker: str, state: _WorkerState, failure: Failure) -> bool:
         """A worker could not read a frame of this run: the run cannot go on. Believed only
         from a worker this run sent work to."""
         if not state.sent and self._workers_known():
             return False
-        text = value[1] if isinstance(value, list) and len(value) > 1 else value
-        self._fail(ClusterError(f"a worker rejected a frame of this run: {str(text)[:2000]}"))
+        message = failure.message[:2000]
+        self._fail(ClusterError(f"a worker rejected a frame of this run: {message}"))
         return True
 
     def _workers_known(self) -> bool:
@@ -667,18 +645,14 @@ class NatsTransport(Transport):
     async def _on_heartbeat(self, msg: Any) -> None:
         self._heard = now = time.monotonic()
         try:
-            frame = self.codec.read_frame(msg.data)
-        except Exception:
-            return
-        worker, pool = frame.get("w"), frame.get("pool")
-        if frame.get("t") != HEARTBEAT or type(worker) is not str or type(pool) is not str:
-            return
-        state = self._worker(worker, pool, now)
-        inbox, capacity, interval = frame.get("inbox"), frame.get("cap"), frame.get("i")
-        if type(inbox) is str and type(capacity) is int and capacity > 0:
+            beat = decode_heartbeat(self.codec, msg.data)
+        except ProtocolError:
+            return  # a bystander's, or garbage: no worker to record
+        state = self._worker(beat.worker, beat.pool, now)
+        if beat.inbox is not None and beat.capacity is not None:
             first = state.inbox is None
-            state.inbox, state.capacity = inbox, capacity
-            state.fresh = self._freshness(interval)
+            state.inbox, state.capacity = beat.inbox, beat.capacity
+            state.fresh = self._freshness(beat.interval)
             self._discovered.set()
             if first:
                 self._rehome(state.pool)
@@ -843,12 +817,3 @@ def _has_streams(job: Job) -> bool:
     """Whether a job reads a stream (a consumer gets StreamRefs among its inputs)."""
     # `in` over a map of types runs in C: this is on every job's path
     return StreamRef in map(type, job.kwargs.values()) or StreamRef in map(type, job.args)
-
-
-def _task_error(name: str, worker: str, value: Any) -> TaskError:
-    """A failure entry [type, message, traceback]; a malformed one still fails its task, with
-    a message that says what arrived."""
-    if isinstance(value, list) and len(value) == 3 and all(type(v) is str for v in value):
-        return TaskError(name, value[0], value[1], value[2])
-    message = f"worker {worker[:80]} sent a malformed failure for it: {str(value)[:200]!r}"
-    return TaskError(name, "ProtocolError", message, "")

@@ -2,6 +2,7 @@
 
 use std::sync::OnceLock;
 
+use crate::builder::GraphBuilder;
 use crate::csr::Csr;
 use crate::error::GraphError;
 use crate::intern::Interner;
@@ -34,6 +35,17 @@ pub struct Graph {
 }
 
 impl Graph {
+    /// `node_count` keyless nodes and the given edges; ids out of range are kept for
+    /// `validate` to report as `Problem::BadEdge`, as `GraphBuilder::add_edge` does.
+    pub fn from_edges(node_count: u32, edges: &[(NodeId, NodeId)]) -> Graph {
+        let mut builder = GraphBuilder::with_capacity(node_count as usize, 0);
+        builder.add_nodes(node_count);
+        for &(from, to) in edges {
+            builder.add_edge(from, to);
+        }
+        builder.build()
+    }
+
     pub fn node_count(&self) -> usize {
         self.successors.rows()
     }
@@ -104,6 +116,51 @@ impl Graph {
     pub fn edges(&self) -> impl Iterator<Item = (NodeId, NodeId)> + '_ {
         (0..self.node_count() as NodeId)
             .flat_map(move |u| self.successors.row(u).iter().map(move |&v| (u, v)))
+    }
+
+    /// Whether the edge `from -> to` exists; false when either id is out of range.
+    pub fn has_edge(&self, from: NodeId, to: NodeId) -> bool {
+        self.successors(from).binary_search(&to).is_ok()
+    }
+
+    /// The producer of the key named `name`: None when no node lists it as an output.
+    pub fn producer_of(&self, name: &str) -> Option<NodeId> {
+        self.key_id(name).and_then(|k| self.producer(k))
+    }
+
+    /// The consumers of the key named `name`, ascending: empty for a key no node lists.
+    pub fn consumers_of(&self, name: &str) -> &[NodeId] {
+        self.key_id(name).map_or(&[], |k| self.consumers(k))
+    }
+
+    /// Keys some node consumes and none produces (declared external ones included), in
+    /// order of first appearance, which is ascending key id.
+    pub fn unproduced_inputs(&self) -> Vec<KeyId> {
+        // One pass over the inputs rather than `consumers`, which would build (and keep)
+        // the whole key -> consumers table for a yes/no answer per key.
+        let mut consumed = vec![false; self.key_count()];
+        for &k in &self.inputs.targets {
+            consumed[k as usize] = true;
+        }
+        (0..self.key_count() as KeyId)
+            .filter(|&k| consumed[k as usize] && self.producer(k).is_none())
+            .collect()
+    }
+
+    /// Every key some node produces, once, ordered by producer and then by its place in
+    /// that producer's outputs. A node listing an output twice names it once here.
+    pub fn output_keys(&self) -> Vec<KeyId> {
+        let mut seen = vec![false; self.key_count()];
+        let mut keys = Vec::with_capacity(self.key_count());
+        for node in 0..self.node_count() as NodeId {
+            for &k in self.node_outputs(node) {
+                if self.producer(k) == Some(node) && !std::mem::replace(&mut seen[k as usize], true)
+                {
+                    keys.push(k);
+                }
+            }
+        }
+        keys
     }
 
     /// Nodes without predecessors, ascending.

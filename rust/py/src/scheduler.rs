@@ -1,0 +1,104 @@
+//! `Scheduler`: the core ready-set scheduler behind a Python class.
+
+use std::collections::HashMap;
+
+use dataflow_core::{NodeId, Scheduler};
+use pyo3::prelude::*;
+
+use crate::errors::sched_err;
+use crate::graph::PyGraph;
+
+/// The ready-set scheduler: hands out nodes whose inputs are all available.
+#[pyclass(module = "taskiq_dataflow._core", name = "Scheduler")]
+pub(crate) struct PyScheduler {
+    inner: Scheduler,
+}
+
+#[pymethods]
+impl PyScheduler {
+    /// `priorities`: higher first among ready nodes; `capacity`: most nodes running at once.
+    #[new]
+    #[pyo3(signature = (graph, priorities = None, capacity = None))]
+    fn new(
+        graph: &Bound<'_, PyGraph>,
+        priorities: Option<Vec<f64>>,
+        capacity: Option<usize>,
+    ) -> PyResult<Self> {
+        let inner =
+            Scheduler::new(graph.get().inner.clone(), priorities, capacity).map_err(sched_err)?;
+        Ok(Self { inner })
+    }
+
+    /// Before start(): nodes already done (restored from a store).
+    fn mark_done(&mut self, nodes: Vec<NodeId>) -> PyResult<()> {
+        self.inner.mark_done(&nodes).map_err(sched_err)
+    }
+
+    /// The nodes that can run now (they are counted as running).
+    fn start(&mut self) -> PyResult<Vec<NodeId>> {
+        self.inner.start().map_err(sched_err)
+    }
+
+    /// Mark a running node done; returns the nodes that can run now.
+    fn complete(&mut self, node: NodeId) -> PyResult<Vec<NodeId>> {
+        self.inner.complete(node).map_err(sched_err)
+    }
+
+    /// complete() for a batch; nothing changes if any node in it is not running.
+    fn complete_many(&mut self, py: Python<'_>, nodes: Vec<NodeId>) -> PyResult<Vec<NodeId>> {
+        let inner = &mut self.inner;
+        py.detach(|| inner.complete_many(&nodes)).map_err(sched_err)
+    }
+
+    /// Mark a running node failed; returns the nodes skipped because they depend on it.
+    fn fail(&mut self, node: NodeId) -> PyResult<Vec<NodeId>> {
+        self.inner.fail(node).map_err(sched_err)
+    }
+
+    /// Queued ready nodes that fit in the capacity now.
+    fn take_ready(&mut self) -> Vec<NodeId> {
+        self.inner.take_ready()
+    }
+
+    #[pyo3(signature = (capacity = None))]
+    fn set_capacity(&mut self, capacity: Option<usize>) {
+        self.inner.set_capacity(capacity)
+    }
+
+    /// Put a running node back in the ready queue (its worker died before finishing it).
+    fn requeue(&mut self, node: NodeId) -> PyResult<()> {
+        self.inner.requeue(node).map_err(sched_err)
+    }
+
+    /// Skip everything not yet running; returns the skipped nodes.
+    fn cancel(&mut self) -> Vec<NodeId> {
+        self.inner.cancel()
+    }
+
+    fn state(&self, node: NodeId) -> PyResult<&'static str> {
+        self.inner
+            .state(node)
+            .map(|state| state.as_str())
+            .map_err(sched_err)
+    }
+
+    /// {"pending", "ready", "running", "done", "failed", "skipped"} -> count.
+    fn counts(&self) -> HashMap<&'static str, usize> {
+        self.inner
+            .counts()
+            .by_state()
+            .into_iter()
+            .map(|(state, count)| (state.as_str(), count))
+            .collect()
+    }
+
+    #[getter]
+    fn running(&self) -> usize {
+        self.inner.counts().running
+    }
+
+    #[getter]
+    fn finished(&self) -> bool {
+        self.inner.is_finished()
+    }
+}
