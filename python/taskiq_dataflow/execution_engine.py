@@ -24,7 +24,7 @@ from .errors import (
     MissingInputError,
     TaskFailedError,
 )
-from .events import EventBus, StepCompleted
+from .events import Event, EventBus, StepCompleted
 from .run_state import Policy, RunConfig, RunState, StepResult, resolve_policy
 from .slots import SharedSlots
 from .transports.base import Transport
@@ -98,8 +98,9 @@ class ExecutionEngine:
         if on_step_complete is not None:
             self.events.subscribe(self._call_on_step_complete, StepCompleted)
 
-    async def _call_on_step_complete(self, event: StepCompleted) -> None:
-        outcome = self.on_step_complete(event.task_name, event.result)  # type: ignore[misc]
+    async def _call_on_step_complete(self, event: Event) -> None:
+        assert isinstance(event, StepCompleted) and self.on_step_complete is not None
+        outcome = self.on_step_complete(event.task_name, event.result)
         if inspect.isawaitable(outcome):
             await outcome
 

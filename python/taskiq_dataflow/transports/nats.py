@@ -347,7 +347,7 @@ class NatsTransport(Transport):
     async def _offload_largest(self, job: Job, args: list[Any], kwargs: dict[str, Any]) -> bytes:
         """Many inputs each under the threshold: upload the largest until the entry fits."""
         assert self._values is not None
-        inline: list[tuple[int, Any]] = [(i, v) for i, v in enumerate(args)]
+        inline: list[tuple[int | str, Any]] = [(i, v) for i, v in enumerate(args)]
         inline += [(k, v) for k, v in kwargs.items()]
         inline.sort(key=lambda item: len(self.codec.packb(item[1])), reverse=True)
         body = b""
@@ -484,7 +484,8 @@ class NatsTransport(Transport):
     def _take(self, queue: deque[int], n: int) -> list[int]:
         """Up to `n` seqs still in flight from the front of `queue` (a finished or cancelled
         task's seq is dropped on the way)."""
-        inflight, taken, popleft = self._inflight, [], queue.popleft
+        taken: list[int] = []
+        inflight, popleft = self._inflight, queue.popleft
         while queue and len(taken) < n:
             seq = popleft()
             if seq in inflight:
