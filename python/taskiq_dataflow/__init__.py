@@ -24,6 +24,7 @@ from .execution_engine import (
     ExecutionCancelled,
     ExecutionEngine,
     MissingInputError,
+    RunHandle,
     StepResult,
     TaskFailedError,
 )
@@ -59,6 +60,7 @@ __all__ = [
     "MapReduce",
     "MissingInputError",
     "ResultCache",
+    "RunHandle",
     "RunFinished",
     "RunStarted",
     "RunStore",
