@@ -227,6 +227,27 @@ class ExecutionEngine:
         ]
         raise MissingInputError("; ".join(details))
 
+    def inherited_settings(self) -> dict[str, Any]:
+        """The options that make another engine run like this one (what a map node's nested
+        runs inherit): failure and retry defaults, executor, cache, transport kind (never a
+        per-run transport instance), bound, and a named priority."""
+        policy = self._defaults
+        settings: dict[str, Any] = {
+            "fail_fast": self.fail_fast,
+            "retries": policy.retries,
+            "retry_delay": policy.delay,
+            "retry_backoff": policy.backoff,
+            "retry_jitter": policy.jitter,
+            "timeout": policy.timeout,
+            "executor": self._executor,
+            "cache": self.cache,
+            "transport": _transport_kind(self._transport_spec),
+            "max_parallel": self.max_parallel,
+        }
+        if isinstance(self._priority, str):
+            settings["priority"] = self._priority
+        return settings
+
     async def _run(
         self,
         inputs: dict[str, Any],
@@ -382,3 +403,16 @@ def _is_local_broker(broker: Any) -> bool:
     except ImportError:  # pragma: no cover - taskiq is a dependency
         return False
     return isinstance(broker, InMemoryBroker)
+
+
+def _transport_kind(transport: Any) -> Any:
+    """A transport setting another run can reuse: its kind, never a per-run instance."""
+    if not isinstance(transport, Transport):
+        return transport
+    from .transports.broker import BrokerTransport
+    from .transports.nats import NatsTransport
+
+    for cls, kind in ((NatsTransport, "nats"), (BrokerTransport, "broker")):
+        if isinstance(transport, cls):
+            return kind
+    return "local" if isinstance(transport, LocalTransport) else "auto"

@@ -22,7 +22,6 @@ from ..events import EventBus
 from ..execution_engine import ExecutionEngine, current_run
 from ..store import nested_run_id, resumable
 from ..task import TaskSpec
-from ..transports.base import Transport
 
 if TYPE_CHECKING:
     from ..execution_engine import _Current
@@ -36,40 +35,11 @@ class _Outer(NamedTuple):
     options: dict[str, Any]  # engine options the nested runs inherit
 
 
-def _transport_kind(transport: Any) -> Any:
-    """A transport setting a nested run can reuse: its kind, never a per-run instance."""
-    if not isinstance(transport, Transport):
-        return transport
-    from ..transports.broker import BrokerTransport
-    from ..transports.local import LocalTransport
-    from ..transports.nats import NatsTransport
-
-    for cls, kind in ((NatsTransport, "nats"), (BrokerTransport, "broker")):
-        if isinstance(transport, cls):
-            return kind
-    return "local" if isinstance(transport, LocalTransport) else "auto"
-
-
 def _outer_of(engine: ExecutionEngine | None) -> _Outer:
     """The broker and settings a map's nested runs inherit from the run the map is part of."""
     if engine is None:
         return _Outer(None, {"transport": "local"})
-    policy = engine._defaults
-    nested: dict[str, Any] = {
-        "fail_fast": engine.fail_fast,
-        "retries": policy.retries,
-        "retry_delay": policy.delay,
-        "retry_backoff": policy.backoff,
-        "retry_jitter": policy.jitter,
-        "timeout": policy.timeout,
-        "executor": engine._executor,
-        "cache": engine.cache,
-        "transport": _transport_kind(engine._transport_spec),
-        "max_parallel": engine.max_parallel,
-    }
-    if isinstance(engine._priority, str):
-        nested["priority"] = engine._priority
-    return _Outer(engine.broker, nested)
+    return _Outer(engine.broker, engine.inherited_settings())
 
 
 # -- map nodes --------------------------------------------------------------------------------
