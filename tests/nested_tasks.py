@@ -136,3 +136,31 @@ async def busy(i: int, delay: float) -> dict[str, Any]:
     finally:
         _leave()
     return {"i": i, **report()}
+
+
+@broker.task
+async def refusing_child(parent: int, k: int, delay: float) -> int:
+    if k == CHILDREN - 1:
+        raise ValueError(f"child {k} of parent {parent} refuses")
+    await asyncio.sleep(delay)
+    return parent * 10 + k
+
+
+def refusing_dag() -> Any:
+    registry = DataflowRegistry()
+    for key in ("parent", "delay", *(f"k{k}" for k in range(CHILDREN))):
+        registry.register_external_input(key)
+    for k in range(CHILDREN):
+        registry.register_task(refusing_child, output=f"c{k}", inputs=["parent", f"k{k}", "delay"])
+    return registry.build_dag()
+
+
+_REFUSING_DAG = refusing_dag()
+
+
+@broker.task
+async def parent_of_refusing(i: int, delay: float) -> dict[str, Any]:
+    """As `parent`, but its last child fails: the sub-run's error ends the parent."""
+    inputs = {"parent": i, "delay": delay, **{f"k{k}": k for k in range(CHILDREN)}}
+    outputs = await ExecutionEngine(broker, _REFUSING_DAG).execute(inputs)
+    return {"children": [outputs[f"c{k}"] for k in range(CHILDREN)], **report()}
