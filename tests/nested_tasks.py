@@ -103,6 +103,9 @@ async def waiter(explicit: bool) -> dict[str, Any]:
     if _gate is None:
         _gate = asyncio.Event()
     gate = _gate
+    # it secedes after a first suspension, as a real waiter would: the next task then starts
+    # from the worker's callback, not from the loop that stepped this one
+    await asyncio.sleep(0.01)
     if explicit:
         secede()
         await gate.wait()

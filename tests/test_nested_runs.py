@@ -20,6 +20,7 @@ from conftest import run
 from taskiq_dataflow import DataflowRegistry, ExecutionEngine, rejoin, secede, seceded
 from taskiq_dataflow.cluster import DataflowNatsBroker
 from taskiq_dataflow.cluster.worker import Worker
+from taskiq_dataflow.seceding import CURRENT_WORKER
 
 BOUND = 60.0  # seconds for the 200 x 3 run (about 2 s here); the others take well under 3
 
@@ -190,6 +191,51 @@ def test_a_task_that_ends_seceded_does_not_free_its_slot_twice():
         worker._secede(key)
         worker._release(key, None)
         assert worker._free == 1 and not worker._seceded
+
+    run(main())
+
+
+def serving_worker(concurrency: int, **funcs: Any) -> Worker:
+    """A worker that runs `funcs` from _pump without a server: results stay in its outbox."""
+    worker = slots_worker(concurrency)
+    CURRENT_WORKER.set(worker)  # as Worker.run() does: its tasks find it in their context
+    worker._values = SimpleNamespace(threshold=1 << 30)  # type: ignore[assignment]
+    worker._flush_scheduled = True  # no frame leaves: the outbox is read instead
+    for name, func in funcs.items():
+        worker._funcs[name] = (func, True, False)
+    return worker
+
+
+def entry(seq: int, name: str) -> tuple[Any, ...]:
+    return ("run", "reply", seq, name, [], {}, None, None, "cancel")
+
+
+def test_tasks_stepped_in_place_secede_their_own_slot():
+    gate: asyncio.Event
+
+    async def quick() -> int:
+        secede()  # and ends without rejoining: its slot was given back already
+        return 1
+
+    async def waits() -> int:
+        secede()  # in its first step, stepped in place
+        await gate.wait()
+        await rejoin()
+        return 2
+
+    async def main() -> None:
+        nonlocal gate
+        gate = asyncio.Event()
+        worker = serving_worker(1, quick=quick, waits=waits)
+        worker._queue.extend([entry(1, "waits"), entry(2, "quick"), entry(3, "quick")])
+        worker._pump()
+        # the waiter gave its slot back: both quick tasks ran on it
+        assert not worker._queue and worker._free == 1
+        assert worker._seceded == {("cancel", 1): 1}
+        gate.set()
+        await asyncio.sleep(0.01)
+        assert worker._free == 1 and not worker._seceded and not worker._running
+        assert len(worker._outbox["reply"]) == 3
 
     run(main())
 

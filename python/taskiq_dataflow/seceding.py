@@ -26,26 +26,40 @@ __all__ = ["rejoin", "secede", "seceded"]
 class SlotOwner(Protocol):
     """What holds the slots (cluster.worker.Worker)."""
 
+    _stepping: Any  # the key of the task it is stepping in place right now, else None
+
     def _secede(self, key: Any) -> None: ...
 
     async def _rejoin(self, key: Any, wait: bool = True) -> None: ...
 
 
-# (the worker, the running task's key) in the context of each async task a worker runs
+# the worker, in every context its tasks run in (set once, when it starts serving)
+CURRENT_WORKER: ContextVar[SlotOwner | None] = ContextVar("taskiq_dataflow_worker", default=None)
+# (the worker, the task's key) in the context of a worker task that continues in the loop; a
+# task stepped in place (a quick one) is named by the worker's `_stepping` instead
 CURRENT_SLOT: ContextVar[tuple[SlotOwner, Any] | None] = ContextVar(
     "taskiq_dataflow_worker_slot", default=None
 )
 
 
+def _current() -> tuple[SlotOwner, Any] | None:
+    worker = CURRENT_WORKER.get()
+    if worker is None:
+        return None
+    if worker._stepping is not None:
+        return worker, worker._stepping
+    return CURRENT_SLOT.get()
+
+
 def in_worker_task() -> bool:
     """Whether the caller is a task a cluster worker runs (and so holds one of its slots)."""
-    return CURRENT_SLOT.get() is not None
+    return _current() is not None
 
 
 def secede() -> None:
     """Give the calling task's worker slot back (another task may start on it); calls nest,
     the slot comes back with the last matching `rejoin()` or when the task ends."""
-    current = CURRENT_SLOT.get()
+    current = _current()
     if current is not None:
         current[0]._secede(current[1])
 
@@ -53,7 +67,7 @@ def secede() -> None:
 async def rejoin() -> None:
     """Take a worker slot again after `secede()`: waits while every slot is busy (a task
     rejoining goes before tasks not started yet)."""
-    current = CURRENT_SLOT.get()
+    current = _current()
     if current is not None:
         await current[0]._rejoin(current[1])
 
@@ -61,7 +75,7 @@ async def rejoin() -> None:
 @asynccontextmanager
 async def seceded() -> AsyncIterator[None]:
     """`async with seceded(): await something_slow()`: no slot held inside the block."""
-    current = CURRENT_SLOT.get()
+    current = _current()
     if current is None:
         yield
         return

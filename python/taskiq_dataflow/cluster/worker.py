@@ -36,7 +36,7 @@ from collections import deque
 from typing import Any
 
 from ..dependencies import with_dependencies
-from ..seceding import CURRENT_SLOT
+from ..seceding import CURRENT_SLOT, CURRENT_WORKER
 from ..streams import StreamRef, pump
 from ..transports.local import _resume
 from .broker import ENTRY_OVERHEAD, DataflowNatsBroker, frame_budget, publish_now
@@ -94,6 +94,8 @@ class Worker:
         # sub-runs); a task waiting to rejoin stays here until it has its slot
         self._seceded: dict[tuple[str, int], int] = {}
         self._rejoiners: deque[asyncio.Future[None]] = deque()  # seceded tasks waiting for a slot
+        self._stepping: tuple[str, int] | None = None  # the task being stepped in place, if any
+        self._context = contextvars.copy_context()  # run()'s, where tasks start from callbacks
         # entries waiting for a slot: (run id, reply subject, seq, name, args, kwargs, timeout,
         # stream or None, the run's cancel key)
         self._queue: deque[tuple[str, str, int, str, list[Any], dict[str, Any], Any, Any, str]] = (
@@ -119,6 +121,9 @@ class Worker:
     # -- lifecycle ------------------------------------------------------------------------------
 
     async def run(self, ready: asyncio.Event | None = None) -> None:
+        # every task it runs descends from this context: secede() finds its worker there
+        CURRENT_WORKER.set(self)
+        self._context = contextvars.copy_context()
         broker = self.broker
         self._nc = await broker.connect_checked(
             f"dataflow-worker-{self.worker_id}", broker.progress_timeout
@@ -295,8 +300,9 @@ class Worker:
         if depth == 0:
             self._free += 1
             if self._queue or self._rejoiners:
-                # not now: the caller may be a task stepped in place inside _pump itself
-                asyncio.get_running_loop().call_soon(self._pump)
+                # not now: the caller may be a task stepped in place inside _pump itself; and
+                # in the worker's context, not the caller's (the tasks started inherit it)
+                asyncio.get_running_loop().call_soon(self._pump, context=self._context)
 
     async def _rejoin(self, key: tuple[str, int], wait: bool = True) -> None:
         depth = self._seceded.get(key)
@@ -328,7 +334,7 @@ class Worker:
         if depth > 1:
             self._seceded[key] = depth - 1
             self._free += 1
-            asyncio.get_running_loop().call_soon(self._pump)
+            asyncio.get_running_loop().call_soon(self._pump, context=self._context)
 
     def _admit_rejoiners(self) -> None:
         rejoiners = self._rejoiners
@@ -371,15 +377,18 @@ class Worker:
         call = None
         context = None
         key = (cancel, seq)
-        if is_async:
-            # its own context, as an asyncio.Task would have, kept when it continues as one;
-            # it names the slot the task holds, for secede() and sub-runs
-            context = contextvars.copy_context()
-            context.run(CURRENT_SLOT.set, (self, key))
         if is_async and timeout is None and not _has_refs(args, kwargs):
+            # its own context, as an asyncio.Task would have, kept when it continues as one
+            context = contextvars.copy_context()
+            # while it is stepped here, `_stepping` names its slot (for secede() and sub-runs):
+            # cheaper than a context variable set for every quick task
+            self._stepping = key
             try:
-                coro = func(*args, **kwargs)
-                yielded = context.run(coro.send, None)  # type: ignore[union-attr]
+                try:
+                    coro = func(*args, **kwargs)
+                    yielded = context.run(coro.send, None)
+                finally:
+                    self._stepping = None
             except StopIteration as stop:
                 self._ended_in_place(key)
                 self._finish(run_id, reply, seq, stop.value)
@@ -389,6 +398,11 @@ class Worker:
                 self._send(reply, self._failure(seq, exc))
                 return True
             call = _resume(coro, yielded, None)
+        if is_async:
+            # a task that goes on in the loop names its slot in its own context
+            if context is None:
+                context = contextvars.copy_context()
+            context.run(CURRENT_SLOT.set, (self, key))
         fut = asyncio.get_running_loop().create_task(
             self._execute(run_id, reply, seq, name, func, is_async, args, kwargs, timeout, call),
             context=context,
