@@ -31,6 +31,7 @@ from .execution_engine import (
 from .map_reduce import MapReduce
 from .pipeline import DataflowPipeline
 from .result_cache import ResultCache
+from .seceding import rejoin, secede, seceded
 from .store import RunStore
 from .streams import Stream
 from .task import TaskSpec, pipeline_task
@@ -80,4 +81,7 @@ __all__ = [
     "TaskSpec",
     "__version__",
     "pipeline_task",
+    "rejoin",
+    "secede",
+    "seceded",
 ]

@@ -26,6 +26,7 @@ from .errors import (
 )
 from .events import Event, EventBus, StepCompleted
 from .run_state import Policy, RunConfig, RunState, StepResult, resolve_policy
+from .seceding import in_worker_task, seceded
 from .slots import SharedSlots
 from .transports.base import Transport
 from .transports.local import LocalTransport
@@ -155,7 +156,9 @@ class ExecutionEngine:
         gives its id and live progress, cancels that run alone, and is awaited for its
         outputs (or its error). Bad inputs raise here, before anything starts."""
         driver = self._prepare(dict(inputs or {}), pipeline_id, None, limit=max_parallel)
-        return RunHandle(driver, asyncio.ensure_future(self._drive(driver)))
+        # the caller goes on running: it gives its worker slot back only while it awaits
+        # the handle (RunHandle.result)
+        return RunHandle(driver, asyncio.ensure_future(self._drive(driver, secede=False)))
 
     async def restart(self, run_id: str) -> dict[str, Any]:
         """Continue a failed or interrupted run from the store; completed tasks do not run."""
@@ -303,10 +306,17 @@ class ExecutionEngine:
         self._slots.total = self.max_parallel  # the attribute may have been set since
         return self._slots
 
-    async def _drive(self, driver: Driver, restarting: bool = False) -> dict[str, Any]:
+    async def _drive(
+        self, driver: Driver, restarting: bool = False, secede: bool = True
+    ) -> dict[str, Any]:
         token = _CURRENT.set(_Current(self, driver.state.run_id, restarting))
         self._drivers.add(driver)
         try:
+            if secede and _leaves_process(driver):
+                # a worker task awaiting a run on the cluster: its children may need the
+                # very slot it holds (seceding.py)
+                async with seceded():
+                    return await driver.run()
             return await driver.run()
         finally:
             _CURRENT.reset(token)
@@ -362,8 +372,12 @@ class RunHandle:
         return self._task.done()
 
     async def result(self) -> dict[str, Any]:
-        """The run's outputs (what `execute` returns); raises what `execute` raises."""
-        return await asyncio.shield(self._task)
+        """The run's outputs (what `execute` returns); raises what `execute` raises. A
+        worker task awaiting a run on the cluster gives its slot back meanwhile."""
+        if self._task.done() or not _leaves_process(self._driver):
+            return await asyncio.shield(self._task)
+        async with seceded():
+            return await asyncio.shield(self._task)
 
     def __await__(self) -> Any:
         return self.result().__await__()
@@ -393,6 +407,12 @@ def current_engine() -> ExecutionEngine | None:
 def current_run() -> _Current | None:
     """(engine, run id, restarting) of the run the calling task belongs to, else None."""
     return _CURRENT.get()
+
+
+def _leaves_process(driver: Driver) -> bool:
+    """Whether awaiting this run, from a task a worker runs, waits on other workers' slots
+    (an in-process run's tasks run on this loop, whatever slot the caller holds)."""
+    return in_worker_task() and not isinstance(driver.transport, LocalTransport)
 
 
 def _is_local_broker(broker: Any) -> bool:

@@ -12,6 +12,10 @@ through the object store.
 An async task is first stepped in place, as the in-process transport does: one that finishes
 without suspending (most cheap tasks) costs no asyncio.Task and no extra loop iteration, and its
 result leaves in the frame that carries the claims.
+
+A task that waits on a sub-run (or calls `seceding.secede()`) gives its slot back while it waits
+and takes one again when it rejoins, before any task not started yet: parents awaiting children
+on the same workers cannot hold every slot (see seceding.py).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from collections import deque
 from typing import Any
 
 from ..dependencies import with_dependencies
+from ..seceding import CURRENT_SLOT, CURRENT_WORKER
 from ..streams import StreamRef, pump
 from ..transports.local import _resume
 from .broker import ENTRY_OVERHEAD, DataflowNatsBroker, frame_budget, publish_now
@@ -85,6 +90,12 @@ class Worker:
         # its own task subject: random, as a worker id may hold characters a subject cannot
         self.subject = broker.worker_subject(uuid.uuid4().hex)
         self._free = concurrency  # slots not held by a running task
+        # running tasks that gave their slot back: key -> how many secedes are open (nested
+        # sub-runs); a task waiting to rejoin stays here until it has its slot
+        self._seceded: dict[tuple[str, int], int] = {}
+        self._rejoiners: deque[asyncio.Future[None]] = deque()  # seceded tasks waiting for a slot
+        self._stepping: tuple[str, int] | None = None  # the task being stepped in place, if any
+        self._context = contextvars.copy_context()  # run()'s, where tasks start from callbacks
         # entries waiting for a slot: (run id, reply subject, seq, name, args, kwargs, timeout,
         # stream or None, the run's cancel key)
         self._queue: deque[tuple[str, str, int, str, list[Any], dict[str, Any], Any, Any, str]] = (
@@ -110,6 +121,9 @@ class Worker:
     # -- lifecycle ------------------------------------------------------------------------------
 
     async def run(self, ready: asyncio.Event | None = None) -> None:
+        # every task it runs descends from this context: secede() finds its worker there
+        CURRENT_WORKER.set(self)
+        self._context = contextvars.copy_context()
         broker = self.broker
         self._nc = await broker.connect_checked(
             f"dataflow-worker-{self.worker_id}", broker.progress_timeout
@@ -262,7 +276,9 @@ class Worker:
     # -- running tasks --------------------------------------------------------------------------
 
     def _pump(self) -> None:
-        """Start waiting entries while slots are free."""
+        """Start waiting entries while slots are free (tasks rejoining first)."""
+        if self._rejoiners:
+            self._admit_rejoiners()
         queue = self._queue
         while queue and self._free > 0:
             self._free -= 1
@@ -271,9 +287,62 @@ class Worker:
 
     def _release(self, key: tuple[str, int], _: Any) -> None:
         self._running.pop(key, None)
-        self._free += 1
-        if self._queue:
+        if not (self._seceded and self._seceded.pop(key, None) is not None):
+            self._free += 1  # (a task that ended seceded gave its slot back already)
+        if self._queue or self._rejoiners:
             self._pump()
+
+    # -- secede / rejoin (seceding.py) ----------------------------------------------------------
+
+    def _secede(self, key: tuple[str, int]) -> None:
+        depth = self._seceded.get(key, 0)
+        self._seceded[key] = depth + 1
+        if depth == 0:
+            self._free += 1
+            if self._queue or self._rejoiners:
+                # not now: the caller may be a task stepped in place inside _pump itself; and
+                # in the worker's context, not the caller's (the tasks started inherit it)
+                asyncio.get_running_loop().call_soon(self._pump, context=self._context)
+
+    async def _rejoin(self, key: tuple[str, int], wait: bool = True) -> None:
+        depth = self._seceded.get(key)
+        if depth is None:
+            return  # never seceded (or rejoined already): it holds its slot
+        if depth > 1:
+            self._seceded[key] = depth - 1
+            return
+        if not wait or (self._free > 0 and not self._rejoiners):
+            self._free -= 1  # without waiting, it may run over the bound until it ends
+            del self._seceded[key]
+            return
+        granted = asyncio.get_running_loop().create_future()
+        self._rejoiners.append(granted)
+        if self._free > 0:
+            self._admit_rejoiners()  # the slot is free, only cancelled waiters were ahead
+        try:
+            await granted
+        except asyncio.CancelledError:
+            if granted.cancelled():
+                self._free -= 1  # ending anyway: its release gives this back
+            self._rejoined(key)
+            raise
+        self._rejoined(key)
+
+    def _rejoined(self, key: tuple[str, int]) -> None:
+        """A task got its slot back; if it seceded again meanwhile, the slot goes on."""
+        depth = self._seceded.pop(key)
+        if depth > 1:
+            self._seceded[key] = depth - 1
+            self._free += 1
+            asyncio.get_running_loop().call_soon(self._pump, context=self._context)
+
+    def _admit_rejoiners(self) -> None:
+        rejoiners = self._rejoiners
+        while rejoiners and self._free > 0:
+            granted = rejoiners.popleft()
+            if not granted.done():  # (a cancelled waiter gave up its turn)
+                self._free -= 1
+                granted.set_result(None)
 
     def _start(
         self,
@@ -307,20 +376,33 @@ class Worker:
             func, is_async = functools.partial(self._produce, run_id, func, stream), True
         call = None
         context = None
+        key = (cancel, seq)
         if is_async and timeout is None and not _has_refs(args, kwargs):
+            # its own context, as an asyncio.Task would have, kept when it continues as one
+            context = contextvars.copy_context()
+            # while it is stepped here, `_stepping` names its slot (for secede() and sub-runs):
+            # cheaper than a context variable set for every quick task
+            self._stepping = key
             try:
-                coro = func(*args, **kwargs)
-                # its own context, as an asyncio.Task would have, kept when it continues as one
-                context = contextvars.copy_context()
-                yielded = context.run(coro.send, None)
+                try:
+                    coro = func(*args, **kwargs)
+                    yielded = context.run(coro.send, None)
+                finally:
+                    self._stepping = None
             except StopIteration as stop:
+                self._ended_in_place(key)
                 self._finish(run_id, reply, seq, stop.value)
                 return True
             except BaseException as exc:  # every failure becomes a result
+                self._ended_in_place(key)
                 self._send(reply, self._failure(seq, exc))
                 return True
             call = _resume(coro, yielded, None)
-        key = (cancel, seq)
+        if is_async:
+            # a task that goes on in the loop names its slot in its own context
+            if context is None:
+                context = contextvars.copy_context()
+            context.run(CURRENT_SLOT.set, (self, key))
         fut = asyncio.get_running_loop().create_task(
             self._execute(run_id, reply, seq, name, func, is_async, args, kwargs, timeout, call),
             context=context,
@@ -328,6 +410,11 @@ class Worker:
         self._running[key] = fut
         fut.add_done_callback(functools.partial(self._release, key))
         return False
+
+    def _ended_in_place(self, key: tuple[str, int]) -> None:
+        """A task stepped in place ended: the caller frees its slot, unless it seceded."""
+        if self._seceded and self._seceded.pop(key, None) is not None:
+            self._free -= 1  # given back at secede(): cancels the caller's release
 
     def _finish(self, run_id: str, reply: str, seq: int, value: Any) -> None:
         """Queue a task's result for its reply frame; a large one goes to the object store
