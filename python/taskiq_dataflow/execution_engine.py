@@ -283,7 +283,7 @@ class ExecutionEngine:
         return self._slots
 
     async def _drive(self, driver: Driver, restarting: bool = False) -> dict[str, Any]:
-        token = _CURRENT.set(_Current(self, driver.state.run_id, restarting))
+        token = _CURRENT.set(_Current(self, driver.state.run_id, restarting, driver))
         self._drivers.add(driver)
         try:
             return await driver.run()
@@ -357,6 +357,8 @@ class _Current(NamedTuple):
     # the run continues a stored one (restart): a map node's nested run then continues its own
     # stored run instead of running every item again
     restarting: bool
+    # the run's driver, for tasks that add tasks to their own run (growth.add_tasks)
+    driver: Any = None
 
 
 _CURRENT: ContextVar[_Current | None] = ContextVar("taskiq_dataflow_engine", default=None)

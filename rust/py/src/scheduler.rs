@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use dataflow_core::{NodeId, Scheduler};
 use pyo3::prelude::*;
 
-use crate::errors::sched_err;
+use crate::errors::{grow_err, sched_err};
 use crate::graph::PyGraph;
 
 /// The ready-set scheduler: hands out nodes whose inputs are all available.
@@ -53,6 +53,25 @@ impl PyScheduler {
     /// Mark a running node failed; returns the nodes skipped because they depend on it.
     fn fail(&mut self, node: NodeId) -> PyResult<Vec<NodeId>> {
         self.inner.fail(node).map_err(sched_err)
+    }
+
+    /// Add a batch of nodes while the run goes on: node j lists counts[j][0] input keys
+    /// then counts[j][1] output keys, in turn from `names`. Returns (first new id, nodes
+    /// that can run now, nodes skipped because they read a failed node's key).
+    fn add_nodes(
+        &mut self,
+        py: Python<'_>,
+        names: Vec<String>,
+        counts: Vec<(u32, u32)>,
+    ) -> PyResult<(NodeId, Vec<NodeId>, Vec<NodeId>)> {
+        let inner = &mut self.inner;
+        let added = py
+            .detach(|| {
+                let names: Vec<&str> = names.iter().map(String::as_str).collect();
+                inner.add_nodes(&names, &counts)
+            })
+            .map_err(grow_err)?;
+        Ok((added.first, added.ready, added.skipped))
     }
 
     /// Queued ready nodes that fit in the capacity now.
