@@ -6,10 +6,12 @@
 //! and may only produce new keys: no existing node can come to depend on them, so a
 //! cycle can only form inside one batch and a batch is checked alone.
 
-use std::collections::HashMap;
 use std::fmt;
 
+use rustc_hash::FxHashMap as HashMap;
+
 use crate::graph::{Graph, NONE};
+use crate::intern::{Interner, Probe};
 use crate::NodeId;
 
 /// Why a batch of added nodes was refused. Nodes of the batch are named by their index
@@ -103,7 +105,9 @@ pub struct Added {
 /// rebuilt. Sources read their CSR row first, then this list.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Growth {
-    producer: HashMap<Box<str>, NodeId>,
+    /// Added output keys (an arena, no allocation per key) and the node producing each.
+    keys: Interner,
+    producer: Vec<NodeId>,
     head: Vec<u32>,
     next: Vec<u32>,
     target: Vec<NodeId>,
@@ -118,6 +122,13 @@ pub(crate) struct Checked {
 }
 
 impl Growth {
+    fn producer_of(&self, key: &str) -> Option<NodeId> {
+        if self.producer.is_empty() {
+            return None;
+        }
+        self.keys.get(key).map(|k| self.producer[k as usize])
+    }
+
     /// Successors of `node` among added nodes, newest edge first.
     #[inline]
     pub(crate) fn successors(&self, node: NodeId) -> Successors<'_> {
@@ -174,7 +185,8 @@ impl Growth {
         names: &[&'a str],
         counts: &[(u32, u32)],
     ) -> Result<HashMap<&'a str, usize>, GrowError> {
-        let mut outputs: HashMap<&str, usize> = HashMap::with_capacity(counts.len());
+        let mut outputs: HashMap<&str, usize> = HashMap::default();
+        outputs.reserve(counts.len());
         let mut at = 0usize;
         for (node, &(ins, outs)) in counts.iter().enumerate() {
             at += ins as usize;
@@ -186,7 +198,7 @@ impl Growth {
                         producer: graph.producer(k),
                     });
                 }
-                if let Some(&p) = self.producer.get(key) {
+                if let Some(p) = self.producer_of(key) {
                     return Err(GrowError::OutputExists {
                         node,
                         key: key.to_string(),
@@ -227,7 +239,7 @@ impl Growth {
             for &key in &names[at..at + ins as usize] {
                 if let Some(&j) = batch_outputs.get(key) {
                     preds.push((base + j) as NodeId);
-                } else if let Some(&p) = self.producer.get(key) {
+                } else if let Some(p) = self.producer_of(key) {
                     preds.push(p);
                 } else {
                     match graph.key_id(key) {
@@ -267,7 +279,10 @@ impl Growth {
         for (node, &(ins, outs)) in counts.iter().enumerate() {
             at += ins as usize;
             for &key in &names[at..at + outs as usize] {
-                self.producer.insert(key.into(), (base + node) as NodeId);
+                // New by the checks, unless the node lists it twice: ids then stay in step.
+                if self.keys.intern_probed(key, Probe::new(key)).1 {
+                    self.producer.push((base + node) as NodeId);
+                }
             }
             at += outs as usize;
         }

@@ -137,6 +137,21 @@ fn errors_name_the_nodes_and_keys_and_change_nothing() {
 }
 
 #[test]
+fn a_node_may_list_an_output_twice() {
+    let mut s = started();
+    add(&mut s, &[(&[], &["c", "c"]), (&[], &["d"])]).unwrap();
+    let err = add(&mut s, &[(&[], &["d"])]).unwrap_err();
+    assert_eq!(
+        err,
+        GrowError::OutputExists {
+            node: 0,
+            key: "d".into(),
+            producer: Some(3)
+        }
+    );
+}
+
+#[test]
 fn counts_must_add_up() {
     let mut s = started();
     let err = s.add_nodes(&["a"], &[(1, 1)]).unwrap_err();

@@ -7,6 +7,7 @@ use pyo3::prelude::*;
 
 use crate::errors::{grow_err, sched_err};
 use crate::graph::PyGraph;
+use crate::keys::push_keys;
 
 /// The ready-set scheduler: hands out nodes whose inputs are all available.
 #[pyclass(module = "taskiq_dataflow._core", name = "Scheduler")]
@@ -60,17 +61,20 @@ impl PyScheduler {
     /// that can run now, nodes skipped because they read a failed node's key).
     fn add_nodes(
         &mut self,
-        py: Python<'_>,
-        names: Vec<String>,
+        names: &Bound<'_, PyAny>,
         counts: Vec<(u32, u32)>,
     ) -> PyResult<(NodeId, Vec<NodeId>, Vec<NodeId>)> {
-        let inner = &mut self.inner;
-        let added = py
-            .detach(|| {
-                let names: Vec<&str> = names.iter().map(String::as_str).collect();
-                inner.add_nodes(&names, &counts)
-            })
-            .map_err(grow_err)?;
+        let mut borrowed: Vec<&str> = Vec::new();
+        // SAFETY: `names` is alive for the call and no Python code runs while `borrowed`
+        // is used (the GIL stays held: the batch is checked and applied in one go).
+        let added = if unsafe { push_keys(names.as_ptr(), &mut borrowed) }.is_some() {
+            self.inner.add_nodes(&borrowed, &counts)
+        } else {
+            let owned: Vec<String> = names.extract()?;
+            let names: Vec<&str> = owned.iter().map(String::as_str).collect();
+            self.inner.add_nodes(&names, &counts)
+        }
+        .map_err(grow_err)?;
         Ok((added.first, added.ready, added.skipped))
     }
 
