@@ -13,6 +13,7 @@ from taskiq_dataflow import (
     DataflowExecutionError,
     ExecutionEngine,
     GrowthError,
+    RunStore,
     TaskFailedError,
     add_tasks,
 )
@@ -288,3 +289,15 @@ def test_add_tasks_outside_a_run_and_with_wrong_objects() -> None:
 
     with pytest.raises(TaskFailedError, match=r"takes DAGNode objects, got function"):
         run(dag_of(DAGNode(wrong, output="n")))
+
+
+def test_a_run_with_a_store_refuses_to_grow(tmp_path: Any) -> None:
+    async def adder() -> int:
+        add_tasks([DAGNode(double, output="x", inputs=["n"])])
+        return 1
+
+    engine = ExecutionEngine(
+        None, dag_of(DAGNode(adder, output="n")), store=RunStore(tmp_path / "r.db")
+    )
+    with pytest.raises(TaskFailedError, match=r"cannot grow a run recorded in a RunStore"):
+        asyncio.run(engine.execute())

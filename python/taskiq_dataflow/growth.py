@@ -33,6 +33,13 @@ def add_tasks(nodes: Iterable[DAGNode]) -> list[int]:
             "an ExecutionEngine runs in its own process (blocking tasks run in a thread and "
             "cluster workers in another process: neither can add tasks)"
         )
+    if current is not None and current.engine.store is not None:
+        # a restart restores tasks by their place in the DAG: added ones have none there
+        raise GrowthError(
+            "add_tasks() cannot grow a run recorded in a RunStore (a restart could not restore "
+            "the added tasks): run this DAG on an engine without store=, or build the tasks "
+            "into the DAG"
+        )
     try:
         asyncio.get_running_loop()
     except RuntimeError:
