@@ -3,7 +3,7 @@
 from collections.abc import Sequence
 from typing import Literal, Self, final
 
-__all__ = ["CycleError", "Graph", "Scheduler", "SchedulerError", "__version__"]
+__all__ = ["CycleError", "Graph", "GrowthError", "Scheduler", "SchedulerError", "__version__"]
 __version__: str
 
 # Typing-only aliases (no runtime object): private, so stubtest leaves them alone.

@@ -788,7 +788,8 @@ class Growth:
             if producer is None:
                 producer = state.graph.producer(key)
             if producer is not None and state.scheduler.state(producer) in ("failed", "skipped"):
-                return state.names[producer]
+                name: str = state.names[producer]
+                return name
         return "<unknown>"
 
     def order(self) -> list[int]:
