@@ -383,12 +383,12 @@ class RunState:
         if self.status is not None:
             raise GrowthError(f"cannot add tasks to run {self.run_id}: it has {self.status}")
         grown = self.grown if self.grown is not None else self._start_growing()
-        names, counts = grown.flatten(added, self.inputs)
+        names, counts, reads = grown.flatten(added, self.inputs)
         try:
             first, ready, skipped = self.scheduler.add_nodes(names, counts)
         except _core.GrowthError as exc:
             raise GrowthError(grown.explain(exc, added, self.names)) from None
-        grown.record(self, added)
+        grown.record(self, added, reads)
         for node in skipped:
             self._skipped_at_once(node)
         return TasksAdded(first, len(added), ready, skipped)
@@ -719,11 +719,13 @@ class Growth:
 
     def flatten(
         self, added: Sequence[NodeFields], run_inputs: Mapping[str, Any]
-    ) -> tuple[list[str], list[tuple[int, int]]]:
-        """The scheduler's form of a batch: run inputs are available and have no producer, so
-        they are left out of the inputs; an output may not shadow one."""
+    ) -> tuple[list[str], list[tuple[int, int]], list[Sequence[str]]]:
+        """The scheduler's form of a batch (names, counts, and each task's inputs as given to
+        it): run inputs are available and have no producer, so they are left out of the
+        inputs; an output may not shadow one."""
         names: list[str] = []
         counts: list[tuple[int, int]] = []
+        reads: list[Sequence[str]] = []
         for f in added:
             ins = f.inputs
             if run_inputs and not run_inputs.keys().isdisjoint(ins):
@@ -737,20 +739,24 @@ class Growth:
             names.extend(ins)
             names.extend(f.outputs)
             counts.append((len(ins), len(f.outputs)))
-        return names, counts
+            reads.append(ins)
+        return names, counts, reads
 
-    def record(self, state: RunState, added: Sequence[NodeFields]) -> None:
+    def record(
+        self, state: RunState, added: Sequence[NodeFields], reads: list[Sequence[str]]
+    ) -> None:
         first = len(state.tasks)
-        run_inputs = state.inputs
-        for i, f in enumerate(added):
-            state.tasks.append(f.task)
-            state.names.append(f.name)
-            state.node_inputs.append(f.inputs)
-            state.node_outputs.append(f.outputs)
-            state.metadata.append(f.metadata or None)
+        # a column at a time: a batch may hold 100,000s of tasks
+        state.tasks.extend([f.task for f in added])
+        state.names.extend([f.name for f in added])
+        state.node_inputs.extend([f.inputs for f in added])
+        state.node_outputs.extend([f.outputs for f in added])
+        state.metadata.extend([f.metadata or None for f in added])
+        producer = self.producer
+        for node, f in enumerate(added, first):
             for key in f.outputs:
-                self.producer[key] = first + i
-            self.reads.append([k for k in f.inputs if k not in run_inputs])
+                producer[key] = node
+        self.reads.extend(reads)
         state.attempts.extend([0] * len(added))
 
     def explain(self, exc: Exception, added: Sequence[NodeFields], names: Sequence[str]) -> str:
