@@ -33,6 +33,7 @@ def test_module_exports():
         "Scheduler",
         "CycleError",
         "SchedulerError",
+        "GrowthError",
         "__version__",
     }
     assert isinstance(_core.__version__, str) and _core.__version__.count(".") == 2

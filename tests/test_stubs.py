@@ -147,6 +147,8 @@ SCHEDULER_SCRIPT: list[tuple[str, tuple[Any, ...]]] = [
     ("running", ()),
     ("complete", (0,)),
     ("complete_many", ([1, 6],)),
+    ("add_nodes", (["k6", "grown", "ext", "grown2"], [(1, 1), (1, 1)])),
+    ("complete_many", ([7, 8],)),  # the added nodes: both read keys that are there
     ("requeue", (2,)),
     ("take_ready", ()),
     ("fail", (2,)),
@@ -206,3 +208,12 @@ def test_stub_declares_the_errors_args():
     with pytest.raises(_core.SchedulerError) as started:
         scheduler.start()
     assert started.value.args[1:] == (None,)
+    with pytest.raises(_core.GrowthError) as refused:
+        scheduler.add_nodes(["k0", "k1"], [(1, 1)])
+    message, kind, nodes, key, producer = refused.value.args
+    assert conforms(message, str) and (kind, nodes, key, producer) == (
+        "output_exists",
+        [0],
+        "k1",
+        1,
+    )

@@ -4,7 +4,14 @@ from ._core import __version__
 from .compose import Flow, FlowError, FlowNode
 from .dataflow import DAG, DAGBuilder, DAGNode, DataCache, DataflowRegistry, TaskNode
 from .dependencies import Depends
-from .errors import CycleError, DAGValidationError, DataflowError, StoreError, StreamError
+from .errors import (
+    CycleError,
+    DAGValidationError,
+    DataflowError,
+    GrowthError,
+    StoreError,
+    StreamError,
+)
 from .events import (
     Event,
     EventBus,
@@ -28,6 +35,7 @@ from .execution_engine import (
     StepResult,
     TaskFailedError,
 )
+from .growth import add_tasks
 from .map_reduce import MapReduce
 from .pipeline import DataflowPipeline
 from .result_cache import ResultCache
@@ -58,6 +66,7 @@ __all__ = [
     "Flow",
     "FlowError",
     "FlowNode",
+    "GrowthError",
     "MapReduce",
     "MissingInputError",
     "ResultCache",
@@ -80,6 +89,7 @@ __all__ = [
     "TaskNode",
     "TaskSpec",
     "__version__",
+    "add_tasks",
     "pipeline_task",
     "rejoin",
     "secede",

@@ -3,7 +3,7 @@
 from collections.abc import Sequence
 from typing import Literal, Self, final
 
-__all__ = ["CycleError", "Graph", "Scheduler", "SchedulerError", "__version__"]
+__all__ = ["CycleError", "Graph", "GrowthError", "Scheduler", "SchedulerError", "__version__"]
 __version__: str
 
 # Typing-only aliases (no runtime object): private, so stubtest leaves them alone.
@@ -20,6 +20,9 @@ class CycleError(ValueError):
 
 class SchedulerError(ValueError):
     """args: (message, node id or None)."""
+
+class GrowthError(ValueError):
+    """args: (message, kind, batch indices, key or None, existing producer id or None)."""
 
 # pyo3 classes: built by `__new__` (they have no `__init__`) and not subclassable.
 @final
@@ -75,6 +78,9 @@ class Scheduler:
     def complete(self, node: int) -> list[int]: ...
     def complete_many(self, nodes: Sequence[int]) -> list[int]: ...
     def fail(self, node: int) -> list[int]: ...
+    def add_nodes(
+        self, names: Sequence[str], counts: Sequence[tuple[int, int]]
+    ) -> tuple[int, list[int], list[int]]: ...
     def take_ready(self) -> list[int]: ...
     def set_capacity(self, capacity: int | None = None) -> None: ...
     def requeue(self, node: int) -> None: ...

@@ -106,6 +106,11 @@ class FlowError(DataflowError, ValueError):
     """A flow cannot be built as written; the message names the node(s) and key(s) at fault."""
 
 
+class GrowthError(DataflowError, ValueError):
+    """A running task's `add_tasks` call was refused (a duplicate or existing output key, an
+    input nobody produces, a cycle among the added tasks): nothing of the batch was added."""
+
+
 class StoreError(DataflowError, LookupError):
     """A run that is not in the store, or a DAG that does not match the stored run."""
 

@@ -309,7 +309,7 @@ class ExecutionEngine:
     async def _drive(
         self, driver: Driver, restarting: bool = False, secede: bool = True
     ) -> dict[str, Any]:
-        token = _CURRENT.set(_Current(self, driver.state.run_id, restarting))
+        token = _CURRENT.set(_Current(self, driver.state.run_id, restarting, driver))
         self._drivers.add(driver)
         try:
             if secede and _leaves_process(driver):
@@ -392,6 +392,8 @@ class _Current(NamedTuple):
     # the run continues a stored one (restart): a map node's nested run then continues its own
     # stored run instead of running every item again
     restarting: bool
+    # the run's driver, for tasks that add tasks to their own run (growth.add_tasks)
+    driver: Any = None
 
 
 _CURRENT: ContextVar[_Current | None] = ContextVar("taskiq_dataflow_engine", default=None)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import _core
 from .dependencies import with_dependencies
-from .errors import DataflowExecutionError, ExecutionCancelled, TaskFailedError
+from .errors import DataflowExecutionError, ExecutionCancelled, GrowthError, TaskFailedError
 from .events import (
     Event,
     StepCompleted,
@@ -36,6 +36,7 @@ from .task import InEngine, get_spec, original_function
 from .transports.base import Completion, Job, task_error
 
 if TYPE_CHECKING:
+    from .dataflow.graph import NodeFields
     from .stream_wiring import Streaming
 
 COMPENSATION = 0  # the attempt number of a compensation job (a task's attempts start at 1)
@@ -57,6 +58,17 @@ class Completed:
     """A batch of completions (successes and failures) as the transports pushed them."""
 
     batch: list[Completion]
+
+
+@dataclass(slots=True)
+class TasksAdded:
+    """A running task added tasks to the run (`RunState.add_tasks` already grew the scheduler):
+    `ready` can run now, `skipped` read a key of a task that failed."""
+
+    first: int
+    count: int
+    ready: list[int]
+    skipped: list[int]
 
 
 @dataclass(slots=True)
@@ -278,6 +290,8 @@ class RunState:
         self._stores: list[tuple[Job, Any]] = []
         self.requeue: list[Completion] = []  # filled by the stream wiring
         self.stops: list[int] = []  # filled by the stream wiring
+        # set once a task added tasks: the columns are then this run's copies, not the DAG's
+        self.grown: Growth | None = None
         if self.restored:
             self._restore()
 
@@ -296,9 +310,13 @@ class RunState:
         self._check_finished()
         return self._out()
 
-    def handle(self, event: Completed | RetryDue | SlotsGranted | Cancel) -> list[Instruction]:
+    def handle(
+        self, event: Completed | RetryDue | SlotsGranted | Cancel | TasksAdded
+    ) -> list[Instruction]:
         if type(event) is Completed:
             return self.completed(event.batch)
+        if type(event) is TasksAdded:
+            return self._tasks_added(event)
         if type(event) is RetryDue:
             return self._retry_due(event.node, event.attempt)
         if type(event) is SlotsGranted:
@@ -354,6 +372,44 @@ class RunState:
             return self._out()
         if done:
             self._dispatch(self.scheduler.complete_many(done))
+        self._check_finished()
+        return self._out()
+
+    # -- tasks added while the run goes on ------------------------------------------------------
+
+    def add_tasks(self, added: Sequence[NodeFields]) -> TasksAdded:
+        """Grow the run by `added` (one scheduler call for the batch); raises GrowthError, naming
+        the task and key, with nothing added. Feed the returned event to `handle`."""
+        if self.status is not None:
+            raise GrowthError(f"cannot add tasks to run {self.run_id}: it has {self.status}")
+        grown = self.grown if self.grown is not None else self._start_growing()
+        names, counts, reads = grown.flatten(added, self.inputs)
+        try:
+            first, ready, skipped = self.scheduler.add_nodes(names, counts)
+        except _core.GrowthError as exc:
+            raise GrowthError(grown.explain(exc, added, self.names)) from None
+        grown.record(self, added, reads)
+        for node in skipped:
+            self._skipped_at_once(node)
+        return TasksAdded(first, len(added), ready, skipped)
+
+    def _start_growing(self) -> Growth:
+        self.names, self.node_inputs = list(self.names), list(self.node_inputs)
+        self.node_outputs, self.tasks = list(self.node_outputs), list(self.tasks)
+        self.metadata = list(self.metadata)
+        self.grown = Growth(self)
+        return self.grown
+
+    def _skipped_at_once(self, node: int) -> None:
+        assert self.grown is not None
+        names = self.names
+        upstream = self.grown.lost_upstream(self, node)
+        self.skipped[names[node]] = upstream
+        if self.step_events:
+            self._events.append(StepSkipped(self.run_id, node, names[node], upstream))
+
+    def _tasks_added(self, event: TasksAdded) -> list[Instruction]:
+        self._dispatch(event.ready)
         self._check_finished()
         return self._out()
 
@@ -620,7 +676,10 @@ class RunState:
         if not self.results:
             return []
         jobs = []
-        for node in reversed(self.graph.topological_order()):
+        order = self.graph.topological_order()
+        if self.grown is not None:  # added tasks only read older ones: they come after
+            order = order + self.grown.order()
+        for node in reversed(order):
             if node not in self.results:
                 continue
             action = self.plan(node).compensate
@@ -642,6 +701,112 @@ class RunState:
         if self.failures:
             return DataflowExecutionError(self.failures, self.skipped, produced)
         return None
+
+
+# -- growth ---------------------------------------------------------------------------------------
+
+
+class Growth:
+    """What a run knows of the tasks its tasks added: who produces each added key (for the
+    messages and the compensation order; the scheduler keeps its own copy, in Rust)."""
+
+    __slots__ = ("base", "producer", "reads")
+
+    def __init__(self, state: RunState) -> None:
+        self.base = len(state.tasks)
+        self.producer: dict[str, int] = {}
+        self.reads: list[Sequence[str]] = []  # inputs per added task, run inputs dropped
+
+    def flatten(
+        self, added: Sequence[NodeFields], run_inputs: Mapping[str, Any]
+    ) -> tuple[list[str], list[tuple[int, int]], list[Sequence[str]]]:
+        """The scheduler's form of a batch (names, counts, and each task's inputs as given to
+        it): run inputs are available and have no producer, so they are left out of the
+        inputs; an output may not shadow one."""
+        names: list[str] = []
+        counts: list[tuple[int, int]] = []
+        reads: list[Sequence[str]] = []
+        for f in added:
+            ins = f.inputs
+            if run_inputs and not run_inputs.keys().isdisjoint(ins):
+                ins = [k for k in ins if k not in run_inputs]
+            for key in f.outputs:
+                if key in run_inputs:
+                    raise GrowthError(
+                        f"added task {f.name!r} outputs key {key!r}, which is an input of the "
+                        "run: give the output another name"
+                    )
+            names.extend(ins)
+            names.extend(f.outputs)
+            counts.append((len(ins), len(f.outputs)))
+            reads.append(ins)
+        return names, counts, reads
+
+    def record(
+        self, state: RunState, added: Sequence[NodeFields], reads: list[Sequence[str]]
+    ) -> None:
+        first = len(state.tasks)
+        # a column at a time: a batch may hold 100,000s of tasks
+        state.tasks.extend([f.task for f in added])
+        state.names.extend([f.name for f in added])
+        state.node_inputs.extend([f.inputs for f in added])
+        state.node_outputs.extend([f.outputs for f in added])
+        state.metadata.extend([f.metadata or None for f in added])
+        producer = self.producer
+        for node, f in enumerate(added, first):
+            for key in f.outputs:
+                producer[key] = node
+        self.reads.extend(reads)
+        state.attempts.extend([0] * len(added))
+
+    def explain(self, exc: Exception, added: Sequence[NodeFields], names: Sequence[str]) -> str:
+        """The scheduler's refusal in the run's terms: task names instead of batch indices."""
+        message, kind, nodes, key, producer = exc.args
+        named = [repr(added[j].name) for j in nodes]
+        if kind == "duplicate_output":
+            return (
+                f"added tasks {named[0]} and {named[1]} both output key {key!r}: "
+                "each key needs a single producer"
+            )
+        if kind == "output_exists" and producer is not None:
+            return (
+                f"added task {named[0]} outputs key {key!r}, which task "
+                f"{names[producer]!r} already produces: added tasks output new keys only"
+            )
+        if kind == "output_exists":
+            return (
+                f"added task {named[0]} outputs key {key!r}, which tasks of the run read as an "
+                "input: added tasks output new keys only"
+            )
+        if kind == "unknown_input":
+            return (
+                f"added task {named[0]} reads key {key!r}, which no task produces and the run "
+                "was not given: add its producer in the same call or pass it as a run input"
+            )
+        if kind == "cycle":
+            return f"added tasks form a cycle: {' -> '.join(named)}"
+        return str(message)
+
+    def lost_upstream(self, state: RunState, node: int) -> str:
+        """The failed or skipped task an added task reads from (named in `skipped`)."""
+        for key in self.reads[node - self.base]:
+            producer = self.producer.get(key)
+            if producer is None:
+                producer = state.graph.producer(key)
+            if producer is not None and state.scheduler.state(producer) in ("failed", "skipped"):
+                name: str = state.names[producer]
+                return name
+        return "<unknown>"
+
+    def order(self) -> list[int]:
+        """The added tasks, each after the added tasks it reads from."""
+        from graphlib import TopologicalSorter
+
+        producer, base = self.producer, self.base
+        sorter: TopologicalSorter[int] = TopologicalSorter()
+        for i, reads in enumerate(self.reads):
+            sorter.add(base + i, *(p for k in reads if (p := producer.get(k)) is not None))
+        return list(sorter.static_order())
 
 
 # -- helpers --------------------------------------------------------------------------------------

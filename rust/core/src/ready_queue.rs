@@ -68,6 +68,13 @@ impl ReadyQueue {
         }
     }
 
+    /// Room for `count` added nodes; with priorities they have priority 0.
+    pub fn grow(&mut self, count: usize) {
+        if let ReadyQueue::ByPriority { keys, .. } = self {
+            keys.resize(keys.len() + count, priority_key(0.0));
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         match self {
             ReadyQueue::ById(heap) => heap.is_empty(),

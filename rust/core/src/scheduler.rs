@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use crate::error::Cycle;
 use crate::graph::Graph;
+use crate::grow::{Added, GrowError, Growth};
 use crate::ready_queue::ReadyQueue;
 use crate::NodeId;
 
@@ -169,6 +170,8 @@ pub struct Scheduler {
     queue: ReadyQueue,
     capacity: Option<usize>,
     started: bool,
+    /// Nodes added by `add_nodes`, ids after the graph's.
+    growth: Growth,
 }
 
 impl Scheduler {
@@ -203,6 +206,7 @@ impl Scheduler {
             queue: ReadyQueue::new(priorities),
             capacity,
             started: false,
+            growth: Growth::default(),
             graph,
         })
     }
@@ -245,12 +249,10 @@ impl Scheduler {
     #[inline]
     fn release_successors(&mut self, node: NodeId, fresh: &mut Vec<NodeId>) {
         for &s in self.graph.successors(node) {
-            let w = &mut self.waiting[s as usize];
-            *w -= 1;
-            if *w == 0 && self.states.of[s as usize] == NodeState::Pending {
-                self.states.set(s, NodeState::Ready);
-                fresh.push(s);
-            }
+            release(&mut self.waiting, &mut self.states, s, fresh);
+        }
+        for s in self.growth.successors(node) {
+            release(&mut self.waiting, &mut self.states, s, fresh);
         }
     }
 
@@ -300,6 +302,9 @@ impl Scheduler {
     /// Like `release_successors`, but readiness is decided at `start`.
     fn release_successors_before_start(&mut self, node: NodeId) {
         for &s in self.graph.successors(node) {
+            self.waiting[s as usize] -= 1;
+        }
+        for s in self.growth.successors(node) {
             self.waiting[s as usize] -= 1;
         }
     }
@@ -379,7 +384,8 @@ impl Scheduler {
         let mut head = 0;
         let mut u = node;
         loop {
-            for &s in self.graph.successors(u) {
+            let base = self.graph.successors(u).iter().copied();
+            for s in base.chain(self.growth.successors(u)) {
                 if matches!(
                     self.states.of[s as usize],
                     NodeState::Pending | NodeState::Ready
@@ -442,6 +448,59 @@ impl Scheduler {
         skipped
     }
 
+    /// Adds a batch of nodes while the scheduler runs (or before it starts): node `j`
+    /// lists `counts[j].0` input keys then `counts[j].1` output keys, taken in turn from
+    /// `names`. Inputs may be keys of any node (or declared external keys); outputs must
+    /// be new keys. The batch is checked whole first (see `GrowError`): on error nothing
+    /// changes. Added ids follow the existing ones in batch order; a node whose inputs
+    /// are all available becomes ready at once (handed out up to capacity, after
+    /// `start`), one reading a key of a failed or skipped node is skipped. With
+    /// priorities, added nodes have priority 0.
+    pub fn add_nodes(&mut self, names: &[&str], counts: &[(u32, u32)]) -> Result<Added, GrowError> {
+        let base = self.states.of.len();
+        let checked = self.growth.check(&self.graph, base, names, counts)?;
+        let m = counts.len();
+        self.growth.record_outputs(base, names, counts);
+        self.growth.reserve_nodes(base + m);
+        self.states.of.resize(base + m, NodeState::Pending);
+        self.states.counts[NodeState::Pending as usize] += m;
+        self.waiting.resize(base + m, 0);
+        self.queue.grow(m);
+        let mut added = Added {
+            first: base as NodeId,
+            ..Added::default()
+        };
+        for &j in &checked.order {
+            let v = (base + j) as NodeId;
+            let start = if j == 0 { 0 } else { checked.pred_ends[j - 1] };
+            let mut waiting = 0u32;
+            let mut doomed = false;
+            for &p in &checked.preds[start..checked.pred_ends[j]] {
+                match self.states.of[p as usize] {
+                    NodeState::Done => {}
+                    NodeState::Failed | NodeState::Skipped => doomed = true,
+                    _ => {
+                        waiting += 1;
+                        self.growth.add_edge(p, v);
+                    }
+                }
+            }
+            self.waiting[v as usize] = waiting;
+            if doomed {
+                self.states.set(v, NodeState::Skipped);
+                added.skipped.push(v);
+            } else if waiting == 0 && self.started {
+                self.states.set(v, NodeState::Ready);
+                added.ready.push(v);
+            }
+        }
+        if self.started {
+            self.hand_out(&mut added.ready);
+        }
+        added.skipped.sort_unstable();
+        Ok(added)
+    }
+
     pub fn state(&self, node: NodeId) -> Result<NodeState, SchedError> {
         self.check_range(node)?;
         Ok(self.states.of[node as usize])
@@ -464,5 +523,16 @@ impl Scheduler {
     pub fn is_finished(&self) -> bool {
         let c = self.counts();
         c.pending == 0 && c.ready == 0 && c.running == 0
+    }
+}
+
+/// One predecessor of `s` is Done: it becomes Ready when it was the last one.
+#[inline]
+fn release(waiting: &mut [u32], states: &mut States, s: NodeId, fresh: &mut Vec<NodeId>) {
+    let w = &mut waiting[s as usize];
+    *w -= 1;
+    if *w == 0 && states.of[s as usize] == NodeState::Pending {
+        states.set(s, NodeState::Ready);
+        fresh.push(s);
     }
 }

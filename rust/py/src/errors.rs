@@ -1,6 +1,6 @@
 //! The module's exception types and the mapping of core errors onto Python ones.
 
-use dataflow_core::{Cycle, GraphError, SchedError};
+use dataflow_core::{Cycle, GraphError, GrowError, SchedError};
 use pyo3::create_exception;
 use pyo3::exceptions::{PyIndexError, PyValueError};
 use pyo3::prelude::*;
@@ -17,6 +17,34 @@ create_exception!(
     PyValueError,
     "A scheduler call that the node's state does not allow; args are (message, node id or None)."
 );
+
+create_exception!(
+    _core,
+    GrowthError,
+    PyValueError,
+    "A batch of added nodes was refused; args are (message, kind, batch indices, key or None, \
+     existing producer id or None)."
+);
+
+/// Batch indices and keys travel as arguments so that callers can name the tasks.
+pub(crate) fn grow_err(err: GrowError) -> PyErr {
+    let message = err.to_string();
+    let (kind, nodes, key, producer) = match err {
+        GrowError::Counts { .. } => ("counts", vec![], None, None),
+        GrowError::OutputExists {
+            node,
+            key,
+            producer,
+        } => ("output_exists", vec![node], Some(key), producer),
+        GrowError::DuplicateOutput { key, first, second } => {
+            ("duplicate_output", vec![first, second], Some(key), None)
+        }
+        GrowError::UnknownInput { node, key } => ("unknown_input", vec![node], Some(key), None),
+        GrowError::Cycle { path } => ("cycle", path, None, None),
+        GrowError::TooMany => ("too_many", vec![], None, None),
+    };
+    GrowthError::new_err((message, kind, nodes, key, producer))
+}
 
 /// The path travels as an argument so that callers can name the tasks on it.
 pub(crate) fn cycle_err(cycle: &Cycle) -> PyErr {

@@ -17,7 +17,7 @@ mod scheduler;
 
 use pyo3::prelude::*;
 
-use crate::errors::{CycleError, SchedulerError};
+use crate::errors::{CycleError, GrowthError, SchedulerError};
 use crate::graph::PyGraph;
 use crate::scheduler::PyScheduler;
 
@@ -27,6 +27,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyScheduler>()?;
     m.add("CycleError", m.py().get_type::<CycleError>())?;
     m.add("SchedulerError", m.py().get_type::<SchedulerError>())?;
+    m.add("GrowthError", m.py().get_type::<GrowthError>())?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -5,8 +5,9 @@ use std::collections::HashMap;
 use dataflow_core::{NodeId, Scheduler};
 use pyo3::prelude::*;
 
-use crate::errors::sched_err;
+use crate::errors::{grow_err, sched_err};
 use crate::graph::PyGraph;
+use crate::keys::push_keys;
 
 /// The ready-set scheduler: hands out nodes whose inputs are all available.
 #[pyclass(module = "taskiq_dataflow._core", name = "Scheduler")]
@@ -53,6 +54,28 @@ impl PyScheduler {
     /// Mark a running node failed; returns the nodes skipped because they depend on it.
     fn fail(&mut self, node: NodeId) -> PyResult<Vec<NodeId>> {
         self.inner.fail(node).map_err(sched_err)
+    }
+
+    /// Add a batch of nodes while the run goes on: node j lists counts[j][0] input keys
+    /// then counts[j][1] output keys, in turn from `names`. Returns (first new id, nodes
+    /// that can run now, nodes skipped because they read a failed node's key).
+    fn add_nodes(
+        &mut self,
+        names: &Bound<'_, PyAny>,
+        counts: Vec<(u32, u32)>,
+    ) -> PyResult<(NodeId, Vec<NodeId>, Vec<NodeId>)> {
+        let mut borrowed: Vec<&str> = Vec::new();
+        // SAFETY: `names` is alive for the call and no Python code runs while `borrowed`
+        // is used (the GIL stays held: the batch is checked and applied in one go).
+        let added = if unsafe { push_keys(names.as_ptr(), &mut borrowed) }.is_some() {
+            self.inner.add_nodes(&borrowed, &counts)
+        } else {
+            let owned: Vec<String> = names.extract()?;
+            let names: Vec<&str> = owned.iter().map(String::as_str).collect();
+            self.inner.add_nodes(&names, &counts)
+        }
+        .map_err(grow_err)?;
+        Ok((added.first, added.ready, added.skipped))
     }
 
     /// Queued ready nodes that fit in the capacity now.

@@ -1,0 +1,303 @@
+"""DAGs that grow while they run: a running task adds tasks to its own run (`add_tasks`)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+from taskiq_dataflow import (
+    DAG,
+    DAGNode,
+    DataflowExecutionError,
+    ExecutionEngine,
+    GrowthError,
+    RunStore,
+    TaskFailedError,
+    add_tasks,
+)
+from taskiq_dataflow.events import StepSkipped
+
+
+def run(dag: DAG, inputs: dict[str, Any] | None = None, **options: Any) -> dict[str, Any]:
+    return asyncio.run(ExecutionEngine(None, dag, **options).execute(inputs or {}))
+
+
+def dag_of(*nodes: DAGNode) -> DAG:
+    dag = DAG()
+    for node in nodes:
+        dag.add_node(node)
+    return dag
+
+
+async def double(x: int) -> int:
+    return 2 * x
+
+
+async def add(a: int, b: int) -> int:
+    return a + b
+
+
+def test_one_task_adds_100000_tasks() -> None:
+    async def fan(count: int) -> int:
+        ids = add_tasks(DAGNode(double, output=f"d{i}", inputs=["n"]) for i in range(count))
+        assert len(ids) == count and ids[0] == 1
+        return 3
+
+    started = time.perf_counter()
+    out = run(dag_of(DAGNode(fan, output="n", inputs=["count"])), {"count": 100_000})
+    assert time.perf_counter() - started < 20
+    assert len(out) == 100_001
+    assert out["d0"] == out["d99999"] == 6
+
+
+FAN, DEPTH = 10, 5
+
+
+def children(path: str) -> list[str]:
+    return [f"{path}.{i}" for i in range(FAN)]
+
+
+async def spread(path: str) -> Any:
+    """Outputs its children's paths (under their own names), after adding those children:
+    each reads the path it was given and does the same, down to DEPTH."""
+    kids = children(path)
+    if path.count(".") + 1 < DEPTH:
+        add_tasks(DAGNode(spread, outputs=children(kid), inputs=[kid], name=kid) for kid in kids)
+    else:
+        add_tasks(DAGNode(leaf, output=f"{kid}!", inputs=[kid], name=kid) for kid in kids)
+    return tuple(kids)
+
+
+async def leaf(path: str) -> str:
+    return path
+
+
+def test_a_recursive_fan_out_to_111111_tasks() -> None:
+    started = time.perf_counter()
+    root = DAGNode(spread, outputs=children("r"), inputs=["path"], name="r")
+    out = run(dag_of(root), {"path": "r"})
+    assert time.perf_counter() - started < 60
+    assert sum(k.endswith("!") for k in out) == FAN**DEPTH
+    assert len(out) == sum(FAN**d for d in range(1, DEPTH + 1)) + FAN**DEPTH  # keys, not tasks
+    assert out["r.9.9.9.9.9!"] == "r.9.9.9.9.9"
+
+
+# -- what added tasks may read, and when they run --------------------------------------------------
+
+
+def test_added_tasks_read_the_adders_output_the_run_inputs_and_each_other() -> None:
+    async def adder(base: int) -> int:
+        # listed before its producer: a batch need not be in dependency order
+        add_tasks(
+            [
+                DAGNode(add, output="total", inputs=["n", "twice"]),
+                DAGNode(double, output="twice", inputs=["base"]),
+            ]
+        )
+        return base + 1
+
+    out = run(dag_of(DAGNode(adder, output="n", inputs=["base"])), {"base": 5})
+    assert out == {"n": 6, "twice": 10, "total": 16}
+
+
+def test_an_added_task_reading_a_finished_task_runs_at_once() -> None:
+    seen: list[str] = []
+
+    async def first() -> int:
+        return 1
+
+    async def slow(one: int) -> int:
+        await asyncio.sleep(0.05)
+        add_tasks([DAGNode(record, output="late", inputs=["one"])])
+        return one
+
+    async def record(one: int) -> int:
+        seen.append("late")
+        return one + 1
+
+    out = run(dag_of(DAGNode(first, output="one"), DAGNode(slow, output="s", inputs=["one"])))
+    assert out["late"] == 2 and seen == ["late"]
+
+
+def test_a_failed_added_task_fails_the_run_naming_it() -> None:
+    async def boom(n: int) -> int:
+        raise RuntimeError(f"bad {n}")
+
+    async def adder() -> int:
+        add_tasks([DAGNode(boom, output="b", inputs=["n"], name="boomer")])
+        return 1
+
+    with pytest.raises(TaskFailedError, match=r"task 'boomer' failed: RuntimeError: bad 1"):
+        run(dag_of(DAGNode(adder, output="n")))
+
+
+def test_without_fail_fast_tasks_added_after_a_failure_are_skipped() -> None:
+    events: list[StepSkipped] = []
+
+    async def broken() -> int:
+        raise ValueError("broken")
+
+    async def later(x: int) -> int:
+        await asyncio.sleep(0.05)  # broken has failed by now
+        add_tasks([DAGNode(double, output="d", inputs=["bad"], name="reader")])
+        return x
+
+    dag = dag_of(DAGNode(broken, output="bad"), DAGNode(later, output="ok", inputs=["x"]))
+    engine = ExecutionEngine(None, dag, fail_fast=False)
+    engine.events.subscribe(events.append, StepSkipped)
+    with pytest.raises(DataflowExecutionError) as info:
+        asyncio.run(engine.execute({"x": 1}))
+    assert info.value.skipped == {"reader": "broken"}
+    assert [(e.task_name, e.because_of) for e in events] == [("reader", "broken")]
+
+
+def test_compensations_of_added_tasks_run_before_their_producers() -> None:
+    undone: list[str] = []
+
+    def undo(name: str) -> Any:
+        def compensate(result: Any) -> None:
+            undone.append(name)
+
+        return compensate
+
+    async def fail(x: int) -> int:
+        raise RuntimeError("late failure")
+
+    async def adder() -> int:
+        add_tasks(
+            [
+                DAGNode(
+                    double, output="b", inputs=["a"], name="b", metadata={"compensate": undo("b")}
+                ),
+                DAGNode(
+                    double, output="a", inputs=["n"], name="a", metadata={"compensate": undo("a")}
+                ),
+                DAGNode(fail, output="c", inputs=["b"], name="c"),
+            ]
+        )
+        return 1
+
+    dag = DAG()
+    dag.add_node(DAGNode(adder, output="n", metadata={"compensate": undo("adder")}))
+    with pytest.raises(TaskFailedError, match="late failure"):
+        run(dag)
+    assert undone == ["b", "a", "adder"]
+
+
+# -- refused batches -------------------------------------------------------------------------------
+
+
+def refused(batch: Any, inputs: dict[str, Any] | None = None) -> str:
+    """The message of the GrowthError the adding task got (it fails the run as its error)."""
+    caught: list[GrowthError] = []
+
+    async def adder() -> int:
+        try:
+            add_tasks(batch())
+        except GrowthError as exc:
+            caught.append(exc)
+            raise
+        return 1
+
+    dag = dag_of(DAGNode(adder, output="n"), DAGNode(double, output="existing", inputs=["n"]))
+    with pytest.raises(TaskFailedError, match=r"task 'adder' failed: GrowthError"):
+        run(dag, inputs)
+    assert len(caught) == 1
+    return str(caught[0])
+
+
+def test_two_added_tasks_with_one_output_are_refused() -> None:
+    message = refused(
+        lambda: [
+            DAGNode(double, output="x", inputs=["n"], name="one"),
+            DAGNode(double, output="x", inputs=["n"], name="two"),
+        ]
+    )
+    assert (
+        message
+        == "added tasks 'one' and 'two' both output key 'x': each key needs a single producer"
+    )
+
+
+def test_an_added_output_an_existing_task_produces_is_refused() -> None:
+    message = refused(lambda: [DAGNode(double, output="existing", inputs=["n"], name="copy")])
+    assert (
+        "added task 'copy' outputs key 'existing', which task 'double' already produces" in message
+    )
+
+
+def test_an_added_output_named_like_a_run_input_is_refused() -> None:
+    message = refused(
+        lambda: [DAGNode(double, output="given", inputs=["n"], name="shadow")], {"given": 1}
+    )
+    assert "added task 'shadow' outputs key 'given', which is an input of the run" in message
+
+
+def test_an_added_input_nobody_produces_is_refused() -> None:
+    message = refused(lambda: [DAGNode(double, output="y", inputs=["nowhere"], name="lost")])
+    assert "added task 'lost' reads key 'nowhere', which no task produces" in message
+
+
+def test_a_cycle_among_added_tasks_is_refused_as_a_path() -> None:
+    message = refused(
+        lambda: [
+            DAGNode(double, output="p", inputs=["q"], name="p"),
+            DAGNode(double, output="q", inputs=["p"], name="q"),
+        ]
+    )
+    assert message in (
+        "added tasks form a cycle: 'p' -> 'q' -> 'p'",
+        "added tasks form a cycle: 'q' -> 'p' -> 'q'",
+    )
+
+
+def test_a_refused_batch_adds_nothing_and_the_next_one_works() -> None:
+    async def adder() -> int:
+        with pytest.raises(GrowthError):
+            add_tasks(
+                [
+                    DAGNode(double, output="k", inputs=["n"]),
+                    DAGNode(double, output="k", inputs=["n"]),
+                ]
+            )
+        add_tasks([DAGNode(double, output="k", inputs=["n"])])
+        return 1
+
+    assert run(dag_of(DAGNode(adder, output="n"))) == {"n": 1, "k": 2}
+
+
+def test_add_tasks_outside_a_run_and_with_wrong_objects() -> None:
+    with pytest.raises(GrowthError, match=r"outside a running task"):
+        add_tasks([DAGNode(double, output="x", inputs=["n"])])
+
+    attached = dag_of(DAGNode(double, output="x", inputs=["n"])).nodes[0]
+
+    async def adder() -> int:
+        add_tasks([attached])
+        return 1
+
+    with pytest.raises(
+        TaskFailedError, match=r"already node 0 of a DAG: add_tasks\(\) takes new DAGNode"
+    ):
+        run(dag_of(DAGNode(adder, output="n")))
+
+    async def wrong() -> int:
+        add_tasks([double])  # type: ignore[list-item]
+        return 1
+
+    with pytest.raises(TaskFailedError, match=r"takes DAGNode objects, got function"):
+        run(dag_of(DAGNode(wrong, output="n")))
+
+
+def test_a_run_with_a_store_refuses_to_grow(tmp_path: Any) -> None:
+    async def adder() -> int:
+        add_tasks([DAGNode(double, output="x", inputs=["n"])])
+        return 1
+
+    engine = ExecutionEngine(
+        None, dag_of(DAGNode(adder, output="n")), store=RunStore(tmp_path / "r.db")
+    )
+    with pytest.raises(TaskFailedError, match=r"cannot grow a run recorded in a RunStore"):
+        asyncio.run(engine.execute())
