@@ -182,8 +182,8 @@ def _harmless(entry: Any) -> bool:
 
 def _transport() -> Any:
     """A NatsTransport, not started, holding seqs HELD for worker 'w1' (what dispatch records)."""
+    from taskiq_dataflow.cluster.transport import NatsTransport, _Flight, _WorkerState
     from taskiq_dataflow.transports.base import Job
-    from taskiq_dataflow.transports.nats import NatsTransport, _Flight, _WorkerState
 
     transport = NatsTransport(DataflowNatsBroker("nats://127.0.0.1:1"), "fuzz")
     w1 = transport._workers["w1"] = _WorkerState("w1", "default", time.monotonic())

@@ -71,3 +71,25 @@ def test_importing_the_package_does_not_import_the_cli():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_all_nats_code_lives_under_cluster():
+    """Only modules of taskiq_dataflow/cluster/ import nats-py or taskiq-nats."""
+    found = []
+    for path in PACKAGE.rglob("*.py"):
+        if path.parent.name == "cluster" and path.parent.parent == PACKAGE:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = (
+                [alias.name for alias in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom) and node.level == 0
+                else []
+            )
+            found += [
+                f"{path.relative_to(PACKAGE)}: {n}"
+                for n in names
+                if n.split(".")[0] in ("nats", "taskiq_nats")
+            ]
+    assert not found, found

@@ -6,12 +6,12 @@ import asyncio
 from taskiq import InMemoryBroker
 from taskiq_dataflow import pipeline_task
 from taskiq_dataflow.cluster.broker import DataflowNatsBroker
+from taskiq_dataflow.cluster.transport import NatsTransport
 from taskiq_dataflow.router import Placement, Router
 from taskiq_dataflow.task import InEngine
 from taskiq_dataflow.transports.base import Job, Sink
 from taskiq_dataflow.transports.broker import BrokerTransport
 from taskiq_dataflow.transports.local import LocalTransport
-from taskiq_dataflow.transports.nats import NatsTransport
 
 
 async def double(x):

@@ -201,7 +201,7 @@ class ExecutionEngine:
         from .cluster.broker import DataflowNatsBroker
 
         if spec == "nats" or (spec == "auto" and isinstance(self.broker, DataflowNatsBroker)):
-            from .transports.nats import NatsTransport
+            from .cluster.transport import NatsTransport
 
             if not isinstance(self.broker, DataflowNatsBroker):
                 raise ValueError("transport='nats' needs a DataflowNatsBroker")
@@ -431,8 +431,8 @@ def _transport_kind(transport: Any) -> Any:
     """A transport setting another run can reuse: its kind, never a per-run instance."""
     if not isinstance(transport, Transport):
         return transport
+    from .cluster.transport import NatsTransport
     from .transports.broker import BrokerTransport
-    from .transports.nats import NatsTransport
 
     for cls, kind in ((NatsTransport, "nats"), (BrokerTransport, "broker")):
         if isinstance(transport, cls):

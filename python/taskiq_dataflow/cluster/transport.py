@@ -32,14 +32,19 @@ import time
 from collections import deque
 from typing import Any
 
-from ..cluster.broker import (
+from ..events import TaskError
+from ..router import Router
+from ..streams import StreamRef
+from ..transports.base import Completion, Job, Sink, Transport, task_error
+from ..transports.local import LocalTransport
+from .broker import (
     ENTRY_OVERHEAD,
     ClusterError,
     DataflowNatsBroker,
     frame_budget,
     publish_now,
 )
-from ..cluster.protocol import (
+from .protocol import (
     EncodeError,
     Failure,
     ProtocolError,
@@ -53,14 +58,9 @@ from ..cluster.protocol import (
     encode_tasks,
     task_part,
 )
-from ..cluster.redact import redact
-from ..cluster.streams import StreamLink
-from ..cluster.values import ValueStore
-from ..events import TaskError
-from ..router import Router
-from ..streams import StreamRef
-from .base import Completion, Job, Sink, Transport, task_error
-from .local import LocalTransport
+from .redact import redact
+from .streams import StreamLink
+from .values import ValueStore
 
 log = logging.getLogger("taskiq_dataflow.nats")
 
