@@ -12,12 +12,10 @@ test session.
 
 from __future__ import annotations
 
-import asyncio
-import json
 import sys
-import time
 
 import e2e_tasks
+from script_report import run_and_report
 from taskiq_dataflow import DataflowRegistry, ExecutionEngine
 
 
@@ -37,16 +35,7 @@ def build(argv: list[str]) -> tuple[DataflowRegistry, dict[str, object]]:
 def main(argv: list[str]) -> int:
     registry, inputs = build(argv)
     engine = ExecutionEngine(e2e_tasks.broker, registry.build_dag(), max_parallel=4)
-    started = time.monotonic()
-    try:
-        results = asyncio.run(engine.execute(inputs))
-    except Exception as exc:
-        seconds = time.monotonic() - started
-        print(json.dumps({"error": f"{type(exc).__name__}: {exc}", "seconds": seconds}))
-        return 1
-    produced = {key: value for key, value in results.items() if key not in inputs}
-    print(json.dumps({"results": produced, "seconds": time.monotonic() - started}))
-    return 0
+    return run_and_report(engine, inputs)
 
 
 if __name__ == "__main__":

@@ -8,12 +8,10 @@ The server is $DATAFLOW_NATS_URL. Prints one JSON object: {"results": {key: pare
 
 from __future__ import annotations
 
-import asyncio
-import json
 import sys
-import time
 
 import nested_tasks
+from script_report import run_and_report
 from taskiq_dataflow import DataflowRegistry, ExecutionEngine
 
 
@@ -32,16 +30,7 @@ def main(argv: list[str]) -> int:
         raise SystemExit("nested_run.py: usage: nested_run.py N DELAY [refusing]")
     registry, inputs = build(int(argv[0]), float(argv[1]), argv[2:] == ["refusing"])
     engine = ExecutionEngine(nested_tasks.broker, registry.build_dag())
-    started = time.monotonic()
-    try:
-        results = asyncio.run(engine.execute(inputs))
-    except Exception as exc:
-        seconds = time.monotonic() - started
-        print(json.dumps({"error": f"{type(exc).__name__}: {exc}", "seconds": seconds}))
-        return 1
-    produced = {key: value for key, value in results.items() if key not in inputs}
-    print(json.dumps({"results": produced, "seconds": time.monotonic() - started}))
-    return 0
+    return run_and_report(engine, inputs)
 
 
 if __name__ == "__main__":
