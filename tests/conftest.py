@@ -19,6 +19,16 @@ def server():
         yield srv
 
 
+@pytest.fixture(scope="module")
+def workers(server):
+    """One worker process serving cluster_tasks' default pool on `server`, for a module's tests
+    (a module that needs other workers defines its own `workers`)."""
+    from cluster_support import WorkerProcesses
+
+    with WorkerProcesses(server.url, workers=1) as wp:
+        yield wp
+
+
 def run(coro):
     """Run a coroutine on a fresh event loop (the suite needs no async plugin)."""
     return asyncio.run(coro)

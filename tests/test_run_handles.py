@@ -5,7 +5,7 @@ import asyncio
 
 import cluster_tasks
 import pytest
-from cluster_support import WorkerProcesses, index_dag
+from cluster_support import index_dag
 from conftest import dag_of, run
 from taskiq_dataflow import (
     ExecutionCancelled,
@@ -123,16 +123,6 @@ def test_bad_inputs_raise_at_start_and_failures_at_await():
 
     progress = run(go())
     assert progress["status"] == "failed" and progress["failed"] == 1
-
-
-@pytest.fixture(scope="module")
-def workers(server):
-    wp = WorkerProcesses(server.url, workers=1)
-    wp.start()
-    try:
-        yield wp
-    finally:
-        wp.stop()
 
 
 def test_on_the_cluster_a_handle_cancels_its_run_alone(server, workers):

@@ -7,7 +7,7 @@ import time
 
 import cluster_tasks
 import pytest
-from cluster_support import WorkerProcesses, index_dag
+from cluster_support import index_dag
 from conftest import run
 from taskiq_dataflow import DataflowRegistry, ExecutionEngine, StepCompleted, StepStarted
 from taskiq_dataflow.cluster import DataflowNatsBroker
@@ -101,16 +101,6 @@ def test_water_fill_is_fair_and_uses_every_slot_asked_for():
     assert water_fill(3, [5, 5, 5, 5]) == [1, 1, 1, 0]
     assert water_fill(4, [0, 0]) == [0, 0]
     assert sum(water_fill(7, [3, 9, 1, 4])) == 7
-
-
-@pytest.fixture(scope="module")
-def workers(server):
-    wp = WorkerProcesses(server.url, workers=1)
-    wp.start()
-    try:
-        yield wp
-    finally:
-        wp.stop()
 
 
 def test_on_the_cluster_concurrent_runs_share_the_bound(server, workers):
