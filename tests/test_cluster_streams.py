@@ -326,12 +326,17 @@ def test_stream_routes_carry_a_secret_a_bystander_cannot_derive_from_the_run_id(
 
 def test_a_stream_receiver_drops_unreadable_and_mistyped_frames():
     from taskiq_dataflow.cluster.protocol import DEFAULT_CODEC as codec
-    from taskiq_dataflow.cluster.streams import END, ITEMS, _readable
+    from taskiq_dataflow.cluster.protocol import ProtocolError, decode_stream
+    from taskiq_dataflow.cluster.streams import END, ITEMS
 
-    assert _readable(codec, b"\xc1garbage") is None
-    assert _readable(codec, codec.frame(ITEMS, i=[[-1, "x"]])) is None
-    assert _readable(codec, codec.frame(ITEMS, i=[["0", "x"]])) is None
-    assert _readable(codec, codec.frame(END, n="5", e=None)) is None
-    assert _readable(codec, codec.frame(END, n=5, e=["only one"])) is None
-    assert _readable(codec, codec.frame(ITEMS, i=[[0, "x"], [1, {"y": 2}]])) is not None
-    assert _readable(codec, codec.frame(END, n=2, e=["ValueError", "boom"])) is not None
+    for bad in (
+        b"\xc1garbage",
+        codec.frame(ITEMS, i=[[-1, "x"]]),
+        codec.frame(ITEMS, i=[["0", "x"]]),
+        codec.frame(END, n="5", e=None),
+        codec.frame(END, n=5, e=["only one"]),
+    ):
+        with pytest.raises(ProtocolError):  # the receiver drops what raises here
+            decode_stream(codec, bad)
+    assert decode_stream(codec, codec.frame(ITEMS, i=[[0, "x"], [1, {"y": 2}]])) is not None
+    assert decode_stream(codec, codec.frame(END, n=2, e=["ValueError", "boom"])) is not None

@@ -50,7 +50,6 @@ from .protocol import (
     Credit,
     ProtocolError,
     StreamEnd,
-    StreamHello,
     StreamItems,
     ValueRef,
     decode_credit,
@@ -393,14 +392,6 @@ class StreamReceiver(Stream[Any]):
             sub, self._sub = self._sub, None
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
-
-
-def _readable(codec: Codec, data: bytes) -> StreamItems | StreamEnd | StreamHello | None:
-    """An items, end or hello frame, or None when it is none of them or malformed."""
-    try:
-        return decode_stream(codec, data)
-    except ProtocolError:
-        return None
 
 
 class StreamLink:

@@ -40,7 +40,6 @@ from ..seceding import CURRENT_SLOT, CURRENT_WORKER
 from ..streams import StreamRef, pump
 from ..transports.local import _resume
 from .broker import ENTRY_OVERHEAD, DataflowNatsBroker, frame_budget, publish_now
-from .protocol import MAX_CANCEL_SEQS as MAX_CANCEL_SEQS  # its home before protocol.py
 from .protocol import (
     BadTask,
     EncodeError,
@@ -569,16 +568,6 @@ def _has_refs(args: list[Any], kwargs: dict[str, Any], kinds: tuple[type, ...] =
             if type(value) in kinds:
                 return True
     return False
-
-
-def _cancel_seqs(codec: Any, data: bytes) -> set[int]:
-    """The seqs a cancel payload names; empty when it is not a bounded list of ints (kept for
-    callers of the old helper: protocol.decode_cancel says what is wrong)."""
-    try:
-        seqs = decode_cancel(codec, data)
-    except ProtocolError:
-        return set()
-    return set(seqs or ())
 
 
 def _cut(text: str) -> str:
