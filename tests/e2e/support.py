@@ -25,6 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cluster_support import children_of, group_members
+from taskiq_dataflow.cluster.server import free_port
+
 E2E = Path(__file__).resolve().parent
 TESTS = E2E.parent
 ROOT = TESTS.parent
@@ -73,14 +76,10 @@ def descendants(pid: int) -> set[int]:
     found: set[int] = set()
     todo = [pid]
     while todo:
-        parent = todo.pop()
-        with contextlib.suppress(OSError):
-            for task in Path(f"/proc/{parent}/task").iterdir():
-                with contextlib.suppress(OSError):
-                    for child in (task / "children").read_text().split():
-                        if int(child) not in found:
-                            found.add(int(child))
-                            todo.append(int(child))
+        for child in children_of(todo.pop()):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
     return found
 
 
@@ -188,14 +187,7 @@ class Processes:
 
 
 def _group_alive(pgid: int) -> bool:
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError):
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            if int(fields[2]) == pgid and fields[0] != "Z":
-                return True
-    return False
+    return bool(group_members(pgid))
 
 
 # -- ports and servers ------------------------------------------------------------------------
@@ -205,12 +197,6 @@ def listening(port: int, host: str = "127.0.0.1") -> bool:
     with contextlib.suppress(OSError), socket.create_connection((host, port), 0.2):
         return True
     return False
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
