@@ -21,7 +21,7 @@ import nats
 import pytest
 from cluster_support import CODEC, WorkerProcesses, index_dag, worker_pid
 from conftest import run
-from taskiq_dataflow import DataflowRegistry, ExecutionEngine, TaskFailedError
+from taskiq_dataflow import DataflowRegistry, ExecutionEngine, StepRequeued, TaskFailedError
 from taskiq_dataflow.cluster import DataflowNatsBroker, NatsServer
 from taskiq_dataflow.cluster.protocol import HEARTBEAT, RESULTS, TASKS
 from taskiq_dataflow.errors import DataflowExecutionError
@@ -329,6 +329,47 @@ def test_a_task_that_kills_every_worker_fails_after_max_redeliveries_losses(serv
     assert "each of the 2 workers that held it stopped heart-beating" in message, message
     assert "may be what kills or hangs them" in message
     assert time.monotonic() - started < BOUND
+
+
+def test_a_worker_lost_holding_a_task_is_reported_to_the_run_which_sends_it_again(server):
+    """A worker claims the task and goes silent: the transport reports it lost to the run
+    (WorkerLost), whose state sends the same attempt again; the kept frame reaches the
+    worker that joined meanwhile, and the silent one's answer is no longer awaited."""
+    registry = DataflowRegistry()
+    registry.register_external_input("v")
+    registry.register_task(cluster_tasks.echo, output="e", inputs=["v"], name="e")
+    taken = asyncio.Event()
+
+    def go_silent(entries: list[Any]) -> tuple[list[Any], list[Any]]:
+        silent.beating.cancel()
+        taken.set()
+        return [seq for seq, _ in entries], []
+
+    def answer(entries: list[Any]) -> tuple[list[Any], list[Any]]:
+        seqs = [seq for seq, _ in entries]
+        return seqs, [[seq, True, args[0]] for seq, (_name, args, _kw, _t) in entries]
+
+    silent = FakeWorker(server.url, "lost", go_silent)
+    good = FakeWorker(server.url, "lost", answer)
+    good.id, good.inbox = f"{good.id}-good", f"{good.inbox}good"
+
+    async def main() -> Any:
+        async with silent:
+            engine = ExecutionEngine(engine_broker(server, "lost"), registry.build_dag())
+            requeued: list[StepRequeued] = []
+            engine.events.subscribe(requeued.append, StepRequeued)
+            running = asyncio.ensure_future(engine.execute({"v": "value"}))
+            await asyncio.wait_for(taken.wait(), BOUND)
+            async with good:
+                out = await asyncio.wait_for(running, BOUND)
+        return out, requeued, engine.stats
+
+    out, requeued, stats = run(main())
+    assert out["e"] == "value"
+    assert [(e.task_name, e.attempt, e.worker, e.losses) for e in requeued] == [
+        ("e", 1, silent.id, 1)
+    ]
+    assert stats["redeliveries"] == 1, stats
 
 
 def test_a_run_started_before_its_workers_goes_to_them_as_they_appear(server):

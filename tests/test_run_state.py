@@ -6,6 +6,7 @@ from taskiq_dataflow import (
     DataflowExecutionError,
     ExecutionCancelled,
     StepFailed,
+    StepRequeued,
     StepRetried,
     StepSkipped,
     StepStarted,
@@ -28,6 +29,7 @@ from taskiq_dataflow.run_state import (
     RunState,
     Stop,
     Store,
+    WorkerLost,
 )
 from taskiq_dataflow.transports.base import Completion
 
@@ -253,6 +255,90 @@ def test_a_consumer_starts_with_its_producer_and_its_early_result_waits():
     assert state.values["items"] is None  # stopped for want of readers: as if it had ended
     assert state.completed(out[0].completions) == [Finish("succeeded")]
     assert state.values["total"] == 7
+
+
+# -- workers lost ---------------------------------------------------------------------------------
+
+
+def test_a_lost_job_goes_again_as_the_same_attempt_without_using_a_retry():
+    state, n = state_of(a, b, step_events=True)  # retries=0: a failure would be final
+    (job,) = state.start()[1].jobs
+    out = state.handle(WorkerLost("w1", [job], 1))
+    assert kinds(out) == ["Emit", "Dispatch"]
+    assert out[1].jobs[0] is job  # the job as kicked: the transport sends its kept frame
+    assert out[0].events == [StepRequeued("r", n["a"], "a", 1, "w1", 1)]
+    assert state.scheduler.state(n["a"]) == "running"  # its slot stays taken
+    assert dispatched(state.completed([ok(n["a"], 1)])) == [("b", 1)]  # attempt 1 still counts
+
+
+def test_a_job_lost_more_than_limit_times_fails_naming_the_task_and_its_worker():
+    state, n = state_of(a, alone, step_events=True)
+    job = state.start()[1].jobs[0]
+    assert job.name == "a"
+    assert dispatched(state.handle(WorkerLost("w1", [job], 1))) == [("a", 1)]
+    out = state.handle(WorkerLost("w1", [job], 1))
+    assert out[-1] == Finish("failed")  # fail fast
+    assert not [i for i in out if type(i) is Dispatch]
+    error = state.first_error
+    assert error is not None and (error.task_name, error.type) == ("a", "ClusterError")
+    assert "worker w1 was lost 2 times while running task 'a'" in error.message
+    assert "may be what kills or hangs them" in error.message
+    assert [type(e) for e in out[0].events] == [StepFailed]
+    assert isinstance(state.error({}), TaskFailedError)
+
+
+def test_workers_lost_in_turn_are_each_named_once():
+    state, n = state_of(a, fail_fast=False)
+    job = state.start()[0].jobs[0]
+    for worker in ("w1", "w2", "w1"):
+        state.handle(WorkerLost(worker, [job], 3))
+    out = state.handle(WorkerLost("w3", [job], 3))
+    assert out == [Finish("failed")]
+    (error,) = state.failures
+    assert "workers w1 (2 times), w2, w3 were lost while running task 'a'" in error.message
+    assert "(lost 4 times)" in error.message
+    two, m = state_of(a)
+    job = two.start()[0].jobs[0]
+    two.handle(WorkerLost("w1", [job], 1))
+    two.handle(WorkerLost("w2", [job], 1))
+    assert "each of the 2 workers that held it stopped heart-beating" in two.first_error.message
+
+
+def test_a_job_lost_too_often_is_retried_per_policy_with_losses_of_its_own():
+    state, n = state_of(a, defaults=Policy(1, 0.0, 2.0, 0.0, None), step_events=True)
+    first = state.start()[1].jobs[0]
+    out = state.handle(WorkerLost("w1", [first], 0))  # limit 0: the first loss fails it
+    assert [type(e) for e in out[0].events] == [StepRetried]
+    (retry,) = [i for i in out if type(i) is Dispatch][0].jobs
+    assert (retry.name, retry.attempt) == ("a", 2)
+    # the retry's first loss is over the limit too (no loss carried over from attempt 1)
+    out = state.handle(WorkerLost("w2", [retry], 0))
+    assert out[-1] == Finish("failed")
+    assert "worker w2 was lost once while running task 'a'" in state.first_error.message
+
+
+def test_a_loss_reported_for_an_attempt_no_longer_in_flight_changes_nothing():
+    state, n = state_of(a, b, defaults=Policy(1, 0.0, 2.0, 0.0, None))
+    job = state.start()[0].jobs[0]
+    state.completed([failed(n["a"], "a")])  # attempt 2 is in flight now
+    assert state.handle(WorkerLost("w1", [job], 0)) == []  # attempt 1: nothing to fail
+    assert state.status is None
+    state.completed([ok(n["a"], 1, attempt=2)])
+    assert state.handle(WorkerLost("w1", [job], 0)) == []
+    state.handle(Cancel())
+    assert state.handle(WorkerLost("w1", [job], 0)) == []  # the run is over
+
+
+def test_the_lost_jobs_of_one_worker_are_decided_in_one_batch():
+    state, n = state_of(a, c, alone, fail_fast=False)
+    jobs = state.start()[0].jobs
+    assert [j.name for j in jobs] == ["a", "alone"]
+    state.handle(WorkerLost("w1", jobs[:1], 1))  # a was lost once already
+    out = state.handle(WorkerLost("w2", jobs, 1))
+    # alone goes again; a fails, c is skipped, in the same answer
+    assert dispatched(out) == [("alone", 1)]
+    assert state.skipped == {"c": "a"}
+    assert state.completed([ok(n["alone"], 0)]) == [Finish("failed")]
 
 
 def test_an_unknown_event_is_refused_by_name():

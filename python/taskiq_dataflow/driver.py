@@ -34,6 +34,7 @@ from .run_state import (
     StepResult,
     Stop,
     Store,
+    WorkerLost,
 )
 from .slots import SharedSlots
 from .transports.base import Completion, Job, Sink, Transport
@@ -249,14 +250,21 @@ class Driver:
 
     async def _call(self, job: Job) -> Completion:
         """Run one job to its end outside the loop: what else arrives meanwhile (late results
-        of the failed run, retries that came due) is dropped."""
+        of the failed run, retries that came due, its lost jobs) is dropped. The job itself,
+        lost with its worker, goes again as the run's own jobs do (RunState.requeue_lost)."""
         sink = self.sink
         self.transport.kick([job])
         while True:
             await sink.wait()
             if sink.fatal is not None:
                 raise sink.fatal
-            sink.control.clear()
+            control, sink.control = sink.control, []
+            for event in control:
+                if type(event) is WorkerLost and any(j is job for j in event.jobs):
+                    again, lost = self.state.requeue_lost(event.worker, [job], event.limit)
+                    if lost:
+                        return lost[0]
+                    self.transport.kick(again)
             for c in sink.take():
                 if c.node == job.node and c.attempt == job.attempt:
                     return c

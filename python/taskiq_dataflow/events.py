@@ -73,6 +73,18 @@ class StepRetried(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class StepRequeued(Event):
+    """The cluster worker running a step was lost: the same attempt goes to another worker
+    (a loss uses up max_redeliveries, not the task's retries)."""
+
+    node: int
+    task_name: str
+    attempt: int  # the attempt sent again
+    worker: str  # the worker that stopped heart-beating while it ran the step
+    losses: int  # how many times this attempt was lost so far
+
+
+@dataclass(frozen=True, slots=True)
 class StepSkipped(Event):
     node: int
     task_name: str

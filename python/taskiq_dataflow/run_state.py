@@ -20,11 +20,18 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import _core
 from .dependencies import with_dependencies
-from .errors import DataflowExecutionError, ExecutionCancelled, GrowthError, TaskFailedError
+from .errors import (
+    ClusterError,
+    DataflowExecutionError,
+    ExecutionCancelled,
+    GrowthError,
+    TaskFailedError,
+)
 from .events import (
     Event,
     StepCompleted,
     StepFailed,
+    StepRequeued,
     StepRetried,
     StepSkipped,
     StepStarted,
@@ -87,6 +94,17 @@ class SlotsGranted:
 @dataclass(slots=True)
 class Cancel:
     """Stop dispatching; the run ends as cancelled."""
+
+
+@dataclass(slots=True)
+class WorkerLost:
+    """A cluster worker stopped heart-beating while it ran `jobs` (the jobs as they were kicked;
+    the transport keeps their frames): send each again, or fail it once it was lost more than
+    `limit` times (the transport's max_redeliveries)."""
+
+    worker: str
+    jobs: list[Job]
+    limit: int
 
 
 # -- instructions out -----------------------------------------------------------------------------
@@ -292,6 +310,7 @@ class RunState:
         self.stops: list[int] = []  # filled by the stream wiring
         # set once a task added tasks: the columns are then this run's copies, not the DAG's
         self.grown: Growth | None = None
+        self.losses: dict[tuple[int, int], list[str]] = {}  # (node, attempt) -> workers lost
         if self.restored:
             self._restore()
 
@@ -311,7 +330,7 @@ class RunState:
         return self._out()
 
     def handle(
-        self, event: Completed | RetryDue | SlotsGranted | Cancel | TasksAdded
+        self, event: Completed | RetryDue | SlotsGranted | Cancel | TasksAdded | WorkerLost
     ) -> list[Instruction]:
         if type(event) is Completed:
             return self.completed(event.batch)
@@ -324,6 +343,8 @@ class RunState:
             return self._out()
         if type(event) is Cancel:
             return self.cancel()
+        if type(event) is WorkerLost:
+            return self._worker_lost(event)
         raise TypeError(f"RunState cannot handle {type(event).__name__}: {event!r}")
 
     def cancel(self) -> list[Instruction]:
@@ -412,6 +433,77 @@ class RunState:
         self._dispatch(event.ready)
         self._check_finished()
         return self._out()
+
+    # -- workers lost ---------------------------------------------------------------------------
+
+    def _worker_lost(self, event: WorkerLost) -> list[Instruction]:
+        """A loss is not a failed attempt: the job goes again as it was (same attempt, its
+        retries left whole) and its node stays Running in the scheduler, so the slot it holds
+        is the one it runs in again. A stream task goes again the same way, on the same
+        routes, as the cluster's streams expect: a producer regenerates its items and skips
+        what its consumers have; a consumer that had already read items fails, its producer
+        naming them (cluster/streams.py), and that failure is final (_may_retry)."""
+        if self.status is not None:
+            return []
+        attempts = self.attempts
+        current = [job for job in event.jobs if attempts[job.node] == job.attempt]
+        again, lost = self.requeue_lost(event.worker, current, event.limit)
+        if again:
+            self._jobs.extend(again)
+            if self.step_events:
+                run_id, losses, worker = self.run_id, self.losses, event.worker
+                for job in again:
+                    lost_so_far = len(losses[job.node, job.attempt])
+                    self._events.append(
+                        StepRequeued(run_id, job.node, job.name, job.attempt, worker, lost_so_far)
+                    )
+        # lost too often: a failure like any transport's, retried per the task's policy
+        return self.completed(lost)
+
+    def requeue_lost(
+        self, worker: str, jobs: Sequence[Job], limit: int
+    ) -> tuple[list[Job], list[Completion]]:
+        """Count a loss of each of `jobs` with `worker`: the jobs to send again, and the
+        failures of those lost more than `limit` times (the driver uses it for compensations,
+        which run after the run's state is over)."""
+        again: list[Job] = []
+        lost: list[Completion] = []
+        for job in jobs:
+            key = (job.node, job.attempt)
+            workers = self.losses.setdefault(key, [])
+            workers.append(worker)
+            if len(workers) <= limit:
+                again.append(job)
+                continue
+            del self.losses[key]  # a retry, if any, is another attempt with losses of its own
+            error = task_error(job.name, ClusterError(self._lost_message(job.name, workers)))
+            lost.append(Completion(job.node, job.attempt, False, error, worker))
+        return again, lost
+
+    @staticmethod
+    def _lost_message(name: str, workers: Sequence[str]) -> str:
+        """Why a task failed without an answer: the workers that stopped heart-beating while
+        they ran it (one lost more than once is named once, with its count)."""
+        counts: dict[str, int] = {}
+        for worker in workers:
+            counts[worker[:80]] = counts.get(worker[:80], 0) + 1
+        n = len(workers)
+        if len(counts) == 1:
+            (worker,) = counts
+            times = "once" if n == 1 else f"{n} times"
+            head = f"worker {worker} was lost {times} while running task '{name}'"
+        else:
+            named = ", ".join(w if k == 1 else f"{w} ({k} times)" for w, k in counts.items())
+            why = (
+                f"each of the {n} workers that held it stopped heart-beating"
+                if len(counts) == n
+                else f"lost {n} times"
+            )
+            head = f"workers {named} were lost while running task '{name}' ({why})"
+        return (
+            f"{head}: the task may be what kills or hangs them; raise max_redeliveries if they "
+            "are just unstable"
+        )
 
     # -- completions ----------------------------------------------------------------------------
 

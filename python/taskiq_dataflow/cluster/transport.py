@@ -1,19 +1,21 @@
 """Dispatch to the NATS worker cluster: msgpack task frames out, result frames pushed back.
 
 Reliability: every task entry is claimed by the worker that took it; workers heart-beat. A task
-whose worker stops heart-beating, or that nobody claims, is sent again (a redelivery, not a
-retry); the first result for a task wins and later duplicates are dropped. If nothing at all is
-heard from the cluster for `progress_timeout` while tasks are outstanding, the run fails with an
+that nobody claims is sent again (a redelivery, not a retry); the first result for a task wins
+and later duplicates are dropped. A worker that stops heart-beating is reported to the run (a
+`WorkerLost` through the sink) with the jobs it held: the run's state decides whether each goes
+again (kicked again: the frame kept here is sent again) or fails. If nothing at all is heard
+from the cluster for `progress_timeout` while tasks are outstanding, the run fails with an
 error that says so instead of hanging. While the engine's own connection to the server is down
 nothing is redelivered (the silence is ours); once it is back, every task in flight goes again.
 
 Dispatch is by credit: each worker announces (in its heartbeats) its own subject and how many
 entries it will hold at once; the engine sends a worker at most that many unanswered entries,
 and only while it heart-beats. A worker that hangs (SIGSTOP, a blocked loop) thus stops getting
-work at once, and what it held goes to the others after `heartbeat_timeout`. Such a loss does not
-use up `max_redeliveries` unless the same task was lost by that many workers (then it may be
-what kills them). Only before any worker of a pool is known does a frame go to the pool's queue
-group.
+work at once, and what it held is reported lost after `heartbeat_timeout`. The run counts those
+losses against `max_redeliveries` apart from the unclaimed sends counted here (a task lost by
+that many workers may be what kills them). Only before any worker of a pool is known does a
+frame go to the pool's queue group.
 
 Trust: the run's reply and cancel subjects carry a random secret (never printed); inside them a
 result counts only from the worker the attempt was sent to (or that claimed it from the queue
@@ -34,6 +36,7 @@ from typing import Any
 
 from ..events import TaskError
 from ..router import Router
+from ..run_state import WorkerLost
 from ..streams import StreamRef
 from ..transports.base import Completion, Job, Sink, Transport, task_error
 from ..transports.local import LocalTransport
@@ -70,8 +73,8 @@ DISCOVERY_QUIET = 0.01  # ... and it stops waiting once no new worker answered f
 
 class _Flight:
     __slots__ = (
-        "body", "claimed", "job", "lost", "pool", "queued", "sent_at", "seqs", "streams",
-        "unclaimed", "worker",
+        "body", "claimed", "job", "pool", "queued", "sent_at", "seqs", "streams", "unclaimed",
+        "worker",
     )  # fmt: skip
 
     def __init__(self, job: Job, pool: str, body: bytes, streams: bool) -> None:
@@ -83,7 +86,6 @@ class _Flight:
         self.queued = False  # waiting in the outbox for a worker with room
         self.sent_at = 0.0
         self.unclaimed = 0  # attempts nobody took within heartbeat_timeout
-        self.lost = 0  # attempts whose worker went silent while holding them
 
 
 class _WorkerState:
@@ -119,6 +121,8 @@ class NatsTransport(Transport):
         self._workers: dict[str, _WorkerState] = {}
         self._outbox: dict[str, deque[int]] = {}  # pool -> seqs waiting for a worker with room
         self._streams_out: dict[str, list[int]] = {}  # pool -> stream tasks' seqs (no credit)
+        # node -> a flight whose worker was lost, out of the books until the run kicks it again
+        self._lost: dict[int, _Flight] = {}
         self._budget = frame_budget(1024 * 1024)  # set from the server's INFO on connect
         self._discovered = asyncio.Event()
         self._flush_scheduled = False
@@ -217,6 +221,7 @@ class NatsTransport(Transport):
         self._local.cancel()
         self._outbox.clear()
         self._streams_out.clear()
+        self._lost.clear()
         self._inflight.clear()
         self._owner.clear()
         for state in self._workers.values():
@@ -290,6 +295,8 @@ class NatsTransport(Transport):
         if place is None or place.local:
             self._local.kick([job])
             return
+        if self._lost and self._resend_lost(job):
+            return
         name, pool = place.name, place.pool
         if name is None:
             exc = TypeError(
@@ -312,6 +319,17 @@ class NatsTransport(Transport):
             self._spawn(self._offload(flight))
         else:
             self._send(flight)
+
+    def _resend_lost(self, job: Job) -> bool:
+        """Whether `job` is one the run sends again after its worker was lost: then its kept
+        frame goes again (a redelivery: the same attempt, its inputs not encoded nor uploaded
+        twice)."""
+        flight = self._lost.pop(job.node, None)
+        if flight is None or flight.job.attempt != job.attempt:
+            return False  # an older attempt's flight is dropped: the run failed that one
+        self.redeliveries += 1
+        self._send(flight)
+        return True
 
     def _body(self, name: str, args: list[Any], kwargs: dict[str, Any], job: Job) -> bytes:
         return encode_task_body(self.codec, name, args, kwargs, job.timeout, job.stream)
@@ -720,7 +738,9 @@ class NatsTransport(Transport):
         )
 
     def _lose(self, state: _WorkerState, now: float) -> None:
-        """A worker went silent: what it holds goes to the others (it gets nothing new)."""
+        """A worker went silent: it gets nothing new, and the run is told what it held. Those
+        flights leave the books (a late answer from the worker is a duplicate: the run may
+        have sent the job again already) and wait in `_lost` until the run kicks them again."""
         state.lost = True
         held, state.held = state.held, set()
         inflight = self._inflight
@@ -728,11 +748,14 @@ class NatsTransport(Transport):
         lost = {id(f): f for s in held if (f := inflight.get(s)) and f.seqs[-1] == s}
         if lost:
             log.warning(
-                "worker %s silent for %.1f s: sending its %d task(s) to other workers",
+                "worker %s silent for %.1f s: reporting its %d task(s) lost to the run",
                 state.id[:80], now - state.last_seen, len(lost),
             )  # fmt: skip
-        for flight in lost.values():
-            self._redeliver(flight, "lost")
+            for flight in lost.values():
+                self._release(flight)
+                self._lost[flight.job.node] = flight
+            jobs = [flight.job for flight in lost.values()]
+            self.sink.signal(WorkerLost(state.id, jobs, self.broker.max_redeliveries))
         if self._outbox or self._streams_out:
             self._schedule_flush()  # what waited for this worker may go to the queue group now
 
@@ -773,15 +796,12 @@ class NatsTransport(Transport):
                 self._redeliver(flight, "reconnect")
 
     def _redeliver(self, flight: _Flight, why: str) -> None:
-        """Send a flight again, unless it was sent too often: attempts nobody claimed count
-        (no worker serves the pool), and so do attempts lost with their worker, but only
-        against each other: one hung worker does not fail the tasks healthy ones can run."""
-        limit = self.broker.max_redeliveries
+        """Send a flight again, unless nobody claimed it too often (no worker serves the pool).
+        Attempts lost with their worker are the run's to count (WorkerLost), apart from these:
+        one hung worker does not fail the tasks healthy ones can run."""
         if why == "unclaimed":
             flight.unclaimed += 1
-        elif why == "lost":
-            flight.lost += 1
-        if flight.unclaimed > limit or flight.lost > limit:
+        if flight.unclaimed > self.broker.max_redeliveries:
             self._give_up(flight)
             return
         self.redeliveries += 1
@@ -792,12 +812,7 @@ class NatsTransport(Transport):
             self._inflight.pop(seq, None)
             self._owner.pop(seq, None)
         job = flight.job
-        if flight.lost > self.broker.max_redeliveries:
-            why = (
-                f"each of the {flight.lost} workers that held it stopped heart-beating: the task "
-                "may be what kills or hangs them; raise max_redeliveries if they are just unstable"
-            )
-        elif any(w.pool == flight.pool for w in self._workers.values()):
+        if any(w.pool == flight.pool for w in self._workers.values()):
             why = "its workers never claimed it"
         else:
             why = (
