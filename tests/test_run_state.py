@@ -272,7 +272,7 @@ def test_a_lost_job_goes_again_as_the_same_attempt_without_using_a_retry():
 
 
 def test_a_job_lost_more_than_limit_times_fails_naming_the_task_and_its_worker():
-    state, n = state_of(a, alone, step_events=True)
+    state, _ = state_of(a, alone, step_events=True)
     job = state.start()[1].jobs[0]
     assert job.name == "a"
     assert dispatched(state.handle(WorkerLost("w1", [job], 1))) == [("a", 1)]
@@ -288,7 +288,7 @@ def test_a_job_lost_more_than_limit_times_fails_naming_the_task_and_its_worker()
 
 
 def test_workers_lost_in_turn_are_each_named_once():
-    state, n = state_of(a, fail_fast=False)
+    state, _ = state_of(a, fail_fast=False)
     job = state.start()[0].jobs[0]
     for worker in ("w1", "w2", "w1"):
         state.handle(WorkerLost(worker, [job], 3))
@@ -297,7 +297,7 @@ def test_workers_lost_in_turn_are_each_named_once():
     (error,) = state.failures
     assert "workers w1 (2 times), w2, w3 were lost while running task 'a'" in error.message
     assert "(lost 4 times)" in error.message
-    two, m = state_of(a)
+    two, _ = state_of(a)
     job = two.start()[0].jobs[0]
     two.handle(WorkerLost("w1", [job], 1))
     two.handle(WorkerLost("w2", [job], 1))
@@ -305,12 +305,12 @@ def test_workers_lost_in_turn_are_each_named_once():
 
 
 def test_a_job_lost_too_often_is_retried_per_policy_with_losses_of_its_own():
-    state, n = state_of(a, defaults=Policy(1, 0.0, 2.0, 0.0, None), step_events=True)
+    state, _ = state_of(a, defaults=Policy(1, 0.0, 2.0, 0.0, None), step_events=True)
     first = state.start()[1].jobs[0]
     out = state.handle(WorkerLost("w1", [first], 0))  # limit 0: the first loss fails it
     assert [type(e) for e in out[0].events] == [StepRetried]
-    (retry,) = [i for i in out if type(i) is Dispatch][0].jobs
-    assert (retry.name, retry.attempt) == ("a", 2)
+    assert dispatched(out) == [("a", 2)]
+    (retry,) = next(i for i in out if type(i) is Dispatch).jobs
     # the retry's first loss is over the limit too (no loss carried over from attempt 1)
     out = state.handle(WorkerLost("w2", [retry], 0))
     assert out[-1] == Finish("failed")

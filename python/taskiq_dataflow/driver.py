@@ -250,7 +250,7 @@ class Driver:
 
     async def _call(self, job: Job) -> Completion:
         """Run one job to its end outside the loop: what else arrives meanwhile (late results
-        of the failed run, retries that came due, its lost jobs) is dropped. The job itself,
+        of the failed run, retries that came due, losses of its jobs) is dropped. The job itself,
         lost with its worker, goes again as the run's own jobs do (RunState.requeue_lost)."""
         sink = self.sink
         self.transport.kick([job])
