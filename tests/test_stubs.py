@@ -148,6 +148,8 @@ SCHEDULER_SCRIPT: list[tuple[str, tuple[Any, ...]]] = [
     ("complete", (0,)),
     ("complete_many", ([1, 6],)),
     ("add_nodes", (["k6", "grown", "ext", "grown2"], [(1, 1), (1, 1)])),
+    ("defer", (2, 7)),  # 3 waits for the added node 7 too
+    ("new_group", (2,)),
     ("complete_many", ([7, 8],)),  # the added nodes: both read keys that are there
     ("requeue", (2,)),
     ("take_ready", ()),

@@ -22,7 +22,8 @@ class SchedulerError(ValueError):
     """args: (message, node id or None)."""
 
 class GrowthError(ValueError):
-    """args: (message, kind, batch indices, key or None, existing producer id or None)."""
+    """args: (message, kind, batch indices (node ids for a defer's cycle), key or None,
+    existing producer id or None)."""
 
 # pyo3 classes: built by `__new__` (they have no `__init__`) and not subclassable.
 @final
@@ -79,8 +80,15 @@ class Scheduler:
     def complete_many(self, nodes: Sequence[int]) -> list[int]: ...
     def fail(self, node: int) -> list[int]: ...
     def add_nodes(
-        self, names: Sequence[str], counts: Sequence[tuple[int, int]]
+        self,
+        names: Sequence[str],
+        counts: Sequence[tuple[int, int]],
+        *,
+        priorities: Sequence[float] | None = None,
+        group: int | None = None,
     ) -> tuple[int, list[int], list[int]]: ...
+    def new_group(self, capacity: int) -> int: ...
+    def defer(self, node: int, to: int) -> None: ...
     def take_ready(self) -> list[int]: ...
     def set_capacity(self, capacity: int | None = None) -> None: ...
     def requeue(self, node: int) -> None: ...

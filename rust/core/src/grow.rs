@@ -3,13 +3,22 @@
 //!
 //! The `Graph` stays immutable (it is shared by every run of a DAG); what a run adds
 //! lives here. Added nodes may read existing keys or keys of nodes added with them,
-//! and may only produce new keys: no existing node can come to depend on them, so a
-//! cycle can only form inside one batch and a batch is checked alone.
+//! and may only produce new keys: at the time a batch is added no existing node
+//! depends on it, so a cycle can only form inside the batch and a batch is checked
+//! alone.
+//!
+//! `Scheduler::defer` breaks the stronger invariant "no existing node ever depends on
+//! added nodes": it makes the waiting successors of a running node also wait for
+//! another node (normally an added one), through an overflow edge like those of added
+//! nodes. It checks for the cycle this could close itself, walking back from its target
+//! over the predecessors kept here (`preds`, and `deferred` for the edges it added); a
+//! later batch still cannot close a cycle, as nothing existing reads its new keys.
 
 use std::fmt;
 
 use rustc_hash::FxHashMap as HashMap;
 
+use crate::csr::Csr;
 use crate::graph::{Graph, NONE};
 use crate::intern::{Interner, Probe};
 use crate::NodeId;
@@ -39,6 +48,10 @@ pub enum GrowError {
     Cycle { path: Vec<usize> },
     /// More than `u32::MAX - 1` nodes in all.
     TooMany,
+    /// `priorities` does not have one entry per node of the batch.
+    PrioritiesLength { expected: usize, got: usize },
+    /// No group has this id (`Scheduler::new_group` makes them).
+    UnknownGroup(u32),
 }
 
 impl fmt::Display for GrowError {
@@ -81,6 +94,11 @@ impl fmt::Display for GrowError {
                 Ok(())
             }
             GrowError::TooMany => f.write_str("more than u32::MAX - 1 nodes"),
+            GrowError::PrioritiesLength { expected, got } => write!(
+                f,
+                "priorities has {got} entries but the batch has {expected} nodes"
+            ),
+            GrowError::UnknownGroup(group) => write!(f, "there is no group {group}"),
         }
     }
 }
@@ -111,6 +129,10 @@ pub(crate) struct Growth {
     head: Vec<u32>,
     next: Vec<u32>,
     target: Vec<NodeId>,
+    /// Each added node's distinct predecessors, row `v - graph nodes` (`Checked.preds`).
+    preds: Csr,
+    /// Predecessors that `defer` gave added nodes, on top of `preds`.
+    deferred: HashMap<NodeId, Vec<NodeId>>,
 }
 
 /// A checked batch: for each node its distinct predecessors (ids as they will be), and
@@ -143,6 +165,38 @@ impl Growth {
         self.target.push(to);
         self.next.push(self.head[from as usize]);
         self.head[from as usize] = edge;
+    }
+
+    /// Keeps a batch's predecessor rows (the batch's ids follow the previous batch's).
+    pub(crate) fn record_preds(&mut self, checked: &Checked) {
+        let mut start = 0;
+        for &end in &checked.pred_ends {
+            self.preds
+                .targets
+                .extend_from_slice(&checked.preds[start..end]);
+            self.preds.end_row();
+            start = end;
+        }
+    }
+
+    /// Predecessors of the added node `added` (its id less the graph's node count):
+    /// those of its keys, then those `defer` gave it.
+    pub(crate) fn predecessors(
+        &self,
+        node: NodeId,
+        added: u32,
+    ) -> impl Iterator<Item = NodeId> + '_ {
+        let extra = self.deferred.get(&node).map_or(&[][..], Vec::as_slice);
+        self.preds.row(added).iter().chain(extra).copied()
+    }
+
+    /// `to` -> `node`, an edge `defer` adds; `node_added` tells whether `node` is an
+    /// added node (whose predecessors are kept).
+    pub(crate) fn add_deferred_edge(&mut self, to: NodeId, node: NodeId, node_added: bool) {
+        self.add_edge(to, node);
+        if node_added {
+            self.deferred.entry(node).or_default().push(to);
+        }
     }
 
     /// Makes room for edges leaving any of the first `nodes` nodes.

@@ -24,5 +24,5 @@ pub use error::{Cycle, GraphError};
 pub use graph::Graph;
 pub use grow::{Added, GrowError};
 pub use order::Levels;
-pub use scheduler::{Counts, NodeState, SchedError, Scheduler};
+pub use scheduler::{AddOptions, Counts, GroupId, NodeState, SchedError, Scheduler};
 pub use validate::Problem;

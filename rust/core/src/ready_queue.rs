@@ -7,7 +7,7 @@ use crate::NodeId;
 
 /// Maps an `f64` to a `u64` with the same order, so the heap compares integers.
 /// NaN counts as the lowest priority; -0.0 equals 0.0.
-fn priority_key(p: f64) -> u64 {
+pub(crate) fn priority_key(p: f64) -> u64 {
     if p.is_nan() {
         return 0;
     }
@@ -72,6 +72,40 @@ impl ReadyQueue {
     pub fn grow(&mut self, count: usize) {
         if let ReadyQueue::ByPriority { keys, .. } = self {
             keys.resize(keys.len() + count, priority_key(0.0));
+        }
+    }
+
+    /// Gives the `nodes` existing nodes priorities, all 0 (which hands them out in the
+    /// same order as by id), so that some can be given others. Queued nodes stay queued.
+    pub fn use_priorities(&mut self, nodes: usize) {
+        if let ReadyQueue::ById(heap) = self {
+            let zero = priority_key(0.0);
+            let heap = std::mem::take(heap)
+                .into_iter()
+                .map(|Reverse(v)| (zero, Reverse(v)))
+                .collect();
+            *self = ReadyQueue::ByPriority {
+                keys: vec![zero; nodes],
+                heap,
+            };
+        }
+    }
+
+    /// Sets the priority of a node not queued now. Needs `use_priorities` first.
+    pub fn set_priority(&mut self, node: NodeId, priority: f64) {
+        match self {
+            ReadyQueue::ById(_) => unreachable!("set_priority without priorities"),
+            ReadyQueue::ByPriority { keys, .. } => keys[node as usize] = priority_key(priority),
+        }
+    }
+
+    /// The node's place in the order: higher first (ties by smaller id). Without
+    /// priorities every node has priority 0's key, which `use_priorities` keeps.
+    #[inline]
+    pub fn key(&self, node: NodeId) -> u64 {
+        match self {
+            ReadyQueue::ById(_) => priority_key(0.0),
+            ReadyQueue::ByPriority { keys, .. } => keys[node as usize],
         }
     }
 

@@ -1,14 +1,32 @@
 //! The ready-set scheduler: hands out nodes whose predecessors are done, up to a
 //! capacity, highest priority first, and tracks each node's state.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::fmt;
 use std::sync::Arc;
 
+use rustc_hash::FxHashMap as HashMap;
+
 use crate::error::Cycle;
-use crate::graph::Graph;
+use crate::graph::{Graph, NONE};
 use crate::grow::{Added, GrowError, Growth};
 use crate::ready_queue::ReadyQueue;
 use crate::NodeId;
+
+/// A group of added nodes with its own capacity (`Scheduler::new_group`).
+pub type GroupId = u32;
+
+/// How `Scheduler::add_nodes_with` places a batch.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AddOptions<'a> {
+    /// One per node of the batch, higher first among ready nodes. None: priority 0.
+    /// A scheduler made without priorities switches to priorities (every existing
+    /// node at 0, which keeps their id order).
+    pub priorities: Option<&'a [f64]>,
+    /// Every node of the batch joins this group.
+    pub group: Option<GroupId>,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
@@ -86,12 +104,27 @@ impl Counts {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum SchedError {
     OutOfRange(NodeId),
-    NotRunning { node: NodeId, state: NodeState },
+    NotRunning {
+        node: NodeId,
+        state: NodeState,
+    },
     AlreadyStarted,
     NotStarted,
     DuplicateInBatch(NodeId),
     Cycle(Cycle),
-    PrioritiesLength { expected: usize, got: usize },
+    PrioritiesLength {
+        expected: usize,
+        got: usize,
+    },
+    /// `defer` to a node that has finished (or will not run).
+    DeferTo {
+        to: NodeId,
+        state: NodeState,
+    },
+    /// `defer` of a node to itself.
+    DeferToSelf(NodeId),
+    /// `new_group` with capacity 0: its nodes could never run.
+    GroupCapacity,
 }
 
 impl fmt::Display for SchedError {
@@ -111,6 +144,11 @@ impl fmt::Display for SchedError {
                 f,
                 "priorities has {got} entries but the graph has {expected} nodes"
             ),
+            SchedError::DeferTo { to, state } => {
+                write!(f, "cannot defer to node {to}: it is {state}")
+            }
+            SchedError::DeferToSelf(node) => write!(f, "node {node} cannot defer to itself"),
+            SchedError::GroupCapacity => f.write_str("a group needs a capacity of at least 1"),
         }
     }
 }
@@ -121,11 +159,14 @@ impl SchedError {
         match self {
             SchedError::OutOfRange(node)
             | SchedError::DuplicateInBatch(node)
+            | SchedError::DeferToSelf(node)
+            | SchedError::DeferTo { to: node, .. }
             | SchedError::NotRunning { node, .. } => Some(*node),
             SchedError::AlreadyStarted
             | SchedError::NotStarted
             | SchedError::Cycle(_)
-            | SchedError::PrioritiesLength { .. } => None,
+            | SchedError::PrioritiesLength { .. }
+            | SchedError::GroupCapacity => None,
         }
     }
 }
@@ -160,6 +201,15 @@ impl States {
     }
 }
 
+/// Nodes of one group Running now, and its Ready nodes that found it full, best first.
+#[derive(Debug, Clone)]
+struct Group {
+    capacity: usize,
+    running: usize,
+    /// (priority key, node), like `ReadyQueue`. May hold stale entries (cancelled).
+    held: BinaryHeap<(u64, Reverse<NodeId>)>,
+}
+
 #[derive(Debug, Clone)]
 pub struct Scheduler {
     graph: Arc<Graph>,
@@ -172,6 +222,11 @@ pub struct Scheduler {
     started: bool,
     /// Nodes added by `add_nodes`, ids after the graph's.
     growth: Growth,
+    /// Empty in runs without groups, which then never look at `group_of`.
+    groups: Vec<Group>,
+    /// The group of each added node (row `v - graph nodes`), `NONE` for none; shorter
+    /// than the added nodes when the last ones were added before any group existed.
+    group_of: Vec<GroupId>,
 }
 
 impl Scheduler {
@@ -207,6 +262,8 @@ impl Scheduler {
             capacity,
             started: false,
             growth: Growth::default(),
+            groups: Vec::new(),
+            group_of: Vec::new(),
             graph,
         })
     }
@@ -259,6 +316,9 @@ impl Scheduler {
     /// Turns `out`, on entry the nodes that just became Ready, into the nodes handed
     /// out now (Running), best first.
     fn hand_out(&mut self, out: &mut Vec<NodeId>) {
+        if !self.groups.is_empty() {
+            return self.hand_out_grouped(out);
+        }
         let free = self
             .capacity
             .map_or(usize::MAX, |c| c.saturating_sub(self.running()));
@@ -280,6 +340,82 @@ impl Scheduler {
         for &node in out.iter() {
             self.states.set(node, NodeState::Running);
         }
+    }
+
+    /// `hand_out` when groups exist: a node whose group is full is held by the group
+    /// (still Ready) until one of the group's nodes stops running (`leave_group`).
+    fn hand_out_grouped(&mut self, out: &mut Vec<NodeId>) {
+        let free = self
+            .capacity
+            .map_or(usize::MAX, |c| c.saturating_sub(self.running()));
+        self.queue.extend(out.drain(..));
+        while out.len() < free {
+            let Some(node) = self.queue.pop() else {
+                break;
+            };
+            if self.states.of[node as usize] != NodeState::Ready {
+                continue;
+            }
+            if let Some(g) = self.group_index(node) {
+                let group = &mut self.groups[g];
+                if group.running >= group.capacity {
+                    group.held.push((self.queue.key(node), Reverse(node)));
+                    continue;
+                }
+                group.running += 1;
+            }
+            out.push(node);
+        }
+        for &node in out.iter() {
+            self.states.set(node, NodeState::Running);
+        }
+    }
+
+    #[inline]
+    fn group_index(&self, node: NodeId) -> Option<usize> {
+        let added = (node as usize).checked_sub(self.graph.node_count())?;
+        match self.group_of.get(added) {
+            Some(&g) if g != NONE => Some(g as usize),
+            _ => None,
+        }
+    }
+
+    /// `node` stopped running: its group's slot goes to the group's best held node,
+    /// which goes back to the ready queue (so it competes there by priority).
+    #[inline]
+    fn leave_group(&mut self, node: NodeId) {
+        if self.groups.is_empty() {
+            return;
+        }
+        let Some(g) = self.group_index(node) else {
+            return;
+        };
+        let group = &mut self.groups[g];
+        group.running -= 1;
+        while let Some((_, Reverse(v))) = group.held.pop() {
+            if self.states.of[v as usize] == NodeState::Ready {
+                self.queue.push(v);
+                break;
+            }
+        }
+    }
+
+    /// A group whose nodes have at most `capacity` Running at once, within the
+    /// scheduler's own capacity. Nodes join it through `add_nodes_with`.
+    pub fn new_group(&mut self, capacity: usize) -> Result<GroupId, SchedError> {
+        if capacity == 0 {
+            return Err(SchedError::GroupCapacity);
+        }
+        let id = GroupId::try_from(self.groups.len())
+            .ok()
+            .filter(|&g| g != NONE)
+            .expect("more than u32::MAX - 1 groups");
+        self.groups.push(Group {
+            capacity,
+            running: 0,
+            held: BinaryHeap::new(),
+        });
+        Ok(id)
     }
 
     /// Before `start`: marks nodes as already Done (restarting from stored results);
@@ -335,6 +471,7 @@ impl Scheduler {
         }
         self.check_running(node)?;
         self.states.set(node, NodeState::Done);
+        self.leave_group(node);
         let mut out = Vec::new();
         self.release_successors(node, &mut out);
         self.hand_out(&mut out);
@@ -359,6 +496,11 @@ impl Scheduler {
             }
             self.states.set(v, NodeState::Done);
         }
+        if !self.groups.is_empty() {
+            for &v in nodes {
+                self.leave_group(v);
+            }
+        }
         let mut out = Vec::new();
         for &v in nodes {
             self.release_successors(v, &mut out);
@@ -379,6 +521,7 @@ impl Scheduler {
         }
         self.check_running(node)?;
         self.states.set(node, NodeState::Failed);
+        self.leave_group(node);
         // The result doubles as the search queue.
         let mut skipped: Vec<NodeId> = Vec::new();
         let mut head = 0;
@@ -428,6 +571,7 @@ impl Scheduler {
         self.check_running(node)?;
         self.states.set(node, NodeState::Ready);
         self.queue.push(node);
+        self.leave_group(node);
         Ok(())
     }
 
@@ -445,6 +589,9 @@ impl Scheduler {
             }
         }
         self.queue.clear();
+        for group in &mut self.groups {
+            group.held.clear();
+        }
         skipped
     }
 
@@ -455,17 +602,55 @@ impl Scheduler {
     /// changes. Added ids follow the existing ones in batch order; a node whose inputs
     /// are all available becomes ready at once (handed out up to capacity, after
     /// `start`), one reading a key of a failed or skipped node is skipped. With
-    /// priorities, added nodes have priority 0.
+    /// priorities, added nodes have priority 0 (see `add_nodes_with`).
     pub fn add_nodes(&mut self, names: &[&str], counts: &[(u32, u32)]) -> Result<Added, GrowError> {
+        self.add_nodes_with(names, counts, AddOptions::default())
+    }
+
+    /// `add_nodes` with a priority per added node and/or a group for the whole batch.
+    pub fn add_nodes_with(
+        &mut self,
+        names: &[&str],
+        counts: &[(u32, u32)],
+        options: AddOptions<'_>,
+    ) -> Result<Added, GrowError> {
         let base = self.states.of.len();
-        let checked = self.growth.check(&self.graph, base, names, counts)?;
         let m = counts.len();
+        if let Some(p) = options.priorities {
+            if p.len() != m {
+                return Err(GrowError::PrioritiesLength {
+                    expected: m,
+                    got: p.len(),
+                });
+            }
+        }
+        if let Some(g) = options.group {
+            if g as usize >= self.groups.len() {
+                return Err(GrowError::UnknownGroup(g));
+            }
+        }
+        let checked = self.growth.check(&self.graph, base, names, counts)?;
         self.growth.record_outputs(base, names, counts);
+        self.growth.record_preds(&checked);
         self.growth.reserve_nodes(base + m);
         self.states.of.resize(base + m, NodeState::Pending);
         self.states.counts[NodeState::Pending as usize] += m;
         self.waiting.resize(base + m, 0);
-        self.queue.grow(m);
+        if let Some(p) = options.priorities {
+            self.queue.use_priorities(base);
+            self.queue.grow(m);
+            for (j, &priority) in p.iter().enumerate() {
+                self.queue.set_priority((base + j) as NodeId, priority);
+            }
+        } else {
+            self.queue.grow(m);
+        }
+        if !self.groups.is_empty() {
+            let added = base - self.graph.node_count();
+            self.group_of.resize(added, NONE);
+            self.group_of
+                .resize(added + m, options.group.unwrap_or(NONE));
+        }
         let mut added = Added {
             first: base as NodeId,
             ..Added::default()
@@ -499,6 +684,125 @@ impl Scheduler {
         }
         added.skipped.sort_unstable();
         Ok(added)
+    }
+
+    /// Makes the Pending successors of the Running `node` also wait for `to` (which is
+    /// Pending, Ready or Running): when `node` completes they run only once `to` is
+    /// Done too, and are skipped if `to` fails or is skipped. Used by a task that adds
+    /// nodes to hand its outputs' readers to one of them. May be called several times
+    /// (to several nodes). Refused, changing nothing, when `to` depends on one of those
+    /// successors (the edge would close a cycle: `Cycle` is `[to, successor, ..., to]`).
+    ///
+    /// Only nodes waiting now are affected: a node added later that reads `node`'s keys
+    /// waits for `node` alone.
+    pub fn defer(&mut self, node: NodeId, to: NodeId) -> Result<(), SchedError> {
+        self.check_running(node)?;
+        self.check_range(to)?;
+        if to == node {
+            return Err(SchedError::DeferToSelf(node));
+        }
+        match self.states.of[to as usize] {
+            NodeState::Pending | NodeState::Ready | NodeState::Running => {}
+            state => return Err(SchedError::DeferTo { to, state }),
+        }
+        let waiting: Vec<NodeId> = self
+            .graph
+            .successors(node)
+            .iter()
+            .copied()
+            .chain(self.growth.successors(node))
+            .filter(|&s| self.states.of[s as usize] == NodeState::Pending)
+            .collect();
+        if let Some(cycle) = self.defer_cycle(to, &waiting) {
+            return Err(SchedError::Cycle(cycle));
+        }
+        let base_nodes = self.graph.node_count();
+        // A run that added no nodes has no overflow adjacency yet.
+        self.growth.reserve_nodes(self.states.of.len());
+        for s in waiting {
+            self.waiting[s as usize] += 1;
+            self.growth
+                .add_deferred_edge(to, s, s as usize >= base_nodes);
+        }
+        Ok(())
+    }
+
+    /// The cycle that edges `to -> s` for every `s` of `successors` would close.
+    ///
+    /// Only Pending nodes wait on others (a Ready or Running node's predecessors are all
+    /// Done), so the search goes through Pending nodes alone. It walks back from `to`
+    /// over added nodes' kept predecessors; in the common case (`to` an added node
+    /// reading added nodes and running or done ones) that finds every node `to` waits
+    /// for. Only when it meets a Pending node of the graph, whose predecessors are not
+    /// kept, does a forward search from `successors` look for a way into what it met.
+    fn defer_cycle(&self, to: NodeId, successors: &[NodeId]) -> Option<Cycle> {
+        if successors.is_empty() {
+            return None;
+        }
+        let base_nodes = self.graph.node_count();
+        let pending = |v: NodeId| self.states.of[v as usize] == NodeState::Pending;
+        // The next node on a path from each node met to `to` (`to` maps to itself).
+        let mut toward: HashMap<NodeId, NodeId> = HashMap::default();
+        toward.insert(to, to);
+        let mut stack = vec![to];
+        let mut graph_nodes_met = false;
+        while let Some(v) = stack.pop() {
+            if !pending(v) {
+                continue;
+            }
+            let Some(added) = (v as usize).checked_sub(base_nodes) else {
+                graph_nodes_met = true;
+                continue;
+            };
+            for p in self.growth.predecessors(v, added as u32) {
+                if self.states.of[p as usize] != NodeState::Done && !toward.contains_key(&p) {
+                    toward.insert(p, v);
+                    stack.push(p);
+                }
+            }
+        }
+        let close = |mut path: Vec<NodeId>| {
+            let mut at = *path.last().expect("a node");
+            while at != to {
+                at = toward[&at];
+                path.push(at);
+            }
+            Cycle { path }
+        };
+        if let Some(&s) = successors.iter().find(|s| toward.contains_key(s)) {
+            return Some(close(if s == to { vec![to, to] } else { vec![to, s] }));
+        }
+        if !graph_nodes_met {
+            return None;
+        }
+        // The node before each node reached, back to a successor (which maps to itself).
+        let mut from: HashMap<NodeId, NodeId> = successors.iter().map(|&s| (s, s)).collect();
+        let mut queue = successors.to_vec();
+        let mut head = 0;
+        while head < queue.len() {
+            let u = queue[head];
+            head += 1;
+            let base = self.graph.successors(u).iter().copied();
+            for v in base.chain(self.growth.successors(u)) {
+                if !pending(v) || from.contains_key(&v) {
+                    continue;
+                }
+                from.insert(v, u);
+                if toward.contains_key(&v) {
+                    let mut back = vec![v];
+                    let mut at = v;
+                    while from[&at] != at {
+                        at = from[&at];
+                        back.push(at);
+                    }
+                    back.push(to);
+                    back.reverse();
+                    return Some(close(back));
+                }
+                queue.push(v);
+            }
+        }
+        None
     }
 
     pub fn state(&self, node: NodeId) -> Result<NodeState, SchedError> {

@@ -22,8 +22,8 @@ create_exception!(
     _core,
     GrowthError,
     PyValueError,
-    "A batch of added nodes was refused; args are (message, kind, batch indices, key or None, \
-     existing producer id or None)."
+    "A batch of added nodes, or a defer, was refused; args are (message, kind, batch indices \
+     (node ids for a defer's cycle), key or None, existing producer id or None)."
 );
 
 /// Batch indices and keys travel as arguments so that callers can name the tasks.
@@ -42,6 +42,8 @@ pub(crate) fn grow_err(err: GrowError) -> PyErr {
         GrowError::UnknownInput { node, key } => ("unknown_input", vec![node], Some(key), None),
         GrowError::Cycle { path } => ("cycle", path, None, None),
         GrowError::TooMany => ("too_many", vec![], None, None),
+        GrowError::PrioritiesLength { .. } => ("priorities", vec![], None, None),
+        GrowError::UnknownGroup(_) => ("unknown_group", vec![], None, None),
     };
     GrowthError::new_err((message, kind, nodes, key, producer))
 }
@@ -56,6 +58,19 @@ pub(crate) fn graph_err(err: GraphError) -> PyErr {
         GraphError::Cycle(c) => cycle_err(&c),
         GraphError::NodeOutOfRange(n) => PyIndexError::new_err(format!("no node with id {n}")),
         other => PyValueError::new_err(other.to_string()),
+    }
+}
+
+/// A defer's cycle is a refused growth, like a cycle among added nodes; its path holds
+/// node ids.
+pub(crate) fn defer_err(err: SchedError) -> PyErr {
+    match err {
+        SchedError::Cycle(c) => {
+            let message = format!("defer would close a {c}");
+            let path: Vec<usize> = c.path.iter().map(|&v| v as usize).collect();
+            GrowthError::new_err((message, "cycle", path, None::<String>, None::<u32>))
+        }
+        other => sched_err(other),
     }
 }
 

@@ -2,10 +2,10 @@
 
 use std::collections::HashMap;
 
-use dataflow_core::{NodeId, Scheduler};
+use dataflow_core::{AddOptions, GroupId, NodeId, Scheduler};
 use pyo3::prelude::*;
 
-use crate::errors::{grow_err, sched_err};
+use crate::errors::{defer_err, grow_err, sched_err};
 use crate::graph::PyGraph;
 use crate::keys::push_keys;
 
@@ -57,25 +57,47 @@ impl PyScheduler {
     }
 
     /// Add a batch of nodes while the run goes on: node j lists counts[j][0] input keys
-    /// then counts[j][1] output keys, in turn from `names`. Returns (first new id, nodes
-    /// that can run now, nodes skipped because they read a failed node's key).
+    /// then counts[j][1] output keys, in turn from `names`. `priorities`: one per node
+    /// (default 0; a scheduler made without priorities then uses them, the others at 0);
+    /// `group`: from new_group(), for every node of the batch. Returns (first new id,
+    /// nodes that can run now, nodes skipped because they read a failed node's key).
+    #[pyo3(signature = (names, counts, *, priorities = None, group = None))]
     fn add_nodes(
         &mut self,
         names: &Bound<'_, PyAny>,
         counts: Vec<(u32, u32)>,
+        priorities: Option<Vec<f64>>,
+        group: Option<GroupId>,
     ) -> PyResult<(NodeId, Vec<NodeId>, Vec<NodeId>)> {
+        let options = AddOptions {
+            priorities: priorities.as_deref(),
+            group,
+        };
         let mut borrowed: Vec<&str> = Vec::new();
         // SAFETY: `names` is alive for the call and no Python code runs while `borrowed`
         // is used (the GIL stays held: the batch is checked and applied in one go).
         let added = if unsafe { push_keys(names.as_ptr(), &mut borrowed) }.is_some() {
-            self.inner.add_nodes(&borrowed, &counts)
+            self.inner.add_nodes_with(&borrowed, &counts, options)
         } else {
             let owned: Vec<String> = names.extract()?;
             let names: Vec<&str> = owned.iter().map(String::as_str).collect();
-            self.inner.add_nodes(&names, &counts)
+            self.inner.add_nodes_with(&names, &counts, options)
         }
         .map_err(grow_err)?;
         Ok((added.first, added.ready, added.skipped))
+    }
+
+    /// A group of added nodes with at most `capacity` running at once (within the
+    /// scheduler's capacity); pass its id to add_nodes(group=).
+    fn new_group(&mut self, capacity: usize) -> PyResult<GroupId> {
+        self.inner.new_group(capacity).map_err(sched_err)
+    }
+
+    /// The waiting successors of the running `node` also wait for `to` (pending, ready
+    /// or running): when `node` completes they run once `to` is done, and are skipped if
+    /// it fails. A cycle raises GrowthError (kind "cycle", the path of node ids).
+    fn defer(&mut self, node: NodeId, to: NodeId) -> PyResult<()> {
+        self.inner.defer(node, to).map_err(defer_err)
     }
 
     /// Queued ready nodes that fit in the capacity now.
