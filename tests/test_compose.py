@@ -8,8 +8,6 @@ import time
 
 import pytest
 import taskiq_dataflow.compose as compose
-import taskiq_dataflow.compose.flow as compose_flow
-import taskiq_dataflow.compose.map_node as map_node
 from conftest import run
 from taskiq_dataflow import (
     DAG,
@@ -22,11 +20,11 @@ from taskiq_dataflow import (
     FlowError,
     FlowNode,
     MissingInputError,
+    RunGrew,
     StepCompleted,
     TaskFailedError,
     pipeline_task,
 )
-from taskiq_dataflow.transports.local import LocalTransport
 
 # -- tasks --------------------------------------------------------------------------------------
 
@@ -354,30 +352,41 @@ def test_map_over_10000_items_is_10000_scheduled_tasks():
     chunks = flow.map(counted_sub(calls), name="chunks")
     flow.node(load, output="items") >> flow.node(lambda items: list(range(10_000)), name="make")
     flow["make"] >> chunks >> flow.node(total)
-    completed = []
-    chunks.events.subscribe(lambda e: completed.append(e.task_name), StepCompleted)
     outer = flow.engine()
-    outer_steps = []
-    outer.events.subscribe(lambda e: outer_steps.append(e.task_name), StepCompleted)
-    assert len(outer.dag) == 4  # the map is one task of the outer graph
+    steps = []
+    outer.events.subscribe(lambda e: steps.append(e.task_name), StepCompleted)
+    grew = []
+    outer.events.subscribe(grew.append, RunGrew)
+    assert len(outer.dag) == 4  # the map is one task of the graph built
     started = time.perf_counter()
     results = run(outer.execute({"source": None}))
     elapsed = time.perf_counter() - started
     assert results["total"] == sum(n * n for n in range(10_000))
     assert len(calls) == 10_000 and sorted(calls) == list(range(10_000))
-    assert len(completed) == 10_000  # one scheduled task per item in the nested engine
-    assert completed[0].startswith("chunks[") and completed[0].endswith("].square")
-    assert outer_steps == ["load", "make", "chunks", "total"]
+    # one task per item, added to the run itself, and one collecting their results
+    items = [name for name in steps if name.startswith("chunks[")]
+    assert len(items) == 10_001 and items[-1] == "chunks[*]"
+    assert all(name.endswith("].square") for name in items[:-1])
+    assert [name for name in steps if not name.startswith("chunks[")] == [
+        "load",
+        "make",
+        "chunks",
+        "total",
+    ]
+    assert [(g.added, g.total) for g in grew] == [(10_001, 10_005)]
+    # the items' keys are the map's own: not among the run's outputs
+    assert set(results) == {"items", "make", "chunks", "total"}
     assert elapsed < 20
 
 
 def test_map_of_a_two_node_sub_flow_schedules_every_node():
     flow = Flow()
-    m = flow.map(chain_flow(), name="m")
+    flow.map(chain_flow(), name="m")
+    engine = flow.engine()
     seen = []
-    m.events.subscribe(lambda e: seen.append(e.task_name), StepCompleted)
-    assert run(flow.run({"x": list(range(1000))}))["m"] == [2 * x + 1 for x in range(1000)]
-    assert len(seen) == 2000
+    engine.events.subscribe(lambda e: seen.append(e.task_name), StepCompleted)
+    assert run(engine.execute({"x": list(range(1000))}))["m"] == [2 * x + 1 for x in range(1000)]
+    assert len(seen) == 2000 + 2  # each item's two tasks, the collecting task, the map
     assert {"m[0].double", "m[0].inc", "m[999].inc"} <= set(seen)
 
 
@@ -430,27 +439,40 @@ def test_map_honours_max_parallel():
     assert gauge.peak == 5
 
 
-def test_map_uses_the_outer_runs_broker_transport_and_options(monkeypatch, broker):
+def test_map_items_are_tasks_of_the_run_under_its_settings(monkeypatch, broker):
+    """No nested engine: the items run in the map's own run (one run id), on its broker and
+    transport, under its retries."""
     made = []
+    real_init = ExecutionEngine.__init__
 
-    class Recording(ExecutionEngine):
-        def __init__(self, broker, dag, **options):
-            made.append((broker, options))
-            super().__init__(broker, dag, **options)
+    def recording(self, *args, **kwargs):
+        made.append(self)
+        real_init(self, *args, **kwargs)
 
-    monkeypatch.setattr(compose_flow, "ExecutionEngine", Recording)
-    monkeypatch.setattr(map_node, "ExecutionEngine", Recording)
+    failed_once = set()
+
+    def flaky(x):
+        if x not in failed_once:
+            failed_once.add(x)
+            raise RuntimeError(f"first try of {x}")
+        return -x
+
+    sub = Flow("f")
+    sub.node(flaky)
     flow = Flow()
-    flow.map(chain_flow(), name="m", max_parallel=7)
-    run(flow.run({"x": [1, 2]}, broker=broker, transport="local", retries=2, timeout=5))
-    assert len(made) == 2  # the flow's engine, then the map's nested one
-    nested_broker, options = made[-1]
-    assert nested_broker is broker
-    assert options["transport"] == "local" and options["max_parallel"] == 7
-    assert options["retries"] == 2 and options["timeout"] == 5
-    made.clear()
-    run(flow.run({"x": [1]}, transport=LocalTransport()))  # an instance: its kind
-    assert made[-1][1]["transport"] == "local"
+    flow.map(sub, name="m")
+    engine = flow.engine(broker, transport="local", retries=2, timeout=5)
+    steps = []
+    engine.events.subscribe(steps.append, StepCompleted)
+    monkeypatch.setattr(ExecutionEngine, "__init__", recording)
+    assert run(engine.execute({"x": [1, 2, 3]}))["m"] == [-1, -2, -3]
+    assert made == []  # the map made no engine of its own
+    assert len({step.run_id for step in steps}) == 1
+    assert {step.task_name: step.attempt for step in steps if "flaky" in step.task_name} == {
+        "m[0].flaky": 2,
+        "m[1].flaky": 2,
+        "m[2].flaky": 2,
+    }
 
 
 def test_map_of_a_sub_flow_with_a_call_and_a_map_inside():
@@ -477,8 +499,8 @@ def test_map_item_failure_names_the_item_task():
     flow.map(sub, name="items")
     with pytest.raises(TaskFailedError) as info:
         run(flow.run({"n": list(range(5))}))
-    assert info.value.task_name == "items"
-    assert "items[3].fragile" in str(info.value) and "bad item 3" in str(info.value)
+    assert info.value.task_name == "items[3].fragile"
+    assert "bad item 3" in str(info.value)
 
 
 def test_map_failure_with_fail_fast_false_skips_dependents():
@@ -494,8 +516,10 @@ def test_map_failure_with_fail_fast_false_skips_dependents():
     flow.node(inc)
     with pytest.raises(DataflowExecutionError) as info:
         run(flow.run({"n": [0, 1, 2], "x": 1}, fail_fast=False))
-    assert info.value.skipped == {"total": "items"}
-    assert info.value.results == {"inc": 2}
+    # the map, the task collecting its items and what reads the map: behind the failed item
+    cause = "items[1].fragile"
+    assert info.value.skipped == {"items": cause, "items[*]": cause, "total": cause}
+    assert info.value.results == {"inc": 2}  # the items' own keys are not outputs of the run
 
 
 def test_map_over_something_that_is_not_a_list():
@@ -677,8 +701,6 @@ def test_map_runs_on_the_nats_cluster():
     items = flow.map(echo_twice, name="items", max_parallel=8)
     flow.node(numbers) >> items >> flow.node(total)
     flow.node(echo_twice, name="one") >> flow.node(inc, name="after")
-    steps: list[StepCompleted] = []
-    items.events.subscribe(steps.append, StepCompleted)
     with NatsServer() as server, WorkerProcesses(server.url, workers=2):
         broker = DataflowNatsBroker(
             server.url,
@@ -692,9 +714,11 @@ def test_map_runs_on_the_nats_cluster():
         results = run(engine.execute({"n": 20, "value": 41}))
     assert results["items"] == list(range(20)) and results["total"] == sum(range(20))
     assert results["one"] == 41 and results["after"] == 42
+    steps = [s for s in outer if s.task_name.startswith("items[") and s.task_name[-1] != "]"]
     assert len(steps) == 40 and all(s.worker for s in steps)  # every item task on a worker
     where = {s.task_name: s.worker for s in outer}
     assert where["numbers"] is None and where["items"] is None and where["total"] is None
+    assert where["items[*]"] is None  # collecting the results needs no worker
     assert where["one.echo"] and where["one.echo_2"]  # the call's tasks went to the cluster
 
 
@@ -711,21 +735,22 @@ def test_a_100000_item_map_completes_on_the_cluster():
     flow = Flow("big")
     items = flow.map(echo, name="items")
     flow.node(numbers) >> items >> flow.node(total)
-    done = 0
+    on_workers = 0
 
-    def count(_):
-        nonlocal done
-        done += 1
+    def count(step):
+        nonlocal on_workers
+        on_workers += step.worker is not None
 
-    items.events.subscribe(count, StepCompleted)
     with NatsServer() as server, WorkerProcesses(server.url, workers=2):
         broker = DataflowNatsBroker(
             server.url, codec=cluster_tasks.broker.codec, heartbeat_timeout=2.0
         )
-        results = run(flow.engine(broker).execute({"n": 100_000}))
+        engine = flow.engine(broker)
+        engine.events.subscribe(count, StepCompleted)
+        results = run(engine.execute({"n": 100_000}))
     assert results["items"] == list(range(100_000))
     assert results["total"] == sum(range(100_000))
-    assert done == 100_000  # 100,000 tasks scheduled by the nested engine, each on a worker
+    assert on_workers == 100_000  # 100,000 tasks added to the run, each run on a worker
 
 
 def test_fan_out_checks_every_target_before_wiring():

@@ -16,6 +16,7 @@ from taskiq_dataflow import (
     RunStore,
     TaskFailedError,
     add_tasks,
+    result_of,
 )
 from taskiq_dataflow.events import StepSkipped
 
@@ -291,13 +292,240 @@ def test_add_tasks_outside_a_run_and_with_wrong_objects() -> None:
         run(dag_of(DAGNode(wrong, output="n")))
 
 
-def test_a_run_with_a_store_refuses_to_grow(tmp_path: Any) -> None:
-    async def adder() -> int:
-        add_tasks([DAGNode(double, output="x", inputs=["n"])])
-        return 1
+def test_a_restart_restores_the_added_tasks_that_completed(tmp_path: Any) -> None:
+    """An adder that returns result_of(...) completes once that result is in; until then a
+    restart runs it again, and the tasks it adds again that completed are restored."""
+    calls: list[str] = []
+    work_calls: list[int] = []
+    broken = {"yes": True}
 
-    engine = ExecutionEngine(
-        None, dag_of(DAGNode(adder, output="n")), store=RunStore(tmp_path / "r.db")
+    async def adder(n: int) -> Any:
+        calls.append("adder")
+        add_tasks(DAGNode(work, output=f"w{i}", inputs=["n"], name=f"w{i}") for i in range(5))
+        add_tasks([DAGNode(last, output="last", inputs=["w4"])])
+        return result_of("last")
+
+    async def work(n: int) -> int:
+        work_calls.append(n)
+        return n
+
+    async def last(w4: int) -> int:
+        calls.append("last")
+        if broken["yes"]:
+            raise RuntimeError("last fails the first time")
+        return w4 + 1
+
+    dag = dag_of(DAGNode(adder, output="n2", inputs=["n"]))
+    with pytest.raises(TaskFailedError, match="last fails"):
+        engine = ExecutionEngine(None, dag, store=RunStore(tmp_path / "r.db"))
+        asyncio.run(engine.execute({"n": 1}, pipeline_id="r"))
+    assert len(work_calls) == 5
+    broken["yes"] = False
+    engine = ExecutionEngine(None, dag, store=RunStore(tmp_path / "r.db"))
+    out = asyncio.run(engine.restart("r"))
+    assert out["n2"] == out["last"] == 2 and out["w3"] == 1
+    assert calls == ["adder", "last", "adder", "last"]
+    assert len(work_calls) == 5  # every w_i was restored, none ran again
+    # the run is complete now: a restart restores the adder itself
+    assert (
+        asyncio.run(ExecutionEngine(None, dag, store=RunStore(tmp_path / "r.db")).restart("r"))[
+            "n2"
+        ]
+        == 2
     )
-    with pytest.raises(TaskFailedError, match=r"cannot grow a run recorded in a RunStore"):
-        asyncio.run(engine.execute())
+    assert calls == ["adder", "last", "adder", "last"]
+
+
+# -- results computed by added tasks (result_of), given values, private batches, bounds ----------
+
+
+async def halve(x: int) -> int:
+    return x // 2
+
+
+def test_a_task_returns_the_result_of_a_task_it_added_and_its_dependents_wait() -> None:
+    order: list[str] = []
+
+    async def plan(n: int) -> Any:
+        add_tasks([DAGNode(slow_square, output="sq", inputs=["n"])])
+        order.append("plan returned")
+        return result_of("sq")
+
+    async def slow_square(n: int) -> int:
+        await asyncio.sleep(0.01)
+        order.append("square done")
+        return n * n
+
+    async def after(planned: int) -> int:
+        order.append("after ran")
+        return planned + 1
+
+    dag = dag_of(
+        DAGNode(plan, output="planned", inputs=["n"]),
+        DAGNode(after, output="after", inputs=["planned"]),
+    )
+    assert run(dag, {"n": 7}) == {"planned": 49, "after": 50, "sq": 49}
+    assert order == ["plan returned", "square done", "after ran"]
+
+
+def test_result_of_chains_and_splits_into_several_outputs() -> None:
+    async def outer(n: int) -> Any:
+        add_tasks([DAGNode(inner, output="pair", inputs=["n"])])
+        return result_of("pair")
+
+    async def inner(n: int) -> Any:
+        add_tasks([DAGNode(both, output="both", inputs=["n"])])
+        return result_of("both")
+
+    async def both(n: int) -> tuple[int, int]:
+        return n, -n
+
+    dag = dag_of(DAGNode(outer, outputs=["plus", "minus"], inputs=["n"]))
+    out = run(dag, {"n": 3})
+    assert (out["plus"], out["minus"]) == (3, -3)
+
+
+def test_a_failure_behind_result_of_skips_the_dependents_and_names_the_task() -> None:
+    async def plan(n: int) -> Any:
+        add_tasks([DAGNode(broken, output="x", inputs=["n"])])
+        return result_of("x")
+
+    async def broken(n: int) -> int:
+        raise ValueError("broken on purpose")
+
+    dag = dag_of(
+        DAGNode(plan, output="planned", inputs=["n"]),
+        DAGNode(double, output="after", inputs=["planned"]),
+        DAGNode(double, output="other", inputs=["n"], name="other"),
+    )
+    with pytest.raises(DataflowExecutionError) as info:
+        run(dag, {"n": 1}, fail_fast=False)
+    assert [f.task_name for f in info.value.failures] == ["broken"]
+    assert info.value.skipped == {"plan": "broken", "double": "broken"}
+    assert info.value.results == {"other": 2}
+    with pytest.raises(TaskFailedError, match="broken on purpose") as failed:
+        run(dag, {"n": 1})
+    assert failed.value.task_name == "broken"
+
+
+def test_result_of_a_key_no_added_task_outputs_fails_the_task_naming_it() -> None:
+    async def plan(n: int) -> Any:
+        return result_of("nowhere")
+
+    with pytest.raises(TaskFailedError, match=r"result_of\('nowhere'\): no task added to this"):
+        run(dag_of(DAGNode(plan, output="p", inputs=["n"])), {"n": 1})
+
+
+def test_result_of_a_task_that_reads_a_dependent_is_a_cycle() -> None:
+    """The dependents of the adder would wait for a task that waits for them."""
+
+    async def plan(n: int) -> Any:
+        add_tasks([DAGNode(double, output="loop", inputs=["after"], name="reader")])
+        return result_of("loop")
+
+    dag = dag_of(
+        DAGNode(plan, output="planned", inputs=["n"]),
+        DAGNode(double, output="after", inputs=["planned"], name="after"),
+    )
+    with pytest.raises(TaskFailedError, match="cycle") as info:
+        run(dag, {"n": 1})
+    assert info.value.task_name == "plan"
+
+
+def test_given_values_are_read_by_added_tasks_and_checked() -> None:
+    async def spread(items: list[int]) -> Any:
+        keys = [f"item{i}" for i in range(len(items))]
+        add_tasks(
+            [DAGNode(double, output=f"d{i}", inputs=[k]) for i, k in enumerate(keys)],
+            values=dict(zip(keys, items, strict=True)),
+        )
+        return len(items)
+
+    out = run(dag_of(DAGNode(spread, output="n", inputs=["items"])), {"items": [1, 2, 3]})
+    assert out == {"n": 3, "d0": 2, "d1": 4, "d2": 6}  # given keys are inputs, not outputs
+
+    async def clash(items: list[int]) -> int:
+        add_tasks([], values={"items": 1})
+        return 0
+
+    with pytest.raises(TaskFailedError, match="values= gives key 'items', which the run already"):
+        run(dag_of(DAGNode(clash, output="n", inputs=["items"])), {"items": [1]})
+
+
+def test_a_private_batch_stays_out_of_the_outputs_and_is_dropped_once_used() -> None:
+    seen: dict[str, Any] = {}
+
+    async def plan(n: int) -> Any:
+        add_tasks(
+            [
+                DAGNode(double, output="p.d", inputs=["p.x"], name="p.double"),
+                DAGNode(halve, output="p.h", inputs=["p.d"], name="p.halve"),
+            ],
+            values={"p.x": n},
+            private=True,
+        )
+        return result_of("p.h")
+
+    async def later(planned: int) -> int:
+        try:
+            add_tasks([DAGNode(double, output="late", inputs=["p.d"], name="late")])
+        except GrowthError as exc:
+            seen["error"] = str(exc)
+        return planned
+
+    dag = dag_of(
+        DAGNode(plan, output="planned", inputs=["n"]),
+        DAGNode(later, output="later", inputs=["planned"]),
+    )
+    assert run(dag, {"n": 5}) == {"planned": 5, "later": 5}
+    assert "reads key 'p.d', which belonged to tasks added privately" in seen["error"]
+
+
+def test_max_parallel_bounds_the_batch_only() -> None:
+    now = peak = 0
+
+    async def gauge(x: int) -> int:
+        nonlocal now, peak
+        now += 1
+        peak = max(peak, now)
+        await asyncio.sleep(0.002)
+        now -= 1
+        return x
+
+    async def plan(n: int) -> int:
+        add_tasks(
+            (DAGNode(gauge, output=f"g{i}", inputs=["n"], name=f"g{i}") for i in range(30)),
+            max_parallel=3,
+        )
+        return n
+
+    out = run(dag_of(DAGNode(plan, output="p", inputs=["n"])), {"n": 1})
+    assert len(out) == 31 and peak == 3
+
+    async def zero(n: int) -> int:
+        add_tasks([DAGNode(gauge, output="g", inputs=["n"])], max_parallel=0)
+        return n
+
+    with pytest.raises(TaskFailedError, match="max_parallel must be at least 1, got 0"):
+        run(dag_of(DAGNode(zero, output="p", inputs=["n"])), {"n": 1})
+
+
+def test_a_task_added_while_a_result_is_awaited_that_reads_it_waits_for_it() -> None:
+    async def plan(n: int) -> Any:
+        add_tasks([DAGNode(slow, output="g", inputs=["n"])])
+        return result_of("g")
+
+    async def slow(n: int) -> int:
+        await asyncio.sleep(0.05)
+        return n * 10
+
+    async def other(n: int) -> int:
+        await asyncio.sleep(0.01)  # plan has returned, slow still runs
+        add_tasks([DAGNode(double, output="reader", inputs=["planned"], name="reader")])
+        return n
+
+    dag = dag_of(
+        DAGNode(plan, output="planned", inputs=["n"]),
+        DAGNode(other, output="other", inputs=["n"]),
+    )
+    assert run(dag, {"n": 2})["reader"] == 40

@@ -1,4 +1,5 @@
-"""Map nodes with a run store: items are restorable one by one on restart; replay re-runs a map
+"""Map nodes with a run store: a map's items are tasks of its run, restorable one by one on
+restart (found by name and inputs digest when the map adds them again); replay re-runs a map
 node whole or restores it whole. Run as a script it executes the flow with a store so a test can
 SIGKILL it mid-map: `python test_map_restart.py DB RUN_ID LOG`."""
 
@@ -22,8 +23,6 @@ from taskiq_dataflow import (
     StepCompleted,
     TaskFailedError,
 )
-from taskiq_dataflow.compose.map_node import MapTask as _MapTask
-from taskiq_dataflow.store import nested_run_id, resumable
 
 HERE = Path(__file__).resolve().parent
 ALL_ITEMS = {f"work{i}" for i in range(20)} | {f"label{i * i}" for i in range(20)}
@@ -83,9 +82,13 @@ def log_name(task_name: str) -> str:
     return f"work{item}" if task == "work" else f"label{int(item) ** 2}"
 
 
+def item_rows(db: Path, run_id: str) -> list[dict]:
+    rows = RunStore(db).get_task_executions(run_id)
+    return [r for r in rows if r["task_name"].startswith("squares[") and "]." in r["task_name"]]
+
+
 def completed_items(db: Path, run_id: str) -> set[str]:
-    rows = RunStore(db).get_task_executions(f"{run_id}/squares")
-    return {log_name(r["task_name"]) for r in rows if r["status"] == "completed"}
+    return {log_name(r["task_name"]) for r in item_rows(db, run_id) if r["status"] == "completed"}
 
 
 @pytest.mark.parametrize("fail_fast", [True, False])
@@ -97,29 +100,32 @@ def test_restart_reruns_only_the_failed_item_and_what_follows(tmp_path, fail_fas
         run(engine.execute({"n": 20}, pipeline_id="r"))
     first = Counter(lines(log))
     assert first["work13"] == 1 and "label169" not in first and "summary" not in first
-    nested = RunStore(db).get_run("r/squares")
-    assert (nested["status"], nested["parent_run_id"]) == ("failed", "r")
+    assert RunStore(db).get_run("r")["status"] == "failed"
     completed = completed_items(db, "r")
     if not fail_fast:  # every other item ran to the end
         assert completed == ALL_ITEMS - {"work13", "label169"}
         assert first == Counter(ALL_ITEMS - {"label169"})
 
     log.unlink()
-    flow = make_flow(log, flag)
+    engine = make_flow(log, flag).engine(store=RunStore(db), fail_fast=fail_fast)
     steps = []
-    flow["squares"].events.subscribe(steps.append, StepCompleted)  # still told of every item
-    out = run(flow.engine(store=RunStore(db), fail_fast=fail_fast).restart("r"))
+    engine.events.subscribe(steps.append, StepCompleted)
+    out = run(engine.restart("r"))
     assert out["summary"] == expected_summary()
     second = Counter(lines(log))
-    assert len(steps) == sum(second.values()) - 1  # the items' tasks, not summary
+    ran = [s for s in steps if s.task_name.startswith("squares[") and "]." in s.task_name]
+    assert len(ran) == sum(second.values()) - 1  # the items' tasks, not summary
     # no item task recorded as completed ran again; with fail_fast the ones in flight when
     # work(13) failed were stopped unrecorded, so they ran again too
     assert not completed & set(second)
     assert completed | set(second) == ALL_ITEMS | {"summary"}
     if not fail_fast:
         assert second == Counter(["work13", "label169", "summary"])
-    store = RunStore(db)
-    assert store.get_run("r")["status"] == store.get_run("r/squares")["status"] == "succeeded"
+    assert RunStore(db).get_run("r")["status"] == "succeeded"
+    # a second restart of the finished run runs nothing: every row it needs is still there
+    log.unlink()
+    again = run(make_flow(log, flag).engine(store=RunStore(db)).restart("r"))
+    assert again["summary"] == expected_summary() and lines(log) == []
 
 
 def test_restart_with_other_items_runs_the_map_afresh(tmp_path):
@@ -139,13 +145,9 @@ def test_restart_with_other_items_runs_the_map_afresh(tmp_path):
     assert sorted(lines(log)) == sorted(
         [f"work{i}" for i in range(1, 21)] + [f"label{i * i}" for i in range(1, 21)] + ["summary"]
     )
-    store = RunStore(db)
-    rows = store.get_task_executions("r/squares")
-    assert len(rows) == 40 and {r["status"] for r in rows} == {"completed"}
-    assert store.get_run("r/squares")["inputs"]["squares[0].x"] == 1  # the new items' run
 
 
-def test_discard_forgets_a_run_and_its_nested_runs_only(tmp_path):
+def test_discard_forgets_that_run_only(tmp_path):
     store = RunStore(tmp_path / "runs.db")
 
     def neg(x):
@@ -153,27 +155,41 @@ def test_discard_forgets_a_run_and_its_nested_runs_only(tmp_path):
 
     flow = Flow()
     flow.node(neg)
-    ids = ["a", "a/m", "a/m/x", "a/mm", "a/m-2", "a-b"]
-    for run_id in ids:
+    for run_id in ["a", "a/m", "a-b"]:
         run(flow.engine(store=store).execute({"x": -1}, pipeline_id=run_id))
-    store.discard("a/m")
-    assert {r["run_id"] for r in store.list_runs()} == {"a", "a/mm", "a/m-2", "a-b"}
-    assert store.get_task_executions("a/m") == store.get_task_executions("a/m/x") == []
-    assert len(store.get_task_executions("a/mm")) == 1
+    store.discard("a")
+    assert {r["run_id"] for r in store.list_runs()} == {"a/m", "a-b"}
+    assert store.get_task_executions("a") == []
+    assert len(store.get_task_executions("a/m")) == 1
 
 
-def test_resumable_needs_the_same_dag_and_the_same_inputs(tmp_path):
-    store = RunStore(tmp_path / "runs.db")
-    flow = make_flow(tmp_path / "log")
-    run(flow.engine(store=store).execute({"n": 3}, pipeline_id="r"))
-    task = next(t for t in flow.build_dag()._tasks if isinstance(t, _MapTask))
-    dag, inputs, _ = task._dag(3, [0, 1, 2])
-    assert store.get_run("r/squares")["inputs"] == inputs
-    assert len(resumable(store, dag, "r/squares", inputs)) == 6  # work and label per item
-    # 2.0 == 2, yet results of 2 are no results of 2.0
-    assert resumable(store, dag, "r/squares", {**inputs, "squares[2].x": 2.0}) is None
-    assert resumable(store, task._dag(2, [0, 1])[0], "r/squares", inputs) is None
-    assert resumable(store, dag, "r/other", inputs) is None
+def test_a_restart_restores_no_item_whose_inputs_differ(tmp_path):
+    """2.0 == 2, yet results of 2 are no results of 2.0: items are restored by the digest of
+    their inputs, not by name alone."""
+    db = tmp_path / "runs.db"
+    calls = Counter()
+    values = {"now": [0, 1, 2]}
+
+    def items(n):
+        return iter(values["now"])  # not storable: made again on restart
+
+    def work(x):
+        calls[x] += 1
+        if x == 1 and calls[x] == 1:
+            raise RuntimeError("item 1 fails once")
+        return repr(x)
+
+    sub = Flow("item")
+    sub.node(work)
+    flow = Flow("main")
+    flow.node(items) >> flow.map(sub, name="squares")
+    with pytest.raises(TaskFailedError):
+        run(flow.engine(store=RunStore(db)).execute({"n": 3}, pipeline_id="r"))
+    assert calls == Counter([0, 1, 2])
+    values["now"] = [0.0, 1, 2.0]  # equal, not the same
+    out = run(flow.engine(store=RunStore(db)).restart("r"))
+    assert out["squares"] == ["0.0", "1", "2.0"]
+    assert calls == Counter([0, 1, 2] * 2)  # every item ran again (0.0 counts as 0)
 
 
 def test_replay_runs_a_rerun_map_afresh_and_restores_any_other_whole(tmp_path):
@@ -187,8 +203,7 @@ def test_replay_runs_a_rerun_map_afresh_and_restores_any_other_whole(tmp_path):
     assert run(engine.replay("base", rerun={"squares"}, pipeline_id="p2")) == first
     assert Counter(lines(log)) == Counter({*ALL_ITEMS, "summary"})
     runs = {r["run_id"]: r["parent_run_id"] for r in RunStore(db).list_runs()}
-    assert runs == {"base": None, "base/squares": "base", "p1": "base", "p2": "base",
-                    "p2/squares": "p2"}  # fmt: skip
+    assert runs == {"base": None, "p1": "base", "p2": "base"}
 
 
 def test_a_map_inside_a_map_restores_each_inner_item(tmp_path):
@@ -216,16 +231,7 @@ def test_a_map_inside_a_map_restores_each_inner_item(tmp_path):
     out = run(flow.engine(store=RunStore(db)).restart("g"))
     assert out["rows"] == [[-x for x in r] for r in grid]
     assert calls == Counter(range(8)) + Counter([5])
-    ids = {r["run_id"] for r in RunStore(db).list_runs()}
-    assert ids == {"g", "g/rows", *(f"g/rows/rows[{i}]%2Ecells" for i in range(3))}
-
-
-def test_nested_run_ids_are_safe_in_nats_subjects_and_distinct():
-    assert nested_run_id("r1", "squares") == "r1/squares"
-    assert nested_run_id("r1", "norm.lengths") == "r1/norm%2Elengths"
-    assert nested_run_id("r1", "a b*>/%é") == "r1/a%20b%2A%3E%2F%25%C3%A9"
-    assert nested_run_id("r1", "a.b") != nested_run_id("r1", "a%2Eb")
-    assert nested_run_id("r1", "rows[2].cells") == "r1/rows[2]%2Ecells"
+    assert {r["run_id"] for r in RunStore(db).list_runs()} == {"g"}
 
 
 def test_engine_killed_mid_map_restarts_without_rerunning_completed_items(tmp_path):
@@ -251,7 +257,7 @@ def test_engine_killed_mid_map_restarts_without_rerunning_completed_items(tmp_pa
 
 
 def test_map_restart_on_the_nats_cluster(tmp_path):
-    """The nested run id (here with an escaped '.') names reply and cancel subjects on NATS."""
+    """A map inside a call node (its items named 'c.items[i]...') on the workers, restarted."""
     import cluster_tasks
     from cluster_support import WorkerProcesses
     from taskiq_dataflow.cluster import DataflowNatsBroker, NatsServer
@@ -278,18 +284,20 @@ def test_map_restart_on_the_nats_cluster(tmp_path):
         engine = flow.engine(broker, store=RunStore(db), fail_fast=False)
         with pytest.raises(DataflowExecutionError):
             run(engine.execute({"value": list(range(20))}, pipeline_id="r"))
-        before = RunStore(db).get_task_executions("r/c%2Eitems")
+        before = items_of(RunStore(db).get_task_executions("r"))
         out = run(flow.engine(broker, store=RunStore(db)).restart("r"))
     assert out["c"] == list(range(20))
-    after = {
-        (r["task_name"], r["attempt"]): r for r in RunStore(db).get_task_executions("r/c%2Eitems")
-    }
+    after = {(r["task_name"], r["attempt"]): r for r in RunStore(db).get_task_executions("r")}
     echoes = [r for r in before if r["task_name"].endswith(".echo")]
     assert len(echoes) == 20 and all(r["worker"] for r in echoes)
-    for row in before:  # what completed was restored, not recorded again
+    for row in before:  # what completed was restored, not run or recorded again
         if row["status"] == "completed":
-            assert after[row["task_name"], row["attempt"]] == row
+            assert after[row["task_name"], row["attempt"]]["finished_at"] == row["finished_at"]
     assert after["c.items[13].check", 1]["status"] == "completed"
+
+
+def items_of(rows: list[dict]) -> list[dict]:
+    return [r for r in rows if r["task_name"].startswith("c.items[") and "]." in r["task_name"]]
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from .events import (
     Event,
     EventBus,
     RunFinished,
+    RunGrew,
     RunStarted,
     StepCompensated,
     StepCompleted,
@@ -36,7 +37,7 @@ from .execution_engine import (
     StepResult,
     TaskFailedError,
 )
-from .growth import add_tasks
+from .growth import add_tasks, result_of
 from .map_reduce import MapReduce
 from .pipeline import DataflowPipeline
 from .result_cache import ResultCache
@@ -72,6 +73,7 @@ __all__ = [
     "MissingInputError",
     "ResultCache",
     "RunFinished",
+    "RunGrew",
     "RunHandle",
     "RunStarted",
     "RunStore",
@@ -94,6 +96,7 @@ __all__ = [
     "add_tasks",
     "pipeline_task",
     "rejoin",
+    "result_of",
     "secede",
     "seceded",
 ]

@@ -28,6 +28,15 @@ class RunStarted(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class RunGrew(Event):
+    """Tasks of the run added `added` tasks to it (add_tasks, a map's items): it now has
+    `total` tasks."""
+
+    added: int
+    total: int
+
+
+@dataclass(frozen=True, slots=True)
 class RunFinished(Event):
     status: str  # "succeeded" | "failed" | "cancelled"
     counts: dict[str, int] = field(default_factory=dict)

@@ -91,8 +91,8 @@ class ExecutionEngine:
         self._priority = priority
         self.cache = cache  # a ResultCache for tasks declared with pipeline_task(cache=True)
         self.store = store  # a RunStore: provenance, restart() and replay()
-        if store is not None:
-            store.attach(self)
+        # the store's recording of this engine's runs: it also restores added tasks on restart
+        self._recording = store.attach(self) if store is not None else None
         self._drivers: set[Driver] = set()  # the runs in progress (cancel() stops them all)
         self._slots: SharedSlots | None = None  # made at the first run with max_parallel set
         self.stats: dict[str, int] = {}  # the last run's transport counters (redeliveries...)
@@ -230,27 +230,6 @@ class ExecutionEngine:
         ]
         raise MissingInputError("; ".join(details))
 
-    def inherited_settings(self) -> dict[str, Any]:
-        """The options that make another engine run like this one (what a map node's nested
-        runs inherit): failure and retry defaults, executor, cache, transport kind (never a
-        per-run transport instance), bound, and a named priority."""
-        policy = self._defaults
-        settings: dict[str, Any] = {
-            "fail_fast": self.fail_fast,
-            "retries": policy.retries,
-            "retry_delay": policy.delay,
-            "retry_backoff": policy.backoff,
-            "retry_jitter": policy.jitter,
-            "timeout": policy.timeout,
-            "executor": self._executor,
-            "cache": self.cache,
-            "transport": _transport_kind(self._transport_spec),
-            "max_parallel": self.max_parallel,
-        }
-        if isinstance(self._priority, str):
-            settings["priority"] = self._priority
-        return settings
-
     async def _run(
         self,
         inputs: dict[str, Any],
@@ -262,7 +241,9 @@ class ExecutionEngine:
         limit: int | None = None,
     ) -> dict[str, Any]:
         driver = self._prepare(inputs, pipeline_id, step_sink, restore, parent, limit)
-        return await self._drive(driver, restarting)
+        if restarting and self._recording is not None:
+            self._recording.restarting(driver.state.run_id)
+        return await self._drive(driver)
 
     def _prepare(
         self,
@@ -294,6 +275,7 @@ class ExecutionEngine:
             step_events=self.events.step_listeners,
             deliver_steps=step_sink is not None,
             router=transport.router(),
+            recording=self._recording,
         )
         state = RunState(run_id, config, inputs, restore)
         return Driver(state, transport, self.events, self.cache, step_sink, parent, slots, limit)
@@ -306,10 +288,8 @@ class ExecutionEngine:
         self._slots.total = self.max_parallel  # the attribute may have been set since
         return self._slots
 
-    async def _drive(
-        self, driver: Driver, restarting: bool = False, secede: bool = True
-    ) -> dict[str, Any]:
-        token = _CURRENT.set(_Current(self, driver.state.run_id, restarting, driver))
+    async def _drive(self, driver: Driver, secede: bool = True) -> dict[str, Any]:
+        token = _CURRENT.set(_Current(self, driver.state.run_id, driver))
         self._drivers.add(driver)
         try:
             if secede and _leaves_process(driver):
@@ -389,9 +369,6 @@ class RunHandle:
 class _Current(NamedTuple):
     engine: ExecutionEngine
     run_id: str
-    # the run continues a stored one (restart): a map node's nested run then continues its own
-    # stored run instead of running every item again
-    restarting: bool
     # the run's driver, for tasks that add tasks to their own run (growth.add_tasks)
     driver: Any = None
 
@@ -407,7 +384,7 @@ def current_engine() -> ExecutionEngine | None:
 
 
 def current_run() -> _Current | None:
-    """(engine, run id, restarting) of the run the calling task belongs to, else None."""
+    """(engine, run id, driver) of the run the calling task belongs to, else None."""
     return _CURRENT.get()
 
 
@@ -425,16 +402,3 @@ def _is_local_broker(broker: Any) -> bool:
     except ImportError:  # pragma: no cover - taskiq is a dependency
         return False
     return isinstance(broker, InMemoryBroker)
-
-
-def _transport_kind(transport: Any) -> Any:
-    """A transport setting another run can reuse: its kind, never a per-run instance."""
-    if not isinstance(transport, Transport):
-        return transport
-    from .cluster.transport import NatsTransport
-    from .transports.broker import BrokerTransport
-
-    for cls, kind in ((NatsTransport, "nats"), (BrokerTransport, "broker")):
-        if isinstance(transport, cls):
-            return kind
-    return "local" if isinstance(transport, LocalTransport) else "auto"

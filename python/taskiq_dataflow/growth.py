@@ -15,16 +15,29 @@ their producers finish; the run ends when every task, added ones too, has.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from .dataflow.graph import DAGNode, NodeFields
 from .errors import GrowthError
 from .execution_engine import current_run
+from .run_state import Deferred
 
 
-def add_tasks(nodes: Iterable[DAGNode]) -> list[int]:
+def add_tasks(
+    nodes: Iterable[DAGNode],
+    *,
+    values: Mapping[str, Any] | None = None,
+    max_parallel: int | None = None,
+    private: bool = False,
+) -> list[int]:
     """Add `nodes` (new `DAGNode`s, not in any DAG) to the run of the calling task; returns
-    their node ids. Call it from an async task running in the engine's process."""
+    their node ids. Call it from an async task running in the engine's process.
+
+    `values`: new keys with their values, readable by the added tasks at once (as run inputs
+    are). `max_parallel`: most of these tasks in flight at once (besides the run's own bound).
+    `private`: the added keys are the calling task's business: they stay out of the run's
+    outputs and are dropped once the task's `result_of` them is recorded."""
     current = current_run()
     driver = None if current is None else current.driver
     if driver is None:
@@ -33,13 +46,6 @@ def add_tasks(nodes: Iterable[DAGNode]) -> list[int]:
             "an ExecutionEngine runs in its own process (blocking tasks run in a thread and "
             "cluster workers in another process: neither can add tasks)"
         )
-    if current is not None and current.engine.store is not None:
-        # a restart restores tasks by their place in the DAG: added ones have none there
-        raise GrowthError(
-            "add_tasks() cannot grow a run recorded in a RunStore (a restart could not restore "
-            "the added tasks): run this DAG on an engine without store=, or build the tasks "
-            "into the DAG"
-        )
     try:
         asyncio.get_running_loop()
     except RuntimeError:
@@ -47,9 +53,35 @@ def add_tasks(nodes: Iterable[DAGNode]) -> list[int]:
             "add_tasks() was called from a thread: only an async task (on the engine's event "
             "loop) can add tasks; make the adding task `async def`"
         ) from None
-    event = driver.state.add_tasks(_fields_of(nodes))
+    fields = nodes if isinstance(nodes, NodeBatch) else _fields_of(nodes)
+    event = driver.state.add_tasks(fields, values, max_parallel, private)
     driver.sink.signal(event)
     return list(range(event.first, event.first + event.count))
+
+
+def result_of(key: str) -> Any:
+    """Return this from a task to make the value of `key` (an output of a task it added) its
+    own output: its dependents wait for that task, and a failure there skips them.
+
+        async def total(n: int) -> int:
+            add_tasks([DAGNode(sum_to, output="sum", inputs=["n"])])
+            return result_of("sum")
+    """
+    if not isinstance(key, str):
+        raise TypeError(f"result_of() takes an output key (a str), got {type(key).__name__}")
+    current = current_run()
+    grown = None if current is None or current.driver is None else current.driver.state.grown
+    if grown is None or (key not in grown.producer and key not in grown.given):
+        raise GrowthError(
+            f"result_of({key!r}): no task added to this run outputs {key!r}; add its producer "
+            "with add_tasks() first"
+        )
+    return Deferred(key)
+
+
+class NodeBatch(list[NodeFields]):
+    """Tasks to add given as their column entries (what a map node builds by the 100,000):
+    skips making a DAGNode per task."""
 
 
 def _fields_of(nodes: Iterable[DAGNode]) -> list[NodeFields]:

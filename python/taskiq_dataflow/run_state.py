@@ -29,6 +29,7 @@ from .errors import (
 )
 from .events import (
     Event,
+    RunGrew,
     StepCompleted,
     StepFailed,
     StepRequeued,
@@ -76,6 +77,18 @@ class TasksAdded:
     count: int
     ready: list[int]
     skipped: list[int]
+
+
+class Deferred:
+    """What a task returns when a task it added computes its output (`growth.result_of`)."""
+
+    __slots__ = ("key",)
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+    def __repr__(self) -> str:
+        return f"result_of({self.key!r})"
 
 
 @dataclass(slots=True)
@@ -261,6 +274,8 @@ class RunConfig:
     step_events: bool = False  # someone listens to per-step events
     deliver_steps: bool = False  # an execute_async caller wants each StepResult
     router: Router = field(default_factory=Router.in_process)
+    # the run store's recording (store._Recording): digests and restores added tasks
+    recording: Any = None
 
 
 class RunState:
@@ -311,6 +326,11 @@ class RunState:
         # set once a task added tasks: the columns are then this run's copies, not the DAG's
         self.grown: Growth | None = None
         self.losses: dict[tuple[int, int], list[str]] = {}  # (node, attempt) -> workers lost
+        # tasks that returned result_of(key): the node each waits for (the one computing its
+        # result, or what that one waits for in turn), and per producer of such a key the
+        # (node, key) pairs waiting for it
+        self.defers_to: dict[int, int] = {}
+        self.awaited: dict[int, list[tuple[int, str]]] = {}
         if self.restored:
             self._restore()
 
@@ -363,7 +383,9 @@ class RunState:
         if self.status is not None:
             return []  # late arrivals after the end (a cancel, fail_fast): nothing to do
         attempts, node_outputs, values = self.attempts, self.node_outputs, self.values
-        plain = not (self.keeps_results or self.step_events or self.deliver_steps)
+        plain = not (
+            self.keeps_results or self.step_events or self.deliver_steps or self.grown is not None
+        )
         streaming = self.streaming
         done: list[int] = []
         stop = False
@@ -398,20 +420,51 @@ class RunState:
 
     # -- tasks added while the run goes on ------------------------------------------------------
 
-    def add_tasks(self, added: Sequence[NodeFields]) -> TasksAdded:
+    def add_tasks(
+        self,
+        added: Sequence[NodeFields],
+        values: Mapping[str, Any] | None = None,
+        max_parallel: int | None = None,
+        private: bool = False,
+    ) -> TasksAdded:
         """Grow the run by `added` (one scheduler call for the batch); raises GrowthError, naming
-        the task and key, with nothing added. Feed the returned event to `handle`."""
+        the task and key, with nothing added. Feed the returned event to `handle`.
+
+        `values`: new keys available at once (like run inputs). `max_parallel`: most of the
+        batch's tasks in flight at once. `private`: the batch's keys (and `values`) are the
+        adding task's own: left out of the run's outputs, dropped once a task that returned
+        result_of one of them has its result, and not readable by tasks added later."""
         if self.status is not None:
             raise GrowthError(f"cannot add tasks to run {self.run_id}: it has {self.status}")
         grown = self.grown if self.grown is not None else self._start_growing()
-        names, counts, reads = grown.flatten(added, self.inputs)
+        given = grown.check_given(self, values) if values else None
+        recording, restored = self.config.recording, None
+        if recording is not None:
+            found = recording.restorable_added(self.run_id, added, given or {})
+            if found:
+                # completed by the run this one restarts: their outputs are given, not computed
+                added = [f for i, f in enumerate(added) if i not in found]
+                restored = {k: v for outs in found.values() for k, v in outs.items()}
+                given = {**(given or {}), **restored}
+        names, counts, reads = grown.flatten(added, self.inputs, given)
+        group = None
+        if max_parallel is not None:
+            if max_parallel < 1:
+                raise GrowthError(f"max_parallel must be at least 1, got {max_parallel}")
+            group = self.scheduler.new_group(max_parallel)
         try:
-            first, ready, skipped = self.scheduler.add_nodes(names, counts)
+            first, ready, skipped = self.scheduler.add_nodes(names, counts, group=group)
         except _core.GrowthError as exc:
             raise GrowthError(grown.explain(exc, added, self.names)) from None
-        grown.record(self, added, reads)
+        if given:
+            self.values.update(given)
+        if recording is not None:
+            recording.added(self.run_id, first, added)
+        grown.record(self, added, reads, given, private, restored)
         for node in skipped:
             self._skipped_at_once(node)
+        if self.step_events:
+            self._events.append(RunGrew(self.run_id, len(added), len(self.tasks)))
         return TasksAdded(first, len(added), ready, skipped)
 
     def _start_growing(self) -> Growth:
@@ -511,12 +564,21 @@ class RunState:
         """Record a success (several outputs, a cache, a compensation, listeners); returns the
         completion turned into a failure when its value does not split into its outputs."""
         node, name = c.node, self.names[c.node]
+        if type(c.value) is Deferred:
+            return self._deferred(c, done)
         outs = None
         if len(outputs) != 1:
             try:
                 outs = split_outputs(name, outputs, c.value)
             except (TypeError, ValueError) as exc:
                 return Completion(node, c.attempt, False, task_error(name, exc))
+        fills = None
+        if self.awaited and node in self.awaited:
+            try:
+                fills = self._fills(node, outs if outs is not None else {outputs[0]: c.value})
+            except (TypeError, ValueError) as exc:
+                return Completion(node, c.attempt, False, task_error(name, exc))
+        if outs is not None:
             self.values.update(outs)
         else:
             self.values[outputs[0]] = c.value
@@ -538,7 +600,102 @@ class RunState:
                 self._events.append(event)
             if self.deliver_steps:
                 self._steps.append(StepResult(node, name, c.value, outs, c.attempt))
+        if fills:
+            self._fill(fills, c.attempt)
         return c
+
+    # -- results computed by added tasks ----------------------------------------------------------
+
+    def _deferred(self, c: Completion, done: list[int]) -> Completion:
+        """`c` returned result_of(key): the node counts as done for the scheduler (its slot is
+        free) but its dependents also wait for the task computing `key`, and its output is
+        recorded when that task's is."""
+        node, key = c.node, c.value.key
+        grown = self.grown
+        if (
+            grown is not None
+            and key in self.values
+            and (key in grown.producer or key in grown.given)
+        ):
+            # computed already (or restored): an ordinary result
+            value = Completion(node, c.attempt, True, self.values[key])
+            return self._succeeded(value, self.node_outputs[node], done)
+        producer = None if grown is None else grown.producer.get(key)
+        if producer is None:
+            return self._refused(c, f"returned result_of({key!r}), but no added task outputs it")
+        target = producer
+        while target in self.defers_to:  # it waits for a result itself: wait for that one
+            target = self.defers_to[target]
+        self.attempts[node] = 0
+        if self.scheduler.state(target) in ("failed", "skipped"):
+            self._skip_awaiting(target, [(node, key)])
+            self._skip(node)  # its dependents are skipped as they would be behind `target`
+            return c
+        try:
+            self.scheduler.defer(node, target)
+        except _core.GrowthError as exc:
+            self.attempts[node] = c.attempt
+            return self._refused(c, f"returned result_of({key!r}): {exc.args[0]}")
+        self.defers_to[node] = target
+        self.awaited.setdefault(producer, []).append((node, key))
+        assert grown is not None
+        for output in self.node_outputs[node]:
+            grown.waiting[output] = key
+        done.append(node)
+        return c
+
+    def _refused(self, c: Completion, why: str) -> Completion:
+        name = self.names[c.node]
+        error = task_error(name, GrowthError(f"task {name!r} {why}"))
+        return Completion(c.node, c.attempt, False, error)
+
+    def _fills(self, producer: int, outs: Mapping[str, Any]) -> list[tuple[int, dict[str, Any]]]:
+        """The outputs of the tasks waiting (through result_of) for `producer`'s `outs`, and of
+        those waiting for them in turn; raises when one does not split into its outputs."""
+        found: list[tuple[int, dict[str, Any]]] = []
+        todo = [(producer, outs)]
+        while todo:
+            p, p_outs = todo.pop()
+            for node, key in self.awaited.get(p, ()):
+                node_outs = split_outputs(self.names[node], self.node_outputs[node], p_outs[key])
+                found.append((node, node_outs))
+                todo.append((node, node_outs))
+        return found
+
+    def _fill(self, fills: list[tuple[int, dict[str, Any]]], attempt: int) -> None:
+        names, grown = self.names, self.grown
+        assert grown is not None
+        for node, outs in fills:
+            producer = self.defers_to.pop(node)
+            self.values.update(outs)
+            for output in outs:
+                grown.waiting.pop(output, None)
+            value = outs[self.node_outputs[node][0]] if len(outs) == 1 else outs
+            if self.step_events:
+                event = StepCompleted(
+                    self.run_id, node, names[node], value, attempt, None, outs, None, False
+                )
+                self._events.append(event)
+            if self.deliver_steps:
+                self._steps.append(StepResult(node, names[node], value, outs, attempt))
+            grown.drop_private(self, producer)
+        for node, _ in fills:
+            self.awaited.pop(node, None)
+
+    def _skip_awaiting(self, cause: int, waiting: list[tuple[int, str]]) -> None:
+        """The tasks in `waiting` never get their output (`cause`, computing it, failed or was
+        skipped): they count as skipped, and so do those waiting for them."""
+        names = self.names
+        while waiting:
+            node, _ = waiting.pop()
+            self.defers_to.pop(node, None)
+            if self.grown is not None:
+                for output in self.node_outputs[node]:
+                    self.grown.waiting.pop(output, None)
+            self.skipped[names[node]] = names[cause]
+            if self.step_events:
+                self._events.append(StepSkipped(self.run_id, node, names[node], names[cause]))
+            waiting += self.awaited.pop(node, ())
 
     def _failed(self, c: Completion, stopping: bool) -> bool:
         """Retry, or record a failure for good; True when the run must stop (fail_fast)."""
@@ -593,6 +750,10 @@ class RunState:
     def _skip(self, node: int) -> None:
         names = self.names
         lost = self.scheduler.fail(node)
+        if self.awaited:
+            for n in (node, *lost):
+                if n in self.awaited:
+                    self._skip_awaiting(node, self.awaited.pop(n))
         for s in lost:
             self.skipped[names[s]] = names[node]
         if self.step_events:
@@ -760,6 +921,9 @@ class RunState:
 
     def produced(self) -> dict[str, Any]:
         inputs = self.inputs
+        if self.grown is not None and self.grown.unlisted:
+            unlisted = self.grown.unlisted
+            return {k: v for k, v in self.values.items() if k not in inputs and k not in unlisted}
         return {k: v for k, v in self.values.items() if k not in inputs}
 
     def compensations(self) -> list[Job]:
@@ -800,42 +964,104 @@ class RunState:
 
 class Growth:
     """What a run knows of the tasks its tasks added: who produces each added key (for the
-    messages and the compensation order; the scheduler keeps its own copy, in Rust)."""
+    messages and the compensation order; the scheduler keeps its own copy, in Rust), the keys
+    given with them, and the private batches (see RunState.add_tasks)."""
 
-    __slots__ = ("base", "producer", "reads")
+    __slots__ = ("base", "dropped", "given", "private", "producer", "reads", "unlisted", "waiting")
 
     def __init__(self, state: RunState) -> None:
         self.base = len(state.tasks)
         self.producer: dict[str, int] = {}
-        self.reads: list[Sequence[str]] = []  # inputs per added task, run inputs dropped
+        self.reads: list[Sequence[str]] = []  # inputs per added task, given keys dropped
+        self.given: set[str] = set()  # keys added with a value (`values=`)
+        # keys left out of the run's outputs: given ones and those of private batches
+        self.unlisted: set[str] = set()
+        # private batches by their first node: (end, keys), until their result is in
+        self.private: dict[int, tuple[int, list[str]]] = {}
+        self.dropped: set[str] = set()  # keys of private batches whose result is in
+        # outputs of tasks that returned result_of(key) -> that key, until it is in: the
+        # scheduler has their producer done, so a task added now that reads one waits for `key`
+        self.waiting: dict[str, str] = {}
+
+    def check_given(self, state: RunState, values: Mapping[str, Any]) -> dict[str, Any]:
+        given = dict(values)
+        graph = state.graph
+        for key in given:
+            if not isinstance(key, str):
+                raise GrowthError(f"values= takes str keys, got {key!r}")
+            if (
+                key in state.values
+                or key in self.producer
+                or key in self.given
+                or key in self.dropped
+                or graph.producer(key) is not None
+                or graph.consumers(key)
+            ):
+                raise GrowthError(
+                    f"values= gives key {key!r}, which the run already has: given keys must be new"
+                )
+        return given
 
     def flatten(
-        self, added: Sequence[NodeFields], run_inputs: Mapping[str, Any]
+        self,
+        added: Sequence[NodeFields],
+        run_inputs: Mapping[str, Any],
+        given: Mapping[str, Any] | None = None,
     ) -> tuple[list[str], list[tuple[int, int]], list[Sequence[str]]]:
         """The scheduler's form of a batch (names, counts, and each task's inputs as given to
-        it): run inputs are available and have no producer, so they are left out of the
-        inputs; an output may not shadow one."""
+        it): run inputs and given keys are available and have no producer, so they are left
+        out of the inputs; an output may not shadow one."""
         names: list[str] = []
         counts: list[tuple[int, int]] = []
         reads: list[Sequence[str]] = []
+        known = self.given
+        dropped = self.dropped
         for f in added:
             ins = f.inputs
-            if run_inputs and not run_inputs.keys().isdisjoint(ins):
-                ins = [k for k in ins if k not in run_inputs]
+            if dropped and not dropped.isdisjoint(ins):
+                key = next(k for k in ins if k in dropped)
+                raise GrowthError(
+                    f"added task {f.name!r} reads key {key!r}, which belonged to tasks added "
+                    "privately (private=True) and is gone: read their result instead"
+                )
+            if (
+                (run_inputs and not run_inputs.keys().isdisjoint(ins))
+                or (known and not known.isdisjoint(ins))
+                or (given and not given.keys().isdisjoint(ins))
+            ):
+                ins = [
+                    k
+                    for k in ins
+                    if k not in run_inputs and k not in known and not (given and k in given)
+                ]
             for key in f.outputs:
-                if key in run_inputs:
+                if key in run_inputs or key in known or (given and key in given):
                     raise GrowthError(
                         f"added task {f.name!r} outputs key {key!r}, which is an input of the "
-                        "run: give the output another name"
+                        "run or a given key: give the output another name"
                     )
-            names.extend(ins)
+            if self.waiting and not self.waiting.keys().isdisjoint(ins):
+                names.extend(self._awaited_key(k) for k in ins)
+            else:
+                names.extend(ins)
             names.extend(f.outputs)
             counts.append((len(ins), len(f.outputs)))
             reads.append(ins)
         return names, counts, reads
 
+    def _awaited_key(self, key: str) -> str:
+        while key in self.waiting:
+            key = self.waiting[key]
+        return key
+
     def record(
-        self, state: RunState, added: Sequence[NodeFields], reads: list[Sequence[str]]
+        self,
+        state: RunState,
+        added: Sequence[NodeFields],
+        reads: list[Sequence[str]],
+        given: Mapping[str, Any] | None = None,
+        private: bool = False,
+        restored: Mapping[str, Any] | None = None,
     ) -> None:
         first = len(state.tasks)
         # a column at a time: a batch may hold 100,000s of tasks
@@ -850,6 +1076,32 @@ class Growth:
                 producer[key] = node
         self.reads.extend(reads)
         state.attempts.extend([0] * len(added))
+        if given:
+            self.given.update(given)
+            # restored outputs are outputs of the run, unlike values given to its tasks
+            self.unlisted.update(k for k in given if not (restored and k in restored))
+        if private:
+            keys = [k for f in added for k in f.outputs]
+            keys += given or ()
+            self.unlisted.update(keys)
+            self.private[first] = (first + len(added), keys)
+
+    def drop_private(self, state: RunState, producer: int) -> None:
+        """`producer`'s outputs made a result: when it belongs to a private batch, that
+        batch's keys go (their values are garbage once the result is recorded)."""
+        if not self.private:
+            return
+        for first, (end, _) in self.private.items():
+            if first <= producer < end:
+                break
+        else:
+            return
+        _, keys = self.private.pop(first)
+        values = state.values
+        for key in keys:
+            values.pop(key, None)
+        self.dropped.update(keys)
+        self.unlisted.difference_update(keys)
 
     def explain(self, exc: Exception, added: Sequence[NodeFields], names: Sequence[str]) -> str:
         """The scheduler's refusal in the run's terms: task names instead of batch indices."""

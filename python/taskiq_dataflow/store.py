@@ -17,9 +17,9 @@ most the last turn's records: those tasks simply run again on restart.
   `heartbeat` seconds: `list_runs()`/`get_run()` report a running row whose engine is gone
   (killed) as 'interrupted'.
 
-A map node's items run as a nested run recorded in the same store under `nested_run_id(run,
-map node)`, with the outer run as its parent: restarting the outer run restarts that nested run
-when its stored items equal the current ones, so completed items do not run again.
+Tasks that tasks add while the run goes on (`add_tasks`, a map node's items) are recorded as
+the DAG's own are; a restart restores one when the run adds it again (same name, inputs of the
+same digest), so a map's completed items do not run again.
 """
 
 from __future__ import annotations
@@ -29,9 +29,8 @@ import hashlib
 import os
 import socket
 import sqlite3
-import string
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -52,6 +51,7 @@ from .events import (
 
 if TYPE_CHECKING:
     from .dataflow.dag import DAG
+    from .dataflow.graph import NodeFields
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -144,12 +144,11 @@ class RunStore:
 
     # -- writing (fed by events) ----------------------------------------------------------------
 
-    def attach(self, engine: Any) -> Callable[[], None]:
-        """Record `engine`'s runs; returns the unsubscribe function."""
-        unsubscribe: Callable[[], None] = engine.events.subscribe(
-            _Recording(self, engine.dag).on_event
-        )
-        return unsubscribe
+    def attach(self, engine: Any) -> _Recording:
+        """Record `engine`'s runs; `.detach()` on the result stops it."""
+        recording = _Recording(self, engine.dag)
+        recording.detach = engine.events.subscribe(recording.on_event)
+        return recording
 
     def _write(self, sql: str, params: tuple[Any, ...]) -> None:
         self._pending.append((sql, params))
@@ -270,16 +269,10 @@ class RunStore:
         return outputs, unstored
 
     def discard(self, run_id: str) -> None:
-        """Forget a run, its task executions and its nested runs (queued like event writes,
-        so a run that starts afresh under the same id right after keeps none of its old rows)."""
-        # nested ids extend the parent's with '/': the range [run_id/, run_id0) holds exactly
-        # them ('0' follows '/') and uses the primary key instead of scanning every row
-        low, high = run_id + _NESTED, run_id + chr(ord(_NESTED) + 1)
+        """Forget a run and its task executions (queued like event writes, so a run that starts
+        afresh under the same id right after keeps none of its old rows)."""
         for table in ("task_executions", "runs"):
-            self._write(
-                f"DELETE FROM {table} WHERE run_id = ? OR (run_id >= ? AND run_id < ?)",
-                (run_id, low, high),
-            )
+            self._write(f"DELETE FROM {table} WHERE run_id = ?", (run_id,))
 
     def close(self) -> None:
         self.flush()
@@ -292,18 +285,77 @@ class _Recording:
 
     def __init__(self, store: RunStore, dag: DAG) -> None:
         self.store, self.dag = store, dag
+        self.detach: Callable[[], None] = lambda: None
         # run -> key -> digest of its value: per run, since runs of one engine may overlap
         self.digests: dict[str, dict[str, bytes]] = {}
+        # run -> node -> input keys, for the tasks its tasks added (not in the DAG)
+        self.added_inputs: dict[str, dict[int, Sequence[str]]] = {}
+        # run -> task name -> (inputs digest, outputs) of the added tasks a restarted run
+        # completed before: restored when a task adds the same task again
+        self.added_rows: dict[str, dict[str, tuple[str, dict[str, Any]]]] = {}
+        self.offsets: dict[str, int] = {}  # run -> what its added tasks' row numbers are moved by
         self.fingerprint: str | None = None
         self._beat: asyncio.TimerHandle | None = None
         self._beat_loop: asyncio.AbstractEventLoop | None = None
 
     def _digest_of(self, run_id: str, node: int) -> str:
+        if node < len(self.dag):
+            return self._digest_keys(run_id, self.dag.node_inputs[node])
+        return self._digest_keys(run_id, self.added_inputs.get(run_id, {}).get(node, ()))
+
+    def _digest_keys(self, run_id: str, keys: Sequence[str]) -> str:
         h = hashlib.blake2b(digest_size=16)
         digests = self.digests.get(run_id, {})
-        for key in self.dag.node_inputs[node]:
+        for key in keys:
             h.update(digests.get(key, b"?"))
         return h.hexdigest()
+
+    # -- tasks added while a run goes on (RunState.add_tasks asks) ----------------------------
+
+    def restorable_added(
+        self, run_id: str, fields: Sequence[NodeFields], given: Mapping[str, Any]
+    ) -> dict[int, dict[str, Any]]:
+        """Index in `fields` -> outputs, for the tasks a restart adds again that the run
+        completed before with the same inputs (by digest, as the DAG's own tasks are kept)."""
+        if given:
+            self._remember(run_id, dict(given))
+        stored = self.added_rows.get(run_id)
+        if not stored:
+            return {}
+        found: dict[int, dict[str, Any]] = {}
+        for i, f in enumerate(fields):
+            row = stored.get(f.name)
+            if row is not None and row[0] == self._digest_keys(run_id, f.inputs):
+                found[i] = row[1]
+                self._remember(run_id, row[1])  # what its dependents' digests are made of
+        return found
+
+    def added(self, run_id: str, first: int, fields: Sequence[NodeFields]) -> None:
+        """Tasks `first..` of the run are `fields`: their rows digest their inputs."""
+        inputs = self.added_inputs.setdefault(run_id, {})
+        for node, f in enumerate(fields, first):
+            inputs[node] = f.inputs
+
+    def restarting(self, run_id: str) -> None:
+        """`run_id` continues a stored run: keep its added tasks' completed rows at hand (read
+        before this run writes rows of its own over their node ids)."""
+        self.store.flush()
+        db, n = self.store._db, len(self.dag)
+        last = db.execute(
+            "SELECT MAX(node) FROM task_executions WHERE run_id = ?", (run_id,)
+        ).fetchone()[0]
+        self.offsets[run_id] = max(0, last + 1 - n) if last is not None else 0
+        rows = db.execute(
+            "SELECT task_name, inputs_digest, outputs FROM task_executions "
+            "WHERE run_id = ? AND node >= ? AND status = 'completed' ORDER BY started_at",
+            (run_id, n),
+        ).fetchall()
+        kept: dict[str, tuple[str, dict[str, Any]]] = {}
+        for name, digest, blob in rows:
+            ok, value = (False, None) if blob is None else self.store.decode(blob)
+            if ok and isinstance(value, dict) and digest is not None:
+                kept[name] = (digest, value)
+        self.added_rows[run_id] = kept
 
     def _remember(self, run_id: str, values: dict[str, Any]) -> None:
         digests = self.digests.setdefault(run_id, {})
@@ -344,6 +396,11 @@ class _Recording:
     def on_event(self, event: Event) -> None:
         store, now = self.store, self.store._clock()
         write = store._write
+        # the row of a step: added tasks of a restarted run are numbered after the rows of the
+        # run it continues, which keep their own (restorable_added finds them by name)
+        node = getattr(event, "node", 0)
+        if node >= len(self.dag) and event.run_id in self.offsets:
+            node += self.offsets[event.run_id]
         if isinstance(event, RunStarted):
             self.digests[event.run_id] = {}
             self._remember(event.run_id, event.input_values)
@@ -369,7 +426,7 @@ class _Recording:
             write(
                 "INSERT OR REPLACE INTO task_executions (run_id, node, task_name, attempt, "
                 "status, inputs_digest, started_at) VALUES (?,?,?,?,?,?,?)",
-                (event.run_id, event.node, event.task_name, event.attempt, "running",
+                (event.run_id, node, event.task_name, event.attempt, "running",
                  self._digest_of(event.run_id, event.node), now),
             )  # fmt: skip
         elif isinstance(event, StepCompleted):
@@ -382,7 +439,7 @@ class _Recording:
                 "status = excluded.status, outputs = excluded.outputs, "
                 "finished_at = excluded.finished_at, error = excluded.error, "
                 "worker = excluded.worker",
-                (event.run_id, event.node, event.task_name, event.attempt,
+                (event.run_id, node, event.task_name, event.attempt,
                  "cached" if event.cached else "completed",
                  self._digest_of(event.run_id, event.node), blob, now, now,
                  f"outputs not storable: {error}" if error else None, event.worker),
@@ -392,7 +449,7 @@ class _Recording:
                 write(
                     "UPDATE task_executions SET status = 'completed' "
                     "WHERE run_id = ? AND node = ? AND attempt = ?",
-                    (event.run_id, event.node, event.attempt),
+                    (event.run_id, node, event.attempt),
                 )
         elif isinstance(event, StepRetried | StepFailed):
             attempt = event.attempt - 1 if isinstance(event, StepRetried) else event.attempt
@@ -401,33 +458,33 @@ class _Recording:
                 "UPDATE task_executions SET status = 'failed', finished_at = ?, error = ? "
                 "WHERE run_id = ? AND node = ? AND attempt = ?",
                 (now, f"{err.type}: {err.message}\n{err.traceback}".rstrip(), event.run_id,
-                 event.node, attempt),
+                 node, attempt),
             )  # fmt: skip
             if isinstance(event, StepRetried):
                 write(
                     "INSERT OR REPLACE INTO task_executions (run_id, node, task_name, attempt, "
                     "status, inputs_digest, started_at) VALUES (?,?,?,?,?,?,?)",
-                    (event.run_id, event.node, event.task_name, event.attempt, "running",
+                    (event.run_id, node, event.task_name, event.attempt, "running",
                      self._digest_of(event.run_id, event.node), now + event.delay),
                 )  # fmt: skip
         elif isinstance(event, StepCompensated):
             if event.error is None:
                 # undone: a restart must do it again, not restore its output
                 sql = "UPDATE task_executions SET status = 'compensated' "
-                params: tuple[Any, ...] = (event.run_id, event.node)
+                params: tuple[Any, ...] = (event.run_id, node)
             else:
                 # its effect stands, so its output stays restorable: doing it again would
                 # do it twice
                 err = event.error
                 sql = "UPDATE task_executions SET error = ? "
                 failed = f"compensation failed: {err.type}: {err.message}"
-                params = (failed, event.run_id, event.node)
+                params = (failed, event.run_id, node)
             write(sql + "WHERE run_id = ? AND node = ? AND status = 'completed'", params)
         elif isinstance(event, StepSkipped):
             write(
                 "INSERT OR REPLACE INTO task_executions (run_id, node, task_name, attempt, "
                 "status, finished_at, error) VALUES (?,?,?,?,?,?,?)",
-                (event.run_id, event.node, event.task_name, 0, "skipped", now,
+                (event.run_id, node, event.task_name, 0, "skipped", now,
                  f"skipped: depends on failed task '{event.because_of}'"),
             )  # fmt: skip
         elif isinstance(event, RunFinished):
@@ -437,6 +494,9 @@ class _Recording:
                 (event.status, now, error, event.run_id),
             )
             self.digests.pop(event.run_id, None)
+            self.added_inputs.pop(event.run_id, None)
+            self.added_rows.pop(event.run_id, None)
+            self.offsets.pop(event.run_id, None)
             self._stop_beating()
             store.flush()
 
@@ -450,49 +510,16 @@ def _unstorable(value: Any) -> bytes:
         return b"type:" + type(value).__qualname__.encode()
 
 
-# Characters kept as they are in a nested run id. The id ends up in NATS subjects (reply and
-# cancel subjects), where '.', '*', '>' and whitespace are special, and workers take the run id
-# back as the last '.'-separated token; everything else is %-escaped (the '%' too, so distinct
-# node names give distinct ids), and '/' is left free to separate the parts.
-_NESTED = "/"
-_KEPT = frozenset(string.ascii_letters + string.digits + "_-[]")
-
-
-def nested_run_id(run_id: str, node_name: str) -> str:
-    """The run id of the nested run a map node `node_name` of run `run_id` starts: the same on
-    every restart, so the nested run can be continued too."""
-    escaped = "".join(
-        c if c in _KEPT else "".join(f"%{b:02X}" for b in c.encode()) for c in node_name
-    )
-    return f"{run_id}{_NESTED}{escaped}"
-
-
-def resumable(
-    store: RunStore, dag: DAG, run_id: str, inputs: dict[str, Any]
-) -> dict[int, dict[str, Any]] | None:
-    """node -> outputs to reuse when `run_id` is stored for `dag` with exactly these inputs;
-    None when it is not (the caller then runs afresh: results of other inputs never mix in)."""
-    store.flush()
-    row = store._db.execute(
-        "SELECT dag_fingerprint, inputs FROM runs WHERE run_id = ?", (run_id,)
-    ).fetchone()
-    if row is None or row[1] is None or row[0] != dag_fingerprint(dag):
-        return None
-    blob, _ = store.encode(inputs)
-    # encoded bytes, not ==: 1 == 1.0 == True would pass results of other inputs off as these.
-    # Set order differs between processes (hash randomization): re-encoding the decoded stored
-    # inputs here evens that out, so a restart in a new process still matches (a mismatch left
-    # only costs a fresh run)
-    if blob is None or (blob != row[1] and blob != store.encode(store.codec.unpackb(row[1]))[0]):
-        return None
-    return restorable_outputs(store, dag, run_id)
-
-
 def restorable_outputs(store: RunStore, dag: DAG, run_id: str) -> dict[int, dict[str, Any]]:
     """node -> outputs to reuse from `run_id`. A task completed without a stored output runs
     again, so everything downstream of it runs again too: reusing a dependent's stored output
     would mix two executions' results (and repeat the task's side effects under old ones)."""
     outputs, unstored = store._completed(run_id)
+    # rows of tasks added at run time are restored when they are added again (restorable_added)
+    n = len(dag)
+    if any(node >= n for node in outputs):
+        outputs = {node: outs for node, outs in outputs.items() if node < n}
+    unstored = [node for node in unstored if node < n]
     if unstored:
         for node in (*unstored, *dag.graph.descendants(unstored)):
             outputs.pop(node, None)

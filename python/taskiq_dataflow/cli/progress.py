@@ -9,10 +9,10 @@ import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from ..compose.map_node import map_event_buses
 from ..events import (
     Event,
     RunFinished,
+    RunGrew,
     RunStarted,
     StepCompleted,
     StepFailed,
@@ -63,8 +63,6 @@ class Progress:
 
     def attach(self, engine: ExecutionEngine) -> None:
         self.watch(engine.events)
-        for bus in map_event_buses(engine.dag):
-            self.watch(bus)
 
     def watch(self, bus: Any) -> None:
         if self.mode != "none":
@@ -72,6 +70,7 @@ class Progress:
                 bus.subscribe(
                     self.on_event,
                     RunStarted,
+                    RunGrew,
                     StepStarted,
                     StepCompleted,
                     StepFailed,
@@ -103,7 +102,10 @@ class Progress:
             if self.run_id is None or event.run_id == self.run_id:
                 self._start(event)  # type: ignore[arg-type]
                 return
-            self._grow(event.total)  # type: ignore[attr-defined]  # a map's nested run
+            self._grow(event.total)  # type: ignore[attr-defined]  # a nested run on this engine
+        elif kind is RunGrew:
+            if event.run_id == self.run_id:
+                self._grow(event.added)  # type: ignore[attr-defined]  # a map's items
         elif kind is RunFinished:
             if event.run_id == self.run_id:
                 self._finish(event)  # type: ignore[arg-type]

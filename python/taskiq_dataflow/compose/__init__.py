@@ -47,6 +47,5 @@ tasks go through the broker or the NATS cluster.
 
 from ..errors import FlowError
 from .flow import Flow, FlowNode
-from .map_node import map_event_buses
 
-__all__ = ["Flow", "FlowError", "FlowNode", "map_event_buses"]
+__all__ = ["Flow", "FlowError", "FlowNode"]

@@ -12,7 +12,6 @@ from typing import Any, NamedTuple
 
 from ..dataflow.dag import DAG
 from ..errors import CycleError, FlowError
-from ..events import EventBus
 from ..execution_engine import ExecutionEngine
 from ..pipeline import check_engine_options
 from ..task import get_spec, infer_inputs, task_display_name
@@ -43,7 +42,6 @@ class FlowNode:
         "_inputs",
         "_orig",
         "_wired",
-        "events",
         "flow",
         "kind",
         "max_parallel",
@@ -71,8 +69,6 @@ class FlowNode:
         self._wired: set[int] = set()
         self.outputs = tuple(outputs)
         self.max_parallel = max_parallel
-        # a map node's nested runs report their steps here (one StepCompleted per item's task)
-        self.events = EventBus() if kind == "map" else None
 
     @property
     def inputs(self) -> list[str]:
@@ -432,8 +428,8 @@ class Flow:
         return dag
 
     def engine(self, broker: Any = None, **engine_options: Any) -> ExecutionEngine:
-        """An ExecutionEngine for `build_dag()` whose map nodes run their items with the same
-        broker, transport kind and options (subscribe to `.events` before `execute`)."""
+        """An ExecutionEngine for `build_dag()` (its map nodes add their items to its runs:
+        `.events` reports every item's steps, and a RunGrew per map)."""
         options = check_engine_options(engine_options, f"flow '{self.name}'")
         return ExecutionEngine(broker, self.build_dag(), **options)
 
@@ -474,10 +470,8 @@ class Flow:
                     cols, name + ".", {source: ins[0], sink: outs[0]}, positional=positional
                 )
             elif node.kind == "map":
-                assert node.sub is not None and node.events is not None
-                task = MapTask(
-                    name, node.sub._template(), node.outputs, node.events, node.max_parallel
-                )
+                assert node.sub is not None
+                task = MapTask(name, node.sub._template(), node.outputs, node.max_parallel)
                 cols.add(task, name, tuple(ins), outs, None)
             else:
                 task, keys = bind(node.name, node.task, node._orig, ins, positional)
