@@ -25,7 +25,7 @@ from .run_state import Deferred
 
 
 def add_tasks(
-    nodes: Iterable[DAGNode],
+    nodes: Iterable[DAGNode] | NodeBatch,
     *,
     values: Mapping[str, Any] | None = None,
     max_parallel: int | None = None,
