@@ -529,3 +529,30 @@ def test_a_task_added_while_a_result_is_awaited_that_reads_it_waits_for_it() -> 
         DAGNode(other, output="other", inputs=["n"]),
     )
     assert run(dag, {"n": 2})["reader"] == 40
+
+
+def test_added_tasks_run_by_their_priority() -> None:
+    order: list[str] = []
+
+    async def note(name: str) -> str:
+        order.append(name)
+        return name
+
+    async def plan(n: int) -> int:
+        names = ["low", "high", "mid"]
+        add_tasks(
+            [DAGNode(note, output=k, inputs=[f"{k}.name"], name=k) for k in names],
+            values={f"{k}.name": k for k in names},
+            priority=[1, 10, 5],
+        )
+        return n
+
+    run(dag_of(DAGNode(plan, output="p", inputs=["n"])), {"n": 1}, max_parallel=1)
+    assert order == ["high", "mid", "low"]
+
+    async def wrong(n: int) -> int:
+        add_tasks([DAGNode(note, output="x", inputs=["n"])], priority=[1, 2])
+        return n
+
+    with pytest.raises(TaskFailedError, match="got 2 priorities for 1 tasks"):
+        run(dag_of(DAGNode(wrong, output="p", inputs=["n"])), {"n": 1})

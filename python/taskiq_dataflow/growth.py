@@ -15,7 +15,7 @@ their producers finish; the run ends when every task, added ones too, has.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from .dataflow.graph import DAGNode, NodeFields
@@ -30,6 +30,7 @@ def add_tasks(
     values: Mapping[str, Any] | None = None,
     max_parallel: int | None = None,
     private: bool = False,
+    priority: float | Sequence[float] | None = None,
 ) -> list[int]:
     """Add `nodes` (new `DAGNode`s, not in any DAG) to the run of the calling task; returns
     their node ids. Call it from an async task running in the engine's process.
@@ -37,7 +38,8 @@ def add_tasks(
     `values`: new keys with their values, readable by the added tasks at once (as run inputs
     are). `max_parallel`: most of these tasks in flight at once (besides the run's own bound).
     `private`: the added keys are the calling task's business: they stay out of the run's
-    outputs and are dropped once the task's `result_of` them is recorded."""
+    outputs and are dropped once the task's `result_of` them is recorded. `priority`: one for
+    all of them or one per task (higher first among ready tasks; default 0)."""
     current = current_run()
     driver = None if current is None else current.driver
     if driver is None:
@@ -54,7 +56,7 @@ def add_tasks(
             "loop) can add tasks; make the adding task `async def`"
         ) from None
     fields = nodes if isinstance(nodes, NodeBatch) else _fields_of(nodes)
-    event = driver.state.add_tasks(fields, values, max_parallel, private)
+    event = driver.state.add_tasks(fields, values, max_parallel, private, priority)
     driver.sink.signal(event)
     return list(range(event.first, event.first + event.count))
 

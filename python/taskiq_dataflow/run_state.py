@@ -426,6 +426,7 @@ class RunState:
         values: Mapping[str, Any] | None = None,
         max_parallel: int | None = None,
         private: bool = False,
+        priority: float | Sequence[float] | None = None,
     ) -> TasksAdded:
         """Grow the run by `added` (one scheduler call for the batch); raises GrowthError, naming
         the task and key, with nothing added. Feed the returned event to `handle`.
@@ -433,17 +434,32 @@ class RunState:
         `values`: new keys available at once (like run inputs). `max_parallel`: most of the
         batch's tasks in flight at once. `private`: the batch's keys (and `values`) are the
         adding task's own: left out of the run's outputs, dropped once a task that returned
-        result_of one of them has its result, and not readable by tasks added later."""
+        result_of one of them has its result, and not readable by tasks added later.
+        `priority`: one for the batch or one per task (higher runs first among ready tasks;
+        default 0)."""
         if self.status is not None:
             raise GrowthError(f"cannot add tasks to run {self.run_id}: it has {self.status}")
         grown = self.grown if self.grown is not None else self._start_growing()
         given = grown.check_given(self, values) if values else None
+        priorities = None
+        if priority is not None:
+            if isinstance(priority, (int, float)):
+                priorities = [float(priority)] * len(added)
+            else:
+                priorities = [float(p) for p in priority]
+                if len(priorities) != len(added):
+                    raise GrowthError(
+                        f"add_tasks() got {len(priorities)} priorities for {len(added)} tasks"
+                    )
         recording, restored = self.config.recording, None
         if recording is not None:
             found = recording.restorable_added(self.run_id, added, given or {})
             if found:
                 # completed by the run this one restarts: their outputs are given, not computed
-                added = [f for i, f in enumerate(added) if i not in found]
+                keep = [i for i in range(len(added)) if i not in found]
+                added = [added[i] for i in keep]
+                if priorities is not None:
+                    priorities = [priorities[i] for i in keep]
                 restored = {k: v for outs in found.values() for k, v in outs.items()}
                 given = {**(given or {}), **restored}
         names, counts, reads = grown.flatten(added, self.inputs, given)
@@ -453,7 +469,9 @@ class RunState:
                 raise GrowthError(f"max_parallel must be at least 1, got {max_parallel}")
             group = self.scheduler.new_group(max_parallel)
         try:
-            first, ready, skipped = self.scheduler.add_nodes(names, counts, group=group)
+            first, ready, skipped = self.scheduler.add_nodes(
+                names, counts, priorities=priorities, group=group
+            )
         except _core.GrowthError as exc:
             raise GrowthError(grown.explain(exc, added, self.names)) from None
         if given:
