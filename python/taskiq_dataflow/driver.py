@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import os
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -62,6 +63,10 @@ class Driver:
         self.sink = Sink()
         transport.attach(self.sink)
         self.stats: dict[str, int] = {}
+        # the loop it runs on and its process, for a blocking task that adds tasks from its
+        # thread (growth.py); a process pool's forked worker inherits a copy of both
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.pid = 0
         self._timers: list[asyncio.TimerHandle] = []
         # instructions off the hot path (Dispatch and Emit are tested first, inline)
         self._rare: dict[type, Callable[[Any], None]] = {
@@ -86,6 +91,7 @@ class Driver:
         started_at = time.perf_counter()
         produced: dict[str, Any] = {}
         compensation: list[TaskError] = []
+        self.loop, self.pid = asyncio.get_running_loop(), os.getpid()
         await transport.startup()
         state.link = transport.stream_link()
         relax = relaxed_gc(len(state.tasks))

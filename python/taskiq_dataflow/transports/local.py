@@ -94,8 +94,13 @@ class LocalTransport(Transport):
 
     def _run_blocking(self, job: Job) -> None:
         assert self._loop is not None
+        pool = self._pool()
         call = functools.partial(job.func, *job.args, **job.kwargs)
-        fut: asyncio.Future[Any] = self._loop.run_in_executor(self._pool(), call)
+        if isinstance(pool, concurrent.futures.ThreadPoolExecutor):
+            # in the run's context, so that the task finds its run (growth.add_tasks); a
+            # process pool pickles the call, and a context does not pickle
+            call = functools.partial(contextvars.copy_context().run, call)
+        fut: asyncio.Future[Any] = self._loop.run_in_executor(pool, call)
         if job.timeout is not None:
             fut = asyncio.ensure_future(asyncio.wait_for(fut, job.timeout))
         self._tasks[job.node] = fut
