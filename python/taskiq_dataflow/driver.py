@@ -161,6 +161,7 @@ class Driver:
             slots.join(self)  # grants this run its share (SlotsGranted through the sink)
         eager = 0
         while state.status is None:
+            slots = self.slots  # a run bounded on its own gets slots at its first secede
             if sink.done or sink.control:
                 eager += 1
                 if eager % EAGER_YIELD_EVERY == 0:
@@ -174,9 +175,13 @@ class Driver:
                 control, sink.control = sink.control, []
                 for event in control:
                     await carry_out(state.handle(event))
+            after = False
             if sink.done and state.status is None:
-                await carry_out(state.completed(sink.take()))
-            if slots is not None and len(slots.drivers) > 1:
+                batch = sink.take()
+                if slots is not None and slots.seceded:
+                    after = slots.taking(self, batch)  # tasks seceded or rejoining (slots.py)
+                await carry_out(state.completed(batch))
+            if slots is not None and (after or len(slots.drivers) > 1):
                 slots.rebalance()  # slots this batch freed may belong to another run now
 
     # -- instructions ---------------------------------------------------------------------------
