@@ -82,6 +82,18 @@ def log_name(task_name: str) -> str:
     return f"work{item}" if task == "work" else f"label{int(item) ** 2}"
 
 
+def settle(log: Path, quiet: float = 0.3, limit: float = 10.0) -> None:
+    """Wait until nothing has been written to `log` for `quiet` seconds."""
+    deadline = time.monotonic() + limit
+    seen = len(lines(log))
+    quiet_since = time.monotonic()
+    while time.monotonic() < deadline and time.monotonic() - quiet_since < quiet:
+        time.sleep(0.02)
+        now = len(lines(log))
+        if now != seen:
+            seen, quiet_since = now, time.monotonic()
+
+
 def item_rows(db: Path, run_id: str) -> list[dict]:
     rows = RunStore(db).get_task_executions(run_id)
     return [r for r in rows if r["task_name"].startswith("squares[") and "]." in r["task_name"]]
@@ -98,6 +110,7 @@ def test_restart_reruns_only_the_failed_item_and_what_follows(tmp_path, fail_fas
     error = TaskFailedError if fail_fast else DataflowExecutionError
     with pytest.raises(error, match="item 13 failed on purpose"):
         run(engine.execute({"n": 20}, pipeline_id="r"))
+    settle(log)  # a blocking item in flight when fail_fast stopped the run ends in its thread
     first = Counter(lines(log))
     assert first["work13"] == 1 and "label169" not in first and "summary" not in first
     assert RunStore(db).get_run("r")["status"] == "failed"

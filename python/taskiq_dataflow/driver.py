@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import os
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -63,6 +64,10 @@ class Driver:
         self.sink = Sink()
         transport.attach(self.sink)
         self.stats: dict[str, int] = {}
+        # the loop it runs on and its process, for a blocking task that adds tasks from its
+        # thread (growth.py); a process pool's forked worker inherits a copy of both
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.pid = 0
         self._timers: list[asyncio.TimerHandle] = []
         # instructions off the hot path (Dispatch and Emit are tested first, inline)
         self._rare: dict[type, Callable[[Any], None]] = {
@@ -87,6 +92,7 @@ class Driver:
         started_at = time.perf_counter()
         produced: dict[str, Any] = {}
         compensation: list[TaskError] = []
+        self.loop, self.pid = asyncio.get_running_loop(), os.getpid()
         await transport.startup()
         state.link = transport.stream_link()
         relax = relaxed_gc(len(state.tasks))
@@ -156,6 +162,7 @@ class Driver:
             slots.join(self)  # grants this run its share (SlotsGranted through the sink)
         eager = 0
         while state.status is None:
+            slots = self.slots  # a run bounded on its own gets slots at its first secede
             if sink.done or sink.control:
                 eager += 1
                 if eager % EAGER_YIELD_EVERY == 0:
@@ -169,9 +176,13 @@ class Driver:
                 control, sink.control = sink.control, []
                 for event in control:
                     await carry_out(state.handle(event))
+            after = False
             if sink.done and state.status is None:
-                await carry_out(state.completed(sink.take()))
-            if slots is not None and len(slots.drivers) > 1:
+                batch = sink.take()
+                if slots is not None and slots.seceded:
+                    after = slots.taking(self, batch)  # tasks seceded or rejoining (slots.py)
+                await carry_out(state.completed(batch))
+            if slots is not None and (after or len(slots.drivers) > 1):
                 slots.rebalance()  # slots this batch freed may belong to another run now
 
     # -- instructions ---------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from .errors import (
 )
 from .events import Event, EventBus, StepCompleted
 from .run_state import Policy, RunConfig, RunState, StepResult, resolve_policy
-from .seceding import in_worker_task, seceded
+from .seceding import awaiting_slot, seceded_slot
 from .slots import SharedSlots
 from .transports.base import Transport
 from .transports.local import LocalTransport
@@ -156,8 +156,8 @@ class ExecutionEngine:
         gives its id and live progress, cancels that run alone, and is awaited for its
         outputs (or its error). Bad inputs raise here, before anything starts."""
         driver = self._prepare(dict(inputs or {}), pipeline_id, None, limit=max_parallel)
-        # the caller goes on running: it gives its worker slot back only while it awaits
-        # the handle (RunHandle.result)
+        # the caller goes on running: it gives its slot back only while it awaits the
+        # handle (RunHandle.result)
         return RunHandle(driver, asyncio.ensure_future(self._drive(driver, secede=False)))
 
     async def restart(self, run_id: str) -> dict[str, Any]:
@@ -289,13 +289,14 @@ class ExecutionEngine:
         return self._slots
 
     async def _drive(self, driver: Driver, secede: bool = True) -> dict[str, Any]:
+        # a task awaiting a nested run: its children may need the very slot it holds
+        # (seceding.py); named before this run becomes the current one
+        slot = awaiting_slot(_leaves_process(driver)) if secede else None
         token = _CURRENT.set(_Current(self, driver.state.run_id, driver))
         self._drivers.add(driver)
         try:
-            if secede and _leaves_process(driver):
-                # a worker task awaiting a run on the cluster: its children may need the
-                # very slot it holds (seceding.py)
-                async with seceded():
+            if slot is not None:
+                async with seceded_slot(slot):
                     return await driver.run()
             return await driver.run()
         finally:
@@ -353,10 +354,11 @@ class RunHandle:
 
     async def result(self) -> dict[str, Any]:
         """The run's outputs (what `execute` returns); raises what `execute` raises. A
-        worker task awaiting a run on the cluster gives its slot back meanwhile."""
-        if self._task.done() or not _leaves_process(self._driver):
+        task awaiting it gives its slot back meanwhile (seceding.py)."""
+        slot = None if self._task.done() else awaiting_slot(_leaves_process(self._driver))
+        if slot is None:
             return await asyncio.shield(self._task)
-        async with seceded():
+        async with seceded_slot(slot):
             return await asyncio.shield(self._task)
 
     def __await__(self) -> Any:
@@ -389,9 +391,9 @@ def current_run() -> _Current | None:
 
 
 def _leaves_process(driver: Driver) -> bool:
-    """Whether awaiting this run, from a task a worker runs, waits on other workers' slots
-    (an in-process run's tasks run on this loop, whatever slot the caller holds)."""
-    return in_worker_task() and not isinstance(driver.transport, LocalTransport)
+    """Whether this run's tasks may run in other processes: a worker task awaiting it waits on
+    other workers' slots (an in-process run's tasks run on the worker's loop, on no slot)."""
+    return not isinstance(driver.transport, LocalTransport)
 
 
 def _is_local_broker(broker: Any) -> bool:

@@ -15,13 +15,18 @@ their producers finish; the run ends when every task, added ones too, has.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import os
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .dataflow.graph import DAGNode, NodeFields
 from .errors import GrowthError
 from .execution_engine import current_run
 from .run_state import Deferred
+
+if TYPE_CHECKING:
+    from .driver import Driver
 
 
 def add_tasks(
@@ -33,7 +38,8 @@ def add_tasks(
     priority: float | Sequence[float] | None = None,
 ) -> list[int]:
     """Add `nodes` (new `DAGNode`s, not in any DAG) to the run of the calling task; returns
-    their node ids. Call it from an async task running in the engine's process.
+    their node ids. Call it from a task running in the engine's process: an async one, or a
+    blocking one in the thread pool (it waits while the engine's loop adds the batch).
 
     `values`: new keys with their values, readable by the added tasks at once (as run inputs
     are). `max_parallel`: most of these tasks in flight at once (besides the run's own bound).
@@ -44,21 +50,63 @@ def add_tasks(
     driver = None if current is None else current.driver
     if driver is None:
         raise GrowthError(
-            "add_tasks() was called outside a running task: call it from an async task that "
-            "an ExecutionEngine runs in its own process (blocking tasks run in a thread and "
-            "cluster workers in another process: neither can add tasks)"
+            "add_tasks() was called outside a running task: call it from a task that an "
+            "ExecutionEngine runs in its own process (a blocking task in a process pool, "
+            "executor='process', and a task on a cluster worker run in another process: "
+            "neither can add tasks)"
         )
+    fields = nodes if isinstance(nodes, NodeBatch) else _fields_of(nodes)
+    batch = _Batch(fields, values, max_parallel, private, priority)
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        raise GrowthError(
-            "add_tasks() was called from a thread: only an async task (on the engine's event "
-            "loop) can add tasks; make the adding task `async def`"
-        ) from None
-    fields = nodes if isinstance(nodes, NodeBatch) else _fields_of(nodes)
-    event = driver.state.add_tasks(fields, values, max_parallel, private, priority)
+        return _add_from_thread(driver, batch)
+    return _add(driver, batch)
+
+
+class _Batch(NamedTuple):
+    fields: list[NodeFields]
+    values: Mapping[str, Any] | None
+    max_parallel: int | None
+    private: bool
+    priority: float | Sequence[float] | None
+
+
+def _add(driver: Driver, batch: _Batch) -> list[int]:
+    event = driver.state.add_tasks(*batch)
     driver.sink.signal(event)
     return list(range(event.first, event.first + event.count))
+
+
+def _add_from_thread(driver: Driver, batch: _Batch) -> list[int]:
+    """A blocking task in its thread: the run's state lives on the loop's thread, so the batch
+    is added there, and the thread waits for the ids (or the GrowthError, raised here)."""
+    answer: concurrent.futures.Future[list[int]] = concurrent.futures.Future()
+
+    def add() -> None:
+        try:
+            answer.set_result(_add(driver, batch))
+        except BaseException as exc:
+            answer.set_exception(exc)
+
+    if driver.pid != os.getpid():
+        # a process pool forked from the loop's thread: the run's context came along
+        raise GrowthError(
+            "add_tasks() was called from another process (a blocking task in a process pool, "
+            "executor='process'): it cannot reach its run; use executor='thread' or make "
+            "the adding task `async def`"
+        )
+    loop = driver.loop
+    try:
+        if loop is None:
+            raise RuntimeError("the run has not started")
+        loop.call_soon_threadsafe(add)
+    except RuntimeError as exc:  # the loop closed: the run is over
+        raise GrowthError(
+            f"add_tasks() cannot add tasks to run {driver.state.run_id}: its event loop does "
+            f"not run ({exc})"
+        ) from None
+    return answer.result()
 
 
 def result_of(key: str) -> Any:

@@ -10,6 +10,7 @@ import inspect
 from typing import Any
 
 from ..router import runs_in_engine
+from ..seceding import CURRENT_TASK, STEPPING
 from .base import Completion, Job, Transport, task_error
 
 __all__ = ["LocalTransport", "runs_in_engine"]
@@ -62,31 +63,45 @@ class LocalTransport(Transport):
     def kick(self, jobs: list[Job]) -> None:
         sink = self.sink
         push = sink.done.append
-        for job in jobs:
-            func = job.func
-            is_coro = self._is_coro.get(func)
-            if is_coro is None:
-                is_coro = self._is_coro[func] = _is_async(func)
-            if not is_coro:
-                self._run_blocking(job)
-                continue
-            try:
-                coro = func(*job.args, **job.kwargs)
-                # each task gets its own context, as an asyncio.Task would, and keeps it when
-                # it continues as a Task (a ContextVar token set in the first step stays valid)
-                context = contextvars.copy_context()
-                yielded = context.run(coro.send, None)
-            except StopIteration as stop:
-                push(Completion(job.node, job.attempt, True, stop.value))
-                continue
-            except BaseException as exc:
-                push(Completion(job.node, job.attempt, False, task_error(job.name, exc)))
-                continue
-            self._continue(job, coro, yielded, context)
+        # while a task is stepped here, STEPPING names it (for secede() and sub-runs); a task
+        # may run a whole nested run within its first step, so the outer names come back after
+        stepping = STEPPING
+        outer_sink, outer_node = stepping.sink, stepping.node
+        stepping.sink = sink
+        try:
+            for job in jobs:
+                func = job.func
+                is_coro = self._is_coro.get(func)
+                if is_coro is None:
+                    is_coro = self._is_coro[func] = _is_async(func)
+                if not is_coro:
+                    self._run_blocking(job)
+                    continue
+                try:
+                    coro = func(*job.args, **job.kwargs)
+                    # each task gets its own context, as an asyncio.Task would, and keeps it
+                    # when it continues as a Task (a ContextVar token set in the first step
+                    # stays valid)
+                    context = contextvars.copy_context()
+                    stepping.node = job.node
+                    try:
+                        yielded = context.run(coro.send, None)
+                    finally:
+                        stepping.node = None
+                except StopIteration as stop:
+                    push(Completion(job.node, job.attempt, True, stop.value))
+                    continue
+                except BaseException as exc:
+                    push(Completion(job.node, job.attempt, False, task_error(job.name, exc)))
+                    continue
+                self._continue(job, coro, yielded, context)
+        finally:
+            stepping.sink, stepping.node = outer_sink, outer_node
         if sink.done:
             sink.wake()
 
     def _continue(self, job: Job, coro: Any, yielded: Any, context: contextvars.Context) -> None:
+        context.run(CURRENT_TASK.set, (self.sink, job.node))  # it goes on in the loop
         loop = asyncio.get_running_loop()
         task = loop.create_task(_resume(coro, yielded, job.timeout), context=context)
         self._tasks[job.node] = task
@@ -94,8 +109,13 @@ class LocalTransport(Transport):
 
     def _run_blocking(self, job: Job) -> None:
         assert self._loop is not None
+        pool = self._pool()
         call = functools.partial(job.func, *job.args, **job.kwargs)
-        fut: asyncio.Future[Any] = self._loop.run_in_executor(self._pool(), call)
+        if isinstance(pool, concurrent.futures.ThreadPoolExecutor):
+            # in the run's context, so that the task finds its run (growth.add_tasks); a
+            # process pool pickles the call, and a context does not pickle
+            call = functools.partial(contextvars.copy_context().run, call)
+        fut: asyncio.Future[Any] = self._loop.run_in_executor(pool, call)
         if job.timeout is not None:
             fut = asyncio.ensure_future(asyncio.wait_for(fut, job.timeout))
         self._tasks[job.node] = fut
