@@ -383,9 +383,9 @@ class RunState:
         if self.status is not None:
             return []  # late arrivals after the end (a cancel, fail_fast): nothing to do
         attempts, node_outputs, values = self.attempts, self.node_outputs, self.values
-        plain = not (
-            self.keeps_results or self.step_events or self.deliver_steps or self.grown is not None
-        )
+        plain = not (self.keeps_results or self.step_events or self.deliver_steps)
+        # after growth, a result_of or a result awaited by one takes the long way
+        grown, awaited = self.grown is not None, self.awaited
         streaming = self.streaming
         done: list[int] = []
         stop = False
@@ -399,7 +399,11 @@ class RunState:
                 c = streaming.unstopped(c)
             if c.ok:
                 outputs = node_outputs[node]
-                if plain and len(outputs) == 1:  # the hot path: nothing else to record
+                if (
+                    plain
+                    and len(outputs) == 1
+                    and (not grown or (type(c.value) is not Deferred and node not in awaited))
+                ):  # the hot path: nothing else to record
                     values[outputs[0]] = c.value
                     attempts[node] = 0
                     done.append(node)
