@@ -97,6 +97,9 @@ async def example_validation():
         return {"result": "broken"}
 
     registry.register_task(broken_task, output="result", inputs=["nonexistent_data"])
+    # Declared external inputs are the whole list: any other unproduced input is an error.
+    # (Without a declaration every unproduced input is external, given at run time.)
+    registry.register_external_input("source")
     try:
         dag = registry.build_dag()  # Raises ValueError
     except ValueError as e:

@@ -348,7 +348,7 @@ def test_cycles_are_always_reported_as_real_closed_paths(case):
     assert info.value.cycle == [f"t{v}" for v in first]
     assert len(info.value.problems) == len(problems)
     for problem, text in zip(problems, info.value.problems, strict=True):
-        assert text == "Cycle detected: " + " -> ".join(f"t{v}" for v in problem[1])
+        assert text == "Circular dependency detected: " + " -> ".join(f"t{v}" for v in problem[1])
     for call in (dag.topological_sort, dag.get_parallel_levels, dag.critical_path):
         with pytest.raises(CycleError) as info:
             call()

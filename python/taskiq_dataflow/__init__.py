@@ -47,6 +47,22 @@ from .streams import Stream
 from .task import TaskSpec, pipeline_task
 from .visualization import DAGVisualizer
 
+# isort: split
+# taskiq-flow's names of the DAG, the registry, the decorators and the visualizer (issue 11)
+from .dataflow import DataNode
+from .decorators import (
+    get_all_pipeline_outputs,
+    get_pipeline_metadata,
+    get_task_by_output,
+    get_task_inputs,
+    get_task_outputs,
+    is_pipeline_task,
+    pipeline_task_multi_output,
+    validate_pipeline_outputs,
+)
+from .errors import PipelineError
+from .visualization import MermaidGenerator, visualize_pipeline
+
 __all__ = [
     "DAG",
     "CompensationError",
@@ -99,4 +115,19 @@ __all__ = [
     "result_of",
     "secede",
     "seceded",
+]
+# taskiq-flow's names of the DAG, the registry, the decorators and the visualizer (issue 11)
+__all__ += [
+    "DataNode",
+    "MermaidGenerator",
+    "PipelineError",
+    "get_all_pipeline_outputs",
+    "get_pipeline_metadata",
+    "get_task_by_output",
+    "get_task_inputs",
+    "get_task_outputs",
+    "is_pipeline_task",
+    "pipeline_task_multi_output",
+    "validate_pipeline_outputs",
+    "visualize_pipeline",
 ]

@@ -21,7 +21,13 @@ class DataflowError(Exception):
     """The root of every error taskiq-dataflow raises."""
 
 
-class DAGValidationError(DataflowError, ValueError):
+class PipelineError(DataflowError):
+    """A pipeline cannot be built or its run failed: the base of DAGValidationError (and
+    CycleError), MissingInputError, TaskFailedError, DataflowExecutionError and
+    CompensationError, as `except PipelineError` catches a failed pipeline in taskiq-flow."""
+
+
+class DAGValidationError(PipelineError, ValueError):
     """The graph is invalid. `problems` lists every problem found, each a readable sentence."""
 
     def __init__(self, problems: Sequence[str]) -> None:
@@ -46,10 +52,11 @@ class CycleError(DAGValidationError):
 
 
 def format_cycle(names: Sequence[str]) -> str:
-    return "Cycle detected: " + " -> ".join(names)
+    # "Circular dependency" is what taskiq-flow says, and what its users search for
+    return "Circular dependency detected: " + " -> ".join(names)
 
 
-class TaskFailedError(DataflowError, RuntimeError):
+class TaskFailedError(PipelineError, RuntimeError):
     """A task raised. Carries the task's name, exception type, message and traceback text."""
 
     def __init__(self, error: TaskError) -> None:
@@ -58,7 +65,7 @@ class TaskFailedError(DataflowError, RuntimeError):
         super().__init__(f"{error}\n{error.traceback}".rstrip())
 
 
-class DataflowExecutionError(DataflowError, RuntimeError):
+class DataflowExecutionError(PipelineError, RuntimeError):
     """With fail_fast=False: every failure and every skipped task, plus the outputs computed."""
 
     def __init__(
@@ -89,7 +96,7 @@ class ExecutionCancelled(DataflowError):
         super().__init__(f"run {run_id} was cancelled ({len(results)} outputs computed)")
 
 
-class CompensationError(DataflowError, RuntimeError):
+class CompensationError(PipelineError, RuntimeError):
     """Compensations that failed while undoing a failed run (each also reported as an event)."""
 
     def __init__(self, failures: list[TaskError]) -> None:
@@ -98,7 +105,7 @@ class CompensationError(DataflowError, RuntimeError):
         super().__init__(f"{len(failures)} compensation(s) failed:\n{listed}")
 
 
-class MissingInputError(DataflowError, ValueError):
+class MissingInputError(PipelineError, ValueError):
     """execute() was not given an external input some task needs."""
 
 

@@ -190,6 +190,8 @@ class DataflowPipeline:
         """The DAG with every required input as an external input (for inspection and display)."""
         return self.build_dag()
 
+    _dag = dag  # taskiq-flow's name, which its docs and users read
+
     def validate(self) -> None:
         """Raise DAGValidationError for duplicate outputs or cycles (inputs are checked at run)."""
         self.build_dag()

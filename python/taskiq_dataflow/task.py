@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Sequence
+import weakref
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 F = TypeVar("F")
 
 SPEC_ATTR = "__dataflow__"
+
+# Options of taskiq-flow's pipeline_task that have no meaning here: refused with what to use,
+# rather than kept as metadata nobody reads.
+_REFUSED = {
+    "max_retry_time": "taskiq-dataflow has no bound on all retries together: bound each attempt "
+    "with timeout= and their number with retries=",
+}
 
 
 @dataclass(frozen=True)
@@ -61,6 +69,7 @@ def outputs_of(output: str | None, outputs: Sequence[str] | None, where: str) ->
 
 def pipeline_task(
     func: Any = None,
+    positional_inputs: Sequence[str] | None = None,
     *,
     output: str | None = None,
     outputs: Sequence[str] | None = None,
@@ -83,8 +92,11 @@ def pipeline_task(
 ) -> Any:
     """Declare a task's output key(s) and input keys.
 
-    Works under `@broker.task` (apply it first, i.e. below it) or on a plain function.
-    Inputs default to the names of the function's parameters that have no default value.
+    Works under `@broker.task` (apply it first, i.e. below it) or on a plain function, bare
+    (`@pipeline_task`) or called; as in taskiq-flow, the output and the inputs may be given
+    positionally: `@pipeline_task("features", ["raw"])`.
+    Inputs default to the names of the function's parameters that have no default value
+    (never `self` or `cls`).
     `compensate(result)` undoes the task when a later failure fails the run; `cache=True`
     reuses results for the same inputs (always within `min_ttl` seconds, never after
     `max_ttl`, with a rising chance of refresh in between).
@@ -112,11 +124,75 @@ def pipeline_task(
             metadata=dict(metadata),
         )
         setattr(target, SPEC_ATTR, spec)
+        _declared.add(target)
         return target
 
+    for option in metadata.keys() & _REFUSED.keys():
+        raise TypeError(f"pipeline_task: {option}= is not supported: {_REFUSED[option]}")
+    if isinstance(func, str):
+        if output is not None or outputs is not None:
+            raise TypeError(
+                f"pipeline_task({func!r}, ...): the output is given positionally and as "
+                f"{'output=' if output is not None else 'outputs='}; give it once"
+            )
+        output, func = func, None
+    if positional_inputs is not None:
+        if func is not None or inputs is not None:
+            raise TypeError(
+                "pipeline_task: inputs given twice (positionally and as inputs=)"
+                if inputs is not None
+                else "pipeline_task: a second positional argument is the inputs list, "
+                "after the output key: pipeline_task('key', ['input', ...])"
+            )
+        inputs = positional_inputs
     if func is not None:
         return decorate(func)
     return decorate
+
+
+class _Declared:
+    """Every target `pipeline_task` decorated in this process and still alive, in the order
+    first decorated (what taskiq-flow's `get_task_by_output` and `get_all_pipeline_outputs`
+    search). Weak references: declaring a task does not keep it alive."""
+
+    def __init__(self) -> None:
+        self._refs: dict[int, Callable[[], Any]] = {}
+
+    def add(self, target: Any) -> None:
+        key = id(target)
+        if key in self._refs:
+            return
+        refs = self._refs
+
+        def forget(_: object) -> None:
+            refs.pop(key, None)
+
+        try:
+            self._refs[key] = weakref.ref(target, forget)
+        except TypeError:  # not weakly referable (a callable object with __slots__): kept
+            self._refs[key] = _Kept(target)
+
+    def __iter__(self) -> Iterator[Any]:
+        targets = [ref() for ref in list(self._refs.values())]
+        return iter([t for t in targets if t is not None])
+
+
+class _Kept:
+    __slots__ = ("target",)
+
+    def __init__(self, target: Any) -> None:
+        self.target = target
+
+    def __call__(self) -> Any:
+        return self.target
+
+
+_declared = _Declared()
+
+
+def declared_tasks() -> list[Any]:
+    """The targets `pipeline_task` decorated in this process and still alive, in that order."""
+    return list(_declared)
 
 
 def check_keys(keys: Sequence[str], where: str) -> tuple[str, ...]:
@@ -179,8 +255,12 @@ def task_display_name(task: Any) -> str:
     return _display_name(task)
 
 
+_RECEIVERS = ("self", "cls")
+
+
 def infer_inputs(task: Any) -> tuple[str, ...]:
-    """Parameter names without a default value: the keys the task must be given."""
+    """Parameter names without a default value: the keys the task must be given (`self` and
+    `cls` are the method's receiver, never data)."""
     func = original_function(task)
     try:
         params = inspect.signature(func).parameters.values()
@@ -193,5 +273,6 @@ def infer_inputs(task: Any) -> tuple[str, ...]:
         p.name
         for p in params
         if p.default is inspect.Parameter.empty
+        and p.name not in _RECEIVERS
         and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
     )

@@ -1,12 +1,23 @@
-"""The dataflow graph: DAG, DAGNode, DAGBuilder, DataflowRegistry, DataCache.
+"""The dataflow graph: DAG, DAGNode, DAGBuilder, DataflowRegistry, DataCache, DataNode.
 
-Its modules import one way: `graph` (DAG, DAGNode) <- `registry` (DataflowRegistry, DAGBuilder)
-<- `dag` (the documented path of all three); `cache` stands alone. The visualizer and the engine
-sit above and read a DAG through its column API (see `graph.DAG`).
+Its modules import one way: `graph` (DAG, DAGNode) <- `registry` (DataflowRegistry) <-
+`builder` (DAGBuilder) <- `dag` (the documented path of DAG, DAGNode and DAGBuilder); `cache`
+and `node` (DataNode) stand alone. The visualizer and the engine sit above and read a DAG
+through its column API (see `graph.DAG`).
 """
 
+from .builder import DAGBuilder
 from .cache import DataCache
 from .graph import DAG, DAGNode
-from .registry import DAGBuilder, DataflowRegistry, TaskNode
+from .node import DataNode
+from .registry import DataflowRegistry, TaskNode
 
-__all__ = ["DAG", "DAGBuilder", "DAGNode", "DataCache", "DataflowRegistry", "TaskNode"]
+__all__ = [
+    "DAG",
+    "DAGBuilder",
+    "DAGNode",
+    "DataCache",
+    "DataNode",
+    "DataflowRegistry",
+    "TaskNode",
+]

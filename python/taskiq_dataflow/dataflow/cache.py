@@ -49,6 +49,15 @@ class DataCache:
     def clear(self) -> None:
         self._values.clear()
 
+    @property
+    def size(self) -> int:
+        """The number of keys held (`len(cache)`)."""
+        return len(self._values)
+
+    def keys(self) -> list[str]:
+        """The keys held, in the order they were first set."""
+        return list(self._values)
+
     def to_dict(self) -> dict[str, Any]:
         return dict(self._values)
 

@@ -1,10 +1,11 @@
 """DAG, DAGNode and DAGBuilder: the documented module path `taskiq_dataflow.dataflow.dag`.
 
-The DAG itself lives in `graph.py` and the builder with the registry it fills, so that the
-dataflow modules import one way only: graph <- registry <- dag, graph <- visualization.
+The DAG itself lives in `graph.py` and the builder in `builder.py` over the registry, so that the
+dataflow modules import one way only: graph <- registry <- builder <- dag, graph <-
+visualization.
 """
 
+from .builder import DAGBuilder
 from .graph import DAG, DAGNode, NodeFields, NodeRef, node_fields
-from .registry import DAGBuilder
 
 __all__ = ["DAG", "DAGBuilder", "DAGNode", "NodeFields", "NodeRef", "node_fields"]

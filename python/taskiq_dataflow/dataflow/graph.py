@@ -151,17 +151,40 @@ class DAGNode:
     def dag(self) -> DAG | None:
         return self._dag
 
+    @property
+    def level(self) -> int:
+        """The node's parallel level: 0 without dependencies, else one more than the deepest
+        dependency's (0 for a node not in a DAG)."""
+        dag = self._dag
+        return 0 if dag is None else dag.level_of(self._id)
+
+    @property
+    def dependencies(self) -> list[DAGNode]:
+        """The nodes this one runs after (its predecessors)."""
+        dag = self._dag
+        return [] if dag is None else dag.views(dag.graph.predecessors(self._id))
+
+    @property
+    def dependents(self) -> list[DAGNode]:
+        """The nodes that run after this one (its successors)."""
+        dag = self._dag
+        return [] if dag is None else dag.views(dag.graph.successors(self._id))
+
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, DAGNode):
-            return NotImplemented
+            # A node equals the task it runs, so `registry.get_producer(key) == task` and
+            # `task in registry.get_consumers(key)` hold as taskiq-flow's examples write them.
+            return other is self.task
         if self._dag is None or other._dag is None:
             return self is other
         return self._dag is other._dag and self._id == other._id
 
     def __hash__(self) -> int:
-        if self._dag is None:
-            return object.__hash__(self)
-        return hash((id(self._dag), self._id))
+        # The task's hash, so that a node and its task, being equal, hash alike.
+        try:
+            return hash(self.task)
+        except TypeError:  # an unhashable task is never in a set to be found by its node
+            return object.__hash__(self) if self._dag is None else hash((id(self._dag), self._id))
 
     def __repr__(self) -> str:
         outs = ", ".join(self._output_keys())
@@ -249,6 +272,7 @@ class DAG:
         self._graph: _core.Graph | None = None
         self._indexes: dict[str, tuple[int, dict[Any, list[int]]]] = {}
         self._distinct: tuple[int, list[Any]] = (0, [])
+        self._level_by_id: tuple[_core.Graph, list[int]] | None = None
 
     # -- columns: the package's own API over the DAG -------------------------------------------
     #
@@ -381,6 +405,19 @@ class DAG:
     def level_ids(self) -> list[list[int]]:
         """`get_parallel_levels()` as node ids; a cycle raises CycleError naming its tasks."""
         return self._ids(self.graph.levels)
+
+    def level_of(self, node_id: int) -> int:
+        """Node `node_id`'s parallel level (see `DAGNode.level`), the levels computed once per
+        graph shape."""
+        graph = self.graph
+        cached = self._level_by_id
+        if cached is None or cached[0] is not graph:
+            by_id = [0] * len(self._tasks)
+            for depth, level in enumerate(self.level_ids()):
+                for i in level:
+                    by_id[i] = depth
+            cached = self._level_by_id = (graph, by_id)
+        return cached[1][node_id]
 
     def append_node(
         self,
@@ -579,6 +616,28 @@ class DAG:
     def node(self, ref: NodeRef) -> DAGNode:
         """The node for an id, a task name, or a task object."""
         return DAGNode._view(self, self._resolve(ref))
+
+    def compute_levels(self) -> list[list[DAGNode]]:
+        """The parallel levels (also `dag.levels` and each node's `level`), computed now: a
+        cycle raises CycleError naming its tasks. taskiq-flow needs this call before `levels`
+        is read; here `levels` is always current, so the call is only a check."""
+        return self.get_parallel_levels()
+
+    def get_node_by_task(self, task: Any) -> DAGNode | None:
+        """The node that runs `task` (the task object), or None when no node does.
+
+        A task used by several nodes is ambiguous: ValueError naming it and the node ids."""
+        if isinstance(task, DAGNode):
+            task = task.task
+        ids = self.ids_of_task(task)
+        if not ids:
+            return None
+        if len(ids) > 1:
+            raise ValueError(
+                f"task {task_display_name(task)!r} runs in {len(ids)} nodes (ids "
+                f"{list(ids[:10])}): use dag.nodes or dag.node(id) to pick one"
+            )
+        return self.view(ids[0])
 
     def topological_sort(self) -> list[DAGNode]:
         """Execution order; ties between independent tasks go in insertion order."""

@@ -1,5 +1,4 @@
-"""DataflowRegistry: tasks registered with their I/O keys, wired into a DAG by key names;
-DAGBuilder, its chained front end."""
+"""DataflowRegistry: tasks registered with their I/O keys, wired into a DAG by key names."""
 
 from __future__ import annotations
 
@@ -8,6 +7,7 @@ from typing import Any
 
 from ..task import get_spec, task_display_name
 from .graph import DAG, DAGNode, node_fields
+from .node import DataNode
 
 TaskNode = DAGNode
 
@@ -15,13 +15,22 @@ TaskNode = DAGNode
 class DataflowRegistry:
     """Collects tasks and their data keys; `build_dag()` validates and returns the DAG.
 
-    External inputs (keys given to `execute(inputs=...)`) are the keys declared with
-    `register_external_input`. When none are declared, the inputs of the first registered task
-    are taken as the pipeline's external inputs, as the taskiq-flow examples expect; any other
-    input that no task produces is reported by `build_dag()`, naming the task and the key.
+    External inputs are the keys given at run time (`execute(inputs=...)`), and which keys
+    they are never depends on the order tasks were registered in:
+
+    - declare none, and every consumed key that no task produces is one (taskiq-flow's
+      "automatic external inputs"): the run requires each, naming the task and the key when
+      one is not given;
+    - declare them (`register_external_input`, or `build_dag(external_inputs=...)`), and they
+      are the whole list: `build_dag()` reports any other unproduced input, naming the task
+      and the key (taskiq-flow's registry example 3).
+
+    `strict_inputs=True` reports unproduced undeclared inputs even when none is declared;
+    `strict_inputs=False` keeps them automatic even when some are.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, strict_inputs: bool | None = None) -> None:
+        self.strict_inputs = strict_inputs
         self._dag = DAG()
         self._declared_external: dict[str, None] = {}
         # task -> (node, outputs, inputs) of its last registration: registering it again with
@@ -81,6 +90,13 @@ class DataflowRegistry:
         self._last_by_task[task] = (node, outs, ins)
         return node
 
+    def clear(self) -> None:
+        """Forget every task and declared external input (`strict_inputs` stays)."""
+        self._dag = DAG()
+        self._declared_external.clear()
+        self._last_by_task.clear()
+        self._plain_names.clear()
+
     def register_external_input(self, input_name: str) -> None:
         """Declare a key that is supplied at run time rather than produced by a task."""
         if not isinstance(input_name, str):
@@ -102,6 +118,30 @@ class DataflowRegistry:
         keys = dict(self._declared_external)
         keys.update(dict.fromkeys(self._dag.external_inputs))
         return list(keys)
+
+    @property
+    def declared_external(self) -> list[str]:
+        """The keys declared with `register_external_input`, in declaration order."""
+        return list(self._declared_external)
+
+    @property
+    def data_nodes(self) -> dict[str, DataNode]:
+        """Every data key (produced, consumed or declared) as a DataNode: its producer's task,
+        its consumers' tasks, and whether it is external (given at run time)."""
+        dag = self._dag
+        nodes: dict[str, DataNode] = {}
+        for task, outs in zip(dag.tasks, dag.node_outputs, strict=True):
+            for key in outs:
+                nodes[key] = DataNode(key, producer_task=task)
+        for task, ins in zip(dag.tasks, dag.node_inputs, strict=True):
+            for key in ins:
+                node = nodes.get(key)
+                if node is None:
+                    node = nodes[key] = DataNode(key, is_external=True)
+                node.add_consumer(task)
+        for key in self._declared_external:
+            nodes.setdefault(key, DataNode(key, is_external=True))
+        return nodes
 
     def get_producer(self, output_key: str) -> TaskNode | None:
         node_id = self._dag.graph.producer(output_key)
@@ -144,55 +184,46 @@ class DataflowRegistry:
     def __len__(self) -> int:
         return len(self._dag)
 
+    def __contains__(self, task: object) -> bool:
+        """Whether `task` (a task object, or a TaskNode of this registry) is registered."""
+        if isinstance(task, DAGNode):
+            return task.dag is self._dag
+        try:
+            return bool(self._dag.ids_of_task(task))
+        except TypeError:  # unhashable: never registered
+            return False
+
+    def __repr__(self) -> str:
+        return (
+            f"<DataflowRegistry tasks={len(self._dag)}, "
+            f"external_inputs={len(self.get_external_inputs())}>"
+        )
+
     # -- building -----------------------------------------------------------------------------
 
-    def build_dag(self, external_inputs: Sequence[str] | None = None) -> DAG:
+    def build_dag(
+        self, external_inputs: Sequence[str] | None = None, *, strict_inputs: bool | None = None
+    ) -> DAG:
         """Wire producers to consumers, validate, and return the DAG.
 
-        Raises DAGValidationError (a ValueError) listing every problem: an input no task
-        produces, an output two tasks produce, a cycle as a path.
+        `external_inputs` adds to the declared external inputs; `strict_inputs` overrides the
+        registry's (see the class for both). Raises DAGValidationError (a ValueError) listing
+        every problem: an output two tasks produce, a cycle as a path, and once external inputs
+        are declared, an input no task produces and nobody declared, naming the task and key.
         """
-        src = self._dag
         external = list(self._declared_external)
         if external_inputs is not None:
+            if isinstance(external_inputs, str):
+                raise TypeError(
+                    f"external_inputs must be a list of keys, not the string {external_inputs!r}"
+                )
             external.extend(external_inputs)
-        elif not external and len(src):
-            external = list(src.node_inputs[0])
-        dag = src.copy(external=external, strict_inputs=True)
+        strict = self.strict_inputs if strict_inputs is None else strict_inputs
+        if strict is None:
+            strict = bool(external)
+        dag = self._dag.copy(external=external, strict_inputs=strict)
         dag.validate()
         return dag
-
-
-class DAGBuilder:
-    """Programmatic DAG construction: `add_task(...)` calls or the chained `node(...).build()`."""
-
-    def __init__(self) -> None:
-        self._registry = DataflowRegistry()
-
-    def add_task(
-        self,
-        task: Any,
-        output: str | None = None,
-        inputs: Sequence[str] | None = None,
-        **kwargs: Any,
-    ) -> DAGBuilder:
-        self._registry.register_task(task, output=output, inputs=inputs, **kwargs)
-        return self
-
-    node = add_task
-
-    @property
-    def registry(self) -> DataflowRegistry:
-        """The registry the builder fills (for inspection before `build()`)."""
-        return self._registry
-
-    def external_input(self, *keys: str) -> DAGBuilder:
-        for key in keys:
-            self._registry.register_external_input(key)
-        return self
-
-    def build(self) -> DAG:
-        return self._registry.build_dag()
 
 
 def _name_of(task: Any) -> str:
