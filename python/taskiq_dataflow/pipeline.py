@@ -66,19 +66,8 @@ def engine_option_names() -> list[str]:
 
 
 def check_engine_options(options: dict[str, Any], where: str) -> dict[str, Any]:
-    """Reject unknown engine options with a message that lists the known ones.
-
-    `continue_on_error=True` (taskiq-flow's name) is accepted and means `fail_fast=False`.
-    """
+    """Reject unknown engine options with a message that lists the known ones."""
     options = dict(options)
-    if "continue_on_error" in options:
-        continue_on_error = bool(options.pop("continue_on_error"))
-        if "fail_fast" in options and bool(options["fail_fast"]) == continue_on_error:
-            raise TypeError(
-                f"{where}: continue_on_error={continue_on_error} contradicts "
-                f"fail_fast={options['fail_fast']}; give only one of them"
-            )
-        options["fail_fast"] = not continue_on_error
     known = engine_option_names()
     unknown = [name for name in options if name not in known]
     if unknown:
@@ -94,7 +83,7 @@ class DataflowPipeline:
 
     `engine_options` are passed to every ExecutionEngine the pipeline creates: `max_parallel`,
     `fail_fast`, `retries`, `timeout`, `transport`, `executor`, `priority`, ...
-    (`continue_on_error=True` is taskiq-flow's spelling of `fail_fast=False`).
+    (and taskiq-flow's `continue_on_error`, `skip_failed`, `error_mode`, `resource_aware`).
     """
 
     def __init__(
