@@ -47,6 +47,12 @@ from .streams import Stream
 from .task import TaskSpec, pipeline_task
 from .visualization import DAGVisualizer
 
+# isort: split
+# taskiq-flow compatibility: execution options and map-reduce (issue 11, I11-A)
+from .errors import ErrorHandlingMode
+from .map_reduce import ChunkConfig, MapReduceResult, MapResult
+from .optimization import ResourceAwareExecutor, TaskResourceProfile
+
 __all__ = [
     "DAG",
     "CompensationError",
@@ -99,4 +105,14 @@ __all__ = [
     "result_of",
     "secede",
     "seceded",
+]
+
+# taskiq-flow compatibility: execution options and map-reduce (issue 11, I11-A)
+__all__ += [
+    "ChunkConfig",
+    "ErrorHandlingMode",
+    "MapReduceResult",
+    "MapResult",
+    "ResourceAwareExecutor",
+    "TaskResourceProfile",
 ]
