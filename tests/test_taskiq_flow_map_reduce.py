@@ -162,3 +162,39 @@ def test_map_reduce_with_taskiq_flows_keywords():
         run(MapReduce.map_reduce(None, abs, [1], sum, map_task=abs))
     empty = run(MapReduce.map_reduce(None, map_task=abs, reduce_task=sum, items=[], initial=0))
     assert empty.return_value == 0
+
+
+def test_a_task_run_through_its_broker_gets_its_arguments_by_position(broker):
+    calls = []
+
+    @broker.task
+    async def train(learning_rate, batch_size, epochs=1):
+        calls.append((learning_rate, batch_size, epochs))
+        return learning_rate * batch_size * epochs
+
+    # transport="broker": every call goes through broker.kiq, as it would to a remote worker
+    swept = run(
+        MapReduce.map_sweep(
+            broker,
+            train,
+            {"learning_rate": [1, 2], "batch_size": [10]},
+            "runs",
+            transport="broker",
+            epochs=3,
+        )
+    )
+    assert swept.results == [30, 60] and sorted(calls) == [(1, 10, 3), (2, 10, 3)]
+    mapped = run(
+        MapReduce.map(
+            broker, train, [1, 2], "m", param_name="learning_rate", transport="broker", batch_size=5
+        )
+    )
+    assert mapped.results == [5, 10]
+    with pytest.raises(TypeError, match=r"travel by position.*give learning_rate too"):
+        run(MapReduce.map(broker, train, [1], "m", param_name="batch_size", transport="broker"))
+    with pytest.raises(TypeError, match=r"chunk_config runs a chunk's items in one call here"):
+        run(
+            MapReduce.map(
+                broker, train, [1], "m", chunk_config=ChunkConfig(chunk_size=2), transport="broker"
+            )
+        )

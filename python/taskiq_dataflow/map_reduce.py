@@ -20,8 +20,9 @@ naming the node, e.g. `square[3]`, with its traceback), never a result with a si
 taskiq-flow's options: `chunk_config=ChunkConfig(...)` runs each chunk of items as one task
 (the items of a chunk one after the other; `max_parallel` bounds the chunks in flight and
 `progress_callback` counts chunks); `param_name=` names the parameter an item is passed to,
-and other keyword arguments that are not engine options are passed to every call of the task
-(both need the function in this process: a plain function, or a task of an in-memory broker).
+and other keyword arguments that are not engine options are passed to every call of the task.
+A task that runs in another process gets its arguments by position, so those must be its first
+parameters (the error says which is missing); chunks need the function in this process.
 `reduce(..., chunk_size=N)` reduces chunks of N in parallel, then the chunks' results;
 `initial=` is the value of an empty reduction.
 """
@@ -42,7 +43,8 @@ from .dataflow.registry import DataflowRegistry
 from .events import StepCompleted, StepFailed
 from .execution_engine import ExecutionEngine
 from .pipeline import check_engine_options, engine_option_names
-from .task import SPEC_ATTR, get_spec, task_display_name
+from .run_state import positional_params
+from .task import SPEC_ATTR, get_spec, original_function, task_display_name
 
 __all__ = ["ChunkConfig", "MapReduce", "MapReduceResult", "MapResult"]
 
@@ -527,17 +529,63 @@ def _in_process(func: Any, broker: Any, options: dict[str, Any], where: str) -> 
         ):
             target = func.__call__
         return target
-    from .execution_engine import _is_local_broker
 
-    task_broker = getattr(func, "broker", broker)
-    if options.get("transport") == "local" or _is_local_broker(task_broker):
+    if _runs_here(func, broker, options):
         return func.original_func
     raise TypeError(
-        f"{where}: param_name, chunk_config, a sweep and extra keyword arguments call the task "
-        f"in this process, but {task_display_name(func)!r} runs on "
-        f"{type(task_broker).__name__}: drop them (pass each item as the task's first "
-        "argument), or map a plain function"
+        f"{where}: chunk_config runs a chunk's items in one call here, but "
+        f"{task_display_name(func)!r} runs on {type(broker).__name__}: drop chunk_config "
+        "(each item is its own task, max_parallel bounds them), or map a plain function"
     )
+
+
+def _runs_here(func: Any, broker: Any, options: dict[str, Any]) -> bool:
+    """Whether the engine calls `func` in this process (as it does every task when its broker
+    is None or in-memory, or with transport='local')."""
+    if not hasattr(func, "kiq"):
+        return True
+    from .execution_engine import _is_local_broker
+
+    transport = options.get("transport", "auto")
+    return transport == "local" or (transport == "auto" and _is_local_broker(broker))
+
+
+def _by_position(
+    func: Any, items: list[Any], output: str, how: _ItemCall, where: str
+) -> tuple[list[list[str]], dict[str, Any]]:
+    """Each node's input keys and the values, for a task that runs elsewhere: its arguments
+    travel by position, so the item (or a sweep's values) and the fixed keyword arguments
+    must be its first parameters. A fixed argument is one input all the nodes share."""
+    params = positional_params(original_function(func))
+    if how.spread:
+        per_item = list(items[0])
+    else:
+        first = how.param_name if how.param_name is not None else (params or ["item"])[0]
+        per_item = [first]
+    given = per_item + list(how.kwargs)
+    name = task_display_name(func)
+    unknown = [p for p in given if p not in params]
+    missing = [p for p in params[: len(given)] if p not in given]
+    if unknown or missing:
+        fix = f"give {', '.join(missing)} too" if missing else "drop them"
+        raise TypeError(
+            f"{where}: {name!r} runs on another process, so its arguments travel by position "
+            f"and {', '.join(map(repr, given))} must be its first parameters "
+            f"({', '.join(params) or 'it has none'}): {fix}, or map a plain function"
+        )
+    values = {f"{output}.{p}": v for p, v in how.kwargs.items()}
+    node_inputs = []
+    for i, item in enumerate(items):
+        keys = []
+        for p in params[: len(given)]:
+            if p in how.kwargs:
+                keys.append(f"{output}.{p}")
+            else:
+                key = f"{output}[{i}].{p}"
+                values[key] = item[p] if how.spread else item
+                keys.append(key)
+        node_inputs.append(keys)
+    return node_inputs, values
 
 
 async def _run_map(
@@ -556,15 +604,18 @@ async def _run_map(
     base = task_display_name(func)
     if how is None or how.plain:
         func = _node_callable(func)
+    elif how.chunks is None and not _runs_here(func, broker, options):
+        node_inputs, values = _by_position(func, items, output, how, f"map of {base!r}")
+        return await _run_graph(
+            broker, func, base, output, node_inputs, values, options, progress_callback
+        )
     else:
         func = how.node_callable(func, broker, options, f"map of {base!r}")
         options = {**options, "transport": "local"}
         if how.chunks is not None:
             chunks = how.chunks.calculate_chunks(items)
-            values = await _run_nodes(
-                broker, func, base, chunks, output, options, progress_callback
-            )
-            return [value for chunk in values for value in chunk]
+            done = await _run_nodes(broker, func, base, chunks, output, options, progress_callback)
+            return [value for chunk in done for value in chunk]
     return await _run_nodes(broker, func, base, items, output, options, progress_callback)
 
 
@@ -578,14 +629,32 @@ async def _run_nodes(
     progress_callback: Callable[[int, int], Any] | None,
 ) -> list[Any]:
     """One DAG of one node per item: `func(item)`; the results in item order."""
-    n = len(items)
+    in_keys = [f"{output}[{i}].item" for i in range(len(items))]
+    node_inputs = [[key] for key in in_keys]
+    values = dict(zip(in_keys, items, strict=True))
+    return await _run_graph(
+        broker, func, base, output, node_inputs, values, options, progress_callback
+    )
+
+
+async def _run_graph(
+    broker: Any,
+    func: Any,
+    base: str,
+    output: str,
+    node_inputs: list[list[str]],
+    values: dict[str, Any],
+    options: dict[str, Any],
+    progress_callback: Callable[[int, int], Any] | None,
+) -> list[Any]:
+    """One DAG of one node per entry of `node_inputs` (its input keys, given in `values`)."""
+    n = len(node_inputs)
     out_keys = [f"{output}[{i}]" for i in range(n)]
-    in_keys = [f"{key}.item" for key in out_keys]
     registry = DataflowRegistry()
     register = registry.register_task
     for i in range(n):
-        register(func, out_keys[i], (in_keys[i],), name=f"{base}[{i}]")
-    dag = registry.build_dag(external_inputs=in_keys)
+        register(func, out_keys[i], node_inputs[i], name=f"{base}[{i}]")
+    dag = registry.build_dag(external_inputs=list(values))
     engine = ExecutionEngine(broker, dag, **options)
     if progress_callback is not None:
         done = 0
@@ -596,8 +665,8 @@ async def _run_nodes(
             return progress_callback(done, n)
 
         engine.events.subscribe(on_step, StepCompleted, StepFailed)
-    values = await engine.execute(dict(zip(in_keys, items, strict=True)))
-    return [values[key] for key in out_keys]
+    results = await engine.execute(values)
+    return [results[key] for key in out_keys]
 
 
 async def _run_reduce(
