@@ -49,7 +49,7 @@ from .visualization import DAGVisualizer
 
 # isort: split
 # taskiq-flow compatibility: execution options and map-reduce (issue 11, I11-A)
-from .errors import ErrorHandlingMode
+from .error_modes import ErrorHandlingMode
 from .map_reduce import ChunkConfig, MapReduceResult, MapResult
 from .optimization import ResourceAwareExecutor, TaskResourceProfile
 

@@ -9,8 +9,9 @@ StoreError` is `taskiq_dataflow.errors.StoreError`)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from enum import Enum
 from typing import TYPE_CHECKING, Any
+
+from .error_modes import ErrorHandlingMode as ErrorHandlingMode  # taskiq-flow's path
 
 if TYPE_CHECKING:
     from .events import TaskError
@@ -144,20 +145,3 @@ class CLIError(DataflowError):
         super().__init__(message)
         self.code = code
         self.detail = detail  # extra text for --traceback (e.g. a task's traceback)
-
-
-class ErrorHandlingMode(Enum):
-    """What a run does when a task fails (taskiq-flow's `error_mode=` of ExecutionEngine).
-
-    FAIL_FAST stops at the first failure and raises it (TaskFailedError). CONTINUE_ON_ERROR
-    runs everything that does not depend on a failure, then raises DataflowExecutionError
-    listing every failure (its `results` holds the outputs computed). SKIP_FAILED runs the same
-    tasks but returns the outputs computed instead of raising; the failures are in
-    `engine.get_execution_report()["errors"]` and logged as warnings. DEAD_LETTER is refused:
-    there is no dead-letter queue (subscribe to StepFailed events to collect failures).
-    """
-
-    FAIL_FAST = "fail_fast"
-    CONTINUE_ON_ERROR = "continue_on_error"
-    SKIP_FAILED = "skip_failed"
-    DEAD_LETTER = "dead_letter"

@@ -18,10 +18,10 @@ from typing import Any, NamedTuple
 from . import _core
 from .dataflow.dag import DAG
 from .driver import Driver
+from .error_modes import ErrorHandlingMode
 from .errors import (
     CompensationError,
     DataflowExecutionError,
-    ErrorHandlingMode,
     ExecutionCancelled,
     MissingInputError,
     TaskFailedError,
