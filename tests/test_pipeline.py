@@ -202,7 +202,7 @@ def test_failure_names_task_and_continue_on_error(broker):
     assert info.value.task_name == "bad" and "cannot use 7" in str(info.value)
 
     lenient = DataflowPipeline.from_tasks(broker, [good, bad, after], continue_on_error=True)
-    assert lenient.engine_options["fail_fast"] is False
+    assert lenient.create_engine({"seed"}).fail_fast is False
     with pytest.raises(DataflowExecutionError) as info:
         run(lenient.kiq_dataflow(seed=7))
     assert info.value.results == {"a": 7}

@@ -2,13 +2,25 @@
 
 from ._core import __version__
 from .compose import Flow, FlowError, FlowNode
-from .dataflow import DAG, DAGBuilder, DAGNode, DataCache, DataflowRegistry, TaskNode
+from .dataflow import DAG, DAGBuilder, DAGNode, DataCache, DataflowRegistry, DataNode, TaskNode
+from .decorators import (
+    get_all_pipeline_outputs,
+    get_pipeline_metadata,
+    get_task_by_output,
+    get_task_inputs,
+    get_task_outputs,
+    is_pipeline_task,
+    pipeline_task_multi_output,
+    validate_pipeline_outputs,
+)
 from .dependencies import Depends
+from .error_modes import ErrorHandlingMode
 from .errors import (
     CycleError,
     DAGValidationError,
     DataflowError,
     GrowthError,
+    PipelineError,
     StoreError,
     StreamError,
 )
@@ -38,33 +50,19 @@ from .execution_engine import (
     TaskFailedError,
 )
 from .growth import add_tasks, result_of
-from .map_reduce import MapReduce
+from .map_reduce import ChunkConfig, MapReduce, MapReduceResult, MapResult
+from .optimization import ResourceAwareExecutor, TaskResourceProfile
 from .pipeline import DataflowPipeline
 from .result_cache import ResultCache
 from .seceding import rejoin, secede, seceded
 from .store import RunStore
 from .streams import Stream
 from .task import TaskSpec, pipeline_task
-from .visualization import DAGVisualizer
-
-# isort: split
-# taskiq-flow's names of the DAG, the registry, the decorators and the visualizer (issue 11)
-from .dataflow import DataNode
-from .decorators import (
-    get_all_pipeline_outputs,
-    get_pipeline_metadata,
-    get_task_by_output,
-    get_task_inputs,
-    get_task_outputs,
-    is_pipeline_task,
-    pipeline_task_multi_output,
-    validate_pipeline_outputs,
-)
-from .errors import PipelineError
-from .visualization import MermaidGenerator, visualize_pipeline
+from .visualization import DAGVisualizer, MermaidGenerator, visualize_pipeline
 
 __all__ = [
     "DAG",
+    "ChunkConfig",
     "CompensationError",
     "CycleError",
     "DAGBuilder",
@@ -72,11 +70,13 @@ __all__ = [
     "DAGValidationError",
     "DAGVisualizer",
     "DataCache",
+    "DataNode",
     "DataflowError",
     "DataflowExecutionError",
     "DataflowPipeline",
     "DataflowRegistry",
     "Depends",
+    "ErrorHandlingMode",
     "Event",
     "EventBus",
     "ExecutionCancelled",
@@ -86,7 +86,12 @@ __all__ = [
     "FlowNode",
     "GrowthError",
     "MapReduce",
+    "MapReduceResult",
+    "MapResult",
+    "MermaidGenerator",
     "MissingInputError",
+    "PipelineError",
+    "ResourceAwareExecutor",
     "ResultCache",
     "RunFinished",
     "RunGrew",
@@ -107,27 +112,22 @@ __all__ = [
     "TaskError",
     "TaskFailedError",
     "TaskNode",
+    "TaskResourceProfile",
     "TaskSpec",
     "__version__",
     "add_tasks",
-    "pipeline_task",
-    "rejoin",
-    "result_of",
-    "secede",
-    "seceded",
-]
-# taskiq-flow's names of the DAG, the registry, the decorators and the visualizer (issue 11)
-__all__ += [
-    "DataNode",
-    "MermaidGenerator",
-    "PipelineError",
     "get_all_pipeline_outputs",
     "get_pipeline_metadata",
     "get_task_by_output",
     "get_task_inputs",
     "get_task_outputs",
     "is_pipeline_task",
+    "pipeline_task",
     "pipeline_task_multi_output",
+    "rejoin",
+    "result_of",
+    "secede",
+    "seceded",
     "validate_pipeline_outputs",
     "visualize_pipeline",
 ]

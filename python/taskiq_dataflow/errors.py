@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from .error_modes import ErrorHandlingMode as ErrorHandlingMode  # taskiq-flow's path
+
 if TYPE_CHECKING:
     from .events import TaskError
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextvars import ContextVar
@@ -17,6 +18,7 @@ from typing import Any, NamedTuple
 from . import _core
 from .dataflow.dag import DAG
 from .driver import Driver
+from .error_modes import ErrorHandlingMode
 from .errors import (
     CompensationError,
     DataflowExecutionError,
@@ -34,6 +36,7 @@ from .transports.local import LocalTransport
 __all__ = [
     "CompensationError",
     "DataflowExecutionError",
+    "ErrorHandlingMode",
     "ExecutionCancelled",
     "ExecutionEngine",
     "MissingInputError",
@@ -52,6 +55,12 @@ class ExecutionEngine:
     dependents are skipped. `retries`, `retry_delay`, `retry_backoff`, `retry_jitter` and
     `timeout` are defaults that a task's `pipeline_task(...)` overrides.
     `priority="critical_path"` runs the longest chains first.
+
+    taskiq-flow's options: `continue_on_error=True` is `fail_fast=False`; `skip_failed=True`
+    also returns the outputs computed instead of raising (the failures are in
+    `get_execution_report()`); `error_mode=` (an ErrorHandlingMode) says either in one word.
+    `resource_aware=True` bounds the tasks in flight by what the machine has free for the
+    tasks' `resource_profiles` (optimization.py), measured when the engine is made.
     """
 
     def __init__(
@@ -59,7 +68,7 @@ class ExecutionEngine:
         broker: Any = None,
         dag: DAG | None = None,
         max_parallel: int | None = None,
-        fail_fast: bool = True,
+        fail_fast: bool | None = None,
         on_step_complete: Callable[[str, Any], Any] | None = None,
         *,
         retries: int = 0,
@@ -72,6 +81,12 @@ class ExecutionEngine:
         priority: str | Sequence[float] | None = None,
         cache: Any = None,
         store: Any = None,
+        continue_on_error: bool = False,
+        skip_failed: bool = False,
+        error_mode: ErrorHandlingMode | str | None = None,
+        resource_aware: bool = False,
+        resource_profiles: Mapping[str, Any] | None = None,
+        adaptive_parallelism: bool = False,
     ) -> None:
         if dag is None:
             raise TypeError(
@@ -79,10 +94,28 @@ class ExecutionEngine:
             )
         if max_parallel is not None and max_parallel < 1:
             raise ValueError(f"max_parallel must be at least 1, got {max_parallel}")
+        if adaptive_parallelism:
+            raise ValueError(
+                "adaptive_parallelism=True is not supported: taskiq-dataflow does not size "
+                "parallelism per level (there are no levels: a task starts as soon as its "
+                "inputs are ready); use resource_aware=True with resource_profiles, or "
+                "max_parallel="
+            )
         self.broker = broker
         self.dag = dag
+        self.error_mode = _error_mode(fail_fast, continue_on_error, skip_failed, error_mode)
+        self.fail_fast = self.error_mode is ErrorHandlingMode.FAIL_FAST
+        self.continue_on_error = self.error_mode is ErrorHandlingMode.CONTINUE_ON_ERROR
+        self.skip_failed = self.error_mode is ErrorHandlingMode.SKIP_FAILED
+        self.resource_aware = resource_aware
+        self.resource_profiles = _resource_profiles(dag, resource_profiles, resource_aware)
+        if resource_aware:
+            from .optimization import ResourceAwareExecutor
+
+            executor_ = ResourceAwareExecutor(max_parallel=max_parallel or 10)
+            profiles = self.resource_profiles
+            max_parallel = executor_.parallelism_for(profiles[name] for name in dag.task_names)
         self.max_parallel = max_parallel
-        self.fail_fast = fail_fast
         self.on_step_complete = on_step_complete
         self.events = EventBus()
         self._defaults = Policy(retries, retry_delay, retry_backoff, retry_jitter, timeout)
@@ -96,6 +129,7 @@ class ExecutionEngine:
         self._drivers: set[Driver] = set()  # the runs in progress (cancel() stops them all)
         self._slots: SharedSlots | None = None  # made at the first run with max_parallel set
         self.stats: dict[str, int] = {}  # the last run's transport counters (redeliveries...)
+        self._last: Driver | None = None  # the latest run, for get_execution_report()
         if on_step_complete is not None:
             self.events.subscribe(self._call_on_step_complete, StepCompleted)
 
@@ -185,6 +219,47 @@ class ExecutionEngine:
                 f"{what}() needs a run store: ExecutionEngine(..., store=RunStore(path))"
             )
         return self.store
+
+    def get_execution_report(self) -> dict[str, Any]:
+        """The latest run's counts (live while it runs): total_tasks, completed, failed,
+        running, pending (not yet started, ready or waiting), skipped, success_rate,
+        data_cache_size (values held: inputs and outputs), and ours: run_id, status
+        ("not started", "running", "succeeded", "failed", "cancelled") and errors (one line
+        per failed task, with its exception)."""
+        driver = self._last
+        if driver is None:
+            total = len(self.dag.task_names)
+            return {
+                "run_id": None,
+                "status": "not started",
+                "total_tasks": total,
+                "completed": 0,
+                "failed": 0,
+                "running": 0,
+                "pending": total,
+                "skipped": 0,
+                "success_rate": 0,
+                "data_cache_size": 0,
+                "errors": [],
+            }
+        state = driver.state
+        counts = state.scheduler.counts()
+        total = len(state.tasks)
+        completed, running = counts["done"], counts["running"]
+        failed = max(counts["failed"], len(state.failures))
+        return {
+            "run_id": state.run_id,
+            "status": state.status or "running",
+            "total_tasks": total,
+            "completed": completed,
+            "failed": failed,
+            "running": running,
+            "pending": max(total - completed - failed - running - counts["skipped"], 0),
+            "skipped": counts["skipped"],
+            "success_rate": completed / total if total else 0,
+            "data_cache_size": len(state.values),
+            "errors": [str(failure) for failure in state.failures],
+        }
 
     def cancel(self) -> None:
         """Stop dispatching, cancel what is in flight, and end every run of this engine in
@@ -294,11 +369,17 @@ class ExecutionEngine:
         slot = awaiting_slot(_leaves_process(driver)) if secede else None
         token = _CURRENT.set(_Current(self, driver.state.run_id, driver))
         self._drivers.add(driver)
+        self._last = driver
         try:
             if slot is not None:
                 async with seceded_slot(slot):
                     return await driver.run()
             return await driver.run()
+        except DataflowExecutionError as exc:
+            if not self.skip_failed:
+                raise
+            _log.warning("run %s: %s", driver.state.run_id, exc)
+            return exc.results
         finally:
             _CURRENT.reset(token)
             self._drivers.discard(driver)
@@ -319,6 +400,79 @@ class ExecutionEngine:
     def _policy(self, task: Any, overrides: Mapping[str, Any] | None = None) -> Policy:
         """Retry and timeout settings of `task` (see run_state.resolve_policy)."""
         return resolve_policy(self._defaults, task, overrides)
+
+
+def _error_mode(
+    fail_fast: bool | None,
+    continue_on_error: bool,
+    skip_failed: bool,
+    error_mode: ErrorHandlingMode | str | None,
+) -> ErrorHandlingMode:
+    """The one error mode the options say, or a TypeError naming the options that disagree."""
+    said: dict[str, ErrorHandlingMode] = {}
+    if fail_fast is not None:
+        said[f"fail_fast={fail_fast}"] = (
+            ErrorHandlingMode.FAIL_FAST if fail_fast else ErrorHandlingMode.CONTINUE_ON_ERROR
+        )
+    if continue_on_error:
+        said["continue_on_error=True"] = ErrorHandlingMode.CONTINUE_ON_ERROR
+    if skip_failed:
+        said["skip_failed=True"] = ErrorHandlingMode.SKIP_FAILED
+    if error_mode is not None:
+        try:
+            mode = ErrorHandlingMode(error_mode)
+        except ValueError:
+            names = ", ".join(m.name for m in ErrorHandlingMode)
+            raise ValueError(f"unknown error_mode {error_mode!r}: use one of {names}") from None
+        if mode is ErrorHandlingMode.DEAD_LETTER:
+            raise ValueError(
+                "error_mode=DEAD_LETTER is not supported: there is no dead-letter queue; use "
+                "ErrorHandlingMode.CONTINUE_ON_ERROR and subscribe to StepFailed events "
+                "(engine.events.subscribe(listener, StepFailed)) to collect the failed tasks"
+            )
+        said[f"error_mode={mode.name}"] = mode
+    modes = set(said.values())
+    # fail_fast=False is what both CONTINUE_ON_ERROR and SKIP_FAILED do
+    if "fail_fast=False" in said and len(modes) == 2 and ErrorHandlingMode.SKIP_FAILED in modes:
+        modes = {ErrorHandlingMode.SKIP_FAILED}
+    if len(modes) > 1:
+        raise TypeError(
+            f"ExecutionEngine: {' and '.join(said)} contradict each other; give one of them"
+        )
+    return modes.pop() if modes else ErrorHandlingMode.FAIL_FAST
+
+
+def _resource_profiles(
+    dag: DAG, profiles: Mapping[str, Any] | None, resource_aware: bool
+) -> dict[str, Any]:
+    """Each distinct task's resource profile by task name: from `profiles`, else its
+    `pipeline_task(..., resources=...)`, else the default."""
+    if profiles is not None and not resource_aware:
+        raise ValueError(
+            "resource_profiles are used only with resource_aware=True: add resource_aware=True "
+            "or drop resource_profiles"
+        )
+    if not resource_aware:
+        return {}
+    from .optimization import TaskResourceProfile, profile_of
+    from .task import get_spec
+
+    names = set(dag.task_names)
+    given = dict(profiles or {})
+    unknown = sorted(name for name in given if name not in names)
+    if unknown:
+        raise ValueError(
+            f"resource_profiles name task(s) not in the DAG: {', '.join(map(repr, unknown))}; "
+            f"its tasks are {', '.join(map(repr, sorted(names)))}"
+        )
+    result: dict[str, Any] = {}
+    for task, name in zip(dag.tasks, dag.task_names, strict=True):
+        spec = get_spec(task)
+        declared = spec.metadata.get("resources") if spec is not None else None
+        value = given.get(name, declared)
+        where = f"resource profile of task {name!r}"
+        result[name] = TaskResourceProfile() if value is None else profile_of(value, where)
+    return result
 
 
 class RunHandle:
@@ -374,6 +528,8 @@ class _Current(NamedTuple):
     # the run's driver, for tasks that add tasks to their own run (growth.add_tasks)
     driver: Any = None
 
+
+_log = logging.getLogger(__name__)
 
 _CURRENT: ContextVar[_Current | None] = ContextVar("taskiq_dataflow_engine", default=None)
 

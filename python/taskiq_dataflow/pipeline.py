@@ -8,13 +8,19 @@ The pipeline's external inputs are exactly the keyword arguments given to `kiq_d
 task consumes (and no task produces). The DAG is built and validated once per set of input keys
 and cached; `from_tasks` already validates the wiring (duplicate outputs, cycles), so a broken
 pipeline fails where it is declared rather than at its first run.
+
+taskiq-flow's map-reduce operations: `pipeline.map(task, items, output=...)` and
+`pipeline.reduce(task, input_name=..., output=...)` record operations that
+`kiq_map_reduce(**inputs)` runs (every map, then every reduce in the order added, a reduce
+reading a map's output, an earlier reduce's or one of `inputs`); it returns every operation's
+output. `kiq_map_reduce_advanced` and `kiq_map_sweep` run one map-reduce or sweep at once.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, NamedTuple
 
 from .dataflow.dag import DAG
 from .dataflow.registry import DataflowRegistry
@@ -24,6 +30,8 @@ from .execution_engine import ExecutionEngine, MissingInputError
 from .task import get_spec, task_display_name
 
 __all__ = ["BrokerConflictError", "DataflowPipeline", "cluster_broker_of"]
+
+_UNSET: Any = object()  # reduce(initial=) not given
 
 
 def cluster_broker_of(tasks: Iterable[Any]) -> Any:
@@ -66,19 +74,8 @@ def engine_option_names() -> list[str]:
 
 
 def check_engine_options(options: dict[str, Any], where: str) -> dict[str, Any]:
-    """Reject unknown engine options with a message that lists the known ones.
-
-    `continue_on_error=True` (taskiq-flow's name) is accepted and means `fail_fast=False`.
-    """
+    """Reject unknown engine options with a message that lists the known ones."""
     options = dict(options)
-    if "continue_on_error" in options:
-        continue_on_error = bool(options.pop("continue_on_error"))
-        if "fail_fast" in options and bool(options["fail_fast"]) == continue_on_error:
-            raise TypeError(
-                f"{where}: continue_on_error={continue_on_error} contradicts "
-                f"fail_fast={options['fail_fast']}; give only one of them"
-            )
-        options["fail_fast"] = not continue_on_error
     known = engine_option_names()
     unknown = [name for name in options if name not in known]
     if unknown:
@@ -94,7 +91,7 @@ class DataflowPipeline:
 
     `engine_options` are passed to every ExecutionEngine the pipeline creates: `max_parallel`,
     `fail_fast`, `retries`, `timeout`, `transport`, `executor`, `priority`, ...
-    (`continue_on_error=True` is taskiq-flow's spelling of `fail_fast=False`).
+    (and taskiq-flow's `continue_on_error`, `skip_failed`, `error_mode`, `resource_aware`).
     """
 
     def __init__(
@@ -111,6 +108,8 @@ class DataflowPipeline:
         self._registry = registry if registry is not None else DataflowRegistry()
         self._dags: dict[frozenset[str], DAG] = {}
         self._subscriptions: list[tuple[Callable[[Any], Any], tuple[type[Event], ...]]] = []
+        self._maps: list[_MapOperation] = []
+        self._reduces: list[_ReduceOperation] = []
 
     # -- construction -------------------------------------------------------------------------
 
@@ -269,6 +268,197 @@ class DataflowPipeline:
         engine = self.create_engine(inputs)
         return await engine.execute(inputs, pipeline_id=self.pipeline_id)
 
+    # -- map-reduce operations (taskiq-flow) ---------------------------------------------------
+
+    def map(
+        self,
+        task: Any,
+        items: Iterable[Any],
+        output: str,
+        *,
+        max_parallel: int | None = None,
+        chunk_config: Any = None,
+        param_name: str | None = None,
+        progress_callback: Callable[[int, int], Any] | None = None,
+        **options: Any,
+    ) -> DataflowPipeline:
+        """Record a map of `task` over `items` into the list `output`, run by kiq_map_reduce.
+
+        The options are MapReduce.map's: engine options, or keyword arguments for every call.
+        """
+        from .map_reduce import _split_options
+
+        self._check_operation_output("map", task, output)
+        if isinstance(items, (str, bytes)) or not isinstance(items, Iterable):
+            raise TypeError(
+                f"pipeline.map({task_display_name(task)!r}): items must be a list of items, got "
+                f"{type(items).__name__}"
+            )
+        _split_options(f"pipeline.map({task_display_name(task)!r})", task, options)
+        self._maps.append(
+            _MapOperation(
+                task,
+                list(items),
+                output,
+                max_parallel,
+                {
+                    "chunk_config": chunk_config,
+                    "param_name": param_name,
+                    "progress_callback": progress_callback,
+                    **options,
+                },
+            )
+        )
+        return self
+
+    def reduce(
+        self,
+        task: Any,
+        input_name: str,
+        output: str,
+        *,
+        chunk_size: int | None = None,
+        initial: Any = _UNSET,
+        **engine_options: Any,
+    ) -> DataflowPipeline:
+        """Record a reduce of the list `input_name` by `task` into `output` (kiq_map_reduce).
+
+        `initial` is the value of an empty reduction (without it, `task` gets the empty list),
+        `chunk_size` as in MapReduce.reduce."""
+        self._check_operation_output("reduce", task, output)
+        if not isinstance(input_name, str):
+            raise TypeError(f"pipeline.reduce: input_name must be a key, got {input_name!r}")
+        options = check_engine_options(engine_options, "pipeline.reduce")
+        self._reduces.append(
+            _ReduceOperation(task, input_name, output, chunk_size, initial, options)
+        )
+        return self
+
+    def _check_operation_output(self, kind: str, task: Any, output: str) -> None:
+        if not callable(task):
+            raise TypeError(f"pipeline.{kind}: expected a task or a function, got {task!r}")
+        if not isinstance(output, str):
+            raise TypeError(f"pipeline.{kind}: output must be a string key, got {output!r}")
+        ops: list[_MapOperation | _ReduceOperation] = [*self._maps, *self._reduces]
+        for op in ops:
+            if op.output == output:
+                raise ValueError(
+                    f"pipeline.{kind}({task_display_name(task)!r}): output {output!r} is "
+                    f"already produced by the operation of {task_display_name(op.task)!r}"
+                )
+
+    async def kiq_map_reduce(self, **inputs: Any) -> dict[str, Any]:
+        """Run the recorded operations: every map, then every reduce in the order added.
+
+        Returns {output: value} for each (a map's value is its list in item order). A
+        reduce's `input_name` is a map's output, an earlier reduce's, or one of `inputs`.
+        """
+        from .map_reduce import MapReduce, _unwrap
+
+        if not self._maps and not self._reduces:
+            raise ValueError(
+                "kiq_map_reduce: the pipeline has no map or reduce operation; add them with "
+                "pipeline.map(task, items, output=...) and pipeline.reduce(task, "
+                "input_name=..., output=...), or run its tasks with kiq_dataflow"
+            )
+        results: dict[str, Any] = {}
+        for m in self._maps:
+            options = {**self.engine_options, **m.options}
+            max_parallel = m.max_parallel or options.pop("max_parallel", None)
+            options.pop("max_parallel", None)
+            mapped = await MapReduce.map(
+                self.broker, m.task, m.items, m.output, max_parallel, **options
+            )
+            results[m.output] = mapped.results
+        for r in self._reduces:
+            if r.input_name in results:
+                values = results[r.input_name]
+            elif r.input_name in inputs:
+                values = await _unwrap(inputs[r.input_name], r.input_name)
+            else:
+                known = [*results, *inputs]
+                raise MissingInputError(
+                    f"the reduce of {task_display_name(r.task)!r} reads {r.input_name!r}, which "
+                    f"no map or earlier reduce produces and kiq_map_reduce was not given "
+                    f"(known: {', '.join(map(repr, known)) or 'none'}): pass "
+                    f"kiq_map_reduce({r.input_name}=[...])"
+                )
+            options = {**self.engine_options, **r.options}
+            options.pop("max_parallel", None)
+            if r.initial is not _UNSET:
+                options["initial"] = r.initial
+            reduced = await MapReduce.reduce(
+                self.broker,
+                r.task,
+                values,
+                r.input_name,
+                r.output,
+                chunk_size=r.chunk_size,
+                **options,
+            )
+            results[r.output] = reduced.return_value
+        return results
+
+    async def kiq_map_reduce_advanced(
+        self,
+        map_task: Any,
+        reduce_task: Any,
+        items: Iterable[Any],
+        map_output: str = "mapped",
+        reduce_output: str = "reduced",
+        map_param_name: str | None = None,
+        max_parallel: int | None = None,
+        reduce_chunk_size: int | None = None,
+        **options: Any,
+    ) -> Any:
+        """Map `map_task` over `items`, reduce the list with `reduce_task`; returns the value
+        (MapReduce.map_reduce with this pipeline's broker and engine options)."""
+        from .map_reduce import MapReduce
+
+        merged = {**self.engine_options, **options}
+        pipeline_parallel = merged.pop("max_parallel", None)
+        result = await MapReduce.map_reduce(
+            self.broker,
+            map_task=map_task,
+            reduce_task=reduce_task,
+            items=items,
+            map_output=map_output,
+            reduce_output=reduce_output,
+            max_parallel=max_parallel or pipeline_parallel,
+            map_param_name=map_param_name,
+            reduce_chunk_size=reduce_chunk_size,
+            **merged,
+        )
+        return result.return_value
+
+    async def kiq_map_sweep(
+        self,
+        task: Any,
+        param_values: Mapping[str, Iterable[Any]],
+        output: str,
+        max_parallel: int | None = None,
+        **options: Any,
+    ) -> dict[str, Any]:
+        """Run `task` on every combination of `param_values` (MapReduce.map_sweep); returns
+        {output: results in combination order, "metadata": {items_processed, duration,
+        success_rate, errors}}."""
+        from .map_reduce import MapReduce
+
+        merged = {**self.engine_options, **options}
+        pipeline_parallel = merged.pop("max_parallel", None)
+        swept = await MapReduce.map_sweep(
+            self.broker, task, param_values, output, max_parallel or pipeline_parallel, **merged
+        )
+        return {
+            output: swept.results,
+            "metadata": {
+                "items_processed": swept.items_processed,
+                "duration": swept.duration,
+                "success_rate": swept.success_rate,
+                "errors": len(swept.errors),
+            },
+        }
+
     # -- display ------------------------------------------------------------------------------
 
     def visualize(self) -> dict[str, Any]:
@@ -306,3 +496,20 @@ class DataflowPipeline:
 
     def __repr__(self) -> str:
         return f"<DataflowPipeline {len(self)} tasks, outputs={self.get_outputs()}>"
+
+
+class _MapOperation(NamedTuple):
+    task: Any
+    items: list[Any]
+    output: str
+    max_parallel: int | None
+    options: dict[str, Any]  # MapReduce.map's keyword arguments
+
+
+class _ReduceOperation(NamedTuple):
+    task: Any
+    input_name: str
+    output: str
+    chunk_size: int | None
+    initial: Any  # _UNSET when not given
+    options: dict[str, Any]  # engine options
