@@ -39,6 +39,7 @@ from .execution_engine import (
 )
 from .growth import add_tasks, result_of
 from .map_reduce import MapReduce
+from .namespace import Namespace, NamespaceNode  # issue 11 seeds: lythonic idioms
 from .pipeline import DataflowPipeline
 from .result_cache import ResultCache
 from .seceding import rejoin, secede, seceded
@@ -71,6 +72,9 @@ __all__ = [
     "GrowthError",
     "MapReduce",
     "MissingInputError",
+    # issue 11 seeds: lythonic idioms
+    "Namespace",
+    "NamespaceNode",
     "ResultCache",
     "RunFinished",
     "RunGrew",
