@@ -11,6 +11,7 @@ from .errors import (
     GrowthError,
     StoreError,
     StreamError,
+    TaskArgumentError,  # issue 11 seeds: taskiq argument parsing
 )
 from .events import (
     Event,
@@ -92,6 +93,8 @@ __all__ = [
     "StoreError",
     "Stream",
     "StreamError",
+    # issue 11 seeds: taskiq argument parsing
+    "TaskArgumentError",
     "TaskError",
     "TaskFailedError",
     "TaskNode",
