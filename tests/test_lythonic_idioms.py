@@ -2,6 +2,8 @@
 names, `await flow(**inputs)`, `with Flow() as f:` validating on exit, replay(rerun_nodes=),
 cache TTLs given as timedeltas."""
 
+import importlib
+import sys
 from datetime import timedelta
 
 import pytest
@@ -174,3 +176,17 @@ def test_a_ttl_of_another_type_is_refused():
     refused = "max_ttl must be a number of seconds or a datetime.timedelta, got str"
     with pytest.raises(TypeError, match=refused):
         cache.lookup(None, max_ttl="1d")  # refused before the job is read
+
+
+def test_cluster_workers_find_namespace_tasks_by_nsref(server, monkeypatch):
+    from cluster_support import WorkerProcesses
+
+    monkeypatch.setenv("DATAFLOW_NATS_URL", server.url)
+    sys.modules.pop("namespace_tasks", None)
+    tasks = importlib.import_module("namespace_tasks")
+    assert tasks.broker.find_task("pipeline.data:fetch").original_func is tasks.fetch
+    with WorkerProcesses(server.url, target="namespace_tasks:broker") as workers:
+        engine = ExecutionEngine(tasks.broker, tasks.ns.build_dag(), transport="nats")
+        out = run(engine.execute({"url": "u"}))
+        assert out["values"] == [2, 4, 6]
+        assert out["fetch"]["pid"] in workers.children()  # ran on a worker, found by nsref

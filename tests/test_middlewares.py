@@ -176,3 +176,30 @@ def test_an_argument_that_cannot_be_parsed_names_the_task_and_parameter(transpor
     )
     assert isinstance(error.exception, TaskArgumentError)
     assert (error.exception.task, error.exception.parameter) == ("add", "count")
+
+
+def test_a_stream_producer_runs_inside_the_middlewares():
+    calls: list = []
+    broker = InMemoryBroker().with_middlewares(Recorder("A", calls))
+
+    @broker.task
+    @pipeline_task(output="ticks")
+    async def ticks(n: int):
+        for i in range(n):
+            yield i
+
+    @broker.task
+    @pipeline_task(output="total", streams=["ticks"])
+    async def total(ticks) -> int:
+        return sum([i async for i in ticks])
+
+    registry = DataflowRegistry()
+    registry.register_task(ticks)
+    registry.register_task(total)
+    out = run(ExecutionEngine(broker, registry.build_dag()).execute({"n": "4"}))  # "4" -> 4
+    assert out["total"] == 6
+    assert [(hook, name) for _, hook, name, _ in calls] == [
+        ("pre_execute", "ticks"), ("pre_execute", "total"),
+        ("post_execute", "ticks"), ("post_save", "ticks"),
+        ("post_execute", "total"), ("post_save", "total"),
+    ]  # fmt: skip
