@@ -178,6 +178,14 @@ def test_an_argument_that_cannot_be_parsed_names_the_task_and_parameter(transpor
     assert (error.exception.task, error.exception.parameter) == ("add", "count")
 
 
+def test_a_broker_that_does_not_cast_types_is_not_parsed_for():
+    broker = InMemoryBroker(cast_types=False)
+    out = run(ExecutionEngine(broker, typed(broker).build_dag()).execute(
+        {"count": "11", "ratio": 2, "tags": ["a"]}
+    ))  # fmt: skip
+    assert out["total"] == ("11", 2, ["a"])
+
+
 def test_a_stream_producer_runs_inside_the_middlewares():
     calls: list = []
     broker = InMemoryBroker().with_middlewares(Recorder("A", calls))

@@ -109,7 +109,9 @@ def task_hooks(task: Any, broker: Any = None) -> TaskHooks | None:
         return None
     broker = broker if broker is not None else getattr(task, "broker", None)
     middlewares = list(getattr(broker, "middlewares", ()))
-    parse = ArgumentParser.of(task)
+    # InMemoryBroker(cast_types=False) turns taskiq's parsing off: so it is here
+    parsing = getattr(getattr(broker, "receiver", None), "validate_params", True)
+    parse = ArgumentParser.of(task) if parsing else None
     hooks = TaskHooks(task_name, dict(getattr(task, "labels", {})), middlewares, parse)
     return hooks if hooks.middlewares or parse is not None else None
 
