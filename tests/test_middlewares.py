@@ -211,3 +211,21 @@ def test_a_stream_producer_runs_inside_the_middlewares():
         ("post_execute", "ticks"), ("post_save", "ticks"),
         ("post_execute", "total"), ("post_save", "total"),
     ]  # fmt: skip
+
+
+def test_a_blocking_task_inside_middlewares_still_finds_its_run():
+    # the thread keeps the task's context (growth.add_tasks finds the run through it)
+    from taskiq_dataflow.execution_engine import current_run
+
+    calls: list = []
+    broker = InMemoryBroker().with_middlewares(Recorder("A", calls))
+
+    @broker.task
+    @pipeline_task(output="found")
+    def look(x: int) -> bool:
+        return current_run() is not None
+
+    registry = DataflowRegistry()
+    registry.register_task(look)
+    assert run(ExecutionEngine(broker, registry.build_dag()).execute({"x": 1})) == {"found": True}
+    assert [hook for _, hook, _, _ in calls] == ["pre_execute", "post_execute", "post_save"]
