@@ -202,7 +202,7 @@ def serving_worker(concurrency: int, **funcs: Any) -> Worker:
     worker._values = SimpleNamespace(threshold=1 << 30)  # type: ignore[assignment]
     worker._flush_scheduled = True  # no frame leaves: the outbox is read instead
     for name, func in funcs.items():
-        worker._funcs[name] = (func, True, False)
+        worker._funcs[name] = (func, True, False, None)  # no taskiq hooks
     return worker
 
 

@@ -23,6 +23,7 @@ from .errors import (
     PipelineError,
     StoreError,
     StreamError,
+    TaskArgumentError,  # issue 11 seeds: taskiq argument parsing
 )
 from .events import (
     Event,
@@ -51,6 +52,7 @@ from .execution_engine import (
 )
 from .growth import add_tasks, result_of
 from .map_reduce import ChunkConfig, MapReduce, MapReduceResult, MapResult
+from .namespace import Namespace, NamespaceNode
 from .optimization import ResourceAwareExecutor, TaskResourceProfile
 from .pipeline import DataflowPipeline
 from .result_cache import ResultCache
@@ -90,6 +92,8 @@ __all__ = [
     "MapResult",
     "MermaidGenerator",
     "MissingInputError",
+    "Namespace",
+    "NamespaceNode",
     "PipelineError",
     "ResourceAwareExecutor",
     "ResultCache",
@@ -109,6 +113,8 @@ __all__ = [
     "StoreError",
     "Stream",
     "StreamError",
+    # issue 11 seeds: taskiq argument parsing
+    "TaskArgumentError",
     "TaskError",
     "TaskFailedError",
     "TaskNode",

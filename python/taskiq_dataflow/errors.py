@@ -140,6 +140,16 @@ class ProtocolError(DataflowError, ValueError):
     """A frame that is not valid msgpack or not a frame of this protocol."""
 
 
+class TaskArgumentError(DataflowError, TypeError):
+    """An argument of a taskiq task that cannot be parsed to its parameter's type hint (where
+    taskiq's receiver parses it); `task` and `parameter` name them."""
+
+    def __init__(self, message: str, task: str = "", parameter: str = "") -> None:
+        super().__init__(message)
+        self.task = task
+        self.parameter = parameter
+
+
 class EncodeError(DataflowError, TypeError):
     """A value msgpack cannot carry."""
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar, overload
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +124,9 @@ class TaskError:
 
 
 Listener = Callable[[Event], Awaitable[None] | None]
+E = TypeVar("E", bound=Event)
+E2 = TypeVar("E2", bound=Event)
+E3 = TypeVar("E3", bound=Event)
 
 
 class EventBus:
@@ -133,7 +136,36 @@ class EventBus:
         self._listeners: list[tuple[Listener, tuple[type[Event], ...]]] = []
         self.step_listeners = False  # anyone interested in per-step events?
 
-    def subscribe(self, listener: Listener, *types: type[Event]) -> Callable[[], None]:
+    # typed so that a listener taking StepCompleted is accepted for subscribe(fn, StepCompleted)
+    @overload
+    def subscribe(self, listener: Listener) -> Callable[[], None]: ...
+    @overload
+    def subscribe(
+        self, listener: Callable[[E], Awaitable[None] | None], event_type: type[E], /
+    ) -> Callable[[], None]: ...
+    @overload
+    def subscribe(
+        self,
+        listener: Callable[[E | E2], Awaitable[None] | None],
+        event_type: type[E],
+        other: type[E2],
+        /,
+    ) -> Callable[[], None]: ...
+    @overload
+    def subscribe(
+        self,
+        listener: Callable[[E | E2 | E3], Awaitable[None] | None],
+        event_type: type[E],
+        other: type[E2],
+        third: type[E3],
+        /,
+    ) -> Callable[[], None]: ...
+    @overload
+    def subscribe(self, listener: Listener, *types: type[Event]) -> Callable[[], None]: ...
+
+    def subscribe(
+        self, listener: Callable[[Any], Awaitable[None] | None], *types: type[Event]
+    ) -> Callable[[], None]:
         """Call `listener(event)` for each event (of `types`, if given). Returns an unsubscribe."""
         entry = (listener, types or (Event,))
         self._listeners.append(entry)

@@ -202,12 +202,24 @@ class ExecutionEngine:
         return await self._run(dict(inputs), run_id, None, restore=outputs, restarting=True)
 
     async def replay(
-        self, run_id: str, rerun: Iterable[str], pipeline_id: str | None = None
+        self,
+        run_id: str,
+        rerun: Iterable[str] | None = None,
+        pipeline_id: str | None = None,
+        *,
+        rerun_nodes: Iterable[str] | None = None,
     ) -> dict[str, Any]:
         """A new run that re-runs the tasks named in `rerun` and everything downstream of
-        them, reusing every other output of `run_id`."""
+        them, reusing every other output of `run_id`. `rerun_nodes=` is lythonic's name for
+        `rerun`."""
         from .store import restorable
 
+        if rerun_nodes is not None:
+            if rerun is not None:
+                raise TypeError("replay(): give rerun= or rerun_nodes= (the same thing), not both")
+            rerun = rerun_nodes
+        if rerun is None:
+            raise TypeError("replay() needs the tasks to re-run: rerun=[...] (or rerun_nodes=)")
         if isinstance(rerun, str):
             rerun = [rerun]
         inputs, outputs = restorable(self._need_store("replay"), self.dag, run_id, rerun)

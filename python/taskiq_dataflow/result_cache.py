@@ -4,8 +4,9 @@
 `ExecutionEngine(cache=ResultCache(path))`: a result younger than `min_ttl` seconds is reused;
 one older than `max_ttl` is recomputed; in between, the chance of recomputing rises linearly
 with age, so a popular entry is refreshed before it expires rather than by a stampede after.
-Values keep their types (msgpack with the cluster codec's extension types). Hits show up as
-`StepCompleted(cached=True)`.
+TTLs are seconds or `datetime.timedelta`s (lythonic counts in days: `timedelta(days=0.5)` says
+which without a conversion). Values keep their types (msgpack with the cluster codec's extension
+types). Hits show up as `StepCompleted(cached=True)`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -56,8 +58,12 @@ class ResultCache:
         return task, hashlib.blake2b(encoded, digest_size=20).hexdigest()
 
     def lookup(
-        self, job: Job, min_ttl: float | None = None, max_ttl: float | None = None
+        self,
+        job: Job,
+        min_ttl: float | timedelta | None = None,
+        max_ttl: float | timedelta | None = None,
     ) -> tuple[bool, Any]:
+        min_ttl, max_ttl = ttl_seconds(min_ttl, "min_ttl"), ttl_seconds(max_ttl, "max_ttl")
         key = self.key(job)
         if key is None:
             return False, None
@@ -97,6 +103,19 @@ class ResultCache:
 
     def close(self) -> None:
         self._db.close()
+
+
+def ttl_seconds(ttl: float | timedelta | None, what: str) -> float | None:
+    """A TTL in seconds: a number of seconds or a timedelta."""
+    if ttl is None or type(ttl) in (float, int):
+        return ttl  # type: ignore[return-value]
+    if isinstance(ttl, timedelta):
+        return ttl.total_seconds()
+    if isinstance(ttl, (int, float)) and not isinstance(ttl, bool):
+        return float(ttl)
+    raise TypeError(
+        f"{what} must be a number of seconds or a datetime.timedelta, got {type(ttl).__name__}"
+    )
 
 
 def _qualified(func: Any) -> str:

@@ -6,9 +6,11 @@ import inspect
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from datetime import timedelta
+from typing import Any, TypeVar, overload
 
-F = TypeVar("F")
+# the decorated callable's own type (a function or a taskiq task), kept for type checkers
+F = TypeVar("F", bound=Callable[..., Any])
 
 SPEC_ATTR = "__dataflow__"
 
@@ -38,8 +40,8 @@ class TaskSpec:
     local: bool = False  # always run in the engine's process, whatever the transport
     streams: tuple[str, ...] = ()  # input keys received as a Stream (as the producer yields)
     stream_buffer: int = 64
-    min_ttl: float | None = None  # seconds a cached result is always reused
-    max_ttl: float | None = None  # seconds after which it is never reused
+    min_ttl: float | timedelta | None = None  # seconds a cached result is always reused
+    max_ttl: float | timedelta | None = None  # seconds after which it is never reused
     metadata: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -67,6 +69,57 @@ def outputs_of(output: str | None, outputs: Sequence[str] | None, where: str) ->
     return result
 
 
+@overload
+def pipeline_task(
+    func: F,
+    *,
+    output: str | None = ...,
+    outputs: Sequence[str] | None = ...,
+    inputs: Sequence[str] | None = ...,
+    name: str | None = ...,
+    retries: int | None = ...,
+    retry_delay: float | None = ...,
+    retry_backoff: float | None = ...,
+    retry_jitter: float | None = ...,
+    timeout: float | None = ...,
+    pool: str | None = ...,
+    compensate: Callable[..., Any] | None = ...,
+    cache: bool = ...,
+    min_ttl: float | timedelta | None = ...,
+    max_ttl: float | timedelta | None = ...,
+    local: bool = ...,
+    streams: Sequence[str] = ...,
+    stream_buffer: int = ...,
+    **metadata: Any,
+) -> F: ...
+
+
+@overload
+def pipeline_task(
+    func: str | None = None,
+    positional_inputs: Sequence[str] | None = None,
+    *,
+    output: str | None = ...,
+    outputs: Sequence[str] | None = ...,
+    inputs: Sequence[str] | None = ...,
+    name: str | None = ...,
+    retries: int | None = ...,
+    retry_delay: float | None = ...,
+    retry_backoff: float | None = ...,
+    retry_jitter: float | None = ...,
+    timeout: float | None = ...,
+    pool: str | None = ...,
+    compensate: Callable[..., Any] | None = ...,
+    cache: bool = ...,
+    min_ttl: float | timedelta | None = ...,
+    max_ttl: float | timedelta | None = ...,
+    local: bool = ...,
+    streams: Sequence[str] = ...,
+    stream_buffer: int = ...,
+    **metadata: Any,
+) -> Callable[[F], F]: ...
+
+
 def pipeline_task(
     func: Any = None,
     positional_inputs: Sequence[str] | None = None,
@@ -83,8 +136,8 @@ def pipeline_task(
     pool: str | None = None,
     compensate: Callable[..., Any] | None = None,
     cache: bool = False,
-    min_ttl: float | None = None,
-    max_ttl: float | None = None,
+    min_ttl: float | timedelta | None = None,
+    max_ttl: float | timedelta | None = None,
     local: bool = False,
     streams: Sequence[str] = (),
     stream_buffer: int = 64,

@@ -36,6 +36,7 @@ from collections import deque
 from typing import Any
 
 from ..dependencies import with_dependencies
+from ..middlewares import TaskHooks, start_middlewares, stop_middlewares, task_hooks
 from ..seceding import CURRENT_SLOT, CURRENT_WORKER
 from ..streams import StreamRef, pump
 from ..transports.local import _resume
@@ -101,7 +102,7 @@ class Worker:
             deque()
         )
         # task name -> (callable, is async, is an async generator: a stream producer)
-        self._funcs: dict[str, tuple[Any, bool, bool]] = {}
+        self._funcs: dict[str, tuple[Any, bool, bool, TaskHooks | None]] = {}
         self._threads = concurrent.futures.ThreadPoolExecutor(
             concurrency, thread_name_prefix="dataflow-worker"
         )
@@ -127,6 +128,9 @@ class Worker:
         self._nc = await broker.connect_checked(
             f"dataflow-worker-{self.worker_id}", broker.progress_timeout
         )
+        # the middlewares' own startup, as `taskiq worker` runs it (broker.startup() would
+        # also connect taskiq's NATS subscriber, which this worker does not use)
+        await start_middlewares(broker)
         self._budget = frame_budget(self._nc.max_payload)
         # a result that would not fit in a frame goes by reference whatever the threshold says
         inline_limit = min(broker.large_value_threshold, self._budget - ENTRY_OVERHEAD)
@@ -161,6 +165,7 @@ class Worker:
             with contextlib.suppress(Exception):
                 await self._nc.drain()
             self._threads.shutdown(wait=False, cancel_futures=True)
+            await stop_middlewares(broker)
 
     def stop(self) -> None:
         self._stop.set()
@@ -368,11 +373,17 @@ class Worker:
                 return True
             func = with_dependencies(task.original_func, self.broker)
             found = self._funcs[name] = (
-                func, inspect.iscoroutinefunction(func), inspect.isasyncgenfunction(func)
+                func, inspect.iscoroutinefunction(func), inspect.isasyncgenfunction(func),
+                task_hooks(task, self.broker),
             )  # fmt: skip
-        func, is_async, is_producer = found
+        func, is_async, is_producer, hooks = found
         if is_producer:
             func, is_async = functools.partial(self._produce, run_id, func, stream), True
+        if hooks is not None:
+            # the broker's middlewares and argument parsing around the call, as taskiq's
+            # receiver runs them; a blocking function still runs in a thread
+            call = func if is_async else functools.partial(self._in_threads, func)
+            func, is_async = functools.partial(hooks.run, call), True
         call = None
         context = None
         key = (cancel, seq)
@@ -409,6 +420,10 @@ class Worker:
         self._running[key] = fut
         fut.add_done_callback(functools.partial(self._release, key))
         return False
+
+    def _in_threads(self, func: Any, *args: Any, **kwargs: Any) -> asyncio.Future[Any]:
+        partial = functools.partial(func, *args, **kwargs)
+        return asyncio.get_running_loop().run_in_executor(self._threads, partial)
 
     def _ended_in_place(self, key: tuple[str, int]) -> None:
         """A task stepped in place ended: the caller frees its slot, unless it seceded."""

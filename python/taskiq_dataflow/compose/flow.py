@@ -439,6 +439,20 @@ class Flow:
         """Run the flow; returns every output key's value (like `ExecutionEngine.execute`)."""
         return await self.engine(broker, **engine_options).execute(inputs)
 
+    async def __call__(self, **inputs: Any) -> dict[str, Any]:
+        """`await flow(x=1)`: run it in process with these external inputs (lythonic's callable
+        DAG); `flow.run(inputs, broker, ...)` takes a broker and engine options."""
+        return await self.run(inputs)
+
+    def __enter__(self) -> Flow:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        """Leaving `with Flow() as f:` validates the whole flow, as `build_dag()` does (unless
+        the block raised: that error is the one to see)."""
+        if exc_type is None:
+            self.build_dag()
+
     def _template(self) -> Template:
         """This flow compiled for a map node: every argument passed by position, since each
         item's copy prefixes every key."""

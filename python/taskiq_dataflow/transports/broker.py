@@ -12,9 +12,12 @@ import asyncio
 import weakref
 from typing import Any
 
+from ..middlewares import ArgumentParser
 from ..router import Router
 from .base import Completion, Job, Sink, Transport, task_error
 from .local import LocalTransport
+
+_UNSEEN = object()
 
 # result backend -> transports listening to it (several engines may share one broker)
 _HOOKED: weakref.WeakKeyDictionary[Any, set[BrokerTransport]] = weakref.WeakKeyDictionary()
@@ -62,6 +65,7 @@ class BrokerTransport(Transport):
         self.in_process = in_process
         self._pending: dict[str, tuple[Job, asyncio.TimerHandle | None]] = {}
         self._inflight: set[asyncio.Future[Any]] = set()
+        self._parsers: dict[Any, Any] = {}  # task -> its ArgumentParser, or None
         # tasks placed here (control nodes such as a map over a sub-flow) run in this process
         self._local = LocalTransport()
         self._local.attach(self.sink)
@@ -106,7 +110,15 @@ class BrokerTransport(Transport):
 
     async def _send(self, job: Job) -> None:
         try:
-            kicked = await job.task.kiq(*job.args, **job.kwargs)
+            args, kwargs = job.args, job.kwargs
+            parse = self._parsers.get(job.task, _UNSEEN)
+            if parse is _UNSEEN:
+                parse = self._parsers[job.task] = ArgumentParser.of(job.task)
+            if parse is not None:
+                # taskiq's receiver would log a value it cannot parse and run the task on it:
+                # refused here, before it is sent, naming the task and the parameter
+                args, kwargs = parse(args, kwargs)
+            kicked = await job.task.kiq(*args, **kwargs)
         except Exception as exc:
             self.push(Completion(job.node, job.attempt, False, task_error(job.name, exc)))
             return

@@ -9,6 +9,8 @@ import functools
 import inspect
 from typing import Any
 
+from ..errors import TaskArgumentError
+from ..middlewares import TaskHooks, task_hooks
 from ..router import runs_in_engine
 from ..seceding import CURRENT_TASK, STEPPING
 from .base import Completion, Job, Transport, task_error
@@ -36,7 +38,9 @@ class LocalTransport(Transport):
         self._owns_executor = False
         self._tasks: dict[int, asyncio.Future[Any]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._is_coro: dict[Any, bool] = {}
+        # per distinct callable: is it async, and the taskiq hooks to run around it
+        self._kind: dict[Any, tuple[bool, TaskHooks | None]] = {}
+        self._hooks: dict[Any, TaskHooks | None] = {}
 
     async def startup(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -71,14 +75,30 @@ class LocalTransport(Transport):
         try:
             for job in jobs:
                 func = job.func
-                is_coro = self._is_coro.get(func)
-                if is_coro is None:
-                    is_coro = self._is_coro[func] = _is_async(func)
+                kind = self._kind.get(func)
+                if kind is None:
+                    kind = self._kind[func] = (_is_async(func), self._hooks_of(job.task))
+                is_coro, hooks = kind
+                args, kwargs = job.args, job.kwargs
+                if hooks is not None:
+                    # a taskiq task: its broker's middlewares and argument parsing around the
+                    # call, as taskiq's receiver runs them (a blocking function still runs in
+                    # the pool)
+                    if hooks.middlewares:
+                        call = func if is_coro else functools.partial(self._in_pool, func)
+                        func, is_coro = functools.partial(hooks.run, call), True
+                    else:
+                        try:
+                            args, kwargs = hooks.parse(args, kwargs)
+                        except TaskArgumentError as exc:
+                            error = task_error(job.name, exc)
+                            push(Completion(job.node, job.attempt, False, error))
+                            continue
                 if not is_coro:
-                    self._run_blocking(job)
+                    self._run_blocking(job, args, kwargs)
                     continue
                 try:
-                    coro = func(*job.args, **job.kwargs)
+                    coro = func(*args, **kwargs)
                     # each task gets its own context, as an asyncio.Task would, and keeps it
                     # when it continues as a Task (a ContextVar token set in the first step
                     # stays valid)
@@ -107,15 +127,30 @@ class LocalTransport(Transport):
         self._tasks[job.node] = task
         task.add_done_callback(functools.partial(self._finished, job))
 
-    def _run_blocking(self, job: Job) -> None:
+    def _hooks_of(self, task: Any) -> TaskHooks | None:
+        # by task too: a producer's callable is a new partial per job, its task is not
+        if task not in self._hooks:
+            self._hooks[task] = task_hooks(task)
+        return self._hooks[task]
+
+    def _in_pool(self, func: Any, *args: Any, **kwargs: Any) -> asyncio.Future[Any]:
+        """A blocking function inside a task's middlewares: called from the task's own
+        context, which it keeps in the thread as _run_blocking does."""
         assert self._loop is not None
-        pool = self._pool()
-        call = functools.partial(job.func, *job.args, **job.kwargs)
-        if isinstance(pool, concurrent.futures.ThreadPoolExecutor):
+        return self._loop.run_in_executor(self._pool(), self._in_context(func, args, kwargs))
+
+    def _in_context(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        call = functools.partial(func, *args, **kwargs)
+        if isinstance(self._pool(), concurrent.futures.ThreadPoolExecutor):
             # in the run's context, so that the task finds its run (growth.add_tasks); a
             # process pool pickles the call, and a context does not pickle
             call = functools.partial(contextvars.copy_context().run, call)
-        fut: asyncio.Future[Any] = self._loop.run_in_executor(pool, call)
+        return call
+
+    def _run_blocking(self, job: Job, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        assert self._loop is not None
+        call = self._in_context(job.func, args, kwargs)
+        fut: asyncio.Future[Any] = self._loop.run_in_executor(self._pool(), call)
         if job.timeout is not None:
             fut = asyncio.ensure_future(asyncio.wait_for(fut, job.timeout))
         self._tasks[job.node] = fut
