@@ -64,8 +64,12 @@ def test_misuse_is_refused_by_mypy(tmp_path):
 
 
 def _pyright() -> str:
-    found = os.environ.get("PYRIGHT") or shutil.which("pyright")
+    beside = Path(sys.executable).with_name("pyright")  # the test extra installs it there
+    found = os.environ.get("PYRIGHT") or (str(beside) if beside.exists() else None)
+    found = found or shutil.which("pyright")
     if found is None:
+        if os.environ.get("CI"):
+            pytest.fail("pyright is missing: the [test] extra installs it (pyright[nodejs])")
         pytest.skip("pyright is not installed (set PYRIGHT to its executable)")
     return found
 
