@@ -13,8 +13,9 @@ the item's task (`step2.add_one[3]`). With `skip_errors=True` the items run as a
 that keeps going past failures, and the failed items are left out.
 
 The engine gives a node its values by position when its keys are not its parameter names (a
-pipeline's keys never are), so a step's arguments must be its task's first parameters, in
-order; `positional_order` checks that where the step is chained and names the step.
+pipeline's keys never are): `positional_order` puts a step's arguments in parameter order,
+passing the default of a parameter left out before one given, and refuses (naming the step)
+what cannot go by position: a keyword-only parameter, or one after a dependency.
 """
 
 from __future__ import annotations
@@ -104,11 +105,14 @@ def positional_order(
     except TypeError as exc:
         raise TypeError(f"{where}: cannot call {name!r}{signature}: {exc}") from None
     order: list[tuple[str, Any]] = []
-    skipped: str | None = None  # a positional parameter left to its default
+    # positional parameters left to their defaults, passed as such when a later one is given
+    skipped: list[inspect.Parameter] = []
     for param in signature.parameters.values():
         given = param.name in bound.arguments
         if param.kind is inspect.Parameter.VAR_POSITIONAL:
             values = bound.arguments.get(param.name, ())
+            if values:
+                order += _defaults(where, name, skipped, param.name)
             order += [(f"{param.name}[{i}]", v) for i, v in enumerate(values)]
             continue
         positional = param.kind in (
@@ -116,23 +120,37 @@ def positional_order(
             inspect.Parameter.POSITIONAL_OR_KEYWORD,
         )
         if not given:
-            if positional and skipped is None:
-                skipped = param.name
+            if positional:
+                skipped.append(param)
             continue
-        if positional and skipped is None:
+        if positional:
+            order += _defaults(where, name, skipped, param.name)
             order.append((param.name, bound.arguments[param.name]))
             continue
-        why = (
-            f"it comes after {skipped!r}, which is not given"
-            if positional
-            else "it is keyword-only"
-        )
         raise TypeError(
             f"{where}: {name!r} gets its arguments by position (the engine passes a step's "
-            f"values in parameter order), so {param.name!r} cannot be given: {why}; make the "
-            f"parameters given ({', '.join(bound.arguments)}) the first ones of {name!r}, "
-            "or give the ones before it too"
+            f"values in parameter order), so its keyword-only parameter {param.name!r} cannot "
+            f"be given: make it a positional parameter of {name!r}"
         )
+    return order
+
+
+def _defaults(
+    where: str, name: str, skipped: list[inspect.Parameter], given: str
+) -> list[tuple[str, Any]]:
+    """The defaults of the positional parameters before `given` that were not given."""
+    from .dependencies import _is_dependency
+
+    for param in skipped:
+        if _is_dependency(param.default):
+            raise TypeError(
+                f"{where}: {name!r} gets its arguments by position (the engine passes a step's "
+                f"values in parameter order), so {given!r} cannot be given: it comes after "
+                f"{param.name!r}, a dependency the task resolves itself; move {param.name!r} "
+                f"after the parameters the pipeline gives"
+            )
+    order = [(param.name, param.default) for param in skipped]
+    skipped.clear()
     return order
 
 
@@ -305,7 +323,8 @@ class FanOut:
             item_key = f"{prefix}.items[{j}]"
             cols.values[item_key] = item
             keys = cols.keys(prefix, self.order, item_key)
-            batch.append(NodeFields(task, f"{self.name}.{base}[{j}]", keys, (outs[j],), {}))
+            name = f"step{self.index}.{base}[{j}]"
+            batch.append(NodeFields(task, name, keys, (outs[j],), {}))
         if self.step.skip_errors:
             return await self._run_apart(batch, cols.values, items, outs)
         gathered = f"{prefix}.gathered"
