@@ -1,11 +1,11 @@
 """taskiq-flow's sequential Pipeline on our engine: call_next, call_after, map, filter, group,
 kiq and wait_result, in process (InMemoryBroker, and through taskiq's kiq), errors naming the
-failing step; PipelineMiddleware; config.TaskiqFlowConfig. The cluster run is in
-test_seq_pipeline_cluster.py."""
+failing step, and on real NATS workers; PipelineMiddleware; config.TaskiqFlowConfig."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from typing import Any
 
@@ -268,6 +268,39 @@ def test_module_paths_are_one_class() -> None:
     assert taskiq_dataflow.pipeline.Pipeline is taskiq_dataflow.Pipeline
     assert taskiq_dataflow.pipeliner.Pipeline is taskiq_dataflow.Pipeline
     assert taskiq_dataflow.pipeline.DataflowPipeline is taskiq_dataflow.DataflowPipeline
+
+
+# -- on the cluster ------------------------------------------------------------------------------
+
+
+def test_steps_and_items_run_on_the_nats_workers(server: Any, workers: Any) -> None:
+    import cluster_tasks as ct
+    from cluster_support import worker_pid
+    from taskiq_dataflow.cluster import DataflowNatsBroker
+
+    cluster = DataflowNatsBroker(server.url, codec=ct.broker.codec)
+    ran_on: dict[str, str | None] = {}
+    pipeline = (
+        Pipeline(cluster)
+        .call_next(ct.echo)  # [0, 1, 2, 3]
+        .map(ct.index, delay=0.01)  # one worker task per item
+        .filter(ct.index)  # index(0) is falsy: [1, 2, 3]
+        .group([ct.echo, ct.noop])  # [[1, 2, 3], None]
+    )
+    pipeline.subscribe(lambda e: ran_on.__setitem__(e.task_name, e.worker), StepCompleted)
+    result = kiq_result(pipeline, [0, 1, 2, 3])
+    assert not result.is_err, result.error
+    assert result.return_value == [[1, 2, 3], None]
+    steps = [f"step1.index[{j}]" for j in range(4)] + ["step2.index[0]", "step3.group[1].noop"]
+    pids = {worker_pid(w) for w in (ran_on[name] or "" for name in steps) if w}
+    assert len(pids) == 1 and pids <= set(workers.children()) and os.getpid() not in pids
+
+    # an item that fails on a worker fails the pipeline naming the item's task
+    failing = Pipeline(cluster).call_next(ct.echo).map(ct.measure)  # an int is no blob
+    result = kiq_result(failing, [1, 2])
+    assert result.is_err and isinstance(result.error, TaskFailedError)
+    assert result.error.task_name in ("step1.measure[0]", "step1.measure[1]")
+    assert "argument 'blob'" in str(result.error) and "not a valid bytes" in str(result.error)
 
 
 # -- config ------------------------------------------------------------------------------------
