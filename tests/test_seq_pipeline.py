@@ -302,6 +302,13 @@ def test_steps_and_items_run_on_the_nats_workers(server: Any, workers: Any) -> N
     assert result.error.task_name in ("step1.measure[0]", "step1.measure[1]")
     assert "argument 'blob'" in str(result.error) and "not a valid bytes" in str(result.error)
 
+    # skip_errors: the items run apart (a run that goes on past failures), on the workers too
+    skipping = Pipeline(cluster).call_next(ct.echo).map(ct.measure, skip_errors=True)
+    skipping.subscribe(lambda e: ran_on.__setitem__(e.task_name, e.worker), StepCompleted)
+    result = kiq_result(skipping, [b"ab", 1, b"c"])
+    assert result.return_value == [{"len": 2, "sum": 97}, {"len": 1, "sum": 99}]
+    assert worker_pid(ran_on["step1.measure[2]"] or "-0-") in workers.children()
+
 
 # -- config ------------------------------------------------------------------------------------
 

@@ -209,9 +209,11 @@ def expand(
     kwargs: dict[str, Any],
     broker: Any,
     engine_options: dict[str, Any],
+    subscriptions: Sequence[tuple[Any, tuple[Any, ...]]] = (),
 ) -> tuple[DAG, dict[str, Any], str]:
     """The chain as one DAG, its inputs, and the key of the last step's value. The first step
-    receives `args` and `kwargs` (kiq()'s arguments) besides its own keyword arguments."""
+    receives `args` and `kwargs` (kiq()'s arguments) besides its own keyword arguments;
+    `subscriptions` (listener, event types) also hear the runs of skip_errors items."""
     cols = _Columns()
     last = -1  # the node whose output is the previous step's value
     for i, step in enumerate(steps):
@@ -248,7 +250,7 @@ def expand(
             gather = InEngine(_gather_list, _local_spec(f"step{i}.group"))
             last = cols.add(gather, f"step{i}.group", members, key)
         else:
-            fan_out = FanOut(i, step, broker, engine_options)
+            fan_out = FanOut(i, step, broker, engine_options, subscriptions)
             last = cols.add(fan_out, fan_out.name, [prev], key)
     dag = DAG.from_columns(
         cols.tasks,
@@ -288,8 +290,16 @@ class _Filtered:
 class FanOut:
     """The task of a map or filter step: one task per item of the previous step's list."""
 
-    def __init__(self, index: int, step: Step, broker: Any, engine_options: dict[str, Any]):
+    def __init__(
+        self,
+        index: int,
+        step: Step,
+        broker: Any,
+        engine_options: dict[str, Any],
+        subscriptions: Sequence[tuple[Any, tuple[Any, ...]]] = (),
+    ) -> None:
         self.index, self.step = index, step
+        self.subscriptions = list(subscriptions)
         self.task = step.tasks[0]
         self.name = f"step{index}.{step.kind}"
         self.broker, self.engine_options = broker, engine_options
@@ -360,7 +370,10 @@ class FanOut:
         options = {**self.engine_options, "skip_failed": True}
         if self.step.max_parallel is not None:
             options["max_parallel"] = self.step.max_parallel
-        done = await ExecutionEngine(self.broker, dag, **options).execute(values)
+        engine = ExecutionEngine(self.broker, dag, **options)
+        for listener, types in self.subscriptions:
+            engine.events.subscribe(listener, *types)
+        done = await engine.execute(values)
         if self.step.kind == FILTER:
             return [item for item, out in zip(items, outs, strict=True) if done.get(out, False)]
         return [done[out] for out in outs if out in done]

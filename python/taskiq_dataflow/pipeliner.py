@@ -265,7 +265,9 @@ class Pipeline:
         a handle (`await handle.wait_result()` for the last step's result)."""
         if not self.steps:
             raise ValueError("the pipeline is empty: add a step with call_next(task) before kiq()")
-        dag, inputs, last = expand(self.steps, args, kwargs, self.broker, self.engine_options)
+        dag, inputs, last = expand(
+            self.steps, args, kwargs, self.broker, self.engine_options, self._subscriptions
+        )
         engine = ExecutionEngine(self.broker, dag, **self.engine_options)
         for listener, types in self._subscriptions:
             engine.events.subscribe(listener, *types)
