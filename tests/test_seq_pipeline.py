@@ -253,6 +253,11 @@ def test_refusals_name_the_step_and_what_to_do() -> None:
 def test_pipeline_middleware_is_a_taskiq_middleware_without_options() -> None:
     middleware = PipelineMiddleware()
     assert isinstance(middleware, TaskiqMiddleware)
+    # no hook: a task of a broker with it runs without any middleware call around it
+    from taskiq_dataflow.middlewares import task_hooks
+
+    hooks = task_hooks(add_one)
+    assert broker.middlewares and hooks is not None and not hooks.middlewares
     with pytest.raises(TypeError, match=r"metrics_collector=.*pipeline\.subscribe"):
         PipelineMiddleware(metrics_collector=object())
     from taskiq_dataflow.middleware import PipelineMiddleware as documented_path

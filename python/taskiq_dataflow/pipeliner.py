@@ -155,7 +155,10 @@ class Pipeline:
         """Run `tasks` in parallel, each on the previous step's result (as its first positional
         argument, or as its entry of `param_names`); the result is their results in order.
         As in taskiq-flow, fixed arguments are given per task: `name={"arg": value}`, `name`
-        being the task's name (or its taskiq `task_name`)."""
+        being the task's name (or its taskiq `task_name`). Unlike taskiq-flow 1.2.2, a task
+        whose entry is None gets the result as its first argument (there it gets nothing,
+        against its docs' "from the same input"), and a failing task fails the pipeline (there
+        its result silently becomes None)."""
         if isinstance(tasks, (str, bytes)) or not isinstance(tasks, Sequence) or not tasks:
             raise TypeError(f"group() takes a non-empty list of tasks, got {tasks!r:.80}")
         where = f"group([{', '.join(task_display_name(t) for t in tasks)}])"
