@@ -55,6 +55,7 @@ from .map_reduce import ChunkConfig, MapReduce, MapReduceResult, MapResult
 from .namespace import Namespace, NamespaceNode
 from .optimization import ResourceAwareExecutor, TaskResourceProfile
 from .pipeline import DataflowPipeline
+from .pipeliner import Pipeline, PipelineMiddleware, PipelineTask  # issue 11: sequential Pipeline
 from .result_cache import ResultCache
 from .seceding import rejoin, secede, seceded
 from .store import RunStore
@@ -94,7 +95,11 @@ __all__ = [
     "MissingInputError",
     "Namespace",
     "NamespaceNode",
+    # issue 11: taskiq-flow's sequential Pipeline (with PipelineMiddleware, PipelineTask below)
+    "Pipeline",
     "PipelineError",
+    "PipelineMiddleware",
+    "PipelineTask",
     "ResourceAwareExecutor",
     "ResultCache",
     "RunFinished",

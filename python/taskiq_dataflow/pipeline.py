@@ -14,6 +14,9 @@ taskiq-flow's map-reduce operations: `pipeline.map(task, items, output=...)` and
 `kiq_map_reduce(**inputs)` runs (every map, then every reduce in the order added, a reduce
 reading a map's output, an earlier reduce's or one of `inputs`); it returns every operation's
 output. `kiq_map_reduce_advanced` and `kiq_map_sweep` run one map-reduce or sweep at once.
+
+taskiq-flow 1.0's sequential `Pipeline` lived in this module; it is `pipeliner.Pipeline`, also
+importable from here (and from the package).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from .events import Event
 from .execution_engine import ExecutionEngine, MissingInputError
 from .task import get_spec, task_display_name
 
-__all__ = ["BrokerConflictError", "DataflowPipeline", "cluster_broker_of"]
+__all__ = ["BrokerConflictError", "DataflowPipeline", "Pipeline", "cluster_broker_of"]
 
 _UNSET: Any = object()  # reduce(initial=) not given
 
@@ -513,3 +516,7 @@ class _ReduceOperation(NamedTuple):
     chunk_size: int | None
     initial: Any  # _UNSET when not given
     options: dict[str, Any]  # engine options
+
+
+# taskiq-flow's old path of the sequential Pipeline; imported last, as pipeliner reads this module
+from .pipeliner import Pipeline  # noqa: E402
