@@ -521,14 +521,7 @@ def _in_process(func: Any, broker: Any, options: dict[str, Any], where: str) -> 
     """The function behind `func`, called in this process; a task of a broker that runs its
     tasks elsewhere cannot be, so it raises naming what to drop."""
     if not hasattr(func, "kiq"):
-        target = func
-        if (
-            not inspect.isroutine(func)
-            and not inspect.iscoroutinefunction(func)
-            and inspect.iscoroutinefunction(type(func).__call__)
-        ):
-            target = func.__call__
-        return target
+        return _awaitable_call(func)
 
     if _runs_here(func, broker, options):
         return func.original_func
@@ -748,6 +741,18 @@ def _collect(*parts: Any) -> list[Any]:
     return list(parts)
 
 
+def _awaitable_call(func: Any) -> Any:
+    """A callable object with an `async def __call__` as its bound `__call__` (so the engine
+    awaits it rather than running it in a thread); anything else as it is."""
+    if (
+        not inspect.isroutine(func)
+        and not inspect.iscoroutinefunction(func)
+        and inspect.iscoroutinefunction(type(func).__call__)
+    ):
+        return func.__call__
+    return func
+
+
 def _node_callable(func: Any) -> Any:
     """`func` in a form the engine calls with the item as the single positional argument.
 
@@ -758,13 +763,7 @@ def _node_callable(func: Any) -> Any:
     """
     if hasattr(func, "kiq"):
         return func  # a taskiq task: the broker needs the task itself
-    target = func
-    if (
-        not inspect.isroutine(func)
-        and not inspect.iscoroutinefunction(func)
-        and inspect.iscoroutinefunction(type(func).__call__)
-    ):
-        target = func.__call__
+    target = _awaitable_call(func)
     try:
         params = inspect.signature(target).parameters.values()
         by_position = not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
