@@ -116,6 +116,8 @@ class Worker:
         self._budget = frame_budget(1024 * 1024)  # set from the server's INFO on connect
         self._pinged = 0.0
         self._background: set[asyncio.Future[Any]] = set()
+        # (registry sizes, task names) the heartbeats advertise, made again when tasks are added
+        self._names: tuple[tuple[int, int], frozenset[str]] | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -136,7 +138,7 @@ class Worker:
             await self._nc.subscribe(
                 broker.tasks_subject(self.pool),
                 queue=broker.queue_group(self.pool),
-                cb=self._on_tasks,
+                cb=self._on_pool_tasks,
             ),
         ]
         control = [
@@ -144,6 +146,9 @@ class Worker:
             await self._nc.subscribe(broker.ping_subject, cb=self._on_ping),
         ]
         await self._nc.flush()
+        encode_heartbeat(
+            self.codec, Heartbeat(self.worker_id, self.pool, 0, tasks=self.task_names())
+        )
         beat = asyncio.ensure_future(self._heartbeat())
         log.info("worker %s serving pool %r", self.worker_id, self.pool)
         if ready is not None:
@@ -174,9 +179,21 @@ class Worker:
         busy = self.concurrency - self._free + len(self._queue)
         beat = Heartbeat(
             self.worker_id, self.pool, busy, self.subject, self.capacity,
-            self.broker.heartbeat_interval,
+            self.broker.heartbeat_interval, self.task_names(),
         )  # fmt: skip
         self._publish(self.broker.heartbeat_subject, encode_heartbeat(self.codec, beat))
+
+    def task_names(self) -> frozenset[str]:
+        """The names it serves, as its heartbeats advertise them: engines send it only those
+        (another service's workers may share its server and pool)."""
+        broker = self.broker
+        size = (len(broker.local_task_registry), len(broker.global_task_registry))
+        if self._names is None or self._names[0] != size:
+            self._names = (size, frozenset(broker.get_all_tasks()))
+        return self._names[1]
+
+    def _serves(self, name: str) -> bool:
+        return name in self._funcs or self.broker.find_task(name) is not None
 
     async def _on_ping(self, msg: Any) -> None:
         """An engine starting a run: tell it at once where to send work (at most every
@@ -193,7 +210,14 @@ class Worker:
 
     # -- incoming frames ------------------------------------------------------------------------
 
-    async def _on_tasks(self, msg: Any) -> None:
+    async def _on_pool_tasks(self, msg: Any) -> None:
+        await self._on_tasks(msg, pooled=True)
+
+    async def _on_tasks(self, msg: Any, pooled: bool = False) -> None:
+        """A tasks frame on its own subject, or (`pooled`) from its pool's queue group, which
+        an engine uses before it knows the pool's workers: there an entry it does not serve
+        is neither claimed nor answered (another service's worker in the same pool may serve
+        it), so the engine sends it again to a worker that advertises it."""
         try:
             frame = decode_tasks(self.codec, msg.data)
         except ProtocolError as exc:
@@ -212,6 +236,9 @@ class Worker:
                     seqs.append(task.seq)  # claimed: the engine takes this answer from us
                 continue
             seq, name, args, kwargs, timeout, stream = task
+            if pooled and not self._serves(name):
+                log.debug("left task %r from the queue group to a worker that serves it", name)
+                continue
             seqs.append(seq)
             entry = (run_id, reply, seq, name, args, kwargs, timeout, stream, cancel)
             if stream is not None or _has_refs(args, kwargs, (StreamRef,)):
@@ -371,6 +398,9 @@ class Worker:
                 func, inspect.iscoroutinefunction(func), inspect.isasyncgenfunction(func)
             )  # fmt: skip
         func, is_async, is_producer = found
+        if is_producer != (stream is not None):
+            self._send(reply, self._failure(seq, self._kind_mismatch(name, is_producer)))
+            return True
         if is_producer:
             func, is_async = functools.partial(self._produce, run_id, func, stream), True
         call = None
@@ -409,6 +439,21 @@ class Worker:
         self._running[key] = fut
         fut.add_done_callback(functools.partial(self._release, key))
         return False
+
+    def _kind_mismatch(self, name: str, is_producer: bool) -> TypeError:
+        """The engine wired the task as the other kind: run anyway, its items would be lost
+        (a list at the end instead of a stream) or its readers would wait for ever."""
+        where = f"worker {self.worker_id} (pool {self.pool!r})"
+        if is_producer:
+            return TypeError(
+                f"task {name!r} on {where} is an async generator, but the engine does not read "
+                f"it as a stream: declare it RemoteTask({name!r}, ..., stream=True) (or "
+                "register_task(..., stream=True))"
+            )
+        return TypeError(
+            f"task {name!r} on {where} is not an async generator, but the engine reads it as "
+            "a stream: drop stream=True from its RemoteTask"
+        )
 
     def _ended_in_place(self, key: tuple[str, int]) -> None:
         """A task stepped in place ended: the caller frees its slot, unless it seceded."""

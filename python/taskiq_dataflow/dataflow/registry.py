@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ..task import get_spec, task_display_name
+from ..task import RemoteTask, get_spec, task_display_name
 from .graph import DAG, DAGNode, node_fields
 
 TaskNode = DAGNode
@@ -46,7 +46,11 @@ class DataflowRegistry:
 
         Missing arguments come from the task's `pipeline_task` spec, then from its signature.
         Registering the same task again with the same keys only updates its metadata.
+        A string names a task implemented in another service (a `RemoteTask`: give its
+        `inputs`, its output(s), and `stream=True` when it is an async generator).
         """
+        if isinstance(task, str):
+            task = _remote(task, output, inputs, outputs, metadata)
         dag = self._dag
         plain = self._plain_names.get(task)  # its name, when the task has no pipeline_task spec
         if plain is None and get_spec(task) is None:
@@ -193,6 +197,21 @@ class DAGBuilder:
 
     def build(self) -> DAG:
         return self._registry.build_dag()
+
+
+def _remote(
+    name: str,
+    output: str | None,
+    inputs: Sequence[str] | None,
+    outputs: Sequence[str] | None,
+    metadata: dict[str, Any],
+) -> RemoteTask:
+    if inputs is None:
+        raise TypeError(
+            f"remote task {name!r}: pass inputs=[...] to register_task (its signature is in "
+            "another service; inputs=[] when it takes none)"
+        )
+    return RemoteTask(name, inputs, output, outputs=outputs, stream=metadata.pop("stream", False))
 
 
 def _name_of(task: Any) -> str:
