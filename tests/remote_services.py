@@ -9,6 +9,7 @@ import os
 from collections.abc import AsyncIterator
 
 from taskiq_dataflow.cluster import DataflowNatsBroker
+from taskiq_dataflow.streams import StreamItem
 
 POOL_ENV = "DATAFLOW_TEST_POOL"
 _pool = os.environ.get(POOL_ENV, "default")
@@ -28,6 +29,11 @@ async def total(bar: AsyncIterator[int]) -> list[int]:
     return [value async for value in bar]
 
 
+@service_a.task(task_name="svc_a:evens")
+async def evens(evens: AsyncIterator[int]) -> list[int]:
+    return [value async for value in evens]
+
+
 @service_b.task(task_name="svc_b:count")
 async def count(doubled: int) -> AsyncIterator[int]:
     for i in range(doubled):
@@ -37,3 +43,9 @@ async def count(doubled: int) -> AsyncIterator[int]:
 @service_b.task(task_name="svc_b:label")
 def label(doubled: int) -> str:
     return f"b saw {doubled}"
+
+
+@service_b.task(task_name="svc_b:split")
+async def split(doubled: int) -> AsyncIterator[StreamItem]:
+    for i in range(doubled):
+        yield StreamItem("evens" if i % 2 == 0 else "odds", i)

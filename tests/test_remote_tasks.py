@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from cluster_support import WorkerProcesses
+from cluster_support import two_services
 from conftest import run
 from taskiq_dataflow import DataflowRegistry, ExecutionEngine, TaskFailedError
 from taskiq_dataflow.cluster import DataflowNatsBroker
@@ -71,15 +71,8 @@ def test_in_process_a_remote_stream_fails_as_well():
 
 @pytest.fixture(scope="module")
 def services(server):
-    a = WorkerProcesses(server.url, workers=1, target="remote_services:service_a").launch()
-    b = WorkerProcesses(server.url, workers=1, target="remote_services:service_b").launch()
-    try:
-        a.ready()
-        b.ready()
-        yield a, b
-    finally:
-        a.stop()
-        b.stop()
+    with two_services(server.url) as both:
+        yield both
 
 
 def engine_broker(server, **settings):

@@ -100,3 +100,10 @@ __all__ = [
     "secede",
     "seceded",
 ]
+
+# -- Datagraph idioms: tasks of other services by name, streams out of a run ----------------------
+from .errors import RemoteTaskError
+from .streams import StreamItem, Watch
+from .task import RemoteTask
+
+__all__ += ["RemoteTask", "RemoteTaskError", "StreamItem", "Watch"]

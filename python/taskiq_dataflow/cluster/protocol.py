@@ -15,7 +15,10 @@ Frames (engine = the side running the DAG; S = the run's per-run random secret, 
                or <prefix>.tasks.<pool> (queue                        results subject), cancel: str
                group <prefix>-<pool>, before any                      (the cancel key), tasks:
                worker of the pool is known)                           [[seq, [name, args, kwargs,
-                                                                      timeout(, stream)]], ...]
+                                                                      timeout(, stream)]], ...];
+                                                                      stream: [keep, [StreamRef,
+                                                                      ...](, [output key, ...]:
+                                                                      a producer of several)]
     results    <prefix>.results.<run>.<S>           worker -> engine w: worker id, claims: [seq,
                                                                       ...], results: [[seq, true,
                                                                       value] | [seq, false, [type,
@@ -80,8 +83,8 @@ from ..streams import StreamRef
 
 __all__ = [
     "CREDIT", "DEFAULT_CODEC", "END", "HEARTBEAT", "HELLO", "ITEMS", "MAX_CANCEL_SEQS",
-    "MAX_DEPTH", "MAX_EXT_DEPTH", "MAX_TASK_NAME", "MAX_TASK_NAMES", "PING", "RESULTS", "TASKS",
-    "USER_CODES", "VERSION",
+    "MAX_DEPTH", "MAX_EXT_DEPTH", "MAX_OUTPUT_KEYS", "MAX_TASK_NAME", "MAX_TASK_NAMES", "PING",
+    "RESULTS", "TASKS", "USER_CODES", "VERSION",
     "BadTask", "Codec", "Credit", "EncodeError", "Failure", "Heartbeat", "Packed",
     "ProtocolError", "ResultsFrame", "StreamEnd", "StreamHello", "StreamItems", "TaskEntry",
     "TasksFrame",
@@ -99,6 +102,7 @@ MAX_CANCEL_SEQS = 100_000
 # a heartbeat lists the names its worker serves: bounded so that a beat stays far under the
 # server's max_payload (1,024 names of 256 characters: 256 KiB at most, typically a few dozen)
 MAX_TASK_NAMES = 1024
+MAX_OUTPUT_KEYS = 1024  # output keys of one stream producer in a task entry
 MAX_TASK_NAME = 256
 
 _ENTRY_SHAPE = "[seq, [name, args, kwargs, timeout(, stream)]]"
@@ -265,17 +269,29 @@ def _task_body_problem(body: Any) -> str | None:
     if timeout is not None and not (type(timeout) in _NUMBERS and timeout >= 0):  # NaN too
         return f"'timeout' must be nil or a number >= 0, got {_short(timeout)}"
     if extra and not _is_stream_spec(extra[0]):
-        return f"'stream' must be [keep (bool), [StreamRef, ...]], got {_short(extra[0])}"
+        wanted = "[keep (bool), [StreamRef, ...](, [output key, ...])]"
+        return f"'stream' must be {wanted}, got {_short(extra[0])}"
     return None
 
 
 def _is_stream_spec(stream: Any) -> bool:
     return (
         type(stream) is list
-        and len(stream) == 2
+        and 2 <= len(stream) <= 3
         and type(stream[0]) is bool
         and type(stream[1]) is list
         and all(type(r) is StreamRef for r in stream[1])
+        and (len(stream) == 2 or _is_output_keys(stream[2]))
+    )
+
+
+def _is_output_keys(keys: Any) -> bool:
+    # a producer of several outputs: the keys its StreamItems name (at least two, distinct)
+    return (
+        type(keys) is list
+        and 2 <= len(keys) <= MAX_OUTPUT_KEYS
+        and all(type(k) is str for k in keys)
+        and len(set(keys)) == len(keys)
     )
 
 

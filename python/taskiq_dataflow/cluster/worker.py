@@ -549,9 +549,9 @@ class Worker:
     async def _produce(self, run_id: str, func: Any, stream: Any, *args: Any, **kwargs: Any) -> Any:
         """Run a stream producer: its items to each live consumer's route, and back as the
         task's result when the engine asked to keep them."""
-        keep, routes = stream if stream is not None else (True, [])
+        keep, routes, *keys = stream if stream is not None else (True, [])
         senders = [self._link(run_id).sender(route) for route in routes]
-        return await pump(func(*args, **kwargs), senders, keep)
+        return await pump(func(*args, **kwargs), senders, keep, keys[0] if keys else None)
 
     # -- outgoing results, batched --------------------------------------------------------------
 
