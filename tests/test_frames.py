@@ -88,13 +88,15 @@ def test_tasks_frame_round_trip():
     bodies = [
         encode_task_body(CODEC, "m:echo", [1, (2, 3)], {"k": {4}}, None),
         encode_task_body(CODEC, "m:gen", [], {}, 2.5, [True, [REF]]),
+        encode_task_body(CODEC, "m:split", [], {}, None, [False, [REF], ["evens", "odds"]]),
     ]
-    parts = [task_part(seq, body) for seq, body in zip([1, 300], bodies, strict=True)]
+    parts = [task_part(seq, body) for seq, body in zip([1, 300, 301], bodies, strict=True)]
     frame = decode_tasks(CODEC, encode_tasks(CODEC, parts, "run1", "dataflow.results.r.s", "ck"))
     assert (frame.run, frame.reply, frame.cancel) == ("run1", "dataflow.results.r.s", "ck")
     assert frame.entries == [
         TaskEntry(1, "m:echo", [1, (2, 3)], {"k": {4}}, None, None),
         TaskEntry(300, "m:gen", [], {}, 2.5, [True, [REF]]),
+        TaskEntry(301, "m:split", [], {}, None, [False, [REF], ["evens", "odds"]]),
     ]
 
 
@@ -189,6 +191,13 @@ def test_a_tasks_frame_field_of_the_wrong_type_is_refused_by_name(field, value):
         ([9, ["t", [], {}, float("nan")]], 9, "'timeout'"),
         ([10, ["t", [], {}, None, [1, []]]], 10, "'stream' must be"),
         ([11, ["t", [], {}, None, [True, ["not a ref"]]]], 11, "'stream' must be"),
+        # a producer of several outputs names two or more distinct keys
+        ([11, ["t", [], {}, None, [True, [], ["only"]]]], 11, "'stream' must be"),
+        ([11, ["t", [], {}, None, [True, [], ["a", "a"]]]], 11, "'stream' must be"),
+        ([11, ["t", [], {}, None, [True, [], ["a", 1]]]], 11, "'stream' must be"),
+        ([11, ["t", [], {}, None, [True, [], "ab"]]], 11, "'stream' must be"),
+        ([11, ["t", [], {}, None, [True, [], [f"k{i}" for i in range(1025)]]]], 11, "'stream'"),
+        ([11, ["t", [], {}, None, [True, [], ["a", "b"], 4]]], 11, "'stream' must be"),
     ],
 )
 def test_a_bad_task_entry_fails_alone_naming_its_field(entry, seq, culprit):

@@ -125,6 +125,7 @@ VALID = [
         RESULTS, "results", [result_part(1, CODEC.packb(((1, {2}), ValueRef("b", "n", 1))))]
     ),
     CODEC.frame("tasks", tasks=[[1, ["echo", [(1,), {"k": frozenset([2])}], {}, None]]]),
+    CODEC.frame("tasks", tasks=[[2, ["split", [], {}, None, [True, [], ["a", "b"]]]]]),
     CODEC.packb([dt.datetime(2024, 1, 1, tzinfo=dt.UTC), fractions.Fraction(1, 3), 1j]),
     encode_heartbeat(CODEC, Heartbeat("w1", "p", 3, "dataflow.worker.ab", 72, 0.5)),
     encode_heartbeat(CODEC, Heartbeat("w1", "p", 0, "w.ab", 8, 0.5, frozenset(["a", "b:c"]))),
