@@ -127,3 +127,51 @@ def test_a_task_no_live_worker_serves_waits_then_fails_naming_it_and_the_workers
     assert "no live worker of pool 'default' serves task 'svc_c:missing'" in message
     assert "'svc_a:double'" in message and "'svc_b:count'" in message  # the workers seen
     assert 1.5 <= loop_time[0] < 10
+
+
+def test_a_worker_answers_a_name_it_lacks_sent_to_it_and_leaves_one_from_the_queue_group(
+    server, services
+):
+    import nats
+    from taskiq_dataflow.cluster.protocol import (
+        DEFAULT_CODEC,
+        decode_heartbeat,
+        decode_results,
+        encode_task_body,
+        encode_tasks,
+        task_part,
+    )
+
+    def frame(seq):
+        body = encode_task_body(DEFAULT_CODEC, "svc_z:nope", [], {}, None)
+        return encode_tasks(DEFAULT_CODEC, [task_part(seq, body)], "probe", reply, "ck")
+
+    reply = "dataflow.results.probe.secret"
+
+    async def main():
+        nc = await nats.connect(server.url)
+        beats, answers = asyncio.Queue(), []
+
+        async def on_beat(msg):
+            await beats.put(decode_heartbeat(DEFAULT_CODEC, msg.data))
+
+        async def on_reply(msg):
+            answers.append(decode_results(DEFAULT_CODEC, msg.data))
+
+        try:
+            await nc.subscribe("dataflow.heartbeat", cb=on_beat)
+            await nc.subscribe(reply, cb=on_reply)
+            beat = await asyncio.wait_for(beats.get(), 5)
+            assert beat.tasks and "svc_z:nope" not in beat.tasks
+            await nc.publish(beat.inbox, frame(1))
+            await nc.publish("dataflow.tasks.default", frame(2))
+            await asyncio.sleep(1.0)
+        finally:
+            await nc.close()
+        return answers
+
+    answers = run(main())
+    assert [a.claims for a in answers] == [[1]]  # the queue group's entry is nobody's
+    [(seq, ok, failure)] = answers[0].results
+    assert (seq, ok, failure.type) == (1, False, "LookupError")
+    assert "has no task named 'svc_z:nope'" in failure.message
