@@ -175,3 +175,14 @@ def test_a_worker_answers_a_name_it_lacks_sent_to_it_and_leaves_one_from_the_que
     [(seq, ok, failure)] = answers[0].results
     assert (seq, ok, failure.type) == (1, False, "LookupError")
     assert "has no task named 'svc_z:nope'" in failure.message
+
+
+def test_a_worker_whose_tasks_no_heartbeat_can_carry_fails_at_start():
+    from taskiq_dataflow.cluster.protocol import MAX_TASK_NAMES
+    from taskiq_dataflow.cluster.worker import Worker
+
+    broker = DataflowNatsBroker("nats://127.0.0.1:1")  # never reached: it fails before
+    for i in range(MAX_TASK_NAMES + 1):
+        broker.register_task(lambda: None, task_name=f"many:t{i}")
+    with pytest.raises(ValueError, match=r"worker w1 cannot advertise its tasks: nil or an"):
+        run(Worker(broker, worker_id="w1").run())

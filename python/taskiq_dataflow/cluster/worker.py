@@ -126,6 +126,11 @@ class Worker:
         CURRENT_WORKER.set(self)
         self._context = contextvars.copy_context()
         broker = self.broker
+        # a task set its heartbeats cannot carry fails here, not in the heartbeat loop (where
+        # the worker would go silent and be taken for lost)
+        encode_heartbeat(
+            self.codec, Heartbeat(self.worker_id, self.pool, 0, tasks=self.task_names())
+        )
         self._nc = await broker.connect_checked(
             f"dataflow-worker-{self.worker_id}", broker.progress_timeout
         )
@@ -146,9 +151,6 @@ class Worker:
             await self._nc.subscribe(broker.ping_subject, cb=self._on_ping),
         ]
         await self._nc.flush()
-        encode_heartbeat(
-            self.codec, Heartbeat(self.worker_id, self.pool, 0, tasks=self.task_names())
-        )
         beat = asyncio.ensure_future(self._heartbeat())
         log.info("worker %s serving pool %r", self.worker_id, self.pool)
         if ready is not None:
