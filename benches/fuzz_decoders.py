@@ -147,6 +147,10 @@ def seeds() -> list[bytes]:
             w="w", claims=[1],
         ),
         encode_heartbeat(CODEC, Heartbeat("w1", "p", 3, "dataflow.worker.ab", 72, 0.5)),
+        encode_heartbeat(CODEC, Heartbeat("w1", "p", 0, "w.ab", 8, 0.5, frozenset(["a", "b"]))),
+        CODEC.frame(
+            TASKS, run="r", reply="x", tasks=[[2, ["s", [], {}, 1, [True, [], ["a", "b"]]]]]
+        ),
         encode_cancel(CODEC, [1, 2, 3]),
         encode_items(CODEC, [item_part(i, data) for i, data in enumerate(encoded[:8])]),
         encode_end(CODEC, 8, ["ValueError", "boom"]),

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -201,3 +202,17 @@ class WorkerProcesses:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+@contextlib.contextmanager
+def two_services(url: str, pool: str | None = None) -> Iterator[tuple[WorkerProcesses, ...]]:
+    """A worker of each of remote_services' two services (different tasks, the same pool)."""
+    a = WorkerProcesses(url, workers=1, pool=pool, target="remote_services:service_a").launch()
+    b = WorkerProcesses(url, workers=1, pool=pool, target="remote_services:service_b").launch()
+    try:
+        a.ready()
+        b.ready()
+        yield a, b
+    finally:
+        a.stop()
+        b.stop()

@@ -297,14 +297,17 @@ def ghost() -> int:
     return 1
 
 
-def test_unknown_task_name_is_reported_by_the_worker(server, cluster):
+def test_a_task_no_worker_serves_is_never_sent_and_fails_naming_it(server, cluster):
+    """Workers advertise their task names: the engine waits for one that serves the task (at
+    most progress_timeout), then fails naming the task and the workers it heard from."""
     dag = dag_of(ghost)
     with pytest.raises(TaskFailedError) as info:
-        run(ExecutionEngine(engine_broker(server), dag).execute())
+        run(ExecutionEngine(engine_broker(server, progress_timeout=1.0), dag).execute())
     message = str(info.value)
     assert info.value.task_name == "ghost"
-    assert f"has no task named {ghost.task_name!r}" in message
-    assert "pool 'default'" in message and "@broker.task" in message
+    assert f"no live worker of pool 'default' serves task {ghost.task_name!r}" in message
+    assert "workers seen: " in message and "(pool 'default', serves " in message
+    assert "@broker.task" in message
 
 
 def test_pool_without_workers_fails_naming_the_pool(server, cluster):

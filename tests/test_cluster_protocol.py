@@ -190,7 +190,7 @@ def _transport() -> Any:
     w1.inbox, w1.capacity, w1.sent = "dataflow.worker.w1", 100, True
     for seq in HELD:
         job = Job(seq, 0, None, None, (), {}, f"t{seq}", None)
-        flight = _Flight(job, "default", b"", False)
+        flight = _Flight(job, "default", f"t{seq}", b"", False)
         flight.seqs.append(seq)
         transport._inflight[seq] = flight
         transport._owner[seq] = "w1"

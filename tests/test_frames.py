@@ -16,6 +16,8 @@ from taskiq_dataflow.cluster.protocol import (
     HEARTBEAT,
     ITEMS,
     MAX_CANCEL_SEQS,
+    MAX_TASK_NAME,
+    MAX_TASK_NAMES,
     RESULTS,
     TASKS,
     VERSION,
@@ -86,13 +88,15 @@ def test_tasks_frame_round_trip():
     bodies = [
         encode_task_body(CODEC, "m:echo", [1, (2, 3)], {"k": {4}}, None),
         encode_task_body(CODEC, "m:gen", [], {}, 2.5, [True, [REF]]),
+        encode_task_body(CODEC, "m:split", [], {}, None, [False, [REF], ["evens", "odds"]]),
     ]
-    parts = [task_part(seq, body) for seq, body in zip([1, 300], bodies, strict=True)]
+    parts = [task_part(seq, body) for seq, body in zip([1, 300, 301], bodies, strict=True)]
     frame = decode_tasks(CODEC, encode_tasks(CODEC, parts, "run1", "dataflow.results.r.s", "ck"))
     assert (frame.run, frame.reply, frame.cancel) == ("run1", "dataflow.results.r.s", "ck")
     assert frame.entries == [
         TaskEntry(1, "m:echo", [1, (2, 3)], {"k": {4}}, None, None),
         TaskEntry(300, "m:gen", [], {}, 2.5, [True, [REF]]),
+        TaskEntry(301, "m:split", [], {}, None, [False, [REF], ["evens", "odds"]]),
     ]
 
 
@@ -121,6 +125,8 @@ def test_heartbeat_ping_and_cancel_round_trip():
     # a worker serving only its queue group announces no inbox
     plain = Heartbeat("w2", "gpu", 0)
     assert decode_heartbeat(CODEC, encode_heartbeat(CODEC, plain)) == plain
+    serving = Heartbeat("w3", "default", 0, "dataflow.worker.cd", 8, 0.5, frozenset(["a", "b:c"]))
+    assert decode_heartbeat(CODEC, encode_heartbeat(CODEC, serving)) == serving
     assert decode_ping(encode_ping()) is None
     assert decode_cancel(CODEC, encode_cancel(CODEC)) is None
     assert decode_cancel(CODEC, encode_cancel(CODEC, [5, 7])) == {5, 7}
@@ -185,6 +191,13 @@ def test_a_tasks_frame_field_of_the_wrong_type_is_refused_by_name(field, value):
         ([9, ["t", [], {}, float("nan")]], 9, "'timeout'"),
         ([10, ["t", [], {}, None, [1, []]]], 10, "'stream' must be"),
         ([11, ["t", [], {}, None, [True, ["not a ref"]]]], 11, "'stream' must be"),
+        # a producer of several outputs names two or more distinct keys
+        ([11, ["t", [], {}, None, [True, [], ["only"]]]], 11, "'stream' must be"),
+        ([11, ["t", [], {}, None, [True, [], ["a", "a"]]]], 11, "'stream' must be"),
+        ([11, ["t", [], {}, None, [True, [], ["a", 1]]]], 11, "'stream' must be"),
+        ([11, ["t", [], {}, None, [True, [], "ab"]]], 11, "'stream' must be"),
+        ([11, ["t", [], {}, None, [True, [], [f"k{i}" for i in range(1025)]]]], 11, "'stream'"),
+        ([11, ["t", [], {}, None, [True, [], ["a", "b"], 4]]], 11, "'stream' must be"),
     ],
 )
 def test_a_bad_task_entry_fails_alone_naming_its_field(entry, seq, culprit):
@@ -279,11 +292,29 @@ HB_OK = {"w": "w1", "pool": "p", "n": 0}
         ("w", [1]), ("w", None), ("pool", ["default"]), ("n", "many"), ("n", -1),
         ("inbox", ["x"]), ("inbox", 7), ("cap", "all"), ("cap", -5), ("cap", 0), ("cap", {}),
         ("i", "often"), ("i", 0), ("i", float("nan")),
+        ("tn", "echo"), ("tn", {"echo": 1}), ("tn", [1]), ("tn", [""]), ("tn", [None]),
+        ("tn", ["x" * (MAX_TASK_NAME + 1)]), ("tn", ["t"] * (MAX_TASK_NAMES + 1)),
     ],
 )  # fmt: skip
 def test_a_heartbeat_field_of_the_wrong_type_is_refused_by_name(field, value):
     with pytest.raises(ProtocolError, match=rf"^hb frame: field '{field}' must be"):
         decode_heartbeat(CODEC, _frame(HEARTBEAT, **{**HB_OK, field: value}))
+
+
+def test_a_heartbeat_lists_task_names_within_bounds():
+    names = [f"t{i}" for i in range(MAX_TASK_NAMES)]
+    beat = decode_heartbeat(CODEC, _frame(HEARTBEAT, **HB_OK, tn=names))
+    assert beat.tasks == frozenset(names)
+    assert decode_heartbeat(CODEC, _frame(HEARTBEAT, **HB_OK, tn=None)).tasks is None
+
+
+def test_a_worker_cannot_advertise_tasks_past_the_bounds():
+    too_many = Heartbeat("w1", "p", 0, tasks=frozenset(f"t{i}" for i in range(MAX_TASK_NAMES + 1)))
+    with pytest.raises(ValueError, match="worker w1 cannot advertise its tasks: nil or an array"):
+        encode_heartbeat(CODEC, too_many)
+    too_long = Heartbeat("w1", "p", 0, tasks=frozenset(["x" * (MAX_TASK_NAME + 1)]))
+    with pytest.raises(ValueError, match="task names of 1 to 256 characters"):
+        encode_heartbeat(CODEC, too_long)
 
 
 def test_a_heartbeat_that_is_not_one_is_refused():

@@ -125,8 +125,10 @@ VALID = [
         RESULTS, "results", [result_part(1, CODEC.packb(((1, {2}), ValueRef("b", "n", 1))))]
     ),
     CODEC.frame("tasks", tasks=[[1, ["echo", [(1,), {"k": frozenset([2])}], {}, None]]]),
+    CODEC.frame("tasks", tasks=[[2, ["split", [], {}, None, [True, [], ["a", "b"]]]]]),
     CODEC.packb([dt.datetime(2024, 1, 1, tzinfo=dt.UTC), fractions.Fraction(1, 3), 1j]),
     encode_heartbeat(CODEC, Heartbeat("w1", "p", 3, "dataflow.worker.ab", 72, 0.5)),
+    encode_heartbeat(CODEC, Heartbeat("w1", "p", 0, "w.ab", 8, 0.5, frozenset(["a", "b:c"]))),
     encode_items(CODEC, [item_part(0, CODEC.packb((1, "x"))), item_part(1, CODEC.packb(None))]),
     encode_end(CODEC, 2, ["ValueError", "boom"]),
     encode_credit(CODEC, Credit(3, 11, "s", True, False, True)),
@@ -157,7 +159,7 @@ def test_mutated_valid_frames(data, edits):
 FIELDS = {
     "tasks": ["run", "reply", "cancel", "tasks"],
     "results": ["w", "claims", "results"],
-    "hb": ["w", "pool", "n", "inbox", "cap", "i"],
+    "hb": ["w", "pool", "n", "inbox", "cap", "i", "tn"],
     "items": ["i"],
     "end": ["n", "e"],
     "credit": ["got", "limit", "r", "end", "done", "p"],

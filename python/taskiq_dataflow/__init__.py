@@ -21,9 +21,10 @@ from .errors import (
     DataflowError,
     GrowthError,
     PipelineError,
+    RemoteTaskError,
     StoreError,
     StreamError,
-    TaskArgumentError,  # issue 11 seeds: taskiq argument parsing
+    TaskArgumentError,  # issue 11 seeds: taskiq argument parsing,
 )
 from .events import (
     Event,
@@ -59,8 +60,8 @@ from .pipeliner import Pipeline, PipelineMiddleware, PipelineTask  # issue 11: s
 from .result_cache import ResultCache
 from .seceding import rejoin, secede, seceded
 from .store import RunStore
-from .streams import Stream
-from .task import TaskSpec, pipeline_task
+from .streams import Stream, StreamItem, Watch
+from .task import RemoteTask, TaskSpec, pipeline_task
 from .visualization import DAGVisualizer, MermaidGenerator, visualize_pipeline
 
 __all__ = [
@@ -95,11 +96,12 @@ __all__ = [
     "MissingInputError",
     "Namespace",
     "NamespaceNode",
-    # issue 11: taskiq-flow's sequential Pipeline (with PipelineMiddleware, PipelineTask below)
     "Pipeline",
     "PipelineError",
     "PipelineMiddleware",
     "PipelineTask",
+    "RemoteTask",
+    "RemoteTaskError",
     "ResourceAwareExecutor",
     "ResultCache",
     "RunFinished",
@@ -118,13 +120,14 @@ __all__ = [
     "StoreError",
     "Stream",
     "StreamError",
-    # issue 11 seeds: taskiq argument parsing
+    "StreamItem",
     "TaskArgumentError",
     "TaskError",
     "TaskFailedError",
     "TaskNode",
     "TaskResourceProfile",
     "TaskSpec",
+    "Watch",
     "__version__",
     "add_tasks",
     "get_all_pipeline_outputs",

@@ -136,6 +136,10 @@ class ClusterError(DataflowError, RuntimeError):
     """The cluster cannot make progress (server unreachable, login refused, no workers...)."""
 
 
+class RemoteTaskError(DataflowError, LookupError):
+    """A task known only by name (`RemoteTask`) was to run where it has no implementation."""
+
+
 class ProtocolError(DataflowError, ValueError):
     """A frame that is not valid msgpack or not a frame of this protocol."""
 

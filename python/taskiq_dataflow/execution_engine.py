@@ -30,6 +30,8 @@ from .events import Event, EventBus, StepCompleted
 from .run_state import Policy, RunConfig, RunState, StepResult, resolve_policy
 from .seceding import awaiting_slot, seceded_slot
 from .slots import SharedSlots
+from .stream_wiring import feed_inputs
+from .streams import Watch
 from .transports.base import Transport
 from .transports.local import LocalTransport
 
@@ -348,15 +350,17 @@ class ExecutionEngine:
             )
         self.dag.validate()
         self._check_inputs(inputs)
+        # async iterables among the inputs are streams: each gets a producer of its own
+        dag, inputs, fed = feed_inputs(self.dag, inputs)
         slots = self._shared_slots()
         run_id = pipeline_id or uuid.uuid4().hex
         transport = self._make_transport(run_id)
         config = RunConfig(
-            self.dag,
+            dag,
             self._defaults,
             self.fail_fast,
             0 if slots is not None else limit,  # shared: the slots grant capacity (slots.py)
-            self._priorities(self.dag.graph),
+            self._priorities(dag.graph, len(dag)),
             self.broker,
             caching=self.cache is not None,
             step_events=self.events.step_listeners,
@@ -365,6 +369,9 @@ class ExecutionEngine:
             recording=self._recording,
         )
         state = RunState(run_id, config, inputs, restore)
+        if fed:
+            # still inputs, not outputs of the run (their items are not recorded)
+            state.inputs = {**inputs, **dict.fromkeys(fed)}
         return Driver(state, transport, self.events, self.cache, step_sink, parent, slots, limit)
 
     def _shared_slots(self) -> SharedSlots | None:
@@ -399,7 +406,7 @@ class ExecutionEngine:
 
     # -- per-task set-up (once per distinct task, not per node) --------------------------------
 
-    def _priorities(self, graph: _core.Graph) -> list[float] | None:
+    def _priorities(self, graph: _core.Graph, size: int) -> list[float] | None:
         p = self._priority
         if p is None:
             return None
@@ -407,7 +414,9 @@ class ExecutionEngine:
             return graph.bottom_levels()
         if isinstance(p, str):
             raise ValueError(f"unknown priority {p!r}: use 'critical_path' or a list of numbers")
-        return [float(x) for x in p]
+        given = [float(x) for x in p]
+        # the producers of streamed inputs (feed_inputs) come after the DAG's nodes
+        return given + [0.0] * (size - len(given)) if len(given) == len(self.dag) else given
 
     def _policy(self, task: Any, overrides: Mapping[str, Any] | None = None) -> Policy:
         """Retry and timeout settings of `task` (see run_state.resolve_policy)."""
@@ -490,10 +499,22 @@ def _resource_profiles(
 class RunHandle:
     """A run started with `ExecutionEngine.start()`."""
 
-    __slots__ = ("_driver", "_task")
+    __slots__ = ("_driver", "_task", "_watches")
 
     def __init__(self, driver: Driver, task: asyncio.Future[dict[str, Any]]) -> None:
         self._driver, self._task = driver, task
+        self._watches: list[Watch[Any]] = []  # the streams read with stream()
+        task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Future[dict[str, Any]]) -> None:
+        """A run that failed or was cancelled ends the streams its caller reads (a stream whose
+        producer never ran, or ran on a worker that is gone, would never end)."""
+        if not self._watches:
+            return
+        error = ExecutionCancelled(self.run_id, {}) if task.cancelled() else task.exception()
+        if error is not None:
+            for watch in self._watches:
+                watch._end(error)
 
     @property
     def run_id(self) -> str:
@@ -514,6 +535,32 @@ class RunHandle:
     def cancel(self) -> None:
         """Cancel this run alone; awaiting the handle then raises ExecutionCancelled."""
         self._driver.cancel()
+
+    def stream(self, key: str) -> Watch[Any]:
+        """The items of stream `key` (the output of an async generator task, here or on a
+        worker) as they are produced: `async for item in run.stream("bar")` (or
+        `run.stream("bar").stream()`, as Datagraph spells it). Ask before the run starts, that
+        is before the caller first awaits after `engine.start()`; the items also reach the
+        task's other readers, and the output as a list when it is kept."""
+        state = self._driver.state
+        producer = state.graph.producer(key)
+        if producer is None:
+            raise KeyError(f"no task of run {self.run_id} produces {key!r}: it cannot be streamed")
+        name = state.names[producer]
+        if not state.plan(producer).producer:
+            raise TypeError(
+                f"{key!r} is produced by task '{name}', which is not an async generator: await "
+                "the run for its value (a RemoteTask needs stream=True)"
+            )
+        if state.attempts[producer] != 0 or key in state.values or state.status is not None:
+            raise RuntimeError(
+                f"task '{name}' producing {key!r} has started already: call run.stream({key!r}) "
+                "right after engine.start(), before the caller awaits anything"
+            )
+        assert state.streaming is not None  # made with the producer's plan
+        watch = state.streaming.watch(producer, key)
+        self._watches.append(watch)
+        return watch
 
     def done(self) -> bool:
         return self._task.done()

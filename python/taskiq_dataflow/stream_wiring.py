@@ -9,17 +9,54 @@ driver once the transport started.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .errors import StreamError
 from .events import TaskError
-from .streams import Stream, StreamRef, is_producer, pump
-from .task import original_function
+from .streams import WATCH_BUFFER, Stream, StreamRef, Watch, is_producer, pump
+from .task import InEngine, TaskSpec, original_function
 from .transports.base import Completion
 
 if TYPE_CHECKING:
+    from .dataflow.graph import DAG
     from .run_state import Plan, RunState
+
+
+def is_fed(value: Any) -> bool:
+    """Whether an external input is a stream: an async iterable (not a Stream a task got)."""
+    return hasattr(value, "__aiter__") and not isinstance(value, StreamRef)
+
+
+def feed_inputs(dag: DAG, inputs: dict[str, Any]) -> tuple[DAG, dict[str, Any], list[str]]:
+    """A run's DAG and inputs when some inputs are async iterables: each becomes the stream of
+    a producer task of its own (in the engine's process, `input:<key>`) that re-yields its
+    items, so streaming consumers read it as it comes and the others get the list. Returns
+    the DAG (a copy with those producers), the other inputs, and the fed keys."""
+    fed = [key for key, value in inputs.items() if is_fed(value)]
+    if not fed:
+        return dag, inputs, fed
+    consumed = set(dag.external_inputs)
+    unread = [key for key in fed if key not in consumed]
+    if unread:
+        raise ValueError(
+            f"input {unread[0]!r} is an async iterable but no task reads it as an external "
+            "input (a key some task produces cannot also be given)"
+        )
+    copy = dag.copy(external=[k for k in dag.external_inputs if k not in fed])
+    for key in fed:
+        name = f"input:{key}"
+        spec = TaskSpec(outputs=(key,), inputs=(), name=name, local=True)
+        copy.append_node(InEngine(_feeder(inputs[key]), spec), name, (), (key,))
+    return copy, {k: v for k, v in inputs.items() if k not in fed}, fed
+
+
+def _feeder(source: Any) -> Any:
+    async def feed() -> AsyncIterator[Any]:
+        async for item in source:
+            yield item
+
+    return feed
 
 
 def forget_unkept_streams(run: RunState) -> None:
@@ -45,7 +82,6 @@ class Streaming:
 
     def __init__(self, run: RunState) -> None:
         self.run = run
-        self.link = run.link  # None: every stream stays in this process
         # producer -> its live consumers' ends: Streams, or StreamRefs when one side is remote
         self.subscribers: dict[int, list[Any]] = {}
         self.attached: dict[int, dict[str, Any]] = {}  # consumer -> key -> what it reads
@@ -55,6 +91,38 @@ class Streaming:
         self.reported: set[int] = set()  # early nodes whose failure the run already reported
         self.stopped: set[int] = set()  # producers cancelled because nobody reads them any more
         self.kept: dict[int, bool] = {}  # producer -> keeps its list, once a reader ended
+        # producer -> (input number of the route, what the caller reads) for streams the run's
+        # caller reads as they are produced (RunHandle.stream); a watched producer never stops
+        self.watched: dict[int, list[tuple[int, Watch[Any]]]] = {}
+
+    def watch(self, producer: int, key: str) -> Watch[Any]:
+        """A stream of `key` for the run's caller, bound when its producer starts (which it
+        has not yet: see RunHandle.stream)."""
+        watches = self.watched.setdefault(producer, [])
+        found = Watch[Any](key)
+        # the route of a watch is named after its producer, with input numbers below 0 (a
+        # consumer's own routes use its node and its input numbers)
+        watches.append((-1 - len(watches), found))
+        return found
+
+    def bind_watches(self, producer: int) -> None:
+        """The producer starts: each watch of it gets its end, next to its consumers' ends."""
+        link, remote = self.link, self.remote(producer)
+        for index, found in self.watched.get(producer, ()):
+            end: Any
+            if link is None or not remote:
+                end = Stream(found.key, WATCH_BUFFER)
+                found._bind(end)
+            else:
+                end = link.route(producer, index, found.key, WATCH_BUFFER)
+                found._bind(link.receiver(end))
+            self.subscribers.setdefault(producer, []).append(end)
+
+    @property
+    def link(self) -> Any:
+        """The transport's stream link (None: every stream stays in this process), read from
+        the run: the wiring may be made before the transport started (RunHandle.stream)."""
+        return self.run.link
 
     def remote(self, node: int) -> bool:
         return self.link is not None and not self.run.plan(node).place.local
@@ -101,7 +169,11 @@ class Streaming:
 
     def remote_producer(self, node: int) -> list[Any]:
         """What a producer running elsewhere needs: keep the list?, and its consumers' routes."""
-        return [self.keeps(node), self.subscribers.get(node, [])]
+        routes = [self.keeps(node), self.subscribers.get(node, [])]
+        outputs = self.run.node_outputs[node]
+        if len(outputs) > 1:  # it yields StreamItems, one stream per output
+            routes.append(list(outputs))
+        return routes
 
     async def produce(self, node: int, func: Any, *args: Any, **kwargs: Any) -> Any:
         """Run an async generator task here (see streams.pump)."""
@@ -110,7 +182,8 @@ class Streaming:
             link.sender(end) if isinstance(end, StreamRef) else end
             for end in self.subscribers.get(node, [])
         ]
-        return await pump(func(*args, **kwargs), sinks, self.keeps(node))
+        keys = self.run.node_outputs[node]
+        return await pump(func(*args, **kwargs), sinks, self.keeps(node), keys)
 
     def failed(self, node: int, error: TaskError) -> None:
         """A producer elsewhere failed for good (its workers may be dead): end its streams."""
@@ -135,6 +208,9 @@ class Streaming:
             else:
                 fresh.append(node)
         starting = {n for n in fresh if run.plan(n).producer}
+        if self.watched:
+            for producer in starting.intersection(self.watched):
+                self.bind_watches(producer)
         starting_early = []
         work = list(starting)
         while work:
@@ -212,7 +288,7 @@ class Streaming:
         # would count as one that needs the whole list
         for p in producers - self.kept.keys():
             self.kept[p] = self.keeps(p)
-        unkept = {p for p in producers if not self.kept[p]}
+        unkept = {p for p in producers if not self.kept[p] and p not in self.watched}
         attached = self.attached.pop(node, {})
         for end in attached.values():
             if isinstance(end, StreamRef):

@@ -14,9 +14,9 @@ import collections.abc
 import contextlib
 import inspect
 import typing
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 from .errors import StreamError as StreamError  # its documented path
 
@@ -99,15 +99,105 @@ class Stream(Generic[T]):
         return [value async for value in self]
 
 
-async def pump(items: AsyncIterator[Any], sinks: list[Any], keep: bool) -> list[Any] | None:
+class Watch(Generic[T]):
+    """A stream the caller of a run reads as it is produced (`RunHandle.stream(key)`): it is
+    bound to the producer's stream when the producer starts (a Stream here, the end of a route
+    when the producer runs on a worker); until then iterating it waits. A run that fails or is
+    cancelled ends it with a StreamError (its producer may never end it)."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self._source: Stream[T] | None = None
+        self._bound = asyncio.Event()
+        self._failure: BaseException | None = None
+        self._stopped = asyncio.Event()
+        self._listening: Any = None
+
+    def _bind(self, source: Stream[T]) -> None:
+        self._source = source
+        listen = getattr(source, "listen", None)
+        if listen is not None:
+            # a remote end listens at once: its producer must not wait for the caller to read
+            self._listening = listen()
+        self._bound.set()
+
+    def _end(self, failure: BaseException) -> None:
+        self._failure = failure
+        self._stopped.set()
+
+    def stream(self) -> AsyncIterator[T]:
+        """The values, in order, as they are yielded (Datagraph's `result[key].stream()`)."""
+        return self._iterate()
+
+    def __aiter__(self) -> AsyncIterator[T]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[T]:
+        stopped = asyncio.ensure_future(self._stopped.wait())
+        try:
+            if await self._next(asyncio.ensure_future(self._bound.wait()), stopped) is _END:
+                return
+            assert self._source is not None
+            items = self._source.__aiter__()
+            while True:
+                item = await self._next(asyncio.ensure_future(items.__anext__()), stopped)
+                if item is _END:
+                    return
+                yield item
+        finally:
+            stopped.cancel()
+
+    async def _next(self, step: asyncio.Future[Any], stopped: asyncio.Future[Any]) -> Any:
+        """What `step` gives, or the run's failure once it ended without it."""
+        await asyncio.wait({step, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if not step.done():
+            step.cancel()
+            raise StreamError(f"stream '{self.key}' ended with its run: {self._failure}")
+        if type(step.exception()) is StopAsyncIteration:
+            return _END
+        return step.result()
+
+    async def first(self) -> T:
+        async for value in self:
+            return value
+        raise StreamError(f"stream '{self.key}' ended without a value")
+
+    async def collect(self) -> list[T]:
+        return [value async for value in self]
+
+
+# a caller reads its streams whenever it likes (maybe only after awaiting the run): its end
+# never makes the producer wait
+WATCH_BUFFER = 2**31 - 1
+
+
+class StreamItem(NamedTuple):
+    """What a generator with several outputs yields: one value for the stream of `key`
+    (Datagraph's `IOVal(name=..., value=...)`)."""
+
+    key: str
+    value: Any
+
+
+async def pump(
+    items: AsyncIterator[Any],
+    sinks: list[Any],
+    keep: bool,
+    keys: Sequence[str] | None = None,
+) -> Any:
     """Run a producer: each item to every sink (a Stream, or a StreamSender to another
     process; each waits while its consumer is `buffer` items behind), and into the list that
     is the output's value when `keep`. A failure ends every sink's stream with it.
+
+    A producer of several output `keys` yields StreamItem(key, value): each value goes to the
+    sinks of its key, and the task's value is {key: list} (each None when not kept).
 
     Once every consumer is gone (ended, failed or stopped reading) and nobody needs the list,
     the producer is stopped at its next item: the generator is closed (its `finally` blocks
     run) and the task completes with None, the value of a stream that was not kept. An endless
     producer would otherwise run, unread, for ever."""
+    if keys is not None and len(keys) > 1:
+        return await _pump_keys(items, sinks, keep, keys)
     kept: list[Any] = []
     try:
         async with contextlib.aclosing(items):  # type: ignore[type-var]
@@ -125,6 +215,47 @@ async def pump(items: AsyncIterator[Any], sinks: list[Any], keep: bool) -> list[
     for sink in sinks:
         await sink._close()
     return kept if keep else None
+
+
+async def _pump_keys(
+    items: AsyncIterator[Any], sinks: list[Any], keep: bool, keys: Sequence[str]
+) -> dict[str, Any]:
+    kept: dict[str, list[Any]] = {key: [] for key in keys}
+    by_key: dict[str, list[Any]] = {key: [] for key in keys}
+    for sink in sinks:
+        by_key[_key_of(sink)].append(sink)
+    try:
+        async with contextlib.aclosing(items):  # type: ignore[type-var]
+            async for item in items:
+                if type(item) is not StreamItem or item.key not in kept:
+                    raise TypeError(
+                        f"a generator with outputs {list(keys)} must yield StreamItem(key, "
+                        f"value) with one of those keys, got {_short_repr(item)}"
+                    )
+                key, value = item
+                if keep:
+                    kept[key].append(value)
+                for sink in by_key[key]:
+                    await sink._put(value)
+                if not keep and all(sink._gone for sink in sinks):
+                    break
+    except BaseException as exc:
+        for sink in sinks:
+            await sink._close(exc)
+        raise
+    for sink in sinks:
+        await sink._close()
+    return kept if keep else dict.fromkeys(keys)
+
+
+def _key_of(sink: Any) -> str:
+    key = getattr(sink, "key", None)  # a Stream; a StreamSender holds its route's StreamRef
+    return key if isinstance(key, str) else sink.ref.key
+
+
+def _short_repr(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def is_stream_annotation(annotation: Any) -> bool:

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, TypeVar, overload
 
+from .errors import RemoteTaskError
+
 # the decorated callable's own type (a function or a taskiq task), kept for type checkers
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -329,3 +331,107 @@ def infer_inputs(task: Any) -> tuple[str, ...]:
         and p.name not in _RECEIVERS
         and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
     )
+
+
+class RemoteTask:
+    """A task implemented in another service, known here only by the name its workers register
+    it under (`@broker.task(task_name=name)`), with its declared inputs and outputs.
+
+    Nothing of it runs in this process: on the NATS cluster it goes only to workers that
+    advertise `name`; anywhere else it fails with a RemoteTaskError. `stream=True` declares it
+    an async generator: its output is a stream (consumers may read it as it is produced), and
+    a worker whose implementation is not a generator fails it instead of hanging its readers.
+    `register_task("svc:name", inputs=[...], output=...)` makes one from a string."""
+
+    __slots__ = ("__dataflow__", "original_func", "task_name")
+
+    def __init__(
+        self,
+        name: str,
+        inputs: Sequence[str] = (),
+        output: str | None = None,
+        *,
+        outputs: Sequence[str] | None = None,
+        stream: bool = False,
+        streams: Sequence[str] = (),
+        stream_buffer: int = 64,
+        pool: str | None = None,
+        retries: int | None = None,
+        retry_delay: float | None = None,
+        retry_backoff: float | None = None,
+        retry_jitter: float | None = None,
+        timeout: float | None = None,
+        compensate: Callable[..., Any] | None = None,
+    ) -> None:
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"a remote task's name must be a non-empty string, got {name!r}")
+        where = f"remote task {name!r}"
+        outs = outputs_of(output, outputs, where)
+        if not outs:
+            raise ValueError(f"{where} declares no output: pass output='key' (or outputs=[...])")
+        if type(stream) is not bool:
+            raise TypeError(f"{where}: stream must be True or False, got {stream!r}")
+        self.task_name = name
+        self.__dataflow__ = TaskSpec(
+            outputs=outs,
+            inputs=check_keys(inputs, where),
+            name=name,
+            retries=retries,
+            retry_delay=retry_delay,
+            retry_backoff=retry_backoff,
+            retry_jitter=retry_jitter,
+            timeout=timeout,
+            pool=pool,
+            compensate=compensate,
+            streams=check_keys(streams, where),
+            stream_buffer=stream_buffer,
+        )
+        self.original_func = _absent_producer(name) if stream else _absent_function(name)
+
+    @property
+    def stream(self) -> bool:
+        """Whether its output is a stream (the remote implementation is an async generator)."""
+        return inspect.isasyncgenfunction(self.original_func)
+
+    def _key(self) -> tuple[Any, ...]:
+        spec = self.__dataflow__
+        return (self.task_name, spec.inputs, spec.outputs, self.stream, spec.streams, spec.pool)
+
+    def __eq__(self, other: object) -> bool:
+        # the same reference registered twice is one task (no duplicate producer)
+        return type(other) is RemoteTask and other._key() == self._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.original_func(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        kind = "stream " if self.stream else ""
+        return f"<remote {kind}task {self.task_name}>"
+
+
+def _no_implementation(name: str) -> RemoteTaskError:
+    return RemoteTaskError(
+        f"task {name!r} is a remote task: it has no local implementation in this process; "
+        "run it on the NATS cluster (ExecutionEngine(DataflowNatsBroker(...), dag)) with "
+        "workers whose module registers it as @broker.task(task_name=" + repr(name) + ")"
+    )
+
+
+def _absent_function(name: str) -> Callable[..., Any]:
+    async def remote(**inputs: Any) -> Any:
+        raise _no_implementation(name)
+
+    remote.__qualname__ = remote.__name__ = name
+    return remote
+
+
+def _absent_producer(name: str) -> Callable[..., Any]:
+    async def remote(**inputs: Any) -> Any:
+        raise _no_implementation(name)
+        yield  # an async generator: the engine wires its output as a stream
+
+    remote.__qualname__ = remote.__name__ = name
+    return remote

@@ -15,7 +15,10 @@ Frames (engine = the side running the DAG; S = the run's per-run random secret, 
                or <prefix>.tasks.<pool> (queue                        results subject), cancel: str
                group <prefix>-<pool>, before any                      (the cancel key), tasks:
                worker of the pool is known)                           [[seq, [name, args, kwargs,
-                                                                      timeout(, stream)]], ...]
+                                                                      timeout(, stream)]], ...];
+                                                                      stream: [keep, [StreamRef,
+                                                                      ...](, [output key, ...]:
+                                                                      a producer of several)]
     results    <prefix>.results.<run>.<S>           worker -> engine w: worker id, claims: [seq,
                                                                       ...], results: [[seq, true,
                                                                       value] | [seq, false, [type,
@@ -26,7 +29,12 @@ Frames (engine = the side running the DAG; S = the run's per-run random secret, 
     hb         <prefix>.heartbeat                   worker -> all    w, pool: str, n: busy count,
                                                                       inbox: its own task subject,
                                                                       cap: entries it holds at
-                                                                      once, i: heartbeat interval
+                                                                      once, i: heartbeat
+                                                                      interval, tn: nil (serves
+                                                                      what it gets) or the task
+                                                                      names it serves (at most
+                                                                      MAX_TASK_NAMES, each 1 to
+                                                                      MAX_TASK_NAME chars)
     ping       <prefix>.ping (empty payload)        engine -> all    none: every worker beats now
     cancel     <prefix>.cancel.<cancel key>         engine -> all    empty: every task of the run;
                                                                       else a msgpack array of 1 to
@@ -75,7 +83,8 @@ from ..streams import StreamRef
 
 __all__ = [
     "CREDIT", "DEFAULT_CODEC", "END", "HEARTBEAT", "HELLO", "ITEMS", "MAX_CANCEL_SEQS",
-    "MAX_DEPTH", "MAX_EXT_DEPTH", "PING", "RESULTS", "TASKS", "USER_CODES", "VERSION",
+    "MAX_DEPTH", "MAX_EXT_DEPTH", "MAX_OUTPUT_KEYS", "MAX_TASK_NAME", "MAX_TASK_NAMES", "PING",
+    "RESULTS", "TASKS", "USER_CODES", "VERSION",
     "BadTask", "Codec", "Credit", "EncodeError", "Failure", "Heartbeat", "Packed",
     "ProtocolError", "ResultsFrame", "StreamEnd", "StreamHello", "StreamItems", "TaskEntry",
     "TasksFrame",
@@ -90,6 +99,11 @@ __all__ = [
 TASKS, RESULTS, HEARTBEAT, PING = "tasks", "results", "hb", "ping"
 ITEMS, END, HELLO, CREDIT = "items", "end", "hello", "credit"
 MAX_CANCEL_SEQS = 100_000
+# a heartbeat lists the names its worker serves: bounded so that a beat stays far under the
+# server's max_payload (1,024 names of 256 characters: 256 KiB at most, typically a few dozen)
+MAX_TASK_NAMES = 1024
+MAX_OUTPUT_KEYS = 1024  # output keys of one stream producer in a task entry
+MAX_TASK_NAME = 256
 
 _ENTRY_SHAPE = "[seq, [name, args, kwargs, timeout(, stream)]]"
 _TASKS_NEEDS = "a tasks frame needs 'run' (str), 'reply' (str), 'tasks' (list), 'cancel' (str)"
@@ -255,17 +269,29 @@ def _task_body_problem(body: Any) -> str | None:
     if timeout is not None and not (type(timeout) in _NUMBERS and timeout >= 0):  # NaN too
         return f"'timeout' must be nil or a number >= 0, got {_short(timeout)}"
     if extra and not _is_stream_spec(extra[0]):
-        return f"'stream' must be [keep (bool), [StreamRef, ...]], got {_short(extra[0])}"
+        wanted = "[keep (bool), [StreamRef, ...](, [output key, ...])]"
+        return f"'stream' must be {wanted}, got {_short(extra[0])}"
     return None
 
 
 def _is_stream_spec(stream: Any) -> bool:
     return (
         type(stream) is list
-        and len(stream) == 2
+        and 2 <= len(stream) <= 3
         and type(stream[0]) is bool
         and type(stream[1]) is list
         and all(type(r) is StreamRef for r in stream[1])
+        and (len(stream) == 2 or _is_output_keys(stream[2]))
+    )
+
+
+def _is_output_keys(keys: Any) -> bool:
+    # a producer of several outputs: the keys its StreamItems name (at least two, distinct)
+    return (
+        type(keys) is list
+        and 2 <= len(keys) <= MAX_OUTPUT_KEYS
+        and all(type(k) is str for k in keys)
+        and len(set(keys)) == len(keys)
     )
 
 
@@ -369,13 +395,29 @@ class Heartbeat(NamedTuple):
     inbox: str | None = None
     capacity: int | None = None  # entries an engine may send it at once
     interval: float | None = None  # seconds between its heartbeats
+    # the task names it serves; None from a worker that does not say (it gets its pool's work)
+    tasks: frozenset[str] | None = None
 
 
 def encode_heartbeat(codec: Codec, beat: Heartbeat) -> bytes:
+    tasks = beat.tasks
+    if tasks is not None:
+        problem = _task_names_problem(list(tasks))
+        if problem is not None:
+            raise ValueError(f"worker {beat.worker[:80]} cannot advertise its tasks: {problem}")
     return codec.frame(
         HEARTBEAT, w=beat.worker, pool=beat.pool, n=beat.busy, inbox=beat.inbox,
-        cap=beat.capacity, i=beat.interval,
+        cap=beat.capacity, i=beat.interval, tn=None if tasks is None else sorted(tasks),
     )  # fmt: skip
+
+
+def _task_names_problem(names: Any) -> str | None:
+    if type(names) is not list or len(names) > MAX_TASK_NAMES:
+        return f"nil or an array of at most {MAX_TASK_NAMES} task names, got {_short(names)}"
+    for name in names:
+        if type(name) is not str or not 0 < len(name) <= MAX_TASK_NAME:
+            return f"task names of 1 to {MAX_TASK_NAME} characters, got {_short(name)}"
+    return None
 
 
 def decode_heartbeat(codec: Codec, data: bytes) -> Heartbeat:
@@ -384,6 +426,7 @@ def decode_heartbeat(codec: Codec, data: bytes) -> Heartbeat:
         raise ProtocolError(f"expected a '{HEARTBEAT}' frame, got {_short(frame['t'])}")
     worker, pool, busy = frame.get("w"), frame.get("pool"), frame.get("n", 0)
     inbox, capacity, interval = frame.get("inbox"), frame.get("cap"), frame.get("i")
+    names = frame.get("tn")
     if type(worker) is not str:
         raise _field_error(HEARTBEAT, "w", "a str (the worker id)", worker)
     if type(pool) is not str:
@@ -396,7 +439,13 @@ def decode_heartbeat(codec: Codec, data: bytes) -> Heartbeat:
         raise _field_error(HEARTBEAT, "cap", "nil or an int > 0", capacity)
     if interval is not None and not (_is_number(interval) and interval > 0):
         raise _field_error(HEARTBEAT, "i", "nil or a number > 0", interval)
-    return Heartbeat(worker, pool, busy, inbox, capacity, interval)
+    tasks = None
+    if names is not None:
+        problem = _task_names_problem(names)
+        if problem is not None:
+            raise ProtocolError(f"{HEARTBEAT} frame: field 'tn' must be {problem}")
+        tasks = frozenset(names)
+    return Heartbeat(worker, pool, busy, inbox, capacity, interval, tasks)
 
 
 def encode_ping() -> bytes:

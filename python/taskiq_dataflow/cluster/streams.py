@@ -291,8 +291,20 @@ class StreamReceiver(Stream[Any]):
         self._sub: Any = None
         self._closed = False
         self._closing: asyncio.Future[None] | None = None
+        self._opening: asyncio.Future[None] | None = None
 
     async def _open(self) -> None:
+        if self._opening is None:
+            self._opening = asyncio.ensure_future(self._subscribe())
+        await self._opening
+
+    def listen(self) -> asyncio.Future[None]:
+        """Start listening now, before anyone reads (the caller of a run may read later)."""
+        if self._opening is None:
+            self._opening = asyncio.ensure_future(self._subscribe())
+        return self._opening
+
+    async def _subscribe(self) -> None:
         if self._sub is None and not self._closed:
             self._sub = await self.nc.subscribe(self.ref.items, cb=self._on_items)
             self._credit()

@@ -73,12 +73,13 @@ DISCOVERY_QUIET = 0.01  # ... and it stops waiting once no new worker answered f
 
 class _Flight:
     __slots__ = (
-        "body", "claimed", "job", "pool", "queued", "sent_at", "seqs", "streams", "unclaimed",
-        "worker",
+        "body", "claimed", "job", "name", "pool", "queued", "route", "sent_at", "seqs",
+        "streams", "unclaimed", "worker",
     )  # fmt: skip
 
-    def __init__(self, job: Job, pool: str, body: bytes, streams: bool) -> None:
-        self.job, self.pool, self.body = job, pool, body
+    def __init__(self, job: Job, pool: str, name: str, body: bytes, streams: bool) -> None:
+        self.job, self.pool, self.name, self.body = job, pool, name, body
+        self.route = (pool, name)  # it goes to workers of `pool` that serve `name`
         self.streams = streams  # a stream task: never waits for credit (see _flush)
         self.seqs: list[int] = []
         self.worker: str | None = None  # who holds the latest attempt
@@ -89,7 +90,9 @@ class _Flight:
 
 
 class _WorkerState:
-    __slots__ = ("capacity", "fresh", "held", "id", "inbox", "last_seen", "lost", "pool", "sent")
+    __slots__ = (
+        "capacity", "fresh", "held", "id", "inbox", "last_seen", "lost", "pool", "sent", "tasks",
+    )  # fmt: skip
 
     def __init__(self, worker: str, pool: str, now: float) -> None:
         self.id, self.pool, self.last_seen = worker, pool, now
@@ -99,6 +102,12 @@ class _WorkerState:
         self.fresh = 0.0  # heard from within this many seconds: it may be sent work
         self.lost = False  # silent for heartbeat_timeout: holds nothing, gets nothing
         self.sent = False  # whether this run sent it anything (may it reject our frames?)
+        # the task names it serves, from its heartbeats (None: it does not say, so it gets
+        # whatever its pool gets, as workers did before they advertised their tasks)
+        self.tasks: frozenset[str] | None = None
+
+    def serves(self, name: str) -> bool:
+        return self.tasks is None or name in self.tasks
 
 
 class NatsTransport(Transport):
@@ -119,8 +128,12 @@ class NatsTransport(Transport):
         self._inflight: dict[int, _Flight] = {}
         self._owner: dict[int, str] = {}  # seq -> the worker whose answer for it counts
         self._workers: dict[str, _WorkerState] = {}
-        self._outbox: dict[str, deque[int]] = {}  # pool -> seqs waiting for a worker with room
-        self._streams_out: dict[str, list[int]] = {}  # pool -> stream tasks' seqs (no credit)
+        # (pool, task name) -> seqs waiting for a worker of the pool that serves it and has room
+        self._outbox: dict[tuple[str, str], deque[int]] = {}
+        self._streams_out: dict[tuple[str, str], list[int]] = {}  # stream tasks' (no credit)
+        # (pool, task name) -> when it was first found that no live worker of the pool serves it
+        # while some are known: it waits, then fails after progress_timeout (_watch)
+        self._unserved: dict[tuple[str, str], float] = {}
         # node -> a flight whose worker was lost, out of the books until the run kicks it again
         self._lost: dict[int, _Flight] = {}
         self._budget = frame_budget(1024 * 1024)  # set from the server's INFO on connect
@@ -221,6 +234,7 @@ class NatsTransport(Transport):
         self._local.cancel()
         self._outbox.clear()
         self._streams_out.clear()
+        self._unserved.clear()
         self._lost.clear()
         self._inflight.clear()
         self._owner.clear()
@@ -313,7 +327,7 @@ class NatsTransport(Transport):
         # a consumer's inputs hold StreamRefs only once the run made a route
         link = self._link
         streams = job.stream is not None or (link is not None and link.routed and _has_streams(job))
-        flight = _Flight(job, pool, body, streams)
+        flight = _Flight(job, pool, name, body, streams)
         assert self._values is not None
         if len(body) > self._values.threshold:
             self._spawn(self._offload(flight))
@@ -410,11 +424,11 @@ class NatsTransport(Transport):
         flight.queued = True
         self._inflight[seq] = flight
         if flight.streams:
-            self._streams_out.setdefault(flight.pool, []).append(seq)
+            self._streams_out.setdefault(flight.route, []).append(seq)
         else:
-            queue = self._outbox.get(flight.pool)
+            queue = self._outbox.get(flight.route)
             if queue is None:
-                queue = self._outbox[flight.pool] = deque()
+                queue = self._outbox[flight.route] = deque()
             queue.append(seq)
         self._schedule_flush()
 
@@ -430,13 +444,13 @@ class NatsTransport(Transport):
         now = time.monotonic()
         frames: list[tuple[str, bytes]] = []
         streams, self._streams_out = self._streams_out, {}
-        for pool, seqs in streams.items():
-            self._dispatch_streams(pool, seqs, now, frames)
-        for pool in list(self._outbox):
-            queue = self._outbox[pool]
-            self._dispatch(pool, queue, now, frames)
+        for route, seqs in streams.items():
+            self._dispatch_streams(route, seqs, now, frames)
+        for route in list(self._outbox):
+            queue = self._outbox[route]
+            self._dispatch(route, queue, now, frames)
             if not queue:
-                del self._outbox[pool]
+                del self._outbox[route]
         for subject, frame in frames:
             try:
                 pending = publish_now(self._nc, subject, frame)
@@ -448,23 +462,29 @@ class NatsTransport(Transport):
                 self._background.add(pending)
                 pending.add_done_callback(self._background.discard)
 
-    def _targets(self, pool: str, now: float) -> list[_WorkerState]:
-        """The pool's workers that may get work: heard from lately, with a subject of their own."""
-        return [
+    def _targets(self, route: tuple[str, str], now: float) -> list[_WorkerState]:
+        """The workers that may get `route`'s work: of its pool, serving its task, heard from
+        lately, with a subject of their own."""
+        pool, name = route
+        targets = [
             w
             for w in self._workers.values()
             if w.pool == pool and w.inbox and not w.lost and now - w.last_seen <= w.fresh
-        ]
+            and w.serves(name)
+        ]  # fmt: skip
+        if targets and self._unserved:
+            self._unserved.pop(route, None)
+        return targets
 
     def _dispatch(
-        self, pool: str, queue: deque[int], now: float, frames: list[tuple[str, bytes]]
+        self, route: tuple[str, str], queue: deque[int], now: float, frames: list[tuple[str, bytes]]
     ) -> None:
-        targets = self._targets(pool, now)
+        targets = self._targets(route, now)
         if not targets:
-            if not self._waits_for_known_worker(pool):
+            if not self._waits_for_known_worker(route, now):
                 # no worker of the pool known: its queue group reaches whoever serves it
                 seqs = self._take(queue, len(queue))
-                self._frames(self.broker.tasks_subject(pool), seqs, None, now, frames)
+                self._frames(self.broker.tasks_subject(route[0]), seqs, None, now, frames)
             return
         while queue:
             open_ = [(w.capacity - len(w.held), w) for w in targets]
@@ -478,26 +498,35 @@ class NatsTransport(Transport):
                     self._frames(w.inbox or "", seqs, w, now, frames)
 
     def _dispatch_streams(
-        self, pool: str, seqs: list[int], now: float, frames: list[tuple[str, bytes]]
+        self, route: tuple[str, str], seqs: list[int], now: float, frames: list[tuple[str, bytes]]
     ) -> None:
         """A stream task never waits for credit: consumers holding every slot would otherwise
         wait for a producer that is never sent. Each goes to the worker with the most room."""
         seqs = [s for s in seqs if s in self._inflight]
-        targets = self._targets(pool, now)
+        targets = self._targets(route, now)
         if not targets:
-            if self._waits_for_known_worker(pool):
-                self._streams_out.setdefault(pool, []).extend(seqs)
+            if self._waits_for_known_worker(route, now):
+                self._streams_out.setdefault(route, []).extend(seqs)
             else:
-                self._frames(self.broker.tasks_subject(pool), seqs, None, now, frames)
+                self._frames(self.broker.tasks_subject(route[0]), seqs, None, now, frames)
             return
         for seq in seqs:
             target = max(targets, key=lambda w: w.capacity - len(w.held))
             self._frames(target.inbox or "", [seq], target, now, frames)
 
-    def _waits_for_known_worker(self, pool: str) -> bool:
-        """Whether a worker of `pool` is known but late with its heartbeat: its work waits
-        until it is heard again or declared lost, rather than go where a hung one may take it."""
-        return any(w.pool == pool and not w.lost for w in self._workers.values())
+    def _waits_for_known_worker(self, route: tuple[str, str], now: float) -> bool:
+        """Whether the route's work waits rather than go to the pool's queue group: a worker
+        of the pool that serves the task is known but late with its heartbeat (it waits until
+        that one is heard again or declared lost, rather than go where a hung one may take it),
+        or the pool's live workers are known and none serves the task (it waits for one that
+        does, another service's worker maybe, at most progress_timeout: see _watch)."""
+        pool, name = route
+        known = [w for w in self._workers.values() if w.pool == pool and not w.lost]
+        if not known:
+            return False
+        if not any(w.serves(name) for w in known):
+            self._unserved.setdefault(route, now)
+        return True
 
     def _take(self, queue: deque[int], n: int) -> list[int]:
         """Up to `n` seqs still in flight from the front of `queue` (a finished or cancelled
@@ -668,13 +697,14 @@ class NatsTransport(Transport):
         except ProtocolError:
             return  # a bystander's, or garbage: no worker to record
         state = self._worker(beat.worker, beat.pool, now)
+        state.tasks = beat.tasks
         if beat.inbox is not None and beat.capacity is not None:
             first = state.inbox is None
             state.inbox, state.capacity = beat.inbox, beat.capacity
             state.fresh = self._freshness(beat.interval)
             self._discovered.set()
             if first:
-                self._rehome(state.pool)
+                self._rehome(state)
         if self._outbox or self._streams_out:
             self._schedule_flush()  # a worker (back) with room
 
@@ -715,6 +745,9 @@ class NatsTransport(Transport):
             for state in list(self._workers.values()):
                 if not state.lost and now - state.last_seen > timeout:
                     self._lose(state, now)
+            for route, since in list(self._unserved.items()):
+                if now - since > broker.progress_timeout:
+                    self._unserved_too_long(route, now - since)
             seen: set[int] = set()
             for flight in list(self._inflight.values()):
                 if id(flight) in seen:
@@ -759,16 +792,19 @@ class NatsTransport(Transport):
         if self._outbox or self._streams_out:
             self._schedule_flush()  # what waited for this worker may go to the queue group now
 
-    def _rehome(self, pool: str) -> None:
-        """The first worker of `pool` is heard: what went to the pool's queue group before any
-        of its workers was known (a run started with its workers) and nobody claimed yet most
-        likely found no subscriber; it goes to the workers now instead of heartbeat_timeout
-        later (not counted against max_redeliveries: no worker refused it)."""
+    def _rehome(self, state: _WorkerState) -> None:
+        """A worker of a pool is heard for the first time: what went to the pool's queue group
+        before any worker serving it was known (a run started with its workers) and nobody
+        claimed yet most likely found no subscriber, or only workers that do not serve it;
+        what this worker serves goes to the workers now instead of heartbeat_timeout later
+        (not counted against max_redeliveries: no worker refused it)."""
+        pool = state.pool
         stranded = {
             id(f): f
             for f in self._inflight.values()
             if f.pool == pool and f.worker is None and not (f.claimed or f.queued)
-        }
+            and state.serves(f.name)
+        }  # fmt: skip
         for flight in stranded.values():
             self._redeliver(flight, "discovered")
 
@@ -806,6 +842,42 @@ class NatsTransport(Transport):
             return
         self.redeliveries += 1
         self._send(flight)
+
+    def _unserved_too_long(self, route: tuple[str, str], waited: float) -> None:
+        """No live worker of the pool served the task for progress_timeout: its jobs fail,
+        naming the task and the workers heard from (and what each serves)."""
+        del self._unserved[route]
+        pool, name = route
+        seqs = [*self._outbox.pop(route, ()), *self._streams_out.pop(route, ())]
+        flights = {id(f): f for seq in seqs if (f := self._inflight.get(seq)) is not None}
+        if not flights:
+            return
+        exc = ClusterError(
+            f"no live worker of pool '{pool}' serves task '{name}' (waited {waited:.1f} s, the "
+            f"broker's progress_timeout); workers seen: {self._workers_seen()}. Start a worker "
+            f"whose module registers '{name}' with @broker.task, in pool '{pool}'"
+        )
+        for flight in flights.values():
+            self._release(flight)
+            job = flight.job
+            self.push(Completion(job.node, job.attempt, False, task_error(job.name, exc)))
+
+    def _workers_seen(self, shown: int = 10) -> str:
+        states = list(self._workers.values())
+        if not states:
+            return "none"
+        parts = []
+        for w in states[:shown]:
+            if w.tasks is None:
+                serves = "does not advertise its tasks"
+            else:
+                names = sorted(w.tasks)
+                more = f" and {len(names) - 5} more" if len(names) > 5 else ""
+                serves = f"serves {', '.join(map(repr, names[:5])) or 'nothing'}{more}"
+            status = ", lost" if w.lost else ""
+            parts.append(f"{w.id[:80]} (pool '{w.pool}'{status}, {serves})")
+        more = f" and {len(states) - shown} more" if len(states) > shown else ""
+        return "; ".join(parts) + more
 
     def _give_up(self, flight: _Flight) -> None:
         for seq in flight.seqs:

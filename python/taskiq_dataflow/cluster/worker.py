@@ -117,6 +117,8 @@ class Worker:
         self._budget = frame_budget(1024 * 1024)  # set from the server's INFO on connect
         self._pinged = 0.0
         self._background: set[asyncio.Future[Any]] = set()
+        # (registry sizes, task names) the heartbeats advertise, made again when tasks are added
+        self._names: tuple[tuple[int, int], frozenset[str]] | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -125,6 +127,11 @@ class Worker:
         CURRENT_WORKER.set(self)
         self._context = contextvars.copy_context()
         broker = self.broker
+        # a task set its heartbeats cannot carry fails here, not in the heartbeat loop (where
+        # the worker would go silent and be taken for lost)
+        encode_heartbeat(
+            self.codec, Heartbeat(self.worker_id, self.pool, 0, tasks=self.task_names())
+        )
         self._nc = await broker.connect_checked(
             f"dataflow-worker-{self.worker_id}", broker.progress_timeout
         )
@@ -140,7 +147,7 @@ class Worker:
             await self._nc.subscribe(
                 broker.tasks_subject(self.pool),
                 queue=broker.queue_group(self.pool),
-                cb=self._on_tasks,
+                cb=self._on_pool_tasks,
             ),
         ]
         control = [
@@ -179,9 +186,21 @@ class Worker:
         busy = self.concurrency - self._free + len(self._queue)
         beat = Heartbeat(
             self.worker_id, self.pool, busy, self.subject, self.capacity,
-            self.broker.heartbeat_interval,
+            self.broker.heartbeat_interval, self.task_names(),
         )  # fmt: skip
         self._publish(self.broker.heartbeat_subject, encode_heartbeat(self.codec, beat))
+
+    def task_names(self) -> frozenset[str]:
+        """The names it serves, as its heartbeats advertise them: engines send it only those
+        (another service's workers may share its server and pool)."""
+        broker = self.broker
+        size = (len(broker.local_task_registry), len(broker.global_task_registry))
+        if self._names is None or self._names[0] != size:
+            self._names = (size, frozenset(broker.get_all_tasks()))
+        return self._names[1]
+
+    def _serves(self, name: str) -> bool:
+        return name in self._funcs or self.broker.find_task(name) is not None
 
     async def _on_ping(self, msg: Any) -> None:
         """An engine starting a run: tell it at once where to send work (at most every
@@ -198,7 +217,14 @@ class Worker:
 
     # -- incoming frames ------------------------------------------------------------------------
 
-    async def _on_tasks(self, msg: Any) -> None:
+    async def _on_pool_tasks(self, msg: Any) -> None:
+        await self._on_tasks(msg, pooled=True)
+
+    async def _on_tasks(self, msg: Any, pooled: bool = False) -> None:
+        """A tasks frame on its own subject, or (`pooled`) from its pool's queue group, which
+        an engine uses before it knows the pool's workers: there an entry it does not serve
+        is neither claimed nor answered (another service's worker in the same pool may serve
+        it), so the engine sends it again to a worker that advertises it."""
         try:
             frame = decode_tasks(self.codec, msg.data)
         except ProtocolError as exc:
@@ -217,6 +243,9 @@ class Worker:
                     seqs.append(task.seq)  # claimed: the engine takes this answer from us
                 continue
             seq, name, args, kwargs, timeout, stream = task
+            if pooled and not self._serves(name):
+                log.debug("left task %r from the queue group to a worker that serves it", name)
+                continue
             seqs.append(seq)
             entry = (run_id, reply, seq, name, args, kwargs, timeout, stream, cancel)
             if stream is not None or _has_refs(args, kwargs, (StreamRef,)):
@@ -377,6 +406,9 @@ class Worker:
                 task_hooks(task, self.broker),
             )  # fmt: skip
         func, is_async, is_producer, hooks = found
+        if is_producer != (stream is not None):
+            self._send(reply, self._failure(seq, self._kind_mismatch(name, is_producer)))
+            return True
         if is_producer:
             func, is_async = functools.partial(self._produce, run_id, func, stream), True
         if hooks is not None:
@@ -424,6 +456,21 @@ class Worker:
     def _in_threads(self, func: Any, *args: Any, **kwargs: Any) -> asyncio.Future[Any]:
         partial = functools.partial(func, *args, **kwargs)
         return asyncio.get_running_loop().run_in_executor(self._threads, partial)
+
+    def _kind_mismatch(self, name: str, is_producer: bool) -> TypeError:
+        """The engine wired the task as the other kind: run anyway, its items would be lost
+        (a list at the end instead of a stream) or its readers would wait for ever."""
+        where = f"worker {self.worker_id} (pool {self.pool!r})"
+        if is_producer:
+            return TypeError(
+                f"task {name!r} on {where} is an async generator, but the engine does not read "
+                f"it as a stream: declare it RemoteTask({name!r}, ..., stream=True) (or "
+                "register_task(..., stream=True))"
+            )
+        return TypeError(
+            f"task {name!r} on {where} is not an async generator, but the engine reads it as "
+            "a stream: drop stream=True from its RemoteTask"
+        )
 
     def _ended_in_place(self, key: tuple[str, int]) -> None:
         """A task stepped in place ended: the caller frees its slot, unless it seceded."""
@@ -519,9 +566,9 @@ class Worker:
     async def _produce(self, run_id: str, func: Any, stream: Any, *args: Any, **kwargs: Any) -> Any:
         """Run a stream producer: its items to each live consumer's route, and back as the
         task's result when the engine asked to keep them."""
-        keep, routes = stream if stream is not None else (True, [])
+        keep, routes, *keys = stream if stream is not None else (True, [])
         senders = [self._link(run_id).sender(route) for route in routes]
-        return await pump(func(*args, **kwargs), senders, keep)
+        return await pump(func(*args, **kwargs), senders, keep, keys[0] if keys else None)
 
     # -- outgoing results, batched --------------------------------------------------------------
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ..task import get_spec, task_display_name
+from ..task import RemoteTask, get_spec, task_display_name
 from .graph import DAG, DAGNode, node_fields
 from .node import DataNode
 
@@ -55,7 +55,11 @@ class DataflowRegistry:
 
         Missing arguments come from the task's `pipeline_task` spec, then from its signature.
         Registering the same task again with the same keys only updates its metadata.
+        A string names a task implemented in another service (a `RemoteTask`: give its
+        `inputs`, its output(s), and `stream=True` when it is an async generator).
         """
+        if isinstance(task, str):
+            task = _remote(task, output, inputs, outputs, metadata)
         dag = self._dag
         plain = self._plain_names.get(task)  # its name, when the task has no pipeline_task spec
         if plain is None and get_spec(task) is None:
@@ -224,6 +228,21 @@ class DataflowRegistry:
         dag = self._dag.copy(external=external, strict_inputs=strict)
         dag.validate()
         return dag
+
+
+def _remote(
+    name: str,
+    output: str | None,
+    inputs: Sequence[str] | None,
+    outputs: Sequence[str] | None,
+    metadata: dict[str, Any],
+) -> RemoteTask:
+    if inputs is None:
+        raise TypeError(
+            f"remote task {name!r}: pass inputs=[...] to register_task (its signature is in "
+            "another service; inputs=[] when it takes none)"
+        )
+    return RemoteTask(name, inputs, output, outputs=outputs, stream=metadata.pop("stream", False))
 
 
 def _name_of(task: Any) -> str:
