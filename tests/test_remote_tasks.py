@@ -186,3 +186,35 @@ def test_a_worker_whose_tasks_no_heartbeat_can_carry_fails_at_start():
         broker.register_task(lambda: None, task_name=f"many:t{i}")
     with pytest.raises(ValueError, match=r"worker w1 cannot advertise its tasks: nil or an"):
         run(Worker(broker, worker_id="w1").run())
+
+
+def test_a_remote_task_goes_through_a_taskiq_broker_by_its_name():
+    """transport='broker': the task is kicked by name; whatever serves that name runs it."""
+    import asyncio
+
+    from taskiq import InMemoryBroker
+    from taskiq_dataflow import DataflowRegistry, ExecutionEngine
+
+    broker = InMemoryBroker()
+
+    async def double(x: int) -> int:  # the other service's implementation, under its name
+        return 2 * x
+
+    broker.register_task(double, task_name="svc:double")
+
+    async def gen(x: int):
+        yield x
+
+    registry = DataflowRegistry()
+    registry.register_external_input("x")
+    registry.register_task("svc:double", inputs=["x"], output="y")
+    engine = ExecutionEngine(broker, registry.build_dag(), transport="broker")
+    assert asyncio.run(engine.execute({"x": 21})) == {"y": 42}
+
+    streaming = DataflowRegistry()
+    streaming.register_external_input("x")
+    streaming.register_task("svc:gen", inputs=["x"], output="s", stream=True)
+    engine = ExecutionEngine(broker, streaming.build_dag(), transport="broker")
+    # a stream's items need the cluster's stream links: taskiq's result backend holds one value
+    with pytest.raises(TaskFailedError, match="'svc:gen' is a remote task.*run it on the NATS"):
+        asyncio.run(engine.execute({"x": 1}))

@@ -256,7 +256,8 @@ class Worker:
                     self._free += 1
             else:
                 queue.append(entry)
-        self._claims.setdefault(reply, []).extend(seqs)
+        if seqs:  # a frame with nothing of ours (left to the queue group) gets no answer
+            self._claims.setdefault(reply, []).extend(seqs)
         scheduled, self._flush_scheduled = self._flush_scheduled, True  # results join below
         try:
             self._pump()

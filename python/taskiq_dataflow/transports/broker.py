@@ -12,8 +12,11 @@ import asyncio
 import weakref
 from typing import Any
 
+from taskiq.kicker import AsyncKicker
+
 from ..middlewares import ArgumentParser
 from ..router import Router
+from ..task import RemoteTask
 from .base import Completion, Job, Sink, Transport, task_error
 from .local import LocalTransport
 
@@ -97,7 +100,7 @@ class BrokerTransport(Transport):
             if job.place is None or job.place.local:
                 self._local.kick([job])
                 continue
-            if not hasattr(job.task, "kiq"):
+            if not hasattr(job.task, "kiq") and not isinstance(job.task, RemoteTask):
                 exc = TypeError(
                     f"task '{job.name}' is a plain function; the broker transport needs tasks "
                     "decorated with @broker.task (or use transport='local')"
@@ -118,7 +121,12 @@ class BrokerTransport(Transport):
                 # taskiq's receiver would log a value it cannot parse and run the task on it:
                 # refused here, before it is sent, naming the task and the parameter
                 args, kwargs = parse(args, kwargs)
-            kicked = await job.task.kiq(*args, **kwargs)
+            if isinstance(job.task, RemoteTask):
+                # implemented only where the broker's workers run: sent by its name
+                kicker: AsyncKicker[Any, Any] = AsyncKicker(job.task.task_name, self.broker, {})
+                kicked = await kicker.kiq(*args, **kwargs)
+            else:
+                kicked = await job.task.kiq(*args, **kwargs)
         except Exception as exc:
             self.push(Completion(job.node, job.attempt, False, task_error(job.name, exc)))
             return
