@@ -70,7 +70,6 @@ class Driver:
         self.pid = 0
         self._gc = contextlib.ExitStack()
         self._relaxed = False
-        self._frozen = 0  # tasks of the run when its objects were last frozen (relaxed_gc)
         self._timers: list[asyncio.TimerHandle] = []
         # instructions off the hot path (Dispatch and Emit are tested first, inline)
         self._rare: dict[type, Callable[[Any], None]] = {
@@ -102,7 +101,6 @@ class Driver:
         self._gc = contextlib.ExitStack()
         self._gc.enter_context(relaxed_gc(len(state.tasks)))
         self._relaxed = len(state.tasks) >= RELAX_GC_AT
-        self._frozen = len(state.tasks)
         try:
             if bus:
                 await bus.emit(self._started())
@@ -180,8 +178,11 @@ class Driver:
                 raise sink.fatal
             if sink.control:
                 control, sink.control = sink.control, []
-                if len(state.tasks) >= self._frozen + RELAX_GC_AT:
-                    self._grew()  # before the added tasks are dispatched
+                if not self._relaxed and len(state.tasks) >= RELAX_GC_AT:
+                    # tasks added made it a large run: collect as for one that large from the
+                    # start, before the added tasks are dispatched
+                    self._relaxed = True
+                    self._gc.enter_context(relaxed_gc(len(state.tasks)))
                 for event in control:
                     await carry_out(state.handle(event))
             after = False
@@ -193,15 +194,6 @@ class Driver:
             if slots is not None and (after or len(slots.drivers) > 1):
                 slots.rebalance()  # slots this batch freed may belong to another run now
 
-    def _grew(self) -> None:
-        """Tasks added made it a large run, or added as many again since its objects were last
-        frozen: collect as for a run that large from the start (relaxed_gc)."""
-        self._frozen = len(self.state.tasks)
-        if not self._relaxed:
-            self._relaxed = True
-            self._gc.enter_context(relaxed_gc(self._frozen))
-        else:
-            freeze_new()
 
     # -- instructions ---------------------------------------------------------------------------
 
@@ -309,10 +301,8 @@ def relaxed_gc(size: int) -> Iterator[None]:
     """Fewer cyclic-GC passes while a large run allocates its per-task objects.
 
     A run makes a few short-lived tuples per task; with a million-node graph alive, the default
-    gen-0 threshold (700) triggers enough collections to double the engine's CPU per task, and
-    every full collection walks the whole graph's objects again. So the threshold goes up and
-    what is alive now is frozen (left out of collections; `freeze_new()` adds what tasks added
-    to a run since): both undone when the last large run in the process ends.
+    gen-0 threshold (700) triggers enough collections to double the engine's CPU per task.
+    Restored when the last large run in the process ends.
     """
     global _gc_users, _gc_saved
     if size < RELAX_GC_AT:
@@ -321,7 +311,6 @@ def relaxed_gc(size: int) -> Iterator[None]:
     if _gc_users == 0:
         _gc_saved = gc.get_threshold()
         gc.set_threshold(max(_gc_saved[0], 20_000), *_gc_saved[1:])
-    gc.freeze()
     _gc_users += 1
     try:
         yield
@@ -329,11 +318,3 @@ def relaxed_gc(size: int) -> Iterator[None]:
         _gc_users -= 1
         if _gc_users == 0 and _gc_saved is not None:
             gc.set_threshold(*_gc_saved)
-            gc.unfreeze()
-
-
-def freeze_new() -> None:
-    """Leave what is alive now out of cyclic collections too, while a large run goes on (a
-    batch of 100,000s of added tasks would otherwise be walked by every full collection)."""
-    if _gc_users:
-        gc.freeze()
