@@ -1036,40 +1036,39 @@ class Growth:
         names: list[str] = []
         counts: list[tuple[int, int]] = []
         reads: list[Sequence[str]] = []
-        known = self.given
-        dropped = self.dropped
+        known, dropped, waiting = self.given, self.dropped, self.waiting
+        given = given or {}
+        # one loop per task, membership tests only: a batch may hold 100,000s of tasks
         for f in added:
-            ins = f.inputs
-            if dropped and not dropped.isdisjoint(ins):
-                key = next(k for k in ins if k in dropped)
-                raise GrowthError(
-                    f"added task {f.name!r} reads key {key!r}, which belonged to tasks added "
-                    "privately (private=True) and is gone: read their result instead"
-                )
-            if (
-                (run_inputs and not run_inputs.keys().isdisjoint(ins))
-                or (known and not known.isdisjoint(ins))
-                or (given and not given.keys().isdisjoint(ins))
-            ):
-                ins = [
-                    k
-                    for k in ins
-                    if k not in run_inputs and k not in known and not (given and k in given)
-                ]
-            for key in f.outputs:
-                if key in run_inputs or key in known or (given and key in given):
+            ins, outs = f.inputs, f.outputs
+            for k in ins:
+                if k in given or k in known or k in run_inputs:
+                    ins = [k for k in ins if not (k in given or k in known or k in run_inputs)]
+                    break
+            if dropped:
+                self._check_dropped(f, ins)
+            for key in outs:
+                if key in given or key in known or key in run_inputs:
                     raise GrowthError(
                         f"added task {f.name!r} outputs key {key!r}, which is an input of the "
                         "run or a given key: give the output another name"
                     )
-            if self.waiting and not self.waiting.keys().isdisjoint(ins):
+            if waiting and not waiting.keys().isdisjoint(ins):
                 names.extend(self._awaited_key(k) for k in ins)
             else:
-                names.extend(ins)
-            names.extend(f.outputs)
-            counts.append((len(ins), len(f.outputs)))
+                names += ins
+            names += outs
+            counts.append((len(ins), len(outs)))
             reads.append(ins)
         return names, counts, reads
+
+    def _check_dropped(self, f: NodeFields, ins: Sequence[str]) -> None:
+        for key in ins:
+            if key in self.dropped:
+                raise GrowthError(
+                    f"added task {f.name!r} reads key {key!r}, which belonged to tasks added "
+                    "privately (private=True) and is gone: read their result instead"
+                )
 
     def _awaited_key(self, key: str) -> str:
         while key in self.waiting:

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from ..dataflow.graph import NodeFields
+from ..driver import relaxed_gc
 from ..growth import NodeBatch, add_tasks, result_of
 from ..task import InEngine, TaskSpec
 
@@ -74,11 +75,14 @@ class MapTask:
             keys, values = None, list(items)
         if not values:
             return {} if keys is not None else []
-        batch, given, sinks = self._batch(values)
-        result = f"{self.name}[*]"
-        collect = InEngine(_Collect(keys))
-        batch.append(NodeFields(collect, result, sinks, (result,), {}))
-        add_tasks(batch, values=given, max_parallel=self.max_parallel, private=True)
+        # 100,000s of long-lived objects made at once: without this, every few thousand of them
+        # a full collection walks all those made so far
+        with relaxed_gc(len(values) * len(self.template.tasks)):
+            batch, given, sinks = self._batch(values)
+            result = f"{self.name}[*]"
+            collect = InEngine(_Collect(keys))
+            batch.append(NodeFields(collect, result, sinks, (result,), {}))
+            add_tasks(batch, values=given, max_parallel=self.max_parallel, private=True)
         return result_of(result)
 
     def _batch(self, items: list[Any]) -> tuple[NodeBatch, dict[str, Any], list[str]]:
