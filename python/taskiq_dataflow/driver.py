@@ -194,7 +194,6 @@ class Driver:
             if slots is not None and (after or len(slots.drivers) > 1):
                 slots.rebalance()  # slots this batch freed may belong to another run now
 
-
     # -- instructions ---------------------------------------------------------------------------
 
     async def _carry_out(self, instructions: list[Instruction]) -> None:
