@@ -356,3 +356,13 @@ def test_a_run_state_needs_no_event_loop():
     state.start()
     state.completed([ok(n["a"], 1)])
     assert state.completed([ok(n["b"], 2)]) == [Finish("succeeded")]
+
+
+def test_retry_jitter_true_adds_up_to_a_tenth_of_the_delay_as_taskiq_flow_means_it():
+    from taskiq_dataflow.run_state import Policy
+
+    share = [Policy(3, 2.0, 3.0, True, None).delay_before(3) for _ in range(200)]
+    assert all(6.0 <= d <= 6.6 for d in share) and max(share) > 6.0  # 2 * 3, plus up to 10%
+    seconds = [Policy(3, 2.0, 1.0, 1.5, None).delay_before(2) for _ in range(200)]
+    assert all(2.0 <= d <= 3.5 for d in seconds) and max(seconds) > 2.6  # a number: seconds
+    assert Policy(3, 2.0, 1.0, False, None).delay_before(2) == 2.0

@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from .dataflow.graph import NodeFields
     from .stream_wiring import Streaming
 
+JITTER_SHARE = 0.1  # retry_jitter=True: up to this share of the delay is added at random
 COMPENSATION = 0  # the attempt number of a compensation job (a task's attempts start at 1)
 
 # Per-node settings register_task(...) accepts besides the task's own pipeline_task spec.
@@ -216,13 +217,16 @@ class Policy(NamedTuple):
     retries: int
     delay: float
     backoff: float
-    jitter: float
+    jitter: float | bool  # seconds of random extra delay; True (taskiq-flow's bool): 10% of it
     timeout: float | None
 
     def delay_before(self, attempt: int) -> float:
         """Delay before `attempt` (2 = first retry): delay * backoff^(retry-1), plus jitter."""
         base = self.delay * (self.backoff ** (attempt - 2))
-        return base + (random.uniform(0, self.jitter) if self.jitter else 0.0)
+        jitter = self.jitter
+        if jitter is True:
+            return base + random.uniform(0, base * JITTER_SHARE)
+        return base + (random.uniform(0, jitter) if jitter else 0.0)
 
 
 def resolve_policy(defaults: Policy, task: Any, overrides: Mapping[str, Any] | None) -> Policy:
