@@ -207,12 +207,12 @@ class WorkerProcesses:
 @contextlib.contextmanager
 def two_services(url: str, pool: str | None = None) -> Iterator[tuple[WorkerProcesses, ...]]:
     """A worker of each of remote_services' two services (different tasks, the same pool)."""
-    a = WorkerProcesses(url, workers=1, pool=pool, target="remote_services:service_a").launch()
-    b = WorkerProcesses(url, workers=1, pool=pool, target="remote_services:service_b").launch()
-    try:
-        a.ready()
-        b.ready()
-        yield a, b
-    finally:
-        a.stop()
-        b.stop()
+    with contextlib.ExitStack() as stack:  # whatever was launched is stopped, in any case
+        both = []
+        for target in ("remote_services:service_a", "remote_services:service_b"):
+            workers = WorkerProcesses(url, workers=1, pool=pool, target=target).launch()
+            stack.callback(workers.stop)
+            both.append(workers)
+        for workers in both:
+            workers.ready()
+        yield both[0], both[1]
