@@ -199,22 +199,28 @@ async def pump(
     if keys is not None and len(keys) > 1:
         return await _pump_keys(items, sinks, keep, keys)
     kept: list[Any] = []
+    async with _ending(sinks), contextlib.aclosing(items):  # type: ignore[type-var]
+        async for item in items:
+            if keep:
+                kept.append(item)
+            for sink in sinks:
+                await sink._put(item)
+            if not keep and all(sink._gone for sink in sinks):
+                break
+    return kept if keep else None
+
+
+@contextlib.asynccontextmanager
+async def _ending(sinks: list[Any]) -> AsyncIterator[None]:
+    """Close every sink when the producer ends: with its exception when it raised."""
     try:
-        async with contextlib.aclosing(items):  # type: ignore[type-var]
-            async for item in items:
-                if keep:
-                    kept.append(item)
-                for sink in sinks:
-                    await sink._put(item)
-                if not keep and all(sink._gone for sink in sinks):
-                    break
+        yield
     except BaseException as exc:
         for sink in sinks:
             await sink._close(exc)
         raise
     for sink in sinks:
         await sink._close()
-    return kept if keep else None
 
 
 async def _pump_keys(
@@ -224,27 +230,20 @@ async def _pump_keys(
     by_key: dict[str, list[Any]] = {key: [] for key in keys}
     for sink in sinks:
         by_key[_key_of(sink)].append(sink)
-    try:
-        async with contextlib.aclosing(items):  # type: ignore[type-var]
-            async for item in items:
-                if type(item) is not StreamItem or item.key not in kept:
-                    raise TypeError(
-                        f"a generator with outputs {list(keys)} must yield StreamItem(key, "
-                        f"value) with one of those keys, got {_short_repr(item)}"
-                    )
-                key, value = item
-                if keep:
-                    kept[key].append(value)
-                for sink in by_key[key]:
-                    await sink._put(value)
-                if not keep and all(sink._gone for sink in sinks):
-                    break
-    except BaseException as exc:
-        for sink in sinks:
-            await sink._close(exc)
-        raise
-    for sink in sinks:
-        await sink._close()
+    async with _ending(sinks), contextlib.aclosing(items):  # type: ignore[type-var]
+        async for item in items:
+            if type(item) is not StreamItem or item.key not in kept:
+                raise TypeError(
+                    f"a generator with outputs {list(keys)} must yield StreamItem(key, "
+                    f"value) with one of those keys, got {_short_repr(item)}"
+                )
+            key, value = item
+            if keep:
+                kept[key].append(value)
+            for sink in by_key[key]:
+                await sink._put(value)
+            if not keep and all(sink._gone for sink in sinks):
+                break
     return kept if keep else dict.fromkeys(keys)
 
 
