@@ -73,6 +73,28 @@ class StepFailed(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class LogEntry:
+    """One log record a task made while it ran (task_logs.py captures them)."""
+
+    time: float  # epoch seconds
+    level: str  # "INFO", "WARNING"...
+    logger: str
+    message: str  # formatted, with the exception's traceback text appended when it had one
+
+
+@dataclass(frozen=True, slots=True)
+class StepLogged(Event):
+    """The records one execution (`attempt`) of a task logged, here or on a worker; emitted
+    before that execution's StepCompleted, StepRetried or StepFailed, and only when it logged
+    anything (bounded: see task_logs.MAX_RECORDS, MAX_BYTES)."""
+
+    node: int
+    task_name: str
+    attempt: int
+    records: tuple[LogEntry, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class StepRetried(Event):
     node: int
     task_name: str
@@ -183,6 +205,10 @@ class EventBus:
         self.step_listeners = any(
             any(not issubclass(t, run_level) for t in types) for _, types in self._listeners
         )
+
+    def listens(self, event_type: type[Event]) -> bool:
+        """Whether an event of `event_type` would reach any listener (so it is worth making)."""
+        return any(issubclass(event_type, types) for _, types in self._listeners)
 
     def __bool__(self) -> bool:
         return bool(self._listeners)

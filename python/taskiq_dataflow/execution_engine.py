@@ -8,6 +8,7 @@ transport to the async driver (driver.Driver). See ARCHITECTURE.md.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import uuid
@@ -26,12 +27,13 @@ from .errors import (
     MissingInputError,
     TaskFailedError,
 )
-from .events import Event, EventBus, StepCompleted
+from .events import Event, EventBus, StepCompleted, StepLogged
 from .run_state import Policy, RunConfig, RunState, StepResult, resolve_policy
 from .seceding import awaiting_slot, seceded_slot
 from .slots import SharedSlots
 from .stream_wiring import feed_inputs
 from .streams import Watch
+from .task_logs import capturing, labels_on, level_number
 from .transports.base import Transport
 from .transports.local import LocalTransport
 
@@ -63,6 +65,11 @@ class ExecutionEngine:
     `get_execution_report()`); `error_mode=` (an ErrorHandlingMode) says either in one word.
     `resource_aware=True` bounds the tasks in flight by what the machine has free for the
     tasks' `resource_profiles` (optimization.py), measured when the engine is made.
+
+    `capture_logs`: the level from which the records a task logs (any logger, here or on a
+    worker) are kept with its execution, when someone records them (a `store`, or a listener
+    of StepLogged events); None captures nothing. Only records the logging configuration
+    makes are seen (see task_logs.py).
     """
 
     def __init__(
@@ -89,6 +96,7 @@ class ExecutionEngine:
         resource_aware: bool = False,
         resource_profiles: Mapping[str, Any] | None = None,
         adaptive_parallelism: bool = False,
+        capture_logs: str | int | None = "INFO",
     ) -> None:
         if dag is None:
             raise TypeError(
@@ -126,6 +134,9 @@ class ExecutionEngine:
         self._priority = priority
         self.cache = cache  # a ResultCache for tasks declared with pipeline_task(cache=True)
         self.store = store  # a RunStore: provenance, restart() and replay()
+        self.capture_logs = (
+            None if capture_logs is None else level_number(capture_logs, "capture_logs")
+        )
         # the store's recording of this engine's runs: it also restores added tasks on restart
         self._recording = store.attach(self) if store is not None else None
         self._drivers: set[Driver] = set()  # the runs in progress (cancel() stops them all)
@@ -355,6 +366,12 @@ class ExecutionEngine:
         slots = self._shared_slots()
         run_id = pipeline_id or uuid.uuid4().hex
         transport = self._make_transport(run_id)
+        level = self.capture_logs
+        capture = level if level is not None and self.events.listens(StepLogged) else None
+        if capture is not None or labels_on():
+            transport.log_tasks(run_id, capture)
+        elif transport.task_logs is not None:  # a Transport given to the engine, reused
+            transport.task_logs = None
         config = RunConfig(
             dag,
             self._defaults,
@@ -389,11 +406,13 @@ class ExecutionEngine:
         token = _CURRENT.set(_Current(self, driver.state.run_id, driver))
         self._drivers.add(driver)
         self._last = driver
+        logs = driver.transport.task_logs
         try:
-            if slot is not None:
-                async with seceded_slot(slot):
-                    return await driver.run()
-            return await driver.run()
+            with capturing() if logs is not None and logs[1] is not None else _no_capture:
+                if slot is not None:
+                    async with seceded_slot(slot):
+                        return await driver.run()
+                return await driver.run()
         except DataflowExecutionError as exc:
             if not self.skip_failed:
                 raise
@@ -589,6 +608,7 @@ class _Current(NamedTuple):
 
 
 _log = logging.getLogger(__name__)
+_no_capture = contextlib.nullcontext()
 
 _CURRENT: ContextVar[_Current | None] = ContextVar("taskiq_dataflow_engine", default=None)
 

@@ -32,6 +32,7 @@ from .events import (
     RunGrew,
     StepCompleted,
     StepFailed,
+    StepLogged,
     StepRequeued,
     StepRetried,
     StepSkipped,
@@ -413,9 +414,13 @@ class RunState:
                     attempts[node] = 0
                     done.append(node)
                     continue
+                if c.logs:
+                    self._logged(c)
                 c = self._succeeded(c, outputs, done)
                 if c.ok:
                     continue
+            elif c.logs:
+                self._logged(c)
             stop = self._failed(c, stop) or stop
         if stop:
             if done:
@@ -586,6 +591,13 @@ class RunState:
         )
 
     # -- completions ----------------------------------------------------------------------------
+
+    def _logged(self, c: Completion) -> None:
+        """What an execution logged, before the event of its outcome."""
+        if self.step_events:
+            assert c.logs is not None
+            node = c.node
+            self._events.append(StepLogged(self.run_id, node, self.names[node], c.attempt, c.logs))
 
     def _succeeded(self, c: Completion, outputs: Sequence[str], done: list[int]) -> Completion:
         """Record a success (several outputs, a cache, a compensation, listeners); returns the

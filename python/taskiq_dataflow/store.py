@@ -13,6 +13,8 @@ most the last turn's records: those tasks simply run again on restart.
   not fail the run; its task is recorded as completed with "outputs not storable", and a
   restart or replay runs it and everything downstream of it again, never mixing a new output
   with dependents computed from the old one.
+- The records a task logged while it ran (StepLogged: here or on a worker) are kept with its
+  execution in `task_logs`; `task_logs(run_id, task)` reads them back in time order.
 - Each run row records its engine's host and pid, and a heartbeat the engine refreshes every
   `heartbeat` seconds: `list_runs()`/`get_run()` report a running row whose engine is gone
   (killed) as 'interrupted'.
@@ -44,6 +46,7 @@ from .events import (
     StepCompensated,
     StepCompleted,
     StepFailed,
+    StepLogged,
     StepRetried,
     StepSkipped,
     StepStarted,
@@ -80,6 +83,18 @@ CREATE TABLE IF NOT EXISTS task_executions (
     error TEXT,
     worker TEXT,
     PRIMARY KEY (run_id, node, attempt)
+);
+CREATE TABLE IF NOT EXISTS task_logs (
+    run_id TEXT NOT NULL,
+    node INTEGER NOT NULL,
+    attempt INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    task_name TEXT NOT NULL,
+    time REAL NOT NULL,
+    level TEXT NOT NULL,
+    logger TEXT NOT NULL,
+    message TEXT NOT NULL,
+    PRIMARY KEY (run_id, node, attempt, seq)
 );
 """
 
@@ -246,6 +261,31 @@ class RunStore:
                 row["outputs"] = self.codec.unpackb(row["outputs"])
         return rows
 
+    def task_logs(self, run_id: str, task: str | None = None) -> list[dict[str, Any]]:
+        """The records the run's tasks logged (only `task`'s, if given), oldest first: dicts
+        of node, task_name, attempt, time (epoch seconds), level, logger, message."""
+        self.flush()
+        db = self._db
+        if db.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone() is None:
+            raise StoreError(f"no run {run_id!r} in the store at {self.path}")
+        sql = (
+            "SELECT node, task_name, attempt, time, level, logger, message FROM task_logs "
+            "WHERE run_id = ?"
+        )
+        params: tuple[Any, ...] = (run_id,)
+        if task is not None:
+            known = db.execute(
+                "SELECT 1 FROM task_executions WHERE run_id = ? AND task_name = ? LIMIT 1",
+                (run_id, task),
+            ).fetchone()
+            if known is None:
+                raise StoreError(f"run {run_id!r} has no task named {task!r} (store {self.path})")
+            sql += " AND task_name = ?"
+            params = (run_id, task)
+        cur = db.execute(sql + " ORDER BY time, node, attempt, seq", params)
+        names = [c[0] for c in cur.description]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
     def completed_outputs(self, run_id: str) -> dict[int, dict[str, Any]]:
         """node -> its outputs, for every task the run completed with storable outputs."""
         return self._completed(run_id)[0]
@@ -271,7 +311,7 @@ class RunStore:
     def discard(self, run_id: str) -> None:
         """Forget a run and its task executions (queued like event writes, so a run that starts
         afresh under the same id right after keeps none of its old rows)."""
-        for table in ("task_executions", "runs"):
+        for table in ("task_logs", "task_executions", "runs"):
             self._write(f"DELETE FROM {table} WHERE run_id = ?", (run_id,))
 
     def close(self) -> None:
@@ -429,6 +469,19 @@ class _Recording:
                 (event.run_id, node, event.task_name, event.attempt, "running",
                  self._digest_of(event.run_id, event.node), now),
             )  # fmt: skip
+        elif isinstance(event, StepLogged):
+            # a restarted run's execution of the same attempt replaces the earlier one's
+            write(
+                "DELETE FROM task_logs WHERE run_id = ? AND node = ? AND attempt = ?",
+                (event.run_id, node, event.attempt),
+            )
+            for seq, entry in enumerate(event.records):
+                write(
+                    "INSERT INTO task_logs (run_id, node, attempt, seq, task_name, time, level, "
+                    "logger, message) VALUES (?,?,?,?,?,?,?,?,?)",
+                    (event.run_id, node, event.attempt, seq, event.task_name, entry.time,
+                     entry.level, entry.logger, entry.message),
+                )  # fmt: skip
         elif isinstance(event, StepCompleted):
             self._remember(event.run_id, event.outputs)
             blob, error = store.encode(event.outputs)

@@ -7,7 +7,7 @@ import asyncio
 import traceback
 from typing import Any, NamedTuple
 
-from ..events import TaskError
+from ..events import LogEntry, TaskError
 from ..router import Placement, Router
 
 
@@ -33,6 +33,7 @@ class Completion(NamedTuple):
     value: Any  # the task's return value, or a TaskError
     worker: str | None = None
     cached: bool = False
+    logs: tuple[LogEntry, ...] | None = None  # what it logged, when the run captures (task_logs)
 
 
 def task_error(name: str, exc: BaseException) -> TaskError:
@@ -93,6 +94,14 @@ class Transport(abc.ABC):
         # a transport works on its own too (tests, a compensation call); the driver attaches
         # the run's sink before startup
         self.sink = Sink()
+        # (run id, capture level or None) when its tasks get a task_logs.TaskLog: the run
+        # captures their records, or this process labels records with their task
+        self.task_logs: tuple[str, int | None] | None = None
+
+    def log_tasks(self, run_id: str, level: int | None) -> None:
+        """Give each task a TaskLog of `run_id`: its records at `level` and above (None:
+        none) come back in its Completion's `logs`."""
+        self.task_logs = (run_id, level)
 
     def attach(self, sink: Sink) -> None:
         """Send completions to `sink` (the driver's queue)."""

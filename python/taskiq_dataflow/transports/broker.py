@@ -77,6 +77,11 @@ class BrokerTransport(Transport):
         super().attach(sink)
         self._local.attach(sink)
 
+    def log_tasks(self, run_id: str, level: int | None) -> None:
+        # only the tasks placed here: a taskiq worker's own logging keeps its records
+        super().log_tasks(run_id, level)
+        self._local.log_tasks(run_id, level)
+
     def router(self) -> Router:
         return Router(remote=True)
 

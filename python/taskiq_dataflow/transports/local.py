@@ -13,6 +13,8 @@ from ..errors import TaskArgumentError
 from ..middlewares import TaskHooks, task_hooks
 from ..router import runs_in_engine
 from ..seceding import CURRENT_TASK, STEPPING
+from ..task_logs import CURRENT as CURRENT_LOG
+from ..task_logs import TaskLog
 from .base import Completion, Job, Transport, task_error
 
 __all__ = ["LocalTransport", "runs_in_engine"]
@@ -72,8 +74,12 @@ class LocalTransport(Transport):
         stepping = STEPPING
         outer_sink, outer_node = stepping.sink, stepping.node
         stepping.sink = sink
+        task_logs = self.task_logs
+        log = None
         try:
             for job in jobs:
+                if task_logs is not None:
+                    log = TaskLog(task_logs[0], job.name, job.attempt, task_logs[1])
                 func = job.func
                 kind = self._kind.get(func)
                 if kind is None:
@@ -95,7 +101,7 @@ class LocalTransport(Transport):
                             push(Completion(job.node, job.attempt, False, error))
                             continue
                 if not is_coro:
-                    self._run_blocking(job, args, kwargs)
+                    self._run_blocking(job, args, kwargs, log)
                     continue
                 try:
                     coro = func(*args, **kwargs)
@@ -103,29 +109,44 @@ class LocalTransport(Transport):
                     # when it continues as a Task (a ContextVar token set in the first step
                     # stays valid)
                     context = contextvars.copy_context()
+                    if log is not None:
+                        context.run(CURRENT_LOG.set, log)
                     stepping.node = job.node
                     try:
                         yielded = context.run(coro.send, None)
                     finally:
                         stepping.node = None
                 except StopIteration as stop:
-                    push(Completion(job.node, job.attempt, True, stop.value))
+                    if log is None:
+                        push(Completion(job.node, job.attempt, True, stop.value))
+                    else:
+                        logs = log.entries()
+                        push(Completion(job.node, job.attempt, True, stop.value, logs=logs))
                     continue
                 except BaseException as exc:
-                    push(Completion(job.node, job.attempt, False, task_error(job.name, exc)))
+                    error = task_error(job.name, exc)
+                    logs = None if log is None else log.entries()
+                    push(Completion(job.node, job.attempt, False, error, logs=logs))
                     continue
-                self._continue(job, coro, yielded, context)
+                self._continue(job, coro, yielded, context, log)
         finally:
             stepping.sink, stepping.node = outer_sink, outer_node
         if sink.done:
             sink.wake()
 
-    def _continue(self, job: Job, coro: Any, yielded: Any, context: contextvars.Context) -> None:
+    def _continue(
+        self,
+        job: Job,
+        coro: Any,
+        yielded: Any,
+        context: contextvars.Context,
+        log: TaskLog | None,
+    ) -> None:
         context.run(CURRENT_TASK.set, (self.sink, job.node))  # it goes on in the loop
         loop = asyncio.get_running_loop()
         task = loop.create_task(_resume(coro, yielded, job.timeout), context=context)
         self._tasks[job.node] = task
-        task.add_done_callback(functools.partial(self._finished, job))
+        task.add_done_callback(functools.partial(self._finished, job, log))
 
     def _hooks_of(self, task: Any) -> TaskHooks | None:
         # by task too: a producer's callable is a new partial per job, its task is not
@@ -139,38 +160,51 @@ class LocalTransport(Transport):
         assert self._loop is not None
         return self._loop.run_in_executor(self._pool(), self._in_context(func, args, kwargs))
 
-    def _in_context(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def _in_context(
+        self,
+        func: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        log: TaskLog | None = None,
+    ) -> Any:
         call = functools.partial(func, *args, **kwargs)
         if isinstance(self._pool(), concurrent.futures.ThreadPoolExecutor):
-            # in the run's context, so that the task finds its run (growth.add_tasks); a
-            # process pool pickles the call, and a context does not pickle
-            call = functools.partial(contextvars.copy_context().run, call)
+            # in the run's context, so that the task finds its run (growth.add_tasks) and its
+            # log records find their TaskLog; a process pool pickles the call, and a context
+            # does not pickle (its tasks' records are not captured)
+            context = contextvars.copy_context()
+            if log is not None:
+                context.run(CURRENT_LOG.set, log)
+            call = functools.partial(context.run, call)
         return call
 
-    def _run_blocking(self, job: Job, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    def _run_blocking(
+        self, job: Job, args: tuple[Any, ...], kwargs: dict[str, Any], log: TaskLog | None
+    ) -> None:
         assert self._loop is not None
-        call = self._in_context(job.func, args, kwargs)
+        call = self._in_context(job.func, args, kwargs, log)
         fut: asyncio.Future[Any] = self._loop.run_in_executor(self._pool(), call)
         if job.timeout is not None:
             fut = asyncio.ensure_future(asyncio.wait_for(fut, job.timeout))
         self._tasks[job.node] = fut
-        fut.add_done_callback(functools.partial(self._finished, job))
+        fut.add_done_callback(functools.partial(self._finished, job, log))
 
-    def _finished(self, job: Job, fut: asyncio.Future[Any]) -> None:
+    def _finished(self, job: Job, log: TaskLog | None, fut: asyncio.Future[Any]) -> None:
         self._tasks.pop(job.node, None)
+        logs = None if log is None else log.entries()
         if fut.cancelled():
             cancelled = asyncio.CancelledError(f"task '{job.name}' was cancelled")
-            self.sink.push(
-                Completion(job.node, job.attempt, False, task_error(job.name, cancelled))
-            )
+            error = task_error(job.name, cancelled)
+            self.sink.push(Completion(job.node, job.attempt, False, error, logs=logs))
             return
         exc = fut.exception()
         if exc is None:
-            self.sink.push(Completion(job.node, job.attempt, True, fut.result()))
+            self.sink.push(Completion(job.node, job.attempt, True, fut.result(), logs=logs))
         else:
             if isinstance(exc, asyncio.TimeoutError | TimeoutError) and job.timeout is not None:
                 exc = TimeoutError(f"task '{job.name}' timed out after {job.timeout} s")
-            self.sink.push(Completion(job.node, job.attempt, False, task_error(job.name, exc)))
+            error = task_error(job.name, exc)
+            self.sink.push(Completion(job.node, job.attempt, False, error, logs=logs))
 
     def cancel(self) -> None:
         for fut in list(self._tasks.values()):
