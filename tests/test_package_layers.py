@@ -23,6 +23,7 @@ LAYERS = {
         "targets": 1,
         "progress": 2,
         "engine": 2,
+        "runs_logs": 2,  # `runs logs`, added to the runs group by cli/runs.py
         "runner": 3,
         "run": 4,
         "graph": 4,

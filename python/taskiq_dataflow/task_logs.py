@@ -151,9 +151,8 @@ def message_of(record: logging.LogRecord) -> str:
         message = record.getMessage()
     except Exception as exc:  # arguments that do not fit the format: keep what there is
         message = f"{record.msg!r} % {record.args!r} (cannot be formatted: {exc})"
-    if record.exc_info:
-        if not record.exc_text:
-            record.exc_text = _FORMATTER.formatException(record.exc_info)
+    if record.exc_info and not record.exc_text:
+        record.exc_text = _FORMATTER.formatException(record.exc_info)
     if record.exc_text:
         message = f"{message}\n{record.exc_text}"
     if record.stack_info:
@@ -173,7 +172,7 @@ class _CaptureHandler(logging.Handler):
     task that logged it. Being a handler, it would turn Python's last-resort output (warnings
     on stderr when nothing else handles them) off: it writes those itself."""
 
-    def handle(self, record: logging.LogRecord) -> bool:  # type: ignore[override]
+    def handle(self, record: logging.LogRecord) -> bool:
         # no lock, no filters: a TaskLog is its own task's (and locks itself)
         log = CURRENT.get()
         if log is not None and log.level is not None and record.levelno >= log.level:
@@ -285,5 +284,6 @@ def formatter(fmt: str, text_format: str = TEXT_FORMAT) -> logging.Formatter:
 def quiet_library(level: int) -> None:
     """The engine's, NATS client's and taskiq's loggers at WARNING unless `level` is DEBUG
     (their INFO lines are about connections, not about the user's tasks)."""
+    own = logging.NOTSET if level <= logging.DEBUG else logging.WARNING
     for name in LIBRARY_LOGGERS:
-        logging.getLogger(name).setLevel(logging.NOTSET if level <= logging.DEBUG else logging.WARNING)
+        logging.getLogger(name).setLevel(own)

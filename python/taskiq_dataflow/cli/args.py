@@ -43,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="the broker to run on (default: the DataflowNatsBroker of the tasks, if any)",
     )
     _add_run_args(run)
+    _add_logging(run, "the records tasks log here")
     _add_common(run)
 
     graph = sub.add_parser(
@@ -78,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="give up (exit 1) after more than N restarts within 60 s (default: 10 per worker)",
     )
+    _add_logging(worker, "the workers' records")
     _add_common(worker)
 
     server = sub.add_parser(
@@ -105,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_worker_args(cluster)
     cluster.add_argument("pipeline", metavar="TARGET", help="module:attr of the pipeline to run")
     _add_run_args(cluster)
+    _add_logging(cluster, "the records tasks log, on the workers and here")
     _add_common(cluster)
     return parser
 
@@ -168,6 +171,36 @@ def _add_worker_args(parser: argparse.ArgumentParser) -> None:
         default=64,
         help="tasks at once per worker (default: 64)",
     )
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _add_logging(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--log-level",
+        type=_log_level,
+        default="WARNING",
+        metavar="LEVEL",
+        help=f"show {what} at LEVEL and above on stderr: {', '.join(LOG_LEVELS)} (default: "
+        "WARNING); the engine's and the NATS client's own records stay at WARNING unless DEBUG",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="json: one JSON object per record with time, level, logger, message, run_id, task, "
+        "attempt and worker (null outside a task) (default: text)",
+    )
+
+
+def _log_level(text: str) -> str:
+    name = text.upper()
+    if name not in LOG_LEVELS:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a log level: use one of {', '.join(LOG_LEVELS)}"
+        )
+    return name
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:

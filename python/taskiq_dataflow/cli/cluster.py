@@ -66,7 +66,8 @@ def _start_workers(args: argparse.Namespace, console: Console) -> _Workers:
     from ..cluster.server import die_with_parent
 
     cmd = [sys.executable, "-m", "taskiq_dataflow.cluster.serve", args.target,
-           "--workers", str(args.workers), "--concurrency", str(args.concurrency)]  # fmt: skip
+           "--workers", str(args.workers), "--concurrency", str(args.concurrency),
+           "--log-level", args.log_level, "--log-format", args.log_format]  # fmt: skip
     if args.pool:
         cmd += ["--pool", args.pool]
     # its own session: Ctrl-C reaches only this process, which cancels the run first and then

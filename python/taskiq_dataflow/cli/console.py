@@ -10,6 +10,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any, TextIO
 
+from ..task_logs import LIBRARY_LOGGERS, formatter, labels_on, quiet_library, set_labels
 from .output import PROG
 
 
@@ -35,10 +36,10 @@ class Console:
 
 
 class _ConsoleHandler(logging.Handler):
-    def __init__(self, console: Console) -> None:
-        super().__init__(logging.WARNING)
+    def __init__(self, console: Console, level: int = logging.WARNING, fmt: str = "text") -> None:
+        super().__init__(level)
         self.console = console
-        self.setFormatter(logging.Formatter(f"{PROG}: %(levelname)s %(name)s: %(message)s"))
+        self.setFormatter(formatter(fmt, f"{PROG}: %(levelname)s %(name)s: %(message)s"))
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -48,16 +49,29 @@ class _ConsoleHandler(logging.Handler):
 
 
 @contextlib.contextmanager
-def logging_to(console: Console) -> Iterator[None]:
-    """Log records of warning and above through `console` while a run is shown; otherwise
-    Python's last-resort handler would write them straight across the bar."""
-    handler = _ConsoleHandler(console)
+def logging_to(console: Console, level: str = "WARNING", fmt: str = "text") -> Iterator[None]:
+    """Log records of `level` and above through `console` while a run is shown (otherwise
+    Python's last-resort handler would write them straight across the bar), as text or JSON
+    lines labelled with their task. Records are made down to INFO meanwhile, so that a run
+    store captures a task's log.info; the library's own loggers stay at WARNING (unless
+    DEBUG). Everything is as it was afterwards."""
+    number = logging.getLevelNamesMapping()[level]
+    handler = _ConsoleHandler(console, number, fmt)
     root = logging.getLogger()
+    saved = root.level, labels_on()
+    own = {name: logging.getLogger(name).level for name in LIBRARY_LOGGERS}
     root.addHandler(handler)
+    root.setLevel(min(root.getEffectiveLevel(), number, logging.INFO))
+    quiet_library(number)
+    set_labels(fmt == "json")
     try:
         yield
     finally:
         root.removeHandler(handler)
+        root.setLevel(saved[0])
+        set_labels(saved[1])
+        for name, was in own.items():
+            logging.getLogger(name).setLevel(was)
 
 
 def isatty(stream: Any) -> bool:

@@ -65,7 +65,8 @@ async def run_pipeline(
         run_id = uuid.uuid4().hex
         console.echo(f"{PROG}: run {run_id} (recorded in {args.store})")
     try:
-        with logging_to(console), _cancel_on_signals(engine, console) as stopped_by:
+        logs = logging_to(console, args.log_level, args.log_format)
+        with logs, _cancel_on_signals(engine, console) as stopped_by:
             async with _broker_started(engine.broker, console):
                 outputs = await _execute(engine, inputs, run_id, args, out, stopped_by)
     finally:

@@ -18,14 +18,20 @@ Frames (engine = the side running the DAG; S = the run's per-run random secret, 
                                                                       timeout(, stream)]], ...];
                                                                       stream: [keep, [StreamRef,
                                                                       ...](, [output key, ...]:
-                                                                      a producer of several)]
+                                                                      a producer of several)];
+                                                                      logs (optional): [capture
+                                                                      level or nil, [attempt of
+                                                                      each entry, ...]]
     results    <prefix>.results.<run>.<S>           worker -> engine w: worker id, claims: [seq,
                                                                       ...], results: [[seq, true,
                                                                       value] | [seq, false, [type,
                                                                       message, traceback]] |
                                                                       [nil, false, [type, message,
                                                                       traceback]] (a rejection of
-                                                                      a whole frame)]
+                                                                      a whole frame)]; an entry
+                                                                      may end with its task's
+                                                                      log records: [[time, level,
+                                                                      logger, message], ...]
     hb         <prefix>.heartbeat                   worker -> all    w, pool: str, n: busy count,
                                                                       inbox: its own task subject,
                                                                       cap: entries it holds at
@@ -79,21 +85,25 @@ from ..codec import (
     packed,
 )
 from ..errors import EncodeError, ProtocolError
+from ..events import LogEntry
 from ..streams import StreamRef
+from ..task_logs import MAX_BYTES as MAX_LOG_BYTES
+from ..task_logs import MAX_LEVEL_NAME, MAX_LOGGER_NAME, MAX_MESSAGE
+from ..task_logs import MAX_RECORDS as MAX_LOG_RECORDS
 
 __all__ = [
     "CREDIT", "DEFAULT_CODEC", "END", "HEARTBEAT", "HELLO", "ITEMS", "MAX_CANCEL_SEQS",
-    "MAX_DEPTH", "MAX_EXT_DEPTH", "MAX_OUTPUT_KEYS", "MAX_TASK_NAME", "MAX_TASK_NAMES", "PING",
-    "RESULTS", "TASKS", "USER_CODES", "VERSION",
+    "MAX_DEPTH", "MAX_EXT_DEPTH", "MAX_LOG_LEVEL", "MAX_OUTPUT_KEYS", "MAX_TASK_NAME",
+    "MAX_TASK_NAMES", "PING", "RESULTS", "TASKS", "USER_CODES", "VERSION",
     "BadTask", "Codec", "Credit", "EncodeError", "Failure", "Heartbeat", "Packed",
     "ProtocolError", "ResultsFrame", "StreamEnd", "StreamHello", "StreamItems", "TaskEntry",
-    "TasksFrame",
+    "TaskLogging", "TasksFrame",
     "Undecodable", "ValueRef", "cancel_key_of", "decode_cancel", "decode_credit",
     "decode_heartbeat", "decode_ping", "decode_results", "decode_stream", "decode_tasks",
     "encode_cancel", "encode_credit", "encode_end", "encode_heartbeat", "encode_hello",
     "encode_items", "encode_ping", "encode_results", "encode_task_body", "encode_tasks",
-    "failure_part", "find_undecodable", "item_part", "packed", "peek_reply", "rejection_part",
-    "result_part", "stream_subjects", "task_part", "value_part",
+    "failure_part", "find_undecodable", "item_part", "logs_part", "packed", "peek_reply",
+    "rejection_part", "result_part", "stream_subjects", "task_part", "value_part",
 ]  # fmt: skip
 
 TASKS, RESULTS, HEARTBEAT, PING = "tasks", "results", "hb", "ping"
@@ -104,6 +114,10 @@ MAX_CANCEL_SEQS = 100_000
 MAX_TASK_NAMES = 1024
 MAX_OUTPUT_KEYS = 1024  # output keys of one stream producer in a task entry
 MAX_TASK_NAME = 256
+MAX_LOG_LEVEL = 100  # a capture level in a tasks frame: logging's levels are 0 to 50
+# a result entry's log records: what task_logs.TaskLog keeps, and its "dropped" marker
+_LOG_RECORDS = MAX_LOG_RECORDS + 1
+_LOG_TEXT = MAX_LOG_BYTES + 1024
 
 _ENTRY_SHAPE = "[seq, [name, args, kwargs, timeout(, stream)]]"
 _TASKS_NEEDS = "a tasks frame needs 'run' (str), 'reply' (str), 'tasks' (list), 'cancel' (str)"
@@ -163,11 +177,19 @@ class BadTask(NamedTuple):
     message: str
 
 
+class TaskLogging(NamedTuple):
+    """What a tasks frame asks of its tasks' log records (task_logs.py)."""
+
+    level: int | None  # capture the records at this level and above; None: capture nothing
+    attempts: list[int]  # the attempt of each entry, in the frame's order (for the labels)
+
+
 class TasksFrame(NamedTuple):
     run: str
     reply: str
     cancel: str
     entries: list[TaskEntry | BadTask]
+    logs: TaskLogging | None = None
 
 
 def encode_task_body(
@@ -190,8 +212,21 @@ def task_part(seq: int, body: bytes) -> bytes:
     return b"\x92" + _int_part(seq) + body
 
 
-def encode_tasks(codec: Codec, parts: list[bytes], run: str, reply: str, cancel: str) -> bytes:
-    return codec.frame_of_parts(TASKS, "tasks", parts, run=run, reply=reply, cancel=cancel)
+def encode_tasks(
+    codec: Codec,
+    parts: list[bytes],
+    run: str,
+    reply: str,
+    cancel: str,
+    logs: TaskLogging | None = None,
+) -> bytes:
+    if logs is None:  # (the field is left out: a worker of before it reads the frame)
+        return codec.frame_of_parts(TASKS, "tasks", parts, run=run, reply=reply, cancel=cancel)
+    if len(logs.attempts) != len(parts):
+        raise ValueError(f"{len(logs.attempts)} attempts for {len(parts)} task entries")
+    return codec.frame_of_parts(
+        TASKS, "tasks", parts, run=run, reply=reply, cancel=cancel, logs=list(logs)
+    )
 
 
 def decode_tasks(codec: Codec, data: bytes) -> TasksFrame:
@@ -223,7 +258,29 @@ def decode_tasks(codec: Codec, data: bytes) -> TasksFrame:
                     append(_new_tuple(TaskEntry, (seq, name, args, kwargs, timeout, None)))
                     continue
         append(_task_entry(item, tolerant))
-    return TasksFrame(run, reply, cancel, entries)  # type: ignore[arg-type]
+    logs = frame.get("logs")
+    if logs is not None:
+        logs = _task_logging(logs, len(entries))
+    return TasksFrame(run, reply, cancel, entries, logs)  # type: ignore[arg-type]
+
+
+def _task_logging(logs: Any, entries: int) -> TaskLogging:
+    wanted = (
+        f"nil or [capture level (nil or an int 0 to {MAX_LOG_LEVEL}), [attempt (an int >= 1) "
+        f"of each of the {entries} task entries]]"
+    )
+    if type(logs) is not list or len(logs) != 2:
+        raise _field_error(TASKS, "logs", wanted, logs)
+    level, attempts = logs
+    if level is not None and not (type(level) is int and 0 <= level <= MAX_LOG_LEVEL):
+        raise _field_error(TASKS, "logs", wanted, logs)
+    if (
+        type(attempts) is not list
+        or len(attempts) != entries
+        or not all(type(a) is int and a >= 1 for a in attempts)
+    ):
+        raise _field_error(TASKS, "logs", wanted, logs)
+    return TaskLogging(level, attempts)
 
 
 def peek_reply(data: bytes) -> str | None:
@@ -314,19 +371,30 @@ class ResultsFrame(NamedTuple):
     results: list[tuple[int, bool, Any]]
     rejections: list[Failure]  # frames of the run the worker could not read at all
     malformed: int  # claims and entries refused for their shape
+    # seq -> the log records its task made (entries that carried some)
+    logs: dict[int, tuple[LogEntry, ...]] | None = None
 
 
-def result_part(seq: int, encoded: bytes) -> bytes:
-    """A successful result `[seq, True, value]`, the value being already encoded."""
+def result_part(seq: int, encoded: bytes, logs: bytes = b"") -> bytes:
+    """A successful result `[seq, True, value(, logs)]`, the value (and the logs_part) being
+    already encoded."""
+    if logs:
+        return b"\x94" + _int_part(seq) + b"\xc3" + encoded + logs
     return b"\x93" + _int_part(seq) + b"\xc3" + encoded
 
 
-def value_part(codec: Codec, seq: int, value: Any) -> bytes:
-    return result_part(seq, codec.packb(value))
+def value_part(codec: Codec, seq: int, value: Any, logs: bytes = b"") -> bytes:
+    return result_part(seq, codec.packb(value), logs)
 
 
-def failure_part(codec: Codec, seq: int, failure: Failure) -> bytes:
-    return b"\x93" + _int_part(seq) + b"\xc2" + codec.packb(list(failure))
+def failure_part(codec: Codec, seq: int, failure: Failure, logs: bytes = b"") -> bytes:
+    head = b"\x94" if logs else b"\x93"
+    return head + _int_part(seq) + b"\xc2" + codec.packb(list(failure)) + logs
+
+
+def logs_part(codec: Codec, records: tuple[LogEntry, ...]) -> bytes:
+    """A result entry's log records, encoded (what result_part and failure_part append)."""
+    return codec.packb([[r.time, r.level, r.logger, r.message] for r in records])
 
 
 def rejection_part(codec: Codec, message: str) -> bytes:
@@ -351,11 +419,25 @@ def decode_results(codec: Codec, data: bytes) -> ResultsFrame:
     malformed = len(claims) - len(seqs)
     results: list[tuple[int, bool, Any]] = []
     rejections: list[Failure] = []
+    logs: dict[int, tuple[LogEntry, ...]] | None = None
     append = results.append
     for entry in entries:
         if type(entry) is not list or len(entry) != 3:
-            malformed += 1
-            continue
+            if type(entry) is list and len(entry) == 4 and type(entry[0]) is int:
+                # an entry with its task's log records: bad ones fail the task, saying why
+                seq, ok, value, records = entry
+                found, problem = _log_records(records)
+                if problem is not None:
+                    message = f"worker {worker[:80]} sent malformed log records for it: {problem}"
+                    append((seq, False, Failure("ProtocolError", message, "")))
+                    continue
+                if logs is None:
+                    logs = {}
+                logs[seq] = found
+                entry = entry[:3]
+            else:
+                malformed += 1
+                continue
         seq, ok, value = entry
         if type(seq) is int and ok is True:
             if tolerant:
@@ -372,7 +454,33 @@ def decode_results(codec: Codec, data: bytes) -> ResultsFrame:
                 append((seq, False, failure))
         else:
             malformed += 1
-    return ResultsFrame(worker, seqs, results, rejections, malformed)
+    return ResultsFrame(worker, seqs, results, rejections, malformed, logs)
+
+
+def _log_records(records: Any) -> tuple[tuple[LogEntry, ...], str | None]:
+    """The records of a result entry, or the problem with them (every field is bounded: a
+    hostile worker cannot make the engine keep more than a task could log)."""
+    if type(records) is not list or not 0 < len(records) <= _LOG_RECORDS:
+        return (), f"expected an array of 1 to {_LOG_RECORDS} records, got {_short(records)}"
+    found = []
+    text = 0
+    for record in records:
+        if type(record) is not list or len(record) != 4:
+            return (), f"a record must be [time, level, logger, message], got {_short(record)}"
+        at, level, logger, message = record
+        if type(at) not in _NUMBERS or not math.isfinite(at):
+            return (), f"a record's time must be a finite number, got {_short(at)}"
+        if type(level) is not str or not 0 < len(level) <= MAX_LEVEL_NAME:
+            return (), f"a record's level must be a str of 1 to {MAX_LEVEL_NAME} characters"
+        if type(logger) is not str or len(logger) > MAX_LOGGER_NAME:
+            return (), f"a record's logger must be a str of at most {MAX_LOGGER_NAME} characters"
+        if type(message) is not str or len(message) > MAX_MESSAGE:
+            return (), f"a record's message must be a str of at most {MAX_MESSAGE} characters"
+        text += len(message)
+        if text > _LOG_TEXT:
+            return (), f"the records' messages exceed {_LOG_TEXT} characters in all"
+        found.append(LogEntry(float(at), level, logger, message))
+    return tuple(found), None
 
 
 def _failure(worker: str, value: Any) -> Failure:

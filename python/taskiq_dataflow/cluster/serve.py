@@ -1,9 +1,14 @@
-"""Worker processes: `taskiq-dataflow worker module:broker --workers N --pool P --concurrency K`.
+"""Worker processes: `taskiq-dataflow worker module:broker --workers N --pool P --concurrency K
+--log-level LEVEL --log-format text|json`.
 
 The parent first reaches the server once (so a wrong URL or login is one line, not a traceback
 per child), then supervises N children and restarts one that crashes; each child imports the
 module (so its @broker.task tasks are registered by name) and runs a Worker. A child that cannot
 connect is not restarted, and a crash loop ends the supervisor: both exit non-zero.
+
+Logging (task_logs.configure): records at --log-level and above on stderr, as text or JSON lines
+labelled with the run and task that logged them; records are made down to INFO either way, so
+that an engine capturing a task's records (a run store) gets its log.info.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import time
 from typing import Any
 
 from ..errors import ClusterError
+from ..task_logs import configure as configure_logging
 from .broker import DataflowNatsBroker
 
 log = logging.getLogger("taskiq_dataflow.worker")
@@ -94,6 +100,8 @@ def supervise(
     pool: str | None,
     concurrency: int,
     max_restarts: int | None = None,
+    log_level: str = "WARNING",
+    log_format: str = "text",
 ) -> int:
     """Start `workers` children; restart any that crashes until we are told to stop.
 
@@ -102,7 +110,8 @@ def supervise(
     within 60 s (default: 10 per worker)."""
     limit = max_restarts if max_restarts is not None else DEFAULT_RESTARTS_PER_WORKER * workers
     cmd = [sys.executable, "-m", "taskiq_dataflow.cluster.serve", "--child", target,
-           "--concurrency", str(concurrency)]  # fmt: skip
+           "--concurrency", str(concurrency), "--log-level", log_level,
+           "--log-format", log_format]  # fmt: skip
     if pool:
         cmd += ["--pool", pool]
     stopping = False
@@ -166,16 +175,22 @@ def _stop_children(children: list[subprocess.Popen[bytes]]) -> None:
             child.wait()
 
 
+LOG_FORMATS = ("text", "json")
+WORKER_TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
 def serve(
     target: str,
     workers: int,
     pool: str | None,
     concurrency: int,
     max_restarts: int | None = None,
+    log_level: str = "WARNING",
+    log_format: str = "text",
 ) -> int:
     """The supervisor's whole life: load the broker and reach the server once (each failure
     one line), then supervise."""
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    configure_logging(log_level, log_format, text_format=WORKER_TEXT_FORMAT)
     try:
         broker = load_broker(target)
     except (ImportError, ValueError) as exc:
@@ -186,7 +201,7 @@ def serve(
     except ClusterError as exc:
         _say(f"error: {exc}")
         return EXIT_CANNOT_CONNECT
-    return supervise(target, workers, pool, concurrency, max_restarts)
+    return supervise(target, workers, pool, concurrency, max_restarts, log_level, log_format)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -196,13 +211,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pool", default=None)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--max-restarts", type=int, default=None)
+    parser.add_argument("--log-level", type=log_level_name, default="WARNING")
+    parser.add_argument("--log-format", choices=LOG_FORMATS, default="text")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     sys.path.insert(0, os.getcwd())
     if args.child:
-        logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+        configure_logging(args.log_level, args.log_format, text_format=WORKER_TEXT_FORMAT)
         return run_child(args.target, args.pool, args.concurrency)
-    return serve(args.target, args.workers, args.pool, args.concurrency, args.max_restarts)
+    return serve(
+        args.target, args.workers, args.pool, args.concurrency, args.max_restarts,
+        args.log_level, args.log_format,
+    )  # fmt: skip
+
+
+def log_level_name(text: str) -> str:
+    """An argparse type: a logging level's name, upper-cased (DEBUG, INFO, WARNING...)."""
+    name = text.upper()
+    if name not in logging.getLevelNamesMapping() or name == "NOTSET":
+        known = ", ".join(n for n in logging.getLevelNamesMapping() if n != "NOTSET")
+        raise argparse.ArgumentTypeError(f"{text!r} is not a logging level: use one of {known}")
+    return name
 
 
 if __name__ == "__main__":

@@ -52,6 +52,7 @@ from .protocol import (
     Failure,
     ProtocolError,
     ResultsFrame,
+    TaskLogging,
     ValueRef,
     decode_heartbeat,
     decode_results,
@@ -157,6 +158,11 @@ class NatsTransport(Transport):
     def attach(self, sink: Sink) -> None:
         super().attach(sink)
         self._local.attach(sink)
+
+    def log_tasks(self, run_id: str, level: int | None) -> None:
+        # the tasks frames carry the level (and each entry's attempt) to the workers
+        super().log_tasks(run_id, level)
+        self._local.log_tasks(run_id, level)
 
     def router(self) -> Router:
         return Router(remote=True, streams_travel=True, default_pool=self.broker.pool)
@@ -556,6 +562,8 @@ class NatsTransport(Transport):
             worker = target.id
         limit, budget = self.broker.batch_size, self._budget
         parts: list[bytes] = []
+        # each entry's attempt, when the run's tasks get a TaskLog on the workers too
+        attempts: list[int] | None = None if self.task_logs is None else []
         size = 0
         for seq in seqs:
             flight = inflight[seq]
@@ -565,15 +573,25 @@ class NatsTransport(Transport):
                 target.held.add(seq)
             part = task_part(seq, flight.body)
             if parts and (len(parts) >= limit or size + len(part) > budget):
-                frames.append((subject, self._tasks_frame(parts)))
+                frames.append((subject, self._tasks_frame(parts, attempts)))
                 parts, size = [], 0
+                if attempts is not None:
+                    attempts = []
             parts.append(part)
+            if attempts is not None:
+                attempts.append(flight.job.attempt)
             size += len(part)
         if parts:
-            frames.append((subject, self._tasks_frame(parts)))
+            frames.append((subject, self._tasks_frame(parts, attempts)))
 
-    def _tasks_frame(self, parts: list[bytes]) -> bytes:
-        return encode_tasks(self.codec, parts, self.run_id, self.reply_subject, self._cancel_key)
+    def _tasks_frame(self, parts: list[bytes], attempts: list[int] | None = None) -> bytes:
+        logs = None
+        if attempts is not None:
+            assert self.task_logs is not None
+            logs = TaskLogging(self.task_logs[1], attempts)
+        return encode_tasks(
+            self.codec, parts, self.run_id, self.reply_subject, self._cancel_key, logs
+        )
 
     # -- receiving ------------------------------------------------------------------------------
 
@@ -588,7 +606,7 @@ class NatsTransport(Transport):
             return
         refused = frame.malformed + len(frame.rejections)
         if results:
-            refused += self._accept(results, claims, worker, state)
+            refused += self._accept(results, claims, worker, state, frame.logs)
         # after the results: a task answered in this same frame needs no claim
         if claims:
             refused += self._claim(claims, worker, state)
@@ -635,6 +653,7 @@ class NatsTransport(Transport):
         claims: list[int],
         worker: str,
         state: _WorkerState,
+        logs: dict[int, Any] | None = None,
     ) -> int:
         """Complete the attempts `worker` holds (or claims in this frame, when they went to
         the queue group and nobody holds them yet); returns how many entries were refused."""
@@ -663,7 +682,11 @@ class NatsTransport(Transport):
                 value = TaskError(job.name, *value)  # a protocol.Failure
             elif type(value) is ValueRef:
                 self._refs_received += 1
-            done(Completion(job.node, job.attempt, ok, value, worker))
+            if logs is None:
+                done(Completion(job.node, job.attempt, ok, value, worker))
+            else:
+                records = logs.get(seq)
+                done(Completion(job.node, job.attempt, ok, value, worker, False, records))
         self.sink.wake()
         return refused
 

@@ -36,9 +36,12 @@ from collections import deque
 from typing import Any
 
 from ..dependencies import with_dependencies
+from ..events import LogEntry
 from ..middlewares import TaskHooks, start_middlewares, stop_middlewares, task_hooks
 from ..seceding import CURRENT_SLOT, CURRENT_WORKER
 from ..streams import StreamRef, pump
+from ..task_logs import CURRENT as CURRENT_LOG
+from ..task_logs import DROPPED_LOGGER, TaskLog, capturing, labels_on
 from ..transports.local import _resume
 from .broker import ENTRY_OVERHEAD, DataflowNatsBroker, frame_budget, publish_now
 from .protocol import (
@@ -55,6 +58,7 @@ from .protocol import (
     encode_heartbeat,
     encode_results,
     failure_part,
+    logs_part,
     peek_reply,
     rejection_part,
     result_part,
@@ -97,10 +101,13 @@ class Worker:
         self._stepping: tuple[str, int] | None = None  # the task being stepped in place, if any
         self._context = contextvars.copy_context()  # run()'s, where tasks start from callbacks
         # entries waiting for a slot: (run id, reply subject, seq, name, args, kwargs, timeout,
-        # stream or None, the run's cancel key)
-        self._queue: deque[tuple[str, str, int, str, list[Any], dict[str, Any], Any, Any, str]] = (
-            deque()
-        )
+        # stream or None, the run's cancel key, its TaskLog or None)
+        self._queue: deque[
+            tuple[str, str, int, str, list[Any], dict[str, Any], Any, Any, str, TaskLog | None]
+        ] = deque()
+        # the capture handler, on the root logger from the first frame that asks for capture
+        self._capturing = contextlib.ExitStack()
+        self._captures = False
         # task name -> (callable, is async, is an async generator: a stream producer)
         self._funcs: dict[str, tuple[Any, bool, bool, TaskHooks | None]] = {}
         self._threads = concurrent.futures.ThreadPoolExecutor(
@@ -172,6 +179,7 @@ class Worker:
             with contextlib.suppress(Exception):
                 await self._nc.drain()
             self._threads.shutdown(wait=False, cancel_futures=True)
+            self._capturing.close()
             await stop_middlewares(broker)
 
     def stop(self) -> None:
@@ -233,7 +241,13 @@ class Worker:
         run_id, reply, cancel = frame.run, frame.reply, frame.cancel
         seqs = []
         queue = self._queue
-        for task in frame.entries:
+        logging_ = frame.logs
+        task_log = None
+        labelled = logging_ is not None or labels_on()
+        if logging_ is not None and logging_.level is not None and not self._captures:
+            self._captures = True
+            self._capturing.enter_context(capturing())
+        for i, task in enumerate(frame.entries):
             if isinstance(task, BadTask):
                 failure = Failure("ProtocolError", f"worker {self.worker_id} {task.message}", "")
                 if task.seq is None:
@@ -247,7 +261,12 @@ class Worker:
                 log.debug("left task %r from the queue group to a worker that serves it", name)
                 continue
             seqs.append(seq)
-            entry = (run_id, reply, seq, name, args, kwargs, timeout, stream, cancel)
+            if labelled:
+                level, attempt = (
+                    (None, None) if logging_ is None else (logging_.level, logging_.attempts[i])
+                )
+                task_log = TaskLog(run_id, name, attempt, level, self.worker_id)
+            entry = (run_id, reply, seq, name, args, kwargs, timeout, stream, cancel, task_log)
             if stream is not None or _has_refs(args, kwargs, (StreamRef,)):
                 # a stream task never waits for a slot: consumers holding every slot while
                 # their producer waits in the queue would wait forever
@@ -389,6 +408,7 @@ class Worker:
         timeout: Any,
         stream: Any,
         cancel: str,
+        log: TaskLog | None = None,
     ) -> bool:
         """Run one entry; True when it already finished (its result is in the outbox)."""
         found = self._funcs.get(name)
@@ -423,6 +443,8 @@ class Worker:
         if is_async and timeout is None and not _has_refs(args, kwargs):
             # its own context, as an asyncio.Task would have, kept when it continues as one
             context = contextvars.copy_context()
+            if log is not None:
+                context.run(CURRENT_LOG.set, log)
             # while it is stepped here, `_stepping` names its slot (for secede() and sub-runs):
             # cheaper than a context variable set for every quick task
             self._stepping = key
@@ -434,20 +456,25 @@ class Worker:
                     self._stepping = None
             except StopIteration as stop:
                 self._ended_in_place(key)
-                self._finish(run_id, reply, seq, stop.value)
+                self._finish(run_id, reply, seq, stop.value, log)
                 return True
             except BaseException as exc:  # every failure becomes a result
                 self._ended_in_place(key)
-                self._send(reply, self._failure(seq, exc))
+                self._send(reply, self._failure(seq, exc, log))
                 return True
             call = _resume(coro, yielded, None)
+        if log is not None and context is None:
+            context = contextvars.copy_context()
+            context.run(CURRENT_LOG.set, log)
         if is_async:
             # a task that goes on in the loop names its slot in its own context
             if context is None:
                 context = contextvars.copy_context()
             context.run(CURRENT_SLOT.set, (self, key))
         fut = asyncio.get_running_loop().create_task(
-            self._execute(run_id, reply, seq, name, func, is_async, args, kwargs, timeout, call),
+            self._execute(
+                run_id, reply, seq, name, func, is_async, args, kwargs, timeout, call, log
+            ),
             context=context,
         )
         self._running[key] = fut
@@ -456,6 +483,8 @@ class Worker:
 
     def _in_threads(self, func: Any, *args: Any, **kwargs: Any) -> asyncio.Future[Any]:
         partial = functools.partial(func, *args, **kwargs)
+        if CURRENT_LOG.get() is not None:  # its records find their TaskLog in the thread
+            partial = functools.partial(contextvars.copy_context().run, partial)
         return asyncio.get_running_loop().run_in_executor(self._threads, partial)
 
     def _kind_mismatch(self, name: str, is_producer: bool) -> TypeError:
@@ -478,29 +507,51 @@ class Worker:
         if self._seceded and self._seceded.pop(key, None) is not None:
             self._free -= 1  # given back at secede(): cancels the caller's release
 
-    def _finish(self, run_id: str, reply: str, seq: int, value: Any) -> None:
-        """Queue a task's result for its reply frame; a large one goes to the object store
-        first, off the hot path."""
+    def _finish(
+        self, run_id: str, reply: str, seq: int, value: Any, log: TaskLog | None = None
+    ) -> None:
+        """Queue a task's result (and its log records) for its reply frame; a large one goes
+        to the object store first, off the hot path."""
+        logs = b"" if log is None else self._logs(log)
         try:
             encoded = self.codec.packb(value)
         except Exception as exc:  # a user codec may raise anything
             error = EncodeError(f"the task's return value cannot be sent: {exc}")
-            self._send(reply, self._failure(seq, error))
+            self._send(reply, self._failure(seq, error, logs=logs))
             return
         assert self._values is not None
-        if len(encoded) > self._values.threshold:
-            self._spawn(self._upload(run_id, reply, seq, encoded))
+        if len(encoded) + len(logs) > self._values.threshold:
+            self._spawn(self._upload(run_id, reply, seq, encoded, logs))
         else:
-            self._send(reply, result_part(seq, encoded))
+            self._send(reply, result_part(seq, encoded, logs))
 
-    async def _upload(self, run_id: str, reply: str, seq: int, encoded: bytes) -> None:
+    async def _upload(
+        self, run_id: str, reply: str, seq: int, encoded: bytes, logs: bytes = b""
+    ) -> None:
         assert self._values is not None
         try:
             ref = await self._values.put(f"{run_id}.{seq}.{uuid.uuid4().hex[:8]}", encoded)
-            part = value_part(self.codec, seq, ref)
+            part = value_part(self.codec, seq, ref, logs)
         except BaseException as exc:
-            part = self._failure(seq, exc)
+            part = self._failure(seq, exc, logs=logs)
         self._send(reply, part)
+
+    def _logs(self, log: TaskLog) -> bytes:
+        """A task's records for its result entry: b"" when it logged nothing; a single marker
+        when they would take more than a quarter of a frame (the result must still fit)."""
+        entries = log.entries()
+        if entries is None:
+            return b""
+        part = logs_part(self.codec, entries)
+        if len(part) > self._budget // 4:
+            marker = (
+                f"... {len(entries)} records dropped: they do not fit in a results frame of "
+                f"worker {self.worker_id} (the server's max_payload is {self._budget} bytes)"
+            )
+            part = logs_part(
+                self.codec, (LogEntry(time.time(), "WARNING", DROPPED_LOGGER, marker),)
+            )
+        return part
 
     async def _execute(
         self,
@@ -514,6 +565,7 @@ class Worker:
         kwargs: Any,
         timeout: Any,
         call: Any,
+        log: TaskLog | None = None,
     ) -> None:
         """A task that needs the loop: it suspended when stepped (`call` continues it), is
         blocking (a thread), has a timeout, takes values by reference or reads a stream."""
@@ -527,6 +579,8 @@ class Worker:
                 else:
                     loop = asyncio.get_running_loop()
                     partial = functools.partial(func, *args, **kwargs)
+                    if log is not None:  # its records find their TaskLog in the thread
+                        partial = functools.partial(contextvars.copy_context().run, partial)
                     call = loop.run_in_executor(self._threads, partial)
             if timeout is None:
                 value = await call
@@ -538,11 +592,11 @@ class Worker:
         except asyncio.CancelledError:
             if inspect.iscoroutine(call):
                 call.close()  # cancelled before it started: no "never awaited" warning
-            self._send(reply, self._cancelled(seq, name))
+            self._send(reply, self._cancelled(seq, name, log))
         except BaseException as exc:  # every failure becomes a result
-            self._send(reply, self._failure(seq, exc))
+            self._send(reply, self._failure(seq, exc, log))
         else:
-            self._finish(run_id, reply, seq, value)
+            self._finish(run_id, reply, seq, value, log)
         finally:
             for receiver in receivers:
                 await receiver.close()  # its producer stops waiting for us
@@ -578,14 +632,18 @@ class Worker:
         self._outbox.setdefault(reply, []).append(part)
         self._schedule_flush()
 
-    def _failure(self, seq: int, exc: BaseException) -> bytes:
+    def _failure(
+        self, seq: int, exc: BaseException, log: TaskLog | None = None, logs: bytes = b""
+    ) -> bytes:
         text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         failure = Failure(type(exc).__name__, _cut(str(exc)), _cut(text))
-        return failure_part(self.codec, seq, failure)
+        if log is not None:
+            logs = self._logs(log)
+        return failure_part(self.codec, seq, failure, logs)
 
-    def _cancelled(self, seq: int, name: str) -> bytes:
+    def _cancelled(self, seq: int, name: str, log: TaskLog | None = None) -> bytes:
         failure = Failure("CancelledError", f"task '{name}' was cancelled", "")
-        return failure_part(self.codec, seq, failure)
+        return failure_part(self.codec, seq, failure, b"" if log is None else self._logs(log))
 
     def _schedule_flush(self) -> None:
         if not self._flush_scheduled:
