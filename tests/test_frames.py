@@ -16,6 +16,7 @@ from taskiq_dataflow.cluster.protocol import (
     HEARTBEAT,
     ITEMS,
     MAX_CANCEL_SEQS,
+    MAX_LOG_LEVEL,
     MAX_TASK_NAME,
     MAX_TASK_NAMES,
     RESULTS,
@@ -31,6 +32,7 @@ from taskiq_dataflow.cluster.protocol import (
     StreamHello,
     StreamItems,
     TaskEntry,
+    TaskLogging,
     ValueRef,
     cancel_key_of,
     decode_cancel,
@@ -52,6 +54,7 @@ from taskiq_dataflow.cluster.protocol import (
     encode_tasks,
     failure_part,
     item_part,
+    logs_part,
     peek_reply,
     rejection_part,
     result_part,
@@ -59,7 +62,10 @@ from taskiq_dataflow.cluster.protocol import (
     task_part,
     value_part,
 )
+from taskiq_dataflow.events import LogEntry
 from taskiq_dataflow.streams import StreamRef
+from taskiq_dataflow.task_logs import MAX_LEVEL_NAME, MAX_LOGGER_NAME, MAX_MESSAGE
+from taskiq_dataflow.task_logs import MAX_RECORDS as MAX_LOG_RECORDS
 
 CODEC = Codec()
 REF = StreamRef("k", "dataflow.stream.r.s.1.0", "dataflow.credit.r.s.1.0", 8)
@@ -384,3 +390,98 @@ CREDIT_OK = {"got": 0, "limit": 4, "r": "s", "end": False, "done": False, "p": F
 def test_a_credit_field_of_the_wrong_type_is_refused_by_name(field, value):
     with pytest.raises(ProtocolError, match=rf"^credit frame: field '{field}' must be"):
         decode_credit(CODEC, _frame(CREDIT, **{**CREDIT_OK, field: value}))
+
+
+# -- task log records (task_logs.py): the capture level out, the records back ------------------
+
+RECORD = LogEntry(1796000000.25, "INFO", "user.tasks", "loaded 3 rows")
+
+
+def test_a_tasks_frame_carries_the_capture_level_and_each_entry_attempt():
+    parts = [task_part(1, encode_task_body(CODEC, "t", [], {}, None)),
+             task_part(2, encode_task_body(CODEC, "u", [], {}, None))]  # fmt: skip
+    frame = decode_tasks(CODEC, encode_tasks(CODEC, parts, "r", "x", "c", TaskLogging(20, [1, 3])))
+    assert frame.logs == TaskLogging(20, [1, 3])
+    labels_only = encode_tasks(CODEC, parts, "r", "x", "c", TaskLogging(None, [1, 1]))
+    assert decode_tasks(CODEC, labels_only).logs == TaskLogging(None, [1, 1])
+    # without logging the field is left out: the frame is what a worker of before reads
+    plain = encode_tasks(CODEC, parts, "r", "x", "c")
+    assert "logs" not in CODEC.read_frame(plain) and decode_tasks(CODEC, plain).logs is None
+    with pytest.raises(ValueError, match="1 attempts for 2 task entries"):
+        encode_tasks(CODEC, parts, "r", "x", "c", TaskLogging(20, [1]))
+
+
+@pytest.mark.parametrize(
+    "logs",
+    [
+        "INFO", [20], [20, [1], 3], ["INFO", [1]], [-1, [1]], [MAX_LOG_LEVEL + 1, [1]],
+        [True, [1]], [20, "1"], [20, []], [20, [1, 1]], [20, [0]], [20, ["1"]], [20, [1.0]],
+    ],
+)  # fmt: skip
+def test_a_bad_logs_field_of_a_tasks_frame_is_refused_by_name(logs):
+    frame = _frame(TASKS, **{**TASKS_OK, "tasks": [[1, ["t", [], {}, None]]], "logs": logs})
+    with pytest.raises(ProtocolError, match=r"^tasks frame: field 'logs' must be nil or \["):
+        decode_tasks(CODEC, frame)
+
+
+def test_result_entries_carry_their_task_log_records():
+    logs = logs_part(CODEC, (RECORD, LogEntry(5, "ERROR", "", "boom\nTraceback ...")))
+    parts = [
+        result_part(1, CODEC.packb("one"), logs),
+        failure_part(CODEC, 2, Failure("ValueError", "bad", "tb"), logs),
+        value_part(CODEC, 3, ValueRef("b", "n", 9), logs),
+        result_part(4, CODEC.packb("no records")),
+    ]
+    frame = decode_results(CODEC, encode_results(CODEC, "w1", [], parts))
+    assert frame.results == [
+        (1, True, "one"),
+        (2, False, Failure("ValueError", "bad", "tb")),
+        (3, True, ValueRef("b", "n", 9)),
+        (4, True, "no records"),
+    ]
+    records = (RECORD, LogEntry(5.0, "ERROR", "", "boom\nTraceback ..."))
+    assert frame.logs == {1: records, 2: records, 3: records}
+    assert frame.malformed == 0
+    assert decode_results(CODEC, encode_results(CODEC, "w1", [], parts[3:])).logs is None
+
+
+GOOD = [1.0, "INFO", "a", "m"]
+
+
+@pytest.mark.parametrize(
+    ("records", "culprit"),
+    [
+        ("lines", "an array of 1 to"),
+        ([], "an array of 1 to"),
+        ([GOOD] * (MAX_LOG_RECORDS + 2), "an array of 1 to"),
+        ([[1.0, "INFO", "a"]], "a record must be \\[time, level, logger, message\\]"),
+        ([{"time": 1}], "a record must be"),
+        ([["now", "INFO", "a", "m"]], "time must be a finite number"),
+        ([[float("nan"), "INFO", "a", "m"]], "time must be a finite number"),
+        ([[float("inf"), "INFO", "a", "m"]], "time must be a finite number"),
+        ([[True, "INFO", "a", "m"]], "time must be a finite number"),
+        ([[1.0, 20, "a", "m"]], "level must be a str"),
+        ([[1.0, "", "a", "m"]], "level must be a str of 1 to"),
+        ([[1.0, "L" * (MAX_LEVEL_NAME + 1), "a", "m"]], "level must be a str of 1 to"),
+        ([[1.0, "INFO", None, "m"]], "logger must be a str"),
+        ([[1.0, "INFO", "a" * (MAX_LOGGER_NAME + 1), "m"]], "logger must be a str of at most"),
+        ([[1.0, "INFO", "a", b"m"]], "message must be a str"),
+        ([[1.0, "INFO", "a", "m" * (MAX_MESSAGE + 1)]], "message must be a str of at most"),
+        ([[1.0, "INFO", "a", "m" * MAX_MESSAGE]] * 6, "messages exceed"),
+    ],
+)
+def test_hostile_log_records_fail_their_task_and_the_rest_of_the_frame_is_kept(records, culprit):
+    entries = [[1, True, "value", records], [2, True, "fine", [GOOD]], [3, True, "plain"]]
+    frame = decode_results(CODEC, _frame(RESULTS, w="w7", claims=[1, 2, 3], results=entries))
+    (seq, ok, failure), *rest = frame.results
+    assert (seq, ok, failure.type) == (1, False, "ProtocolError")
+    assert failure.message.startswith("worker w7 sent malformed log records for it: ")
+    assert re.search(culprit, failure.message), failure.message
+    assert rest == [(2, True, "fine"), (3, True, "plain")]
+    assert frame.logs == {2: (LogEntry(1.0, "INFO", "a", "m"),)}
+
+
+def test_a_four_element_entry_without_an_int_seq_is_malformed():
+    entries = [["1", True, "x", [GOOD]], [None, False, ["E", "m", ""], [GOOD]]]
+    frame = decode_results(CODEC, _frame(RESULTS, w="w1", results=entries))
+    assert frame.results == [] and frame.malformed == 2

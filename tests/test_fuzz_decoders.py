@@ -31,8 +31,10 @@ from taskiq_dataflow.cluster.protocol import (
     VERSION,
     Codec,
     Credit,
+    Failure,
     Heartbeat,
     ProtocolError,
+    TaskLogging,
     ValueRef,
     decode_cancel,
     decode_credit,
@@ -45,9 +47,15 @@ from taskiq_dataflow.cluster.protocol import (
     encode_end,
     encode_heartbeat,
     encode_items,
+    encode_results,
+    encode_tasks,
+    failure_part,
     item_part,
+    logs_part,
     result_part,
+    task_part,
 )
+from taskiq_dataflow.events import LogEntry
 
 ROOT = Path(__file__).resolve().parent.parent
 CODEC = Codec()
@@ -120,6 +128,7 @@ def test_hostile_msgpack_alone_and_inside_frames(value, kind, framed):
     only_protocol_errors(msgpack.packb(body))
 
 
+RECORDS = (LogEntry(1.5, "INFO", "a.b", "hi"), LogEntry(2, "ERROR", "", "x\ny"))
 VALID = [
     CODEC.frame_of_parts(
         RESULTS, "results", [result_part(1, CODEC.packb(((1, {2}), ValueRef("b", "n", 1))))]
@@ -133,7 +142,16 @@ VALID = [
     encode_end(CODEC, 2, ["ValueError", "boom"]),
     encode_credit(CODEC, Credit(3, 11, "s", True, False, True)),
     CODEC.packb([1, 2, 3]),  # a cancel payload
-]
+    # with task logging: the capture level and attempts, and a result entry's records
+    encode_tasks(
+        CODEC, [task_part(1, CODEC.packb(["echo", [1], {}, None]))], "r", "x", "c",
+        TaskLogging(20, [2]),
+    ),
+    encode_results(CODEC, "w1", [1], [
+        result_part(1, CODEC.packb(5), logs_part(CODEC, RECORDS)),
+        failure_part(CODEC, 2, Failure("E", "m", ""), logs_part(CODEC, RECORDS)),
+    ]),
+]  # fmt: skip
 
 
 @FUZZ
@@ -157,7 +175,7 @@ def test_mutated_valid_frames(data, edits):
 # every field of every frame kind, given junk: a ProtocolError or a decoded frame, and in a tasks
 # or results frame each junk entry fails alone (the others are kept)
 FIELDS = {
-    "tasks": ["run", "reply", "cancel", "tasks"],
+    "tasks": ["run", "reply", "cancel", "tasks", "logs"],
     "results": ["w", "claims", "results"],
     "hb": ["w", "pool", "n", "inbox", "cap", "i", "tn"],
     "items": ["i"],

@@ -176,7 +176,7 @@ def _stop_children(children: list[subprocess.Popen[bytes]]) -> None:
 
 
 LOG_FORMATS = ("text", "json")
-WORKER_TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+WORKER_TEXT_FORMAT = "%(asctime)s %(name)s %(message)s"  # as before --log-format
 
 
 def serve(
