@@ -400,22 +400,27 @@ RECORD = LogEntry(1796000000.25, "INFO", "user.tasks", "loaded 3 rows")
 def test_a_tasks_frame_carries_the_capture_level_and_each_entry_attempt():
     parts = [task_part(1, encode_task_body(CODEC, "t", [], {}, None)),
              task_part(2, encode_task_body(CODEC, "u", [], {}, None))]  # fmt: skip
-    frame = decode_tasks(CODEC, encode_tasks(CODEC, parts, "r", "x", "c", TaskLogging(20, [1, 3])))
-    assert frame.logs == TaskLogging(20, [1, 3])
-    labels_only = encode_tasks(CODEC, parts, "r", "x", "c", TaskLogging(None, [1, 1]))
-    assert decode_tasks(CODEC, labels_only).logs == TaskLogging(None, [1, 1])
+    frame = decode_tasks(
+        CODEC, encode_tasks(CODEC, parts, "r", "x", "c", TaskLogging(20, [1, 3], ["t", "u"]))
+    )
+    assert frame.logs == TaskLogging(20, [1, 3], ["t", "u"])
+    labels_only = encode_tasks(CODEC, parts, "r", "x", "c", TaskLogging(None, [1, 1], ["t", "u"]))
+    assert decode_tasks(CODEC, labels_only).logs == TaskLogging(None, [1, 1], ["t", "u"])
     # without logging the field is left out: the frame is what a worker of before reads
     plain = encode_tasks(CODEC, parts, "r", "x", "c")
     assert "logs" not in CODEC.read_frame(plain) and decode_tasks(CODEC, plain).logs is None
-    with pytest.raises(ValueError, match="1 attempts for 2 task entries"):
-        encode_tasks(CODEC, parts, "r", "x", "c", TaskLogging(20, [1]))
+    with pytest.raises(ValueError, match="1 attempts and 2 task names for 2 task entries"):
+        encode_tasks(CODEC, parts, "r", "x", "c", TaskLogging(20, [1], ["t", "u"]))
 
 
 @pytest.mark.parametrize(
     "logs",
     [
-        "INFO", [20], [20, [1], 3], ["INFO", [1]], [-1, [1]], [MAX_LOG_LEVEL + 1, [1]],
-        [True, [1]], [20, "1"], [20, []], [20, [1, 1]], [20, [0]], [20, ["1"]], [20, [1.0]],
+        "INFO", [20], [20, [1]], [20, [1], ["t"], 3], ["INFO", [1], ["t"]], [-1, [1], ["t"]],
+        [MAX_LOG_LEVEL + 1, [1], ["t"]], [True, [1], ["t"]], [20, "1", ["t"]], [20, [], ["t"]],
+        [20, [1, 1], ["t"]], [20, [0], ["t"]], [20, ["1"], ["t"]], [20, [1.0], ["t"]],
+        [20, [1], "t"], [20, [1], []], [20, [1], ["t", "u"]], [20, [1], [""]], [20, [1], [7]],
+        [20, [1], ["t" * (MAX_TASK_NAME + 1)]],
     ],
 )  # fmt: skip
 def test_a_bad_logs_field_of_a_tasks_frame_is_refused_by_name(logs):

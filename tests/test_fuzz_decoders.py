@@ -145,7 +145,7 @@ VALID = [
     # with task logging: the capture level and attempts, and a result entry's records
     encode_tasks(
         CODEC, [task_part(1, CODEC.packb(["echo", [1], {}, None]))], "r", "x", "c",
-        TaskLogging(20, [2]),
+        TaskLogging(20, [2], ["echo"]),
     ),
     encode_results(CODEC, "w1", [1], [
         result_part(1, CODEC.packb(5), logs_part(CODEC, RECORDS)),

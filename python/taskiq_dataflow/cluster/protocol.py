@@ -21,7 +21,8 @@ Frames (engine = the side running the DAG; S = the run's per-run random secret, 
                                                                       a producer of several)];
                                                                       logs (optional): [capture
                                                                       level or nil, [attempt of
-                                                                      each entry, ...]]
+                                                                      each entry, ...], [its task's
+                                                                      name in the DAG, ...]]
     results    <prefix>.results.<run>.<S>           worker -> engine w: worker id, claims: [seq,
                                                                       ...], results: [[seq, true,
                                                                       value] | [seq, false, [type,
@@ -181,7 +182,10 @@ class TaskLogging(NamedTuple):
     """What a tasks frame asks of its tasks' log records (task_logs.py)."""
 
     level: int | None  # capture the records at this level and above; None: capture nothing
-    attempts: list[int]  # the attempt of each entry, in the frame's order (for the labels)
+    # for the labels, per entry in the frame's order: its attempt, and its task's name in the
+    # DAG (the entry names the task as the worker registered it)
+    attempts: list[int]
+    tasks: list[str]
 
 
 class TasksFrame(NamedTuple):
@@ -222,8 +226,11 @@ def encode_tasks(
 ) -> bytes:
     if logs is None:  # (the field is left out: a worker of before it reads the frame)
         return codec.frame_of_parts(TASKS, "tasks", parts, run=run, reply=reply, cancel=cancel)
-    if len(logs.attempts) != len(parts):
-        raise ValueError(f"{len(logs.attempts)} attempts for {len(parts)} task entries")
+    if not len(logs.attempts) == len(logs.tasks) == len(parts):
+        raise ValueError(
+            f"{len(logs.attempts)} attempts and {len(logs.tasks)} task names for {len(parts)} "
+            "task entries"
+        )
     return codec.frame_of_parts(
         TASKS, "tasks", parts, run=run, reply=reply, cancel=cancel, logs=list(logs)
     )
@@ -267,11 +274,12 @@ def decode_tasks(codec: Codec, data: bytes) -> TasksFrame:
 def _task_logging(logs: Any, entries: int) -> TaskLogging:
     wanted = (
         f"nil or [capture level (nil or an int 0 to {MAX_LOG_LEVEL}), [attempt (an int >= 1) "
-        f"of each of the {entries} task entries]]"
+        f"of each of the {entries} task entries], [task name of each (1 to {MAX_TASK_NAME} "
+        "characters)]]"
     )
-    if type(logs) is not list or len(logs) != 2:
+    if type(logs) is not list or len(logs) != 3:
         raise _field_error(TASKS, "logs", wanted, logs)
-    level, attempts = logs
+    level, attempts, tasks = logs
     if level is not None and not (type(level) is int and 0 <= level <= MAX_LOG_LEVEL):
         raise _field_error(TASKS, "logs", wanted, logs)
     if (
@@ -280,7 +288,13 @@ def _task_logging(logs: Any, entries: int) -> TaskLogging:
         or not all(type(a) is int and a >= 1 for a in attempts)
     ):
         raise _field_error(TASKS, "logs", wanted, logs)
-    return TaskLogging(level, attempts)
+    if (
+        type(tasks) is not list
+        or len(tasks) != entries
+        or not all(type(t) is str and 0 < len(t) <= MAX_TASK_NAME for t in tasks)
+    ):
+        raise _field_error(TASKS, "logs", wanted, logs)
+    return TaskLogging(level, attempts, tasks)
 
 
 def peek_reply(data: bytes) -> str | None:

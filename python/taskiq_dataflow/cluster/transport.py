@@ -48,6 +48,7 @@ from .broker import (
     publish_now,
 )
 from .protocol import (
+    MAX_TASK_NAME,
     EncodeError,
     Failure,
     ProtocolError,
@@ -562,8 +563,10 @@ class NatsTransport(Transport):
             worker = target.id
         limit, budget = self.broker.batch_size, self._budget
         parts: list[bytes] = []
-        # each entry's attempt, when the run's tasks get a TaskLog on the workers too
+        # each entry's attempt and task name, when the run's tasks get a TaskLog on the
+        # workers too
         attempts: list[int] | None = None if self.task_logs is None else []
+        names: list[str] = []
         size = 0
         for seq in seqs:
             flight = inflight[seq]
@@ -573,22 +576,28 @@ class NatsTransport(Transport):
                 target.held.add(seq)
             part = task_part(seq, flight.body)
             if parts and (len(parts) >= limit or size + len(part) > budget):
-                frames.append((subject, self._tasks_frame(parts, attempts)))
+                frames.append((subject, self._tasks_frame(parts, attempts, names)))
                 parts, size = [], 0
                 if attempts is not None:
-                    attempts = []
+                    attempts, names = [], []
             parts.append(part)
             if attempts is not None:
                 attempts.append(flight.job.attempt)
+                names.append(flight.job.name[:MAX_TASK_NAME])
             size += len(part)
         if parts:
-            frames.append((subject, self._tasks_frame(parts, attempts)))
+            frames.append((subject, self._tasks_frame(parts, attempts, names)))
 
-    def _tasks_frame(self, parts: list[bytes], attempts: list[int] | None = None) -> bytes:
+    def _tasks_frame(
+        self,
+        parts: list[bytes],
+        attempts: list[int] | None = None,
+        names: list[str] | None = None,
+    ) -> bytes:
         logs = None
         if attempts is not None:
             assert self.task_logs is not None
-            logs = TaskLogging(self.task_logs[1], attempts)
+            logs = TaskLogging(self.task_logs[1], attempts, names or [])
         return encode_tasks(
             self.codec, parts, self.run_id, self.reply_subject, self._cancel_key, logs
         )

@@ -262,10 +262,13 @@ class Worker:
                 continue
             seqs.append(seq)
             if labelled:
-                level, attempt = (
-                    (None, None) if logging_ is None else (logging_.level, logging_.attempts[i])
-                )
-                task_log = TaskLog(run_id, name, attempt, level, self.worker_id)
+                if logging_ is None:  # labels of this worker's own: no attempt, its own name
+                    task_log = TaskLog(run_id, name, None, None, self.worker_id)
+                else:
+                    level, attempt, label = (
+                        logging_.level, logging_.attempts[i], logging_.tasks[i] or name,
+                    )  # fmt: skip
+                    task_log = TaskLog(run_id, label, attempt, level, self.worker_id)
             entry = (run_id, reply, seq, name, args, kwargs, timeout, stream, cancel, task_log)
             if stream is not None or _has_refs(args, kwargs, (StreamRef,)):
                 # a stream task never waits for a slot: consumers holding every slot while
