@@ -475,14 +475,15 @@ GOOD = [1.0, "INFO", "a", "m"]
         ([[1.0, "INFO", "a", "m" * MAX_MESSAGE]] * 6, "messages exceed"),
     ],
 )
-def test_hostile_log_records_fail_their_task_and_the_rest_of_the_frame_is_kept(records, culprit):
-    entries = [[1, True, "value", records], [2, True, "fine", [GOOD]], [3, True, "plain"]]
+def test_hostile_log_records_refuse_their_entry_saying_why_and_the_rest_is_kept(records, culprit):
+    entries = [[1, True, "value", records], [2, True, "fine", [GOOD]], [3, True, "plain"],
+               [4, True, "also bad", "x"]]  # fmt: skip
     frame = decode_results(CODEC, _frame(RESULTS, w="w7", claims=[1, 2, 3], results=entries))
-    (seq, ok, failure), *rest = frame.results
-    assert (seq, ok, failure.type) == (1, False, "ProtocolError")
-    assert failure.message.startswith("worker w7 sent malformed log records for it: ")
-    assert re.search(culprit, failure.message), failure.message
-    assert rest == [(2, True, "fine"), (3, True, "plain")]
+    assert frame.results == [(2, True, "fine"), (3, True, "plain")]
+    assert frame.malformed == 2  # refused as any entry of the wrong shape: seq 1 is not answered
+    assert frame.problem is not None
+    assert frame.problem.startswith("the entry for seq 1 has malformed log records: ")
+    assert re.search(culprit, frame.problem), frame.problem
     assert frame.logs == {2: (LogEntry(1.0, "INFO", "a", "m"),)}
 
 

@@ -387,6 +387,7 @@ class ResultsFrame(NamedTuple):
     malformed: int  # claims and entries refused for their shape
     # seq -> the log records its task made (entries that carried some)
     logs: dict[int, tuple[LogEntry, ...]] | None = None
+    problem: str | None = None  # what was wrong with the first entry refused for its logs
 
 
 def result_part(seq: int, encoded: bytes, logs: bytes = b"") -> bytes:
@@ -434,16 +435,19 @@ def decode_results(codec: Codec, data: bytes) -> ResultsFrame:
     results: list[tuple[int, bool, Any]] = []
     rejections: list[Failure] = []
     logs: dict[int, tuple[LogEntry, ...]] | None = None
+    problem = None
     append = results.append
     for entry in entries:
         if type(entry) is not list or len(entry) != 3:
             if type(entry) is list and len(entry) == 4 and type(entry[0]) is int:
-                # an entry with its task's log records: bad ones fail the task, saying why
+                # an entry with its task's log records: bad ones refuse the entry, as any
+                # malformed entry (the attempt is not answered)
                 seq, ok, value, records = entry
-                found, problem = _log_records(records)
-                if problem is not None:
-                    message = f"worker {worker[:80]} sent malformed log records for it: {problem}"
-                    append((seq, False, Failure("ProtocolError", message, "")))
+                found, bad = _log_records(records)
+                if bad is not None:
+                    malformed += 1
+                    if problem is None:
+                        problem = f"the entry for seq {seq} has malformed log records: {bad}"
                     continue
                 if logs is None:
                     logs = {}
@@ -468,7 +472,7 @@ def decode_results(codec: Codec, data: bytes) -> ResultsFrame:
                 append((seq, False, failure))
         else:
             malformed += 1
-    return ResultsFrame(worker, seqs, results, rejections, malformed, logs)
+    return ResultsFrame(worker, seqs, results, rejections, malformed, logs, problem)
 
 
 def _log_records(records: Any) -> tuple[tuple[LogEntry, ...], str | None]:

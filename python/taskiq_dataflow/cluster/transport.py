@@ -621,9 +621,10 @@ class NatsTransport(Transport):
             refused += self._claim(claims, worker, state)
         if refused:
             self.ignored += refused
+            why = f" (first: {frame.problem})" if frame.problem else ""
             log.warning(
                 "ignored %d result entr%s from worker %s: malformed, or for attempts it does "
-                "not hold", refused, "y" if refused == 1 else "ies", worker[:80],
+                "not hold%s", refused, "y" if refused == 1 else "ies", worker[:80], why,
             )  # fmt: skip
         if self._outbox or self._streams_out:
             self._schedule_flush()  # the answered entries' credit is free again
