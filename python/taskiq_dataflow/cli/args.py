@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeAlias
 
 from ..cluster.broker import NATS_URL_ENV
 from ..errors import CLIError
@@ -16,15 +16,25 @@ from .output import PROG
 # workers busy and far below what exhausts memory or file descriptors (unbounded, a 100k-task
 # fan-out started every task at once).
 DEFAULT_MAX_PARALLEL = 1024
+# the run store `run`/`cluster` record in without --store, and the one `runs` reads
+STORE_ENV = "DATAFLOW_STORE"
+DEFAULT_STORE = "dataflow-runs.db"  # in the current directory; only `runs` falls back to it
+
+# what add_subparsers() returns (generic only to type checkers)
+Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(
+    *more: Callable[[Subparsers], None],
+) -> argparse.ArgumentParser:
+    """Every subcommand's parser; `more` adds the subcommands whose parser lives with them
+    (`runs`: its own subcommands are added by several modules)."""
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Run a taskiq-dataflow pipeline or print its graph.",
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {_version()}")
-    sub = parser.add_subparsers(dest="command", metavar="{run,graph,worker,server,cluster}")
+    sub = parser.add_subparsers(dest="command", metavar="{run,graph,worker,server,cluster,runs}")
 
     run = sub.add_parser(
         "run",
@@ -43,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="the broker to run on (default: the DataflowNatsBroker of the tasks, if any)",
     )
     _add_run_args(run)
-    _add_common(run)
+    add_common(run)
 
     graph = sub.add_parser(
         "graph",
@@ -59,9 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="(default: ascii)",
     )
     graph.add_argument(
-        "--max-nodes", type=_positive_int, default=200, metavar="N", help="ASCII: tasks shown"
+        "--max-nodes", type=positive_int, default=200, metavar="N", help="ASCII: tasks shown"
     )
-    _add_common(graph)
+    add_common(graph)
 
     worker = sub.add_parser(
         "worker",
@@ -73,12 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_worker_args(worker)
     worker.add_argument(
         "--max-restarts",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         metavar="N",
         help="give up (exit 1) after more than N restarts within 60 s (default: 10 per worker)",
     )
-    _add_common(worker)
+    add_common(worker)
 
     server = sub.add_parser(
         "server",
@@ -93,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="JetStream storage (default: a temporary dir, removed when the server stops)",
     )
-    _add_common(server)
+    add_common(server)
 
     cluster = sub.add_parser(
         "cluster",
@@ -105,7 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_worker_args(cluster)
     cluster.add_argument("pipeline", metavar="TARGET", help="module:attr of the pipeline to run")
     _add_run_args(cluster)
-    _add_common(cluster)
+    add_common(cluster)
+    for add in more:
+        add(sub)
     return parser
 
 
@@ -119,10 +131,23 @@ def _add_run_args(parser: argparse.ArgumentParser) -> None:
         help="an external input; VALUE is parsed as JSON when it parses, else taken as a string "
         "(repeatable)",
     )
+    add_execution_args(parser)
+    parser.add_argument(
+        "--store",
+        default=None,
+        metavar="PATH",
+        help="record the run in a RunStore (SQLite) at PATH (default: $DATAFLOW_STORE when set, "
+        "else not recorded); its run id is printed at the start, for `runs`",
+    )
+    add_output_args(parser)
+
+
+def add_execution_args(parser: argparse.ArgumentParser) -> None:
+    """-j and --no-fail-fast: how a run goes (run, cluster, runs restart / replay)."""
     parser.add_argument(
         "-j",
         "--max-parallel",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         metavar="N",
         help=f"tasks in flight (default: the pipeline's own setting, else {DEFAULT_MAX_PARALLEL})",
@@ -132,12 +157,10 @@ def _add_run_args(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="keep running everything that does not depend on a failed task",
     )
-    parser.add_argument(
-        "--store",
-        default=None,
-        metavar="PATH",
-        help="record the run in a RunStore (SQLite) at PATH; its run id is printed at the start",
-    )
+
+
+def add_output_args(parser: argparse.ArgumentParser) -> None:
+    """--json and --progress: what a run shows."""
     parser.add_argument("--json", action="store_true", help="print the outputs as a JSON object")
     parser.add_argument(
         "--progress",
@@ -157,26 +180,26 @@ def _add_worker_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("target", metavar="BROKER", help="module:broker (a DataflowNatsBroker)")
     parser.add_argument(
         "--workers",
-        type=_positive_int,
+        type=positive_int,
         default=os.cpu_count() or 1,
         help="worker processes (default: one per CPU)",
     )
     parser.add_argument("--pool", default=None, help="pool to serve (default: the broker's)")
     parser.add_argument(
         "--concurrency",
-        type=_positive_int,
+        type=positive_int,
         default=64,
         help="tasks at once per worker (default: 64)",
     )
 
 
-def _add_common(parser: argparse.ArgumentParser) -> None:
+def add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--traceback", action="store_true", help="show the Python traceback of an error"
     )
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
