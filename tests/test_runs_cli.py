@@ -225,6 +225,8 @@ def test_run_by_prefix_exact_ambiguous_or_unknown(cli, tmp_path):
         "weekly", "nightly-12", "nightly-1"]  # fmt: skip
     code, out, _ = cli("runs", "ls", "--store", "runs.db", "--limit", "1", "--json")
     assert [r["run_id"] for r in json.loads(out)] == ["weekly"]
+    code, out, _ = cli("runs", "ls", "--store", "runs.db", "--limit", "2", "-q")
+    assert out == "weekly\nnightly-12\n"
 
 
 def test_the_store_is_the_option_else_the_variable_else_the_default(cli, tmp_path, monkeypatch):
@@ -330,3 +332,19 @@ def test_runs_without_a_subcommand_prints_its_help(cli):
     assert code == 2
     for word in ("ls", "show", "tasks", "restart", "replay", "$DATAFLOW_STORE"):
         assert word in err
+
+
+def test_a_file_target_is_recorded_absolute(cli, tmp_path, monkeypatch):
+    (tmp_path / "fail.flag").touch()
+    code, _, err = cli("run", "hist_flows.py:registry", "-i", "n=2", "--store", "runs.db")
+    assert code == 1, err
+    (tmp_path / "fail.flag").unlink()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    db = str(tmp_path / "runs.db")
+    (listed,) = json.loads(cli("runs", "ls", "--store", db, "--json")[1])
+    assert listed["target"] == f"{tmp_path / 'hist_flows.py'}:registry"
+    code, out, err = cli("runs", "restart", listed["run_id"][:8], "--store", db)
+    assert code == 0, err
+    assert out.endswith("last: 21\n")

@@ -16,6 +16,9 @@ most the last turn's records: those tasks simply run again on restart.
 - Each run row records its engine's host and pid, and a heartbeat the engine refreshes every
   `heartbeat` seconds: `list_runs()`/`get_run()` report a running row whose engine is gone
   (killed) as 'interrupted'.
+- A run row also keeps its number of tasks (grown as tasks add tasks), how many a replay
+  reused, and `RunStore(target="module:attr")`: the CLI's target, so that `taskiq-dataflow runs
+  restart` can load the DAG again. `recent_runs()` lists the newest with their task counts.
 
 Tasks that tasks add while the run goes on (`add_tasks`, a map node's items) are recorded as
 the DAG's own are; a restart restores one when the run adds it again (same name, inputs of the

@@ -1,6 +1,6 @@
 """`taskiq-dataflow runs ...`: the runs a run store recorded, on the command line.
 
-    taskiq-dataflow runs ls [--status S] [--limit N] [--json]
+    taskiq-dataflow runs ls [--status S] [--limit N] [--json | -q]
     taskiq-dataflow runs show RUN [--json]
     taskiq-dataflow runs tasks RUN [--status S] [--name TASK] [--show-outputs] [--json]
     taskiq-dataflow runs restart RUN [TARGET]
@@ -69,6 +69,9 @@ def add_runs_parser(sub: Subparsers) -> None:
     ls.add_argument("--status", choices=RUN_STATUSES, default=None, help="only runs in S")
     ls.add_argument(
         "--limit", type=positive_int, default=20, metavar="N", help="at most N runs (default: 20)"
+    )
+    ls.add_argument(
+        "-q", "--quiet", action="store_true", help="only the full run ids, one a line (scripts)"
     )
     _add_reading(ls, handler=_ls)
 
@@ -186,6 +189,9 @@ def _ls(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     now = time.time()
     if args.json:
         out.write(json.dumps([_run_json(run, now) for run in runs], indent=2) + "\n")
+        return 0
+    if args.quiet:
+        out.write("".join(f"{run['run_id']}\n" for run in runs))
         return 0
     if not runs:
         which = f" with status {args.status!r}" if args.status else ""
