@@ -64,6 +64,16 @@ FLOWS = textwrap.dedent(
     other = DataflowRegistry()
     other.register_task(make)
     other.register_task(big)
+
+
+    def same(n):
+        return n
+
+
+    wide = DataflowRegistry()
+    wide.register_external_input("n")
+    for i in range(55):
+        wide.register_task(same, output=f"k{i:02d}", inputs=["n"], name=f"same{i:02d}")
     """
 )
 
@@ -348,3 +358,16 @@ def test_a_file_target_is_recorded_absolute(cli, tmp_path, monkeypatch):
     code, out, err = cli("runs", "restart", listed["run_id"][:8], "--store", db)
     assert code == 0, err
     assert out.endswith("last: 21\n")
+
+
+def test_show_lists_the_outputs_of_50_tasks_and_says_how_many_more(cli, tmp_path):
+    code, _, err = cli("run", "hist_flows:wide", "-i", "n=7", "--store", "runs.db")
+    assert code == 0, err
+    code, out, _ = cli("runs", "show", "", "--store", "runs.db")
+    assert code == 2  # an empty RUN is no prefix
+    run_id = cli("runs", "ls", "-q", "--store", "runs.db")[1].strip()
+    code, out, _ = cli("runs", "show", run_id, "--store", "runs.db")
+    assert "  k49: 7\n" in out and "k50" not in out
+    assert f"  ... and the outputs of 5 more tasks (`runs tasks {run_id} --show-outputs`" in out
+    code, out, _ = cli("runs", "show", run_id, "--store", "runs.db", "--json")
+    assert len(json.loads(out)["outputs"]) == 55

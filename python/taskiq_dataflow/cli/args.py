@@ -53,7 +53,7 @@ def build_parser(
         help="the broker to run on (default: the DataflowNatsBroker of the tasks, if any)",
     )
     _add_run_args(run)
-    add_common(run)
+    _add_common(run)
 
     graph = sub.add_parser(
         "graph",
@@ -69,9 +69,9 @@ def build_parser(
         help="(default: ascii)",
     )
     graph.add_argument(
-        "--max-nodes", type=positive_int, default=200, metavar="N", help="ASCII: tasks shown"
+        "--max-nodes", type=_positive_int, default=200, metavar="N", help="ASCII: tasks shown"
     )
-    add_common(graph)
+    _add_common(graph)
 
     worker = sub.add_parser(
         "worker",
@@ -83,12 +83,12 @@ def build_parser(
     _add_worker_args(worker)
     worker.add_argument(
         "--max-restarts",
-        type=positive_int,
+        type=_positive_int,
         default=None,
         metavar="N",
         help="give up (exit 1) after more than N restarts within 60 s (default: 10 per worker)",
     )
-    add_common(worker)
+    _add_common(worker)
 
     server = sub.add_parser(
         "server",
@@ -103,7 +103,7 @@ def build_parser(
         default=None,
         help="JetStream storage (default: a temporary dir, removed when the server stops)",
     )
-    add_common(server)
+    _add_common(server)
 
     cluster = sub.add_parser(
         "cluster",
@@ -115,7 +115,7 @@ def build_parser(
     _add_worker_args(cluster)
     cluster.add_argument("pipeline", metavar="TARGET", help="module:attr of the pipeline to run")
     _add_run_args(cluster)
-    add_common(cluster)
+    _add_common(cluster)
     for add in more:
         add(sub)
     return parser
@@ -147,7 +147,7 @@ def add_execution_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-j",
         "--max-parallel",
-        type=positive_int,
+        type=_positive_int,
         default=None,
         metavar="N",
         help=f"tasks in flight (default: the pipeline's own setting, else {DEFAULT_MAX_PARALLEL})",
@@ -180,26 +180,26 @@ def _add_worker_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("target", metavar="BROKER", help="module:broker (a DataflowNatsBroker)")
     parser.add_argument(
         "--workers",
-        type=positive_int,
+        type=_positive_int,
         default=os.cpu_count() or 1,
         help="worker processes (default: one per CPU)",
     )
     parser.add_argument("--pool", default=None, help="pool to serve (default: the broker's)")
     parser.add_argument(
         "--concurrency",
-        type=positive_int,
+        type=_positive_int,
         default=64,
         help="tasks at once per worker (default: 64)",
     )
 
 
-def add_common(parser: argparse.ArgumentParser) -> None:
+def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--traceback", action="store_true", help="show the Python traceback of an error"
     )
 
 
-def positive_int(text: str) -> int:
+def _positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
@@ -227,3 +227,8 @@ def parse_inputs(pairs: Sequence[str]) -> dict[str, Any]:
         except ValueError:
             inputs[key] = text
     return inputs
+
+
+# for the subcommands whose parsers live with them (cli/runs.py)
+add_common = _add_common
+positive_int = _positive_int

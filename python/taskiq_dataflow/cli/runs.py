@@ -45,6 +45,7 @@ from .store_reading import (
 RUN_STATUSES = ("running", "interrupted", "succeeded", "failed", "cancelled")
 TASK_STATUSES = ("running", "completed", "failed", "skipped", "compensated")
 SHORT_ID = 8  # `ls` shows each id by its shortest unique prefix, at least this long
+SHOWN_TASKS = 50  # `show` lists the outputs of this many tasks (--json: all of them)
 Handler = Callable[[argparse.Namespace, TextIO, TextIO], int]
 
 
@@ -57,7 +58,8 @@ def add_runs_parser(sub: Subparsers) -> None:
         f"${STORE_ENV}, else ./dataflow-runs.db.",
     )
     runs.set_defaults(runs_help=runs.format_help)
-    commands = runs.add_subparsers(dest="runs_command")
+    # each subcommand sets `runs_command`: the function that carries it out (a Handler)
+    commands = runs.add_subparsers(dest="runs_name")
 
     ls = commands.add_parser(
         "ls",
@@ -125,7 +127,7 @@ def add_runs_parser(sub: Subparsers) -> None:
     )
 
     # ---- the one place `runs logs RUN [TASK]` is added (branch `logs`, cli/runs_logs.py) ----
-    # the lead wires it here: add_logs_command(commands)
+    # the lead wires it here: add_logs_command(commands)  (it sets runs_command=logs_command)
     # ------------------------------------------------------------------------------------------
 
 
@@ -142,7 +144,7 @@ def _add_reading(parser: argparse.ArgumentParser, handler: Handler) -> None:
     _add_store(parser)
     parser.add_argument("--json", action="store_true", help="print JSON")
     add_common(parser)
-    parser.set_defaults(runs_handler=handler)
+    parser.set_defaults(runs_command=handler)
 
 
 def _add_resuming(parser: argparse.ArgumentParser, handler: Handler) -> None:
@@ -165,11 +167,11 @@ def _add_resuming(parser: argparse.ArgumentParser, handler: Handler) -> None:
     add_execution_args(parser)
     add_output_args(parser)
     add_common(parser)
-    parser.set_defaults(runs_handler=handler)
+    parser.set_defaults(runs_command=handler)
 
 
 def runs_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    handler: Handler | None = getattr(args, "runs_handler", None)
+    handler: Handler | None = getattr(args, "runs_command", None)
     if handler is None:
         err.write(args.runs_help())
         return EXIT_USAGE
@@ -258,12 +260,17 @@ def _show(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         out.write("error\n" + _indent(run["error"]) + "\n")
     _write_mapping(out, "inputs", mapping_text(inputs))
     out.write("outputs\n" if outputs else "outputs   -\n")
-    for key, stored in outputs.items():
+    for key, stored in list(outputs.items())[:SHOWN_TASKS]:
         shown_outputs = mapping_text(stored)
         if isinstance(shown_outputs, str):
             out.write(f"  {key}: {shown_outputs}\n")
         else:
             out.write("".join(f"  {k}: {v}\n" for k, v in shown_outputs.items()))
+    if len(outputs) > SHOWN_TASKS:
+        out.write(
+            f"  ... and the outputs of {len(outputs) - SHOWN_TASKS} more tasks (`runs tasks "
+            f"{run_id} --show-outputs`, or --json)\n"
+        )
     return 0
 
 
@@ -393,16 +400,9 @@ def _resume(
         )
     if not inputs.ok or not isinstance(inputs.value, dict):
         raise CLIError(f"the inputs of run {run_id} cannot be read back: {inputs.problem()}")
+    # `run`'s arguments: this command's own (-j, --json, --broker, ...) with the stored run's
     run_args = argparse.Namespace(
-        target=target,
-        broker=args.broker,
-        input=[],
-        max_parallel=args.max_parallel,
-        no_fail_fast=args.no_fail_fast,
-        store=store_path(args.store),
-        json=args.json,
-        progress=args.progress,
-        traceback=args.traceback,
+        **{**vars(args), "target": target, "input": [], "store": store_path(args.store)}
     )
     resume = Resume(run_id, dict(inputs.value), rerun)
     return asyncio.run(run_pipeline(run_args, out, err, resume=resume))
