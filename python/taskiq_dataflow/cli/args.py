@@ -58,7 +58,11 @@ def build_parser(
     graph = sub.add_parser(
         "graph",
         help="print the task graph",
-        description="Print the graph of TARGET as ASCII, Graphviz DOT or Mermaid.",
+        description="Print the graph of TARGET as ASCII, Graphviz DOT or Mermaid. DOT and "
+        "Mermaid show a DAG of more than --collapse-above tasks by task name (a map's "
+        "items[3].fetch counted under items[*].fetch), its external inputs as their own "
+        "nodes; Mermaid stays within Mermaid's edge and text limits, collapsing and then "
+        "summarising (the heaviest names and edges, and a note on the rest).",
     )
     graph.add_argument("target", metavar="TARGET", help="module:attr (or path/to/file.py:attr)")
     graph.add_argument(
@@ -69,7 +73,39 @@ def build_parser(
         help="(default: ascii)",
     )
     graph.add_argument(
-        "--max-nodes", type=_positive_int, default=200, metavar="N", help="ASCII: tasks shown"
+        "--max-nodes",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="ASCII: tasks shown (default: 200)",
+    )
+    graph.add_argument(
+        "--collapse-above",
+        type=_whole_number,
+        default=None,
+        metavar="N",
+        help="DOT, Mermaid: show the graph by task name beyond N tasks; 0: never (Mermaid "
+        "still collapses beyond its limits) (default: 200)",
+    )
+    graph.add_argument(
+        "--direction",
+        choices=("TB", "LR", "BT", "RL"),
+        default=None,
+        help="DOT, Mermaid: the direction of the arrows (default: LR for DOT, TB for Mermaid)",
+    )
+    graph.add_argument(
+        "--max-edges",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="Mermaid: at most N edges, as Mermaid's maxEdges (default: 500)",
+    )
+    graph.add_argument(
+        "--max-text-size",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="Mermaid: at most N characters, as Mermaid's maxTextSize (default: 50000)",
     )
     _add_common(graph)
 
@@ -206,6 +242,16 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _whole_number(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {value}")
     return value
 
 
