@@ -15,6 +15,7 @@ nodes with arrows to their consumers."""
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import NamedTuple
 
 from ..dataflow.graph import DAG
@@ -153,20 +154,33 @@ def _rest(view: Collapsed, shown: _Shown) -> str:
     names = len(view.names) - len(shown.groups)
     inputs = len(view.inputs) - len(shown.inputs)
     edges = len(view.edges) + len(view.input_edges) - len(shown.edges) - len(shown.input_edges)
-    hidden = [f"{names} more task names"]
+    hidden = [_many(names, "more task name")]
     if inputs:
-        hidden.append(f"{inputs} more inputs")
-    return f"{', '.join(hidden)} / {edges} edges not shown"
+        hidden.append(_many(inputs, "more input"))
+    return f"{', '.join(hidden)} / {_many(edges, 'edge')} not shown"
+
+
+def _many(count: int, what: str) -> str:
+    return f"{count} {what}" if count == 1 else f"{count} {what}s"
 
 
 def _summary(view: Collapsed, head: list[str], indent: str, styled: bool, limits: Limits) -> str:
     """The most frequent names and inputs, as many as fit, with the heaviest edges among them
     (at most `max_edges`), and the note: the largest such view under both limits, found by
     bisection on the number of nodes shown (the text grows with it)."""
-    # nodes ranked by how many tasks (or keys) they stand for; inputs are -1 - j
+    # nodes ranked by how many tasks (or keys) they stand for, then by the dependencies they
+    # take part in (an input read by every task ranks high); inputs are numbered -1 - j
+    weight: Counter[int] = Counter()
+    for a, b, count in view.edges:
+        weight[a] += count
+        weight[b] += count
+    for j, t, count in view.input_edges:
+        weight[-1 - j] += count
+        weight[t] += count
+    sizes = [*view.counts, *reversed(view.input_counts)]  # sizes[node] for node >= -len(inputs)
     ranked = sorted(
         [*range(len(view.names)), *(-1 - j for j in range(len(view.inputs)))],
-        key=lambda node: -(view.counts[node] if node >= 0 else view.input_counts[-1 - node]),
+        key=lambda node: (-sizes[node], -weight[node]),
     )
     # a node label takes at least 10 characters: more nodes than this never fit
     ranked = ranked[: limits.max_text_size // 10]
