@@ -2,6 +2,8 @@
 external inputs, and Mermaid never exceeds its edge and text limits. The diagrams are parsed
 (`graph_syntax.py`), so the assertions are on the graph drawn: its nodes, edges and counts."""
 
+# ruff: noqa: RUF001  (the multiplication sign of the counts is what is drawn and asserted)
+
 from __future__ import annotations
 
 import contextlib

@@ -30,9 +30,14 @@ def graph_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     target = asyncio.run(load_target(args.target))
     try:
         dag = graph_dag(target)
-        text = _render(dag, args)
     except (MissingInputError, DAGValidationError) as exc:
         raise input_error(exc) from exc
+    try:
+        text = _render(dag, args)
+    except DAGValidationError as exc:
+        raise input_error(exc) from exc
+    except ValueError as exc:  # a limit no diagram fits in (the others argparse checked)
+        raise CLIError(str(exc)) from None
     out.write(text + "\n")
     return 0
 
