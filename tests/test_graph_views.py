@@ -113,6 +113,25 @@ def test_mermaid_collapses_beyond_its_limits_even_when_told_not_to():
     assert len(parse_dot(DAGVisualizer.to_dot(dag)).edges) == 900
 
 
+def test_input_edges_count_towards_mermaids_edge_limit():
+    # 300 tasks without a dependency between them, reading two external keys each
+    names = [f"items[{i}].t" for i in range(300)]
+    inputs = [(f"items[{i}].a", f"items[{i}].b") for i in range(300)]
+    dag = columns(names, inputs, [(f"o{i}",) for i in range(300)])
+    drawn = within_limits(DAGVisualizer.to_mermaid(dag, collapse_above=0))
+    assert by_label(drawn) == {
+        ("items[*].a ×300", "items[*].t ×300"): "×300",
+        ("items[*].b ×300", "items[*].t ×300"): "×300",
+    }
+
+
+def test_an_empty_dag_has_empty_views():
+    dag = columns([], [], [])
+    assert parse_dot(DAGVisualizer.to_dot(dag)).nodes == {}
+    assert parse_mermaid(DAGVisualizer.to_mermaid(dag)).nodes == {}
+    assert collapse(dag) == ([], [], [], [], [], [])
+
+
 # -- summaries ---------------------------------------------------------------------------------
 
 

@@ -90,9 +90,12 @@ def dag_lines(
     if graph.edge_count > max_edges:
         return None
     external = graph.unproduced_inputs()
-    consumers = [graph.consumers(key) for key in external]
-    if graph.edge_count + sum(map(len, consumers)) > max_edges:
-        return None
+    consumers, edges = [], graph.edge_count
+    for key in external:  # stops at the first key past the limit
+        consumers.append(graph.consumers(key))
+        edges += len(consumers[-1])
+        if edges > max_edges:
+            return None
     lines = list(head)
     lines += [
         f"{indent}in{j}([{mermaid_string(cut(key))}]):::input" for j, key in enumerate(external)
