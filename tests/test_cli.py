@@ -309,6 +309,38 @@ def test_graph(cli, fmt, expected):
     assert expected in proc.stdout
 
 
+def test_graph_view_options(cli):
+    proc = cli("graph", "cli_flows:pipeline", "-f", "dot", "--direction", "TB")
+    assert proc.returncode == 0, proc.stderr
+    assert "  rankdir=TB;" in proc.stdout and 'n0 -> n1 [label="raw"];' in proc.stdout
+    # by task name beyond one task; the external inputs as ellipses
+    proc = cli("graph", "cli_flows:pipeline", "-f", "dot", "--collapse-above", "1")
+    assert proc.returncode == 0, proc.stderr
+    assert '  g0 [label="load"];' in proc.stdout and "  g0 -> g1;" in proc.stdout
+    assert '  in0 [label="source", shape=ellipse' in proc.stdout
+    proc = cli("graph", "cli_flows:pipeline", "-f", "mermaid", "--max-edges", "1")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("-->") == 1 and "2 edges not shown" in proc.stdout
+    proc = cli("graph", "cli_flows:pipeline", "-f", "mermaid", "--max-text-size", "10")
+    assert proc.returncode == 2 and "max_text_size=10 is too small" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["-f", "dot", "--max-edges", "5"], "--max-edges applies to --format mermaid, not dot"),
+        (["--collapse-above", "5"], "--collapse-above applies to --format dot or mermaid, not"),
+        (["--direction", "LR"], "--direction applies to --format dot or mermaid, not ascii"),
+        (["-f", "mermaid", "--max-nodes", "5"], "--max-nodes applies to --format ascii, not"),
+        (["-f", "dot", "--collapse-above", "-1"], "expected a whole number >= 0, got -1"),
+        (["-f", "mermaid", "--max-text-size", "0"], "expected a positive integer, got 0"),
+    ],
+)
+def test_graph_refuses_options_it_would_ignore(cli, args, message):
+    proc = cli("graph", "cli_flows:pipeline", *args)
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+
+
 def test_progress_lines_when_not_a_terminal(cli_process):
     # 22 tasks of 0.1 s one at a time: about 2.2 s, so two or three progress lines
     proc = cli_process("run", "cli_flows:slow", "-i", "i=1", "--json")

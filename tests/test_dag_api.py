@@ -171,7 +171,11 @@ PRIVATE = {
 READERS = (
     "dataflow/registry.py",
     "dataflow/builder.py",
+    "visualization/collapse.py",
     "visualization/dag_visualizer.py",
+    "visualization/dot.py",
+    "visualization/flowchart.py",
+    "visualization/labels.py",
     "visualization/mermaid.py",
     "store.py",
 )

@@ -23,15 +23,17 @@ LAYERS = {
         "targets": 1,
         "progress": 2,
         "engine": 2,
-        "runs_logs": 2,  # `runs logs`, added to the runs group by cli/runs.py
+        "store_reading": 2,
         "runner": 3,
+        "runs_logs": 3,  # `runs logs`, added to the runs group by cli/runs.py
         "run": 4,
         "graph": 4,
         "worker": 4,
         "server": 4,
         "cluster": 4,
-        "__init__": 5,
-        "__main__": 6,
+        "runs": 5,
+        "__init__": 6,
+        "__main__": 7,
     },
     "compose": {"binding": 0, "map_node": 0, "flow": 1, "__init__": 2},
 }

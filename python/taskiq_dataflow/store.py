@@ -18,6 +18,9 @@ most the last turn's records: those tasks simply run again on restart.
 - Each run row records its engine's host and pid, and a heartbeat the engine refreshes every
   `heartbeat` seconds: `list_runs()`/`get_run()` report a running row whose engine is gone
   (killed) as 'interrupted'.
+- A run row also keeps its number of tasks (grown as tasks add tasks), how many a replay
+  reused, and `RunStore(target="module:attr")`: the CLI's target, so that `taskiq-dataflow runs
+  restart` can load the DAG again. `recent_runs()` lists the newest with their task counts.
 
 Tasks that tasks add while the run goes on (`add_tasks`, a map node's items) are recorded as
 the DAG's own are; a restart restores one when the run adds it again (same name, inputs of the
@@ -42,6 +45,7 @@ from .errors import StoreError as StoreError  # its documented path
 from .events import (
     Event,
     RunFinished,
+    RunGrew,
     RunStarted,
     StepCompensated,
     StepCompleted,
@@ -68,7 +72,10 @@ CREATE TABLE IF NOT EXISTS runs (
     error TEXT,
     owner_host TEXT,
     owner_pid INTEGER,
-    heartbeat_at REAL
+    heartbeat_at REAL,
+    target TEXT,
+    total_tasks INTEGER,
+    restored_tasks INTEGER
 );
 CREATE TABLE IF NOT EXISTS task_executions (
     run_id TEXT NOT NULL,
@@ -100,7 +107,22 @@ CREATE TABLE IF NOT EXISTS task_logs (
 
 
 # Columns added after the first schema: an existing database gains them in place.
-_ADDED_COLUMNS = {"runs": {"owner_host": "TEXT", "owner_pid": "INTEGER", "heartbeat_at": "REAL"}}
+_ADDED_COLUMNS = {
+    "runs": {
+        "owner_host": "TEXT",
+        "owner_pid": "INTEGER",
+        "heartbeat_at": "REAL",
+        "target": "TEXT",
+        "total_tasks": "INTEGER",
+        "restored_tasks": "INTEGER",
+    }
+}
+# a task's status in the latest attempt of each of its rows: what a run's counts are made of
+_LATEST_ATTEMPTS = (
+    "SELECT run_id, status, COUNT(*) FROM task_executions t WHERE run_id IN ({marks}) AND "
+    "attempt = (SELECT MAX(attempt) FROM task_executions u WHERE u.run_id = t.run_id AND "
+    "u.node = t.node) GROUP BY run_id, status"
+)
 
 HEARTBEAT = 2.0  # seconds between a live engine's heartbeats on its running runs
 STALE_BEATS = 5  # a running run of another host is interrupted once this many beats are missed
@@ -140,6 +162,7 @@ class RunStore:
         codec: Codec | None = None,
         clock: Callable[[], float] = time.time,
         heartbeat: float = HEARTBEAT,
+        target: str | None = None,
     ) -> None:
         if heartbeat <= 0:
             raise ValueError(
@@ -149,6 +172,9 @@ class RunStore:
         self.codec = codec or DEFAULT_CODEC
         self._clock = clock
         self.heartbeat = heartbeat
+        # how the runs it records can be loaded again (`module:attr`, by the CLI's `runs
+        # restart`): kept in their rows; a restart without one keeps the row's
+        self.target = target
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
@@ -208,14 +234,16 @@ class RunStore:
 
     # -- reading --------------------------------------------------------------------------------
 
-    def get_run(self, run_id: str) -> dict[str, Any]:
+    def get_run(self, run_id: str, decode: bool = True) -> dict[str, Any]:
+        """The run's row; `decode=False` leaves its inputs as the stored blob (or None)."""
         self.flush()
         cur = self._db.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,))
         row = cur.fetchone()
         if row is None:
             raise StoreError(f"no run {run_id!r} in the store at {self.path}")
         run = dict(zip([c[0] for c in cur.description], row, strict=True))
-        run["inputs"] = self.codec.unpackb(run["inputs"]) if run["inputs"] is not None else {}
+        if decode:
+            run["inputs"] = self.codec.unpackb(run["inputs"]) if run["inputs"] is not None else {}
         run["status"] = self._status(run)
         return run
 
@@ -225,13 +253,52 @@ class RunStore:
         self.flush()
         cur = self._db.execute(
             "SELECT run_id, parent_run_id, status, started_at, finished_at, error, owner_host, "
-            "owner_pid, heartbeat_at FROM runs ORDER BY started_at"
+            "owner_pid, heartbeat_at, target, total_tasks, restored_tasks FROM runs "
+            "ORDER BY started_at"
         )
         names = [c[0] for c in cur.description]
         runs = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
         for run in runs:
             run["status"] = self._status(run)
         return runs
+
+    def recent_runs(
+        self, limit: int | None = None, status: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The `limit` newest runs (of `status`, as list_runs reports it: 'interrupted' and
+        'running' told apart), newest first, each with `counts`: its tasks by the status of
+        their latest attempt (completed, failed, skipped, running, compensated)."""
+        runs = self.list_runs()
+        runs.reverse()
+        if status is not None:
+            runs = [run for run in runs if run["status"] == status]
+        if limit is not None:
+            runs = runs[:limit]
+        counts = self.task_counts([run["run_id"] for run in runs])
+        for run in runs:
+            run["counts"] = counts[run["run_id"]]
+        return runs
+
+    def task_counts(self, run_ids: Sequence[str]) -> dict[str, dict[str, int]]:
+        """Run id -> its tasks by the status of their latest attempt."""
+        self.flush()
+        counts: dict[str, dict[str, int]] = {run_id: {} for run_id in run_ids}
+        ids = list(counts)
+        for start in range(0, len(ids), 500):  # SQLite bounds the parameters of one statement
+            chunk = ids[start : start + 500]
+            sql = _LATEST_ATTEMPTS.format(marks=",".join("?" * len(chunk)))
+            for run_id, task_status, count in self._db.execute(sql, chunk):
+                counts[run_id][task_status] = count
+        return counts
+
+    def run_ids(self, prefix: str, limit: int = 20) -> list[str]:
+        """Up to `limit` run ids that start with `prefix` (a run named like git's commits)."""
+        self.flush()
+        rows = self._db.execute(
+            "SELECT run_id FROM runs WHERE substr(run_id, 1, ?) = ? ORDER BY started_at LIMIT ?",
+            (len(prefix), prefix, limit),
+        ).fetchall()
+        return [row[0] for row in rows]
 
     def _status(self, run: dict[str, Any]) -> str:
         """'interrupted' for a running row whose owner is gone: on this host its process is
@@ -247,8 +314,9 @@ class RunStore:
             gone = late > STALE_BEATS * self.heartbeat
         return "interrupted" if gone else "running"
 
-    def get_task_executions(self, run_id: str) -> list[dict[str, Any]]:
-        """Every attempt of every task of the run, outputs decoded."""
+    def get_task_executions(self, run_id: str, decode: bool = True) -> list[dict[str, Any]]:
+        """Every attempt of every task of the run, outputs decoded (`decode=False`: left as
+        the stored blobs)."""
         self.flush()
         cur = self._db.execute(
             "SELECT * FROM task_executions WHERE run_id = ? ORDER BY started_at, node, attempt",
@@ -256,9 +324,10 @@ class RunStore:
         )
         names = [c[0] for c in cur.description]
         rows = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
-        for row in rows:
-            if row["outputs"] is not None:
-                row["outputs"] = self.codec.unpackb(row["outputs"])
+        if decode:
+            for row in rows:
+                if row["outputs"] is not None:
+                    row["outputs"] = self.codec.unpackb(row["outputs"])
         return rows
 
     def task_logs(self, run_id: str, task: str | None = None) -> list[dict[str, Any]]:
@@ -450,12 +519,15 @@ class _Recording:
             blob, error = store.encode(event.input_values)
             write(
                 "INSERT INTO runs (run_id, parent_run_id, dag_fingerprint, status, inputs, "
-                "started_at, owner_host, owner_pid, heartbeat_at) VALUES (?,?,?,?,?,?,?,?,?) "
+                "started_at, owner_host, owner_pid, heartbeat_at, target, total_tasks, "
+                "restored_tasks) VALUES (?,?,?,?,?,?,?,?,?,?,?,?) "
                 "ON CONFLICT(run_id) DO UPDATE SET status = excluded.status, finished_at = NULL, "
                 "error = NULL, owner_host = excluded.owner_host, owner_pid = excluded.owner_pid, "
-                "heartbeat_at = excluded.heartbeat_at",
+                "heartbeat_at = excluded.heartbeat_at, "
+                "target = COALESCE(excluded.target, runs.target), "
+                "total_tasks = excluded.total_tasks, restored_tasks = excluded.restored_tasks",
                 (event.run_id, event.parent_run_id, self.fingerprint, "running", blob, now, HOST,
-                 os.getpid(), now),
+                 os.getpid(), now, store.target, event.total, event.restored),
             )  # fmt: skip
             if error:
                 write(
@@ -540,6 +612,8 @@ class _Recording:
                 (event.run_id, node, event.task_name, 0, "skipped", now,
                  f"skipped: depends on failed task '{event.because_of}'"),
             )  # fmt: skip
+        elif isinstance(event, RunGrew):
+            write("UPDATE runs SET total_tasks = ? WHERE run_id = ?", (event.total, event.run_id))
         elif isinstance(event, RunFinished):
             error = None if event.error is None else f"{type(event.error).__name__}: {event.error}"
             write(

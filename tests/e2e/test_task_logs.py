@@ -103,8 +103,8 @@ def test_cluster_prints_json_task_logs_and_runs_logs_reads_them_back(procs: Proc
         assert isinstance(line["time"], float)
     assert "not shown" not in outcome.stderr
 
-    script = [sys.executable, str(procs.home / "runs_cli.py"), "runs", "logs", run_id]
-    text = run(procs, [*script, "--store", str(db)], 30, env=env)
+    script = [sys.executable, str(procs.home / "runs_cli.py"), "runs", "logs", run_id[:8]]
+    text = run(procs, [*script, "--store", str(db)], 30, env=env)  # RUN by a prefix of its id
     assert text.code == 0, text.describe()
     assert re.fullmatch(
         r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d INFO load\[1\] user\.flow: loading 4 rows\n"
@@ -113,15 +113,15 @@ def test_cluster_prints_json_task_logs_and_runs_logs_reads_them_back(procs: Proc
     ), text.describe()
     assert text.seconds < 15, text.describe()
 
-    only = run(procs, [*script, "total", "--store", str(db), "--json", "--level", "warning"], 30,
-               env=env)  # fmt: skip
+    only_env = {**env, "DATAFLOW_STORE": str(db)}  # the store as the runs group finds it
+    only = run(procs, [*script, "total", "--json", "--level", "warning"], 30, env=only_env)
     assert only.code == 0, only.describe()
     [record] = [json.loads(x) for x in only.stdout.splitlines()]
     assert (record["task_name"], record["attempt"]) == ("total", 1)
     assert record["message"] == "summing 4 rows"
 
     unknown = run(procs, [*script, "nosuch", "--store", str(db)], 30, env=env)
-    assert unknown.code == 1, unknown.describe()
+    assert unknown.code == 2, unknown.describe()
     assert unknown.stderr == (
         f"taskiq-dataflow: error: run {run_id!r} has no task named 'nosuch' (store {db})\n"
     ), unknown.describe()
@@ -133,12 +133,14 @@ def test_runs_logs_names_a_missing_store_or_run(procs: Processes, tmp_path: Path
     script = [sys.executable, str(procs.home / "runs_cli.py"), "runs", "logs"]
     missing = run(procs, [*script, "abc", "--store", str(tmp_path / "none.db")], 30, env=env)
     assert missing.code == 2, missing.describe()
-    assert missing.stderr.startswith("taskiq-dataflow: error: no run store at "), missing.describe()
+    assert missing.stderr.startswith(
+        f"taskiq-dataflow: error: no run store at '{tmp_path / 'none.db'}' (--store)"
+    ), missing.describe()
     assert not (tmp_path / "none.db").exists()  # not created by looking
     empty = tmp_path / "runs.db"
     RunStore(empty).close()
     no_run = run(procs, [*script, "feedbeef", "--store", str(empty)], 30, env=env)
-    assert no_run.code == 1, no_run.describe()
+    assert no_run.code == 2, no_run.describe()
     assert no_run.stderr == (
-        f"taskiq-dataflow: error: no run 'feedbeef' in the store at {empty}\n"
+        f"taskiq-dataflow: error: no run 'feedbeef' in {empty}; the store holds no runs\n"
     ), no_run.describe()

@@ -3,6 +3,8 @@
     taskiq-dataflow run myproject.flows:registry --input source=data.csv --max-parallel 8
     taskiq-dataflow graph myproject.flows:pipeline --format mermaid
     taskiq-dataflow cluster myproject.flows:broker myproject.flows:registry --workers 4
+    taskiq-dataflow runs ls                    # the runs `run --store` recorded; show, tasks,
+    taskiq-dataflow runs restart 3f2a          # restart and replay one of them by id prefix
 
 The target `module:attr` is a DataflowRegistry, DAG, DAGBuilder, DataflowPipeline or Flow, or a
 zero-argument callable (sync or async) returning one. Tasks declared with `@broker.task` on a
@@ -15,9 +17,11 @@ Exit codes: 0 success; 1 a task failed (or the run did, or the cluster cannot be
 validation error); 130 interrupted (Ctrl-C), 143 terminated (SIGTERM).
 
 The package is split by level, each module importing only those below it: `output` (exit
-codes, formatting), then `args`, `console` and `targets`, then `progress` and `engine`, then
-`runner` (one run as the command line shows it), then one module per subcommand (`run`,
-`graph`, `worker`, `server`, `cluster`; none imports another), and this module on top.
+codes, formatting), then `args`, `console` and `targets`, then `progress`, `engine` and
+`store_reading` (a run store as the command line reads it), then `runner` (one run as the
+command line shows it), then one module per subcommand (`run`, `graph`, `worker`, `server`,
+`cluster`; none imports another), then `runs` (the `runs` group, whose subcommands may live in
+modules of the level below), and this module on top.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from .cluster import cluster_command
 from .graph import graph_command
 from .output import EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, PROG
 from .run import run_command
+from .runs import add_runs_parser, runs_command
 from .server import server_command
 from .worker import worker_command
 
@@ -48,6 +53,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, TextIO, TextIO], int]] = {
     "worker": worker_command,
     "server": server_command,
     "cluster": cluster_command,
+    "runs": runs_command,
 }
 
 
@@ -72,7 +78,7 @@ def _exit_despite_threads(code: int) -> None:
 
 
 def _main(argv: Sequence[str] | None) -> int:
-    parser = build_parser()
+    parser = build_parser(add_runs_parser)
     args = parser.parse_args(argv)
     out, err = sys.stdout, sys.stderr
     if args.command is None:

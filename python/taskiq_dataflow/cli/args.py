@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeAlias
 
 from ..cluster.broker import NATS_URL_ENV
 from ..errors import CLIError
@@ -16,15 +16,25 @@ from .output import PROG
 # workers busy and far below what exhausts memory or file descriptors (unbounded, a 100k-task
 # fan-out started every task at once).
 DEFAULT_MAX_PARALLEL = 1024
+# the run store `run`/`cluster` record in without --store, and the one `runs` reads
+STORE_ENV = "DATAFLOW_STORE"
+DEFAULT_STORE = "dataflow-runs.db"  # in the current directory; only `runs` falls back to it
+
+# what add_subparsers() returns (generic only to type checkers)
+Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(
+    *more: Callable[[Subparsers], None],
+) -> argparse.ArgumentParser:
+    """Every subcommand's parser; `more` adds the subcommands whose parser lives with them
+    (`runs`: its own subcommands are added by several modules)."""
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Run a taskiq-dataflow pipeline or print its graph.",
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {_version()}")
-    sub = parser.add_subparsers(dest="command", metavar="{run,graph,worker,server,cluster}")
+    sub = parser.add_subparsers(dest="command", metavar="{run,graph,worker,server,cluster,runs}")
 
     run = sub.add_parser(
         "run",
@@ -43,13 +53,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="the broker to run on (default: the DataflowNatsBroker of the tasks, if any)",
     )
     _add_run_args(run)
-    _add_logging(run, "the records tasks log here")
     _add_common(run)
 
     graph = sub.add_parser(
         "graph",
         help="print the task graph",
-        description="Print the graph of TARGET as ASCII, Graphviz DOT or Mermaid.",
+        description="Print the graph of TARGET as ASCII, Graphviz DOT or Mermaid. DOT and "
+        "Mermaid show a DAG of more than --collapse-above tasks by task name (a map's "
+        "items[3].fetch counted under items[*].fetch), its external inputs as their own "
+        "nodes; Mermaid stays within Mermaid's edge and text limits, collapsing and then "
+        "summarising (the heaviest names and edges, and a note on the rest).",
     )
     graph.add_argument("target", metavar="TARGET", help="module:attr (or path/to/file.py:attr)")
     graph.add_argument(
@@ -60,7 +73,39 @@ def build_parser() -> argparse.ArgumentParser:
         help="(default: ascii)",
     )
     graph.add_argument(
-        "--max-nodes", type=_positive_int, default=200, metavar="N", help="ASCII: tasks shown"
+        "--max-nodes",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="ASCII: tasks shown (default: 200)",
+    )
+    graph.add_argument(
+        "--collapse-above",
+        type=_whole_number,
+        default=None,
+        metavar="N",
+        help="DOT, Mermaid: show the graph by task name beyond N tasks; 0: never (Mermaid "
+        "still collapses beyond its limits) (default: 200)",
+    )
+    graph.add_argument(
+        "--direction",
+        choices=("TB", "LR", "BT", "RL"),
+        default=None,
+        help="DOT, Mermaid: the direction of the arrows (default: LR for DOT, TB for Mermaid)",
+    )
+    graph.add_argument(
+        "--max-edges",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="Mermaid: at most N edges, as Mermaid's maxEdges (default: 500)",
+    )
+    graph.add_argument(
+        "--max-text-size",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="Mermaid: at most N characters, as Mermaid's maxTextSize (default: 50000)",
     )
     _add_common(graph)
 
@@ -79,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="give up (exit 1) after more than N restarts within 60 s (default: 10 per worker)",
     )
-    _add_logging(worker, "the workers' records")
+    add_logging_args(worker, "the workers' records")
     _add_common(worker)
 
     server = sub.add_parser(
@@ -107,8 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_worker_args(cluster)
     cluster.add_argument("pipeline", metavar="TARGET", help="module:attr of the pipeline to run")
     _add_run_args(cluster)
-    _add_logging(cluster, "the records tasks log, on the workers and here")
     _add_common(cluster)
+    for add in more:
+        add(sub)
     return parser
 
 
@@ -122,6 +168,19 @@ def _add_run_args(parser: argparse.ArgumentParser) -> None:
         help="an external input; VALUE is parsed as JSON when it parses, else taken as a string "
         "(repeatable)",
     )
+    add_execution_args(parser)
+    parser.add_argument(
+        "--store",
+        default=None,
+        metavar="PATH",
+        help="record the run in a RunStore (SQLite) at PATH (default: $DATAFLOW_STORE when set, "
+        "else not recorded); its run id is printed at the start, for `runs`",
+    )
+    add_output_args(parser)
+
+
+def add_execution_args(parser: argparse.ArgumentParser) -> None:
+    """-j and --no-fail-fast: how a run goes (run, cluster, runs restart / replay)."""
     parser.add_argument(
         "-j",
         "--max-parallel",
@@ -135,12 +194,10 @@ def _add_run_args(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="keep running everything that does not depend on a failed task",
     )
-    parser.add_argument(
-        "--store",
-        default=None,
-        metavar="PATH",
-        help="record the run in a RunStore (SQLite) at PATH; its run id is printed at the start",
-    )
+
+
+def add_output_args(parser: argparse.ArgumentParser) -> None:
+    """--json, --progress, --log-level and --log-format: what a run shows."""
     parser.add_argument("--json", action="store_true", help="print the outputs as a JSON object")
     parser.add_argument(
         "--progress",
@@ -148,6 +205,7 @@ def _add_run_args(parser: argparse.ArgumentParser) -> None:
         default="auto",
         help="progress display on stderr: a bar on a terminal, lines otherwise (default: auto)",
     )
+    add_logging_args(parser, "the records its tasks log (here, or on the cluster's workers)")
 
 
 def _version() -> str:
@@ -176,7 +234,8 @@ def _add_worker_args(parser: argparse.ArgumentParser) -> None:
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
-def _add_logging(parser: argparse.ArgumentParser, what: str) -> None:
+def add_logging_args(parser: argparse.ArgumentParser, what: str) -> None:
+    """--log-level and --log-format (run, cluster, runs restart / replay, worker)."""
     parser.add_argument(
         "--log-level",
         type=_log_level,
@@ -219,6 +278,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _whole_number(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {value}")
+    return value
+
+
 def parse_inputs(pairs: Sequence[str]) -> dict[str, Any]:
     """`key=value` pairs; values are JSON when they parse as JSON, else strings."""
     inputs: dict[str, Any] = {}
@@ -237,3 +306,8 @@ def parse_inputs(pairs: Sequence[str]) -> dict[str, Any]:
         except ValueError:
             inputs[key] = text
     return inputs
+
+
+# for the subcommands whose parsers live with them (cli/runs.py)
+add_common = _add_common
+positive_int = _positive_int

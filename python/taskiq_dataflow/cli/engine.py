@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import os
 from typing import Any
 
 from ..compose import Flow
@@ -36,7 +37,7 @@ def make_engine(
     if args.store:
         from ..store import RunStore
 
-        options["store"] = RunStore(args.store)
+        options["store"] = RunStore(args.store, target=recorded_target(args.target))
     try:
         full = full_dag(runnable)
         check_cli_inputs(full, inputs)
@@ -49,6 +50,15 @@ def make_engine(
         return runnable.create_engine(inputs, **options)
     except (MissingInputError, DAGValidationError) as exc:
         raise input_error(exc) from exc
+
+
+def recorded_target(target: str) -> str:
+    """`target` as a run row keeps it for `runs restart`: a file path made absolute, so the
+    run can be restarted from another directory (a module name is found as it was found)."""
+    module, sep, attr = target.rpartition(":")
+    if module.endswith(".py") or os.sep in module or "/" in module:
+        return f"{os.path.abspath(module)}{sep}{attr}"
+    return target
 
 
 def check_cli_inputs(dag: DAG, inputs: dict[str, Any]) -> None:

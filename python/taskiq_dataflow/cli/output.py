@@ -119,9 +119,6 @@ def cancelled_error(
     )
     again = ""
     if run_id is not None:
-        again = (
-            f"; continue it with ExecutionEngine(..., store=RunStore({args.store!r}))"
-            f".restart({run_id!r})"
-        )
+        again = f"; continue it with `{PROG} runs restart {run_id} --store {args.store}`"
     code = EXIT_TERMINATED if stopped_by and stopped_by[0] == signal.SIGTERM else EXIT_INTERRUPTED
     return CLIError(f"the run was cancelled {why} ({done} output(s) computed){again}", code)

@@ -1,6 +1,7 @@
 """One run of a pipeline as the command line shows it: target loaded, engine made, progress on
 stderr, Ctrl-C and SIGTERM cancelling the run, a taskiq broker started around it, outputs on
-stdout. The body of `run`, shared with `cluster` (which passes the broker its workers serve).
+stdout. The body of `run`, shared with `cluster` (which passes the broker its workers serve)
+and with `runs restart` / `runs replay` (which pass the stored run to continue or replay).
 """
 
 from __future__ import annotations
@@ -8,12 +9,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import signal
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from typing import Any, TextIO
 
-from ..errors import CLIError, ClusterError, DAGValidationError
+from ..errors import CLIError, ClusterError, DAGValidationError, StoreError
 from ..execution_engine import (
     DataflowExecutionError,
     ExecutionCancelled,
@@ -22,11 +25,12 @@ from ..execution_engine import (
     TaskFailedError,
 )
 from ..pipeline import BrokerConflictError
-from .args import parse_inputs
+from .args import STORE_ENV, parse_inputs
 from .console import Console, logging_to
 from .engine import make_engine, warn_unused
 from .output import (
     EXIT_FAILED,
+    EXIT_USAGE,
     PROG,
     cancelled_error,
     describe,
@@ -40,15 +44,31 @@ from .progress import Progress
 from .targets import as_pipeline, load_broker_option, load_target
 
 
+@dataclass(frozen=True)
+class Resume:
+    """A stored run to go on with: `runs restart` (rerun None: the same run, its completed
+    tasks not run again) or `runs replay` (a new run re-running `rerun` and what depends on
+    them). `inputs` are the run's recorded ones."""
+
+    run_id: str
+    inputs: dict[str, Any]
+    rerun: tuple[str, ...] | None = None
+
+
 async def run_pipeline(
     args: argparse.Namespace,
     out: TextIO,
     err: TextIO | Console,
     broker: Any = None,
+    resume: Resume | None = None,
 ) -> int:
-    """`run`: `broker` (from `cluster`) or `--broker` overrides the tasks' own broker."""
+    """`run`: `broker` (from `cluster`) or `--broker` overrides the tasks' own broker;
+    `resume` continues or replays a stored run instead of starting one from `-i`."""
     console = err if isinstance(err, Console) else Console(err)
-    inputs = parse_inputs(args.input)
+    store = args.store or os.environ.get(STORE_ENV) or None
+    if store != args.store:
+        args = argparse.Namespace(**{**vars(args), "store": store})
+    inputs = dict(resume.inputs) if resume is not None else parse_inputs(args.input)
     target = await load_target(args.target)
     if broker is None and getattr(args, "broker", None):
         broker = load_broker_option(args.broker)
@@ -60,15 +80,12 @@ async def run_pipeline(
 
     progress = Progress(args.progress, console)
     progress.attach(engine)
-    run_id = None
-    if args.store:
-        run_id = uuid.uuid4().hex
-        console.echo(f"{PROG}: run {run_id} (recorded in {args.store})")
+    run_id, start = _start(engine, inputs, args, resume, console)
     try:
         logs = logging_to(console, args.log_level, args.log_format)
         with logs, _cancel_on_signals(engine, console) as stopped_by:
             async with _broker_started(engine.broker, console):
-                outputs = await _execute(engine, inputs, run_id, args, out, stopped_by)
+                outputs = await _execute(start, run_id, args, out, stopped_by)
     finally:
         progress.close()
         progress.detach()
@@ -78,18 +95,43 @@ async def run_pipeline(
     return 0
 
 
-async def _execute(
+Start = Callable[[], Awaitable[dict[str, Any]]]
+
+
+def _start(
     engine: ExecutionEngine,
     inputs: dict[str, Any],
+    args: argparse.Namespace,
+    resume: Resume | None,
+    console: Console,
+) -> tuple[str | None, Start]:
+    """The run's id (None when not recorded) and how it starts; the id is shown first."""
+    if resume is None:
+        run_id = uuid.uuid4().hex if args.store else None
+        if run_id is not None:
+            console.echo(f"{PROG}: run {run_id} (recorded in {args.store})")
+        return run_id, lambda: engine.execute(inputs, pipeline_id=run_id)
+    if resume.rerun is None:
+        console.echo(f"{PROG}: run {resume.run_id} restarted (recorded in {args.store})")
+        return resume.run_id, lambda: engine.restart(resume.run_id)
+    rerun, new_id = resume.rerun, uuid.uuid4().hex
+    console.echo(f"{PROG}: run {new_id}, a replay of {resume.run_id} (recorded in {args.store})")
+    return new_id, lambda: engine.replay(resume.run_id, rerun, pipeline_id=new_id)
+
+
+async def _execute(
+    start: Start,
     run_id: str | None,
     args: argparse.Namespace,
     out: TextIO,
     stopped_by: list[int],
 ) -> dict[str, Any]:
     try:
-        return await engine.execute(inputs, pipeline_id=run_id)
+        return await start()
     except (MissingInputError, DAGValidationError) as exc:
         raise input_error(exc) from exc
+    except StoreError as exc:  # restart / replay: another DAG, an unknown task to re-run
+        raise CLIError(f"{exc} (in the run store {args.store})", EXIT_USAGE) from exc
     except TaskFailedError as exc:
         raise CLIError(
             f"{exc.error}{traceback_hint(args)}", EXIT_FAILED, exc.error.traceback

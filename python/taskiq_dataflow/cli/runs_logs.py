@@ -1,8 +1,11 @@
-"""`taskiq-dataflow runs logs RUN [TASK] --store PATH`: the records a run's tasks logged.
+"""`taskiq-dataflow runs logs RUN [TASK]`: the records a run's tasks logged.
 
 The `runs` group (cli/runs.py) calls `add_logs_command` on its subparsers; the parsed arguments
 carry `runs_command`, the function that prints them (`logs_command(args, out, err) -> exit
-code`). Records come from the run store (RunStore.task_logs), oldest first, one line each:
+code`). RUN is a run id or a unique prefix of one, and the store `--store PATH`, else
+`$DATAFLOW_STORE`, else ./dataflow-runs.db, as for the group's other commands
+(store_reading.py). Records come from the run store (RunStore.task_logs), oldest first, one
+line each:
 
     2026-12-02 10:00:01 INFO load[1] myproject.load: read 120 rows
 
@@ -16,11 +19,12 @@ import argparse
 import datetime as dt
 import json
 import logging
-import os
 from typing import Any, TextIO
 
 from ..errors import CLIError, StoreError
-from .output import EXIT_FAILED, PROG
+from .args import STORE_ENV
+from .output import EXIT_USAGE, PROG
+from .store_reading import open_store, resolve_run
 
 __all__ = ["add_logs_command", "logs_command"]
 
@@ -32,14 +36,17 @@ def add_logs_command(runs_subparsers: Any) -> None:
     logs = runs_subparsers.add_parser(
         "logs",
         help="print the records a run's tasks logged",
-        description="Print the log records the tasks of RUN (a full run id) logged while they "
-        "ran, here or on a worker, oldest first: all tasks, or only TASK. The run must have been "
-        "recorded in a run store (run/cluster --store PATH).",
+        description="Print the log records the tasks of RUN (a run id or a unique prefix of "
+        "one) logged while they ran, here or on a worker, oldest first: all tasks, or only TASK. "
+        "The run must have been recorded in a run store (run/cluster --store PATH).",
     )
-    logs.add_argument("run", metavar="RUN", help="the run id (as printed by run --store)")
+    logs.add_argument("run", metavar="RUN", help="a run id or a unique prefix of one")
     logs.add_argument("task", metavar="TASK", nargs="?", default=None, help="one task's name")
     logs.add_argument(
-        "--store", required=True, metavar="PATH", help="the run store (SQLite) the run is in"
+        "--store",
+        default=None,
+        metavar="PATH",
+        help=f"the run store (default: ${STORE_ENV}, else ./dataflow-runs.db)",
     )
     logs.add_argument(
         "--level",
@@ -55,15 +62,12 @@ def add_logs_command(runs_subparsers: Any) -> None:
 
 
 def logs_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from ..store import RunStore
-
-    if not os.path.isfile(args.store):
-        raise CLIError(f"no run store at {args.store!r} (give the --store PATH the run used)")
-    store = RunStore(args.store)
+    store = open_store(args.store)
     try:
-        records = store.task_logs(args.run, args.task)
-    except StoreError as exc:
-        raise CLIError(str(exc), EXIT_FAILED) from exc
+        run_id = resolve_run(store, args.run)
+        records = store.task_logs(run_id, args.task)
+    except StoreError as exc:  # no such task in the run
+        raise CLIError(str(exc), EXIT_USAGE) from exc
     finally:
         store.close()
     if args.level is not None:
@@ -74,7 +78,7 @@ def logs_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     for record in records:
         out.write((json.dumps(record) if args.json else format_record(record)) + "\n")
     if not records:
-        which = f"task {args.task!r} of run {args.run}" if args.task else f"run {args.run}"
+        which = f"task {args.task!r} of run {run_id}" if args.task else f"run {run_id}"
         above = f" at {args.level} and above" if args.level else ""
         err.write(f"{PROG}: {which} logged no records{above}\n")
     return 0

@@ -443,11 +443,11 @@ def decode_results(codec: Codec, data: bytes) -> ResultsFrame:
                 # an entry with its task's log records: bad ones refuse the entry, as any
                 # malformed entry (the attempt is not answered)
                 seq, ok, value, records = entry
-                found, bad = _log_records(records)
-                if bad is not None:
+                found, wrong = _log_records(records)
+                if wrong is not None:
                     malformed += 1
                     if problem is None:
-                        problem = f"the entry for seq {seq} has malformed log records: {bad}"
+                        problem = f"the entry for seq {seq} has malformed log records: {wrong}"
                     continue
                 if logs is None:
                     logs = {}

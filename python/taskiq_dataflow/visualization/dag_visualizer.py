@@ -9,13 +9,16 @@ as what `DAG.print` draws with, so the DAG never imports the visualizer."""
 from __future__ import annotations
 
 import functools
-import json
 from collections import Counter
 from collections.abc import Callable
 from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
 from ..dataflow.graph import DAG, set_ascii_renderer
 from ..errors import CycleError
+from .collapse import DEFAULT_COLLAPSE_ABOVE
+from .dot import to_dot as _to_dot
+from .flowchart import MAX_EDGES, MAX_TEXT_SIZE, check_limits, flowchart
+from .labels import edge_keys
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -38,12 +41,6 @@ class _OfDAG(Generic[P, R]):
         if obj is None:
             return self._func
         return functools.partial(self._func, obj.dag)
-
-
-def _edge_keys(dag: DAG, a: int, b: int) -> list[str]:
-    """The data keys that flow along a -> b (empty for an explicit edge)."""
-    produced = set(dag.node_outputs[a])
-    return [k for k in dag.node_inputs[b] if k in produced]
 
 
 def node_labels(dag: DAG) -> list[str]:
@@ -73,36 +70,24 @@ def _to_ascii(dag: DAG, max_nodes: int = 200) -> str:
             succ = graph.successors(node)
             for j, child in enumerate(succ):
                 branch = "└─" if j == len(succ) - 1 else "├─"
-                via = ", ".join(_edge_keys(dag, node, child)) or "after"
+                via = ", ".join(edge_keys(dag, node, child)) or "after"
                 lines.append(f"      {branch}{via}─> [{child}] {names[child]}")
     return "\n".join(lines)
 
 
-def _to_dot(dag: DAG, name: str = "dag") -> str:
-    """Graphviz DOT: one box per task labelled with its outputs, edges labelled with keys."""
-    lines = [f"digraph {json.dumps(name)} {{", "  rankdir=LR;", "  node [shape=box];"]
-    outputs = dag.node_outputs
-    for i, task_name in enumerate(dag.task_names):
-        label = _dot_escape(task_name) + "\\n" + _dot_escape(", ".join(outputs[i]))
-        lines.append(f'  n{i} [label="{label}"];')
-    for a, b in dag.graph.edges():
-        keys = ", ".join(_edge_keys(dag, a, b))
-        attr = f" [label={json.dumps(keys)}]" if keys else " [style=dashed]"
-        lines.append(f"  n{a} -> n{b}{attr};")
-    lines.append("}")
-    return "\n".join(lines)
-
-
-def _to_mermaid(dag: DAG) -> str:
-    """Mermaid flowchart text."""
-    lines = ["graph TD"]
-    for i, task_name in enumerate(dag.task_names):
-        lines.append(f'  n{i}["{_mermaid_escape(task_name)}"]')
-    for a, b in dag.graph.edges():
-        keys = ", ".join(_edge_keys(dag, a, b))
-        arrow = f"-->|{_mermaid_escape(keys)}|" if keys else "-.->"
-        lines.append(f"  n{a} {arrow} n{b}")
-    return "\n".join(lines)
+def _to_mermaid(
+    dag: DAG,
+    orientation: str = "TB",
+    *,
+    collapse_above: int = DEFAULT_COLLAPSE_ABOVE,
+    max_edges: int = MAX_EDGES,
+    max_text_size: int = MAX_TEXT_SIZE,
+) -> str:
+    """Mermaid flowchart text that Mermaid draws: every task, or by task name beyond
+    `collapse_above` tasks (0: never) or Mermaid's limits, summarised beyond those
+    (`flowchart.py`)."""
+    limits = check_limits(collapse_above, max_edges, max_text_size)
+    return flowchart(dag, f"graph {mermaid_direction(orientation)}", "  ", False, limits)
 
 
 def _to_json(dag: DAG) -> dict[str, Any]:
@@ -129,7 +114,7 @@ def _to_json(dag: DAG) -> dict[str, Any]:
         for i in range(len(dag))
     ]
     edges = [
-        {"source": labels[a], "target": labels[b], "keys": _edge_keys(dag, a, b)}
+        {"source": labels[a], "target": labels[b], "keys": edge_keys(dag, a, b)}
         for a, b in dag.graph.edges()
     ]
     return {
@@ -167,7 +152,7 @@ def _to_cytoscape_json(dag: DAG) -> dict[str, list[dict[str, Any]]]:
                 "id": f"{labels[a]}->{labels[b]}",
                 "source": labels[a],
                 "target": labels[b],
-                "keys": _edge_keys(dag, a, b),
+                "keys": edge_keys(dag, a, b),
             }
         }
         for a, b in dag.graph.edges()
@@ -227,12 +212,17 @@ def visualize_pipeline(pipeline: Any) -> dict[str, Any]:
     return _to_json(dag)
 
 
-def _dot_escape(text: str) -> str:
-    return text.replace("\\", "\\\\").replace('"', '\\"')
+# taskiq-flow's orientation names (TB is Mermaid's TD)
+_DIRECTIONS = {"TB": "TD", "TD": "TD", "BT": "BT", "LR": "LR", "RL": "RL"}
 
 
-def _mermaid_escape(text: str) -> str:
-    return text.replace('"', "#quot;").replace("|", "#124;")
+def mermaid_direction(orientation: str) -> str:
+    try:
+        return _DIRECTIONS[orientation]
+    except KeyError:
+        raise ValueError(
+            f"unknown Mermaid orientation {orientation!r}: use one of TB, BT, LR, RL"
+        ) from None
 
 
 set_ascii_renderer(_to_ascii)
