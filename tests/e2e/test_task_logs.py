@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from taskiq_dataflow import RunStore
 
-from .support import CLI, ROOT, Processes, run
+from .support import CLI, ROOT, URL_ENV, Processes, run, start_server, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -49,6 +49,17 @@ FLOWS = textwrap.dedent(
     flow.register_external_input("n")
     flow.register_task(load)
     flow.register_task(total)
+
+
+    @pipeline_task(output="here")
+    async def here(n: int) -> int:  # not a broker task: `run` runs it in its own process
+        log.info("here %d", n)
+        return n
+
+
+    local = DataflowRegistry()
+    local.register_external_input("n")
+    local.register_task(here)
     """
 )
 
@@ -144,3 +155,53 @@ def test_runs_logs_names_a_missing_store_or_run(procs: Processes, tmp_path: Path
     assert no_run.stderr == (
         f"taskiq-dataflow: error: no run 'feedbeef' in {empty}; the store holds no runs\n"
     ), no_run.describe()
+
+
+def test_run_shows_in_process_task_logs_at_its_log_level(procs: Processes) -> None:
+    (procs.home / "log_flows.py").write_text(FLOWS)
+    (procs.home / "runs_cli.py").write_text(RUNS_LOGS)
+    env = procs.env(pythonpath=[ROOT / "python", procs.home])
+    base = [CLI, "run", "log_flows:local", "-i", "n=5", "--progress", "none"]
+
+    shown = run(procs, [*base, "--log-level", "info"], 30, env=env)
+    assert shown.code == 0 and shown.stdout == "here: 5\n", shown.describe()
+    assert "taskiq-dataflow: INFO user.flow: here 5\n" in shown.stderr, shown.describe()
+    assert shown.seconds < 20, shown.describe()
+
+    # the default shows WARNING and above, but a store still gets the task's INFO record
+    db = procs.home / "runs.db"
+    quiet = run(procs, [*base, "--store", str(db)], 30, env=env)
+    assert quiet.code == 0 and "here 5" not in quiet.stderr, quiet.describe()
+    recorded = re.search(r"run ([0-9a-f]{32}) \(recorded in ", quiet.stderr)
+    assert recorded, quiet.describe()
+    run_id = recorded.group(1)
+    script = [sys.executable, str(procs.home / "runs_cli.py"), "runs", "logs", run_id]
+    stored = run(procs, [*script, "--store", str(db), "--json"], 30, env=env)
+    assert [json.loads(x)["message"] for x in stored.stdout.splitlines()] == ["here 5"]
+
+    as_json = run(procs, [*base, "--log-level", "INFO", "--log-format", "json"], 30, env=env)
+    assert as_json.code == 0, as_json.describe()
+    [line] = [json.loads(x) for x in as_json.stderr.splitlines() if x.startswith("{")]
+    assert (line["task"], line["attempt"], line["message"]) == ("here", 1, "here 5")
+    assert re.fullmatch(r"[0-9a-f]{32}", line["run_id"]) and line["worker"] is None, line
+
+
+def test_worker_log_level_info_shows_a_task_log_info(procs: Processes) -> None:
+    """The users' report: worker logs were fixed at WARNING, so a task's log.info was lost."""
+    (procs.home / "log_flows.py").write_text(FLOWS)
+    server = start_server(procs)
+    env = procs.env({URL_ENV: server.url}, pythonpath=[ROOT / "python", procs.home])
+    log = procs.home / "worker.log"
+    worker = procs.spawn([CLI, "worker", "log_flows:broker", "--workers", "1", "--log-level",
+                          "INFO"], env=env, log=log)  # fmt: skip
+    outcome = run(procs, [CLI, "run", "log_flows:flow", "-i", "n=3", "--progress", "none"], 60,
+                  env=env)  # fmt: skip
+    assert outcome.code == 0 and outcome.stdout == "loaded: [0, 1, 2]\ntotal: 3\n", (
+        outcome.describe()
+    )
+    wait_until(lambda: "summing 3 rows" in log.read_text(errors="replace"), 10, "the worker log")
+    procs.end_group(worker)
+    text = log.read_text(errors="replace")
+    assert re.search(r"user\.flow loading 3 rows\n", text), text
+    assert "not shown: below INFO" not in text, text
+    assert "serving pool" not in text, text  # the library's own INFO lines stay quiet
