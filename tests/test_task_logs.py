@@ -381,3 +381,19 @@ def test_an_old_store_gains_the_task_logs_table_in_place(tmp_path):
     assert [r["message"] for r in store.task_logs("new")] == ["stepped in place 1"]
     assert store.get_run("old")["status"] == "succeeded"
     store.close()
+
+
+def test_entries_stay_within_the_bounds_when_threads_raced_past_them():
+    """add() takes no lock: threads of one task logging at once may append past the bounds,
+    which entries() cuts (a worker's frame must stay within what the engine accepts)."""
+    log_ = tl.TaskLog("r", "t", 1, logging.INFO)
+    entry = LogEntry(1.0, "INFO", "x", "m" * 100)
+    log_._records = [entry] * (tl.MAX_RECORDS + 3)
+    log_._size = tl.MAX_BYTES + 1
+    records = log_.entries()
+    assert records is not None
+    kept, marker = records[:-1], records[-1]
+    assert sum(len(r.message) + len(r.logger) for r in kept) <= tl.MAX_BYTES
+    assert len(kept) == tl.MAX_BYTES // 101
+    assert marker.message.startswith(f"... {tl.MAX_RECORDS + 3 - len(kept)} more records dropped")
+    assert tl.TaskLog("r", "t", 1, logging.INFO).entries() is None
