@@ -1,0 +1,266 @@
+"""The engine's metrics: what its runs started, completed, failed and retried by task name, the
+durations of tasks run in its process, runs by status, and (read when scraped, so they cost the
+runs nothing) tasks in flight, queue depth per pool, redeliveries and object store bytes.
+
+Counting is per batch of completions (the driver hands each batch here once), never by
+subscribing to step events, which would make the run build an event object per task.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from ..transports.base import Completion, Job
+from ..transports.local import LocalTransport
+from .labels import DEFAULT_LABEL_LIMIT, BoundedChildren, children
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from ..driver import Driver
+
+# seconds: from quick in-process steps to hour-long batch jobs
+DURATION_BUCKETS = (
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+    900.0, 3600.0, float("inf"),
+)  # fmt: skip
+
+# transport counters (Transport.stats()) exported as counters summed over the engine's runs
+_STATS = {
+    "redeliveries": "dataflow_redeliveries",
+    "object_store_bytes_put": "dataflow_object_store_bytes",
+    "object_store_bytes_get": "dataflow_object_store_bytes",
+}
+
+
+class EngineMetrics:
+    """Prometheus metrics of one or more engines, in a registry of their own (`registry`), not
+    prometheus_client's global one: two engines (or a test and a service) never collide.
+
+        metrics = EngineMetrics()
+        engine = ExecutionEngine(broker, dag, metrics=metrics)
+        server = metrics.serve(9464)          # http://127.0.0.1:9464/metrics
+        # or mount it in your own web app: prometheus_client.generate_latest(metrics.registry)
+        # or push: metrics.push("http://pushgateway:9091", job="nightly")
+
+    At most `max_label_values` distinct task names (and stream keys) get a series of their
+    own; the rest are counted under "(other)". `buckets` are the duration histogram's."""
+
+    def __init__(
+        self,
+        registry: CollectorRegistry | None = None,
+        *,
+        max_label_values: int = DEFAULT_LABEL_LIMIT,
+        buckets: Sequence[float] = DURATION_BUCKETS,
+    ) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        reg, limit = self.registry, max_label_values
+        self.started = children(
+            Counter("dataflow_tasks_started_total", "Task attempts dispatched (retries too; "
+                    "a redelivery after a worker loss is not a new start).", ["task"],
+                    registry=reg), limit,
+        )  # fmt: skip
+        self.completed = children(
+            Counter("dataflow_tasks_completed_total", "Tasks that completed (from the result "
+                    "cache too).", ["task"], registry=reg), limit,
+        )  # fmt: skip
+        self.failed = children(
+            Counter("dataflow_tasks_failed_total", "Tasks that failed for good (after their "
+                    "retries).", ["task"], registry=reg), limit,
+        )  # fmt: skip
+        self.retried = children(
+            Counter("dataflow_tasks_retried_total", "Failed attempts that are retried.",
+                    ["task"], registry=reg), limit,
+        )  # fmt: skip
+        self.duration = children(
+            Histogram("dataflow_task_duration_seconds", "Time a task ran in the engine's "
+                      "process (tasks on cluster workers: dataflow_worker_task_duration_"
+                      "seconds).", ["task"], buckets=buckets, registry=reg), limit,
+        )  # fmt: skip
+        self.stream_items = children(
+            Counter("dataflow_stream_items_total", "Items produced by stream producers that "
+                    "ran in the engine's process, by output key.", ["key"], registry=reg),
+            limit,
+        )  # fmt: skip
+        runs = Counter("dataflow_runs_total", "Runs that ended, by status.", ["status"],
+                       registry=reg)  # fmt: skip
+        self.runs: dict[str, Any] = {s: runs.labels(s) for s in ("succeeded", "failed", "cancelled")}
+        self._live: set[RunMeter] = set()
+        self._ended_stats: collections.Counter[str] = collections.Counter()
+        reg.register(_LiveCollector(self))
+
+    # -- entry points -----------------------------------------------------------------------------
+
+    def serve(self, port: int = 0, host: str = "127.0.0.1") -> Any:
+        """Serve the registry on http://HOST:PORT/metrics from a thread (port 0: a free one,
+        see `.url`); returns a MetricsServer to `close()`."""
+        from .serving import serve_metrics
+
+        return serve_metrics(self.registry, port, host)
+
+    def push(self, gateway: str, job: str = "taskiq-dataflow", **grouping: str) -> None:
+        """Push the registry to a Prometheus Pushgateway (for batch runs nobody scrapes)."""
+        from .serving import push_metrics
+
+        push_metrics(self.registry, gateway, job, grouping)
+
+    # -- the engine's side --------------------------------------------------------------------------
+
+    def local_transport(self, executor: Any) -> LocalTransport:
+        """The in-process transport for a run, timing each task."""
+        return TimedLocalTransport(self, executor)
+
+    def run_meter(self, driver: Driver) -> RunMeter:
+        return RunMeter(self, driver)
+
+    def _ended(self, meter: RunMeter, status: str, stats: dict[str, int]) -> None:
+        self._live.discard(meter)
+        self.runs.get(status, self.runs["failed"]).inc()
+        for key in _STATS:
+            if stats.get(key):
+                self._ended_stats[key] += stats[key]
+
+    # -- read when scraped (from the server's thread) ---------------------------------------------
+
+    def _live_state(self) -> tuple[int, int, dict[str, int], collections.Counter[str]]:
+        runs, in_flight = 0, 0
+        depth: collections.Counter[str] = collections.Counter()
+        stats = collections.Counter(self._ended_stats)
+        for meter in list(self._live):  # one C-level copy: the loop may add or drop runs meanwhile
+            transport = meter.driver.transport
+            runs += 1
+            try:
+                in_flight += meter.driver.state.scheduler.running
+                depth.update(transport.queue_depths())
+                live = transport.stats()
+            except (RuntimeError, KeyError):  # changed under us by the loop: next scrape
+                continue
+            for key in _STATS:
+                stats[key] += live.get(key, 0)
+        return runs, in_flight, depth, stats
+
+
+class RunMeter:
+    """One run's counting, called by its driver once per batch (never per task when the engine
+    has no metrics: the driver then holds None)."""
+
+    __slots__ = ("_names", "driver", "metrics")
+
+    def __init__(self, metrics: EngineMetrics, driver: Driver) -> None:
+        self.metrics, self.driver = metrics, driver
+        self._names = driver.state.names
+
+    def dispatched(self, jobs: Iterable[Job]) -> None:
+        started = self.metrics.started
+        for name, n in collections.Counter(job.name for job in jobs).items():
+            started[name].inc(n)
+
+    def before(self, batch: list[Completion]) -> tuple[list[Completion], int]:
+        """The batch's completions of the attempts in flight (not late duplicates), and how
+        many failures the run had: what `after` compares the state with once it took the batch."""
+        attempts = self.driver.state.attempts
+        live = [c for c in batch if attempts[c.node] == c.attempt]
+        return live, len(self.driver.state.failures)
+
+    def after(self, seen: tuple[list[Completion], int]) -> None:
+        live, failures_before = seen
+        state = self.driver.state
+        # the columns may have been replaced by this batch (tasks added): read them now
+        names, attempts, scheduler = state.names, state.attempts, state.scheduler
+        done: collections.Counter[str] = collections.Counter()
+        retried: collections.Counter[str] = collections.Counter()
+        for c in live:
+            now = attempts[c.node]
+            if now == c.attempt:
+                continue  # held (a stream consumer started early): counted when handed out
+            if now != 0:
+                retried[names[c.node]] += 1  # the next attempt is in flight or waits
+            elif c.ok and scheduler.state(c.node) == "done":
+                done[names[c.node]] += 1
+        failed = collections.Counter(e.task_name for e in state.failures[failures_before:])
+        metrics = self.metrics
+        for counter, counts in (
+            (metrics.completed, done),
+            (metrics.retried, retried),
+            (metrics.failed, failed),
+        ):
+            for name, n in counts.items():
+                counter[name].inc(n)
+
+    def begun(self) -> None:
+        self.metrics._live.add(self)
+
+    def stream_item(self, key: str) -> None:
+        self.metrics.stream_items[key].inc()
+
+    def ended(self, status: str, stats: dict[str, int]) -> None:
+        self.metrics._ended(self, status, stats)
+
+
+class TimedLocalTransport(LocalTransport):
+    """LocalTransport that observes each task's duration in the engine's histogram: a task
+    that completes within its first step is timed around that step, one that goes on (a Task,
+    a thread) from its kick to its completion."""
+
+    def __init__(self, metrics: EngineMetrics, executor: Any) -> None:
+        super().__init__(executor)
+        self._duration: BoundedChildren[Any] = metrics.duration
+        self._since: dict[tuple[int, int], float] = {}
+
+    def kick(self, jobs: list[Job]) -> None:
+        clock, duration, since, done = time.perf_counter, self._duration, self._since, self.sink.done
+        for job in jobs:
+            before = len(done)
+            start = clock()
+            super().kick([job])
+            if len(done) > before:  # it completed at once
+                duration[job.name].observe(clock() - start)
+            else:
+                since[job.node, job.attempt] = start
+
+    def _finished(self, job: Job, fut: asyncio.Future[Any]) -> None:
+        start = self._since.pop((job.node, job.attempt), None)
+        if start is not None:
+            self._duration[job.name].observe(time.perf_counter() - start)
+        super()._finished(job, fut)
+
+
+class _LiveCollector:
+    """The gauges and transport counters read from the engine's runs in progress when scraped."""
+
+    def __init__(self, metrics: EngineMetrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        runs, in_flight, depth, stats = self._metrics._live_state()
+        yield GaugeMetricFamily("dataflow_runs_in_progress", "Runs in progress.", value=runs)
+        yield GaugeMetricFamily(
+            "dataflow_tasks_in_flight", "Tasks dispatched and not yet completed.", value=in_flight
+        )
+        queue = GaugeMetricFamily(
+            "dataflow_queue_depth",
+            "Tasks waiting in the engine for a worker of the pool with room (cluster runs).",
+            labels=["pool"],
+        )
+        for pool, n in sorted(depth.items()):
+            queue.add_metric([pool], n)
+        yield queue
+        yield CounterMetricFamily(
+            "dataflow_redeliveries",
+            "Task frames sent again: unclaimed, or their worker was lost (cluster runs).",
+            value=stats["redeliveries"],
+        )
+        store = CounterMetricFamily(
+            "dataflow_object_store_bytes",
+            "Bytes of large values put into or got from the JetStream object store.",
+            labels=["direction"],
+        )
+        store.add_metric(["put"], stats["object_store_bytes_put"])
+        store.add_metric(["get"], stats["object_store_bytes_get"])
+        yield store
