@@ -12,4 +12,7 @@ def worker_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from ..cluster.serve import serve
 
     sys.path.insert(0, os.getcwd())
-    return serve(args.target, args.workers, args.pool, args.concurrency, args.max_restarts)
+    return serve(
+        args.target, args.workers, args.pool, args.concurrency, args.max_restarts,
+        args.metrics, args.metrics_push,
+    )  # fmt: skip

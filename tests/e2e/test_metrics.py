@@ -1,0 +1,127 @@
+"""Prometheus metrics through the real commands: a `taskiq-dataflow worker --metrics` pool on a
+real nats-server serves one endpoint for all its processes, whose task counts equal the tasks
+run and survive a worker SIGKILLed and restarted; `taskiq-dataflow run --metrics` serves the
+engine's while the run goes on. Scraped over HTTP, parsed with prometheus_client's parser."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import sys
+import time
+import urllib.request
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from .support import CLI, E2E, TESTS, URL_ENV, Processes, Server, Workers, run, wait_until
+
+pytestmark = pytest.mark.e2e
+
+BOUND = 30.0  # seconds for each command; each takes 1-3 s
+WHERE = "e2e_tasks:where"  # the name the broker registered the task under
+
+
+def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of the endpoint: (name, sorted labels) -> value."""
+    with urllib.request.urlopen(url, timeout=5) as response:
+        text = response.read().decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def total(samples: dict[Any, float], name: str, **labels: str) -> float:
+    """The sum of `name`'s samples whose labels include `labels`."""
+    want = set(labels.items())
+    return sum(v for (n, ls), v in samples.items() if n == name and want <= set(ls))
+
+
+def url_in(text: str, what: str) -> str:
+    found = re.search(rf"{what} on (http://\S+/metrics)", text)
+    assert found, f"no '{what} on URL' line in:\n{text[-3000:]}"
+    return found.group(1)
+
+
+def spread(procs: Processes, server: Server, n: int) -> None:
+    env = procs.env({URL_ENV: server.url}, pythonpath=[E2E, TESTS])
+    cmd = [sys.executable, str(E2E / "engine_run.py"), "spread", str(n), "0"]
+    outcome = run(procs, cmd, BOUND, env=env)
+    assert outcome.code == 0, outcome.describe()
+    assert outcome.seconds < BOUND
+
+
+def test_a_worker_pool_serves_one_endpoint_whose_counts_survive_a_restart(procs, e2e_server):
+    started = time.monotonic()
+    workers = Workers(
+        procs, e2e_server.url, workers=2, args=["--metrics", "127.0.0.1:0"]
+    ).ready()
+    url = url_in(workers.log(), "worker metrics")
+    assert scrape(url)["dataflow_worker_processes", ()] == 2
+
+    spread(procs, e2e_server, 30)
+    samples = scrape(url)
+    assert total(samples, "dataflow_worker_tasks_started_total", task=WHERE) == 30
+    assert total(samples, "dataflow_worker_tasks_completed_total", task=WHERE) == 30
+    assert total(samples, "dataflow_worker_tasks_failed_total") == 0
+    assert total(samples, "dataflow_worker_task_duration_seconds_count", task=WHERE) == 30
+    assert total(samples, "dataflow_worker_slots") == 2 * 64  # both processes' gauges
+
+    killed = min(workers.beating_pids())
+    os.kill(killed, signal.SIGKILL)
+    wait_until(lambda: killed not in workers.children(), 10, "the killed worker to be gone")
+    workers.ready(timeout=20)  # its replacement heart-beats
+    spread(procs, e2e_server, 20)
+    samples = scrape(url)
+    # the killed process's counts still count, the new one's add to them
+    assert total(samples, "dataflow_worker_tasks_completed_total", task=WHERE) == 50
+    assert samples["dataflow_worker_restarts_total", ()] == 1
+    assert samples["dataflow_worker_processes", ()] == 2
+    # the dead process's gauges went with it: two processes' slots, not three
+    wait_until(lambda: total(scrape(url), "dataflow_worker_slots") == 2 * 64, 5, "live gauges")
+
+    directories = list(procs.home.glob("home-*/tmp/dataflow-metrics-*"))
+    assert directories, "the pool's metrics directory is under its TMPDIR"
+    procs.end_group(workers.process)
+    assert not [d for d in directories if d.exists()], "the pool removed its metrics directory"
+    assert time.monotonic() - started < 3 * BOUND
+
+
+def test_run_metrics_endpoint_is_reachable_during_the_run(procs, tmp_path):
+    gate = tmp_path / "gate"
+    env = procs.env(pythonpath=[E2E])
+    cmd = [CLI, "run", "metrics_tasks:gated", "-i", f"gate={gate}", "--metrics", "0",
+           "--progress", "none"]  # fmt: skip
+    started = time.monotonic()
+    proc = procs.spawn(cmd, env=env)
+    wait_until(lambda: "metrics on" in procs.output(proc) or proc.poll() is not None, BOUND,
+               "the metrics URL")  # fmt: skip
+    url = url_in(procs.output(proc), "metrics")
+    assert url.startswith("http://127.0.0.1:")
+
+    def gated() -> bool:
+        return total(scrape(url), "dataflow_tasks_in_flight") == 1
+
+    wait_until(gated, BOUND, "the gated task in flight")
+    samples = scrape(url)
+    assert samples["dataflow_runs_in_progress", ()] == 1
+    assert total(samples, "dataflow_tasks_started_total", task="wait_for_gate") == 1
+    assert total(samples, "dataflow_tasks_started_total", task="after_gate") == 0
+    gate.touch()
+    proc.wait(BOUND)
+    output = procs.output(proc)
+    assert proc.returncode == 0, output
+    assert "opened" in output
+    assert time.monotonic() - started < BOUND
+
+
+def test_a_bad_metrics_address_is_refused_before_anything_starts(procs):
+    outcome = run(procs, [CLI, "run", "metrics_tasks:gated", "--metrics", "localhost:http"], BOUND,
+                  env=procs.env(pythonpath=[E2E]))  # fmt: skip
+    assert outcome.code == 2, outcome.describe()
+    assert "--metrics" in outcome.stderr and "'localhost:http'" in outcome.stderr
+    assert outcome.seconds < BOUND
