@@ -161,7 +161,10 @@ def test_in_flight_is_read_while_the_run_goes_on():
             await asyncio.sleep(0.01)
             if value(metrics, "dataflow_tasks_in_flight") == 3:
                 break
-        seen = value(metrics, "dataflow_tasks_in_flight"), value(metrics, "dataflow_runs_in_progress")
+        seen = (
+            value(metrics, "dataflow_tasks_in_flight"),
+            value(metrics, "dataflow_runs_in_progress"),
+        )
         release.set()
         await handle
         return seen
@@ -217,4 +220,3 @@ def _scrape_text(metrics):
     from prometheus_client import generate_latest
 
     return generate_latest(metrics.registry).decode()
-

@@ -57,9 +57,7 @@ def spread(procs: Processes, server: Server, n: int) -> None:
 
 def test_a_worker_pool_serves_one_endpoint_whose_counts_survive_a_restart(procs, e2e_server):
     started = time.monotonic()
-    workers = Workers(
-        procs, e2e_server.url, workers=2, args=["--metrics", "127.0.0.1:0"]
-    ).ready()
+    workers = Workers(procs, e2e_server.url, workers=2, args=["--metrics", "127.0.0.1:0"]).ready()
     url = url_in(workers.log(), "worker metrics")
     assert scrape(url)["dataflow_worker_processes", ()] == 2
 

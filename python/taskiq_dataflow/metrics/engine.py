@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import collections
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from ..transports.base import Completion, Job
 from ..transports.local import LocalTransport
-from .labels import DEFAULT_LABEL_LIMIT, BoundedChildren, children
+from .labels import DEFAULT_LABEL_LIMIT
+from .series import Counts, Durations
 
 if TYPE_CHECKING:
     import asyncio
@@ -61,36 +62,37 @@ class EngineMetrics:
     ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         reg, limit = self.registry, max_label_values
-        self.started = children(
-            Counter("dataflow_tasks_started_total", "Task attempts dispatched (retries too; "
-                    "a redelivery after a worker loss is not a new start).", ["task"],
-                    registry=reg), limit,
+        self.started = Counts(
+            "dataflow_tasks_started", "Task attempts dispatched (retries too; a redelivery "
+            "after a worker loss is not a new start).", "task", limit,
         )  # fmt: skip
-        self.completed = children(
-            Counter("dataflow_tasks_completed_total", "Tasks that completed (from the result "
-                    "cache too).", ["task"], registry=reg), limit,
+        self.completed = Counts(
+            "dataflow_tasks_completed", "Tasks that completed (from the result cache too).",
+            "task", limit,
         )  # fmt: skip
-        self.failed = children(
-            Counter("dataflow_tasks_failed_total", "Tasks that failed for good (after their "
-                    "retries).", ["task"], registry=reg), limit,
+        self.failed = Counts(
+            "dataflow_tasks_failed", "Tasks that failed for good (after their retries).",
+            "task", limit,
         )  # fmt: skip
-        self.retried = children(
-            Counter("dataflow_tasks_retried_total", "Failed attempts that are retried.",
-                    ["task"], registry=reg), limit,
+        self.retried = Counts(
+            "dataflow_tasks_retried", "Failed attempts that are retried.", "task", limit
+        )
+        self.duration = Durations(
+            "dataflow_task_duration_seconds", "Time a task ran in the engine's process (tasks "
+            "on cluster workers: dataflow_worker_task_duration_seconds).", buckets, limit,
         )  # fmt: skip
-        self.duration = children(
-            Histogram("dataflow_task_duration_seconds", "Time a task ran in the engine's "
-                      "process (tasks on cluster workers: dataflow_worker_task_duration_"
-                      "seconds).", ["task"], buckets=buckets, registry=reg), limit,
+        self.stream_items = Counts(
+            "dataflow_stream_items", "Items produced by stream producers that ran in the "
+            "engine's process, by output key.", "key", limit,
         )  # fmt: skip
-        self.stream_items = children(
-            Counter("dataflow_stream_items_total", "Items produced by stream producers that "
-                    "ran in the engine's process, by output key.", ["key"], registry=reg),
-            limit,
-        )  # fmt: skip
+        for series in (self.started, self.completed, self.failed, self.retried, self.duration,
+                       self.stream_items):  # fmt: skip
+            reg.register(series)
         runs = Counter("dataflow_runs_total", "Runs that ended, by status.", ["status"],
                        registry=reg)  # fmt: skip
-        self.runs: dict[str, Any] = {s: runs.labels(s) for s in ("succeeded", "failed", "cancelled")}
+        self.runs: dict[str, Any] = {
+            s: runs.labels(s) for s in ("succeeded", "failed", "cancelled")
+        }
         self._live: set[RunMeter] = set()
         self._ended_stats: collections.Counter[str] = collections.Counter()
         reg.register(_LiveCollector(self))
@@ -110,7 +112,7 @@ class EngineMetrics:
 
         push_metrics(self.registry, gateway, job, grouping)
 
-    # -- the engine's side --------------------------------------------------------------------------
+    # -- the engine's side ------------------------------------------------------------------------
 
     def local_transport(self, executor: Any) -> LocalTransport:
         """The in-process transport for a run, timing each task."""
@@ -150,16 +152,19 @@ class RunMeter:
     """One run's counting, called by its driver once per batch (never per task when the engine
     has no metrics: the driver then holds None)."""
 
-    __slots__ = ("_names", "driver", "metrics")
+    __slots__ = ("driver", "metrics")
 
     def __init__(self, metrics: EngineMetrics, driver: Driver) -> None:
         self.metrics, self.driver = metrics, driver
-        self._names = driver.state.names
 
-    def dispatched(self, jobs: Iterable[Job]) -> None:
-        started = self.metrics.started
-        for name, n in collections.Counter(job.name for job in jobs).items():
-            started[name].inc(n)
+    def dispatched(self, jobs: list[Job]) -> None:
+        if len(jobs) == 1:
+            self.metrics.started.add(jobs[0].name)
+            return
+        counts: dict[str, int] = {}
+        for job in jobs:
+            counts[job.name] = counts.get(job.name, 0) + 1
+        self.metrics.started.add_many(counts)
 
     def before(self, batch: list[Completion]) -> tuple[list[Completion], int]:
         """The batch's completions of the attempts in flight (not late duplicates), and how
@@ -170,34 +175,37 @@ class RunMeter:
 
     def after(self, seen: tuple[list[Completion], int]) -> None:
         live, failures_before = seen
-        state = self.driver.state
+        state, metrics = self.driver.state, self.metrics
         # the columns may have been replaced by this batch (tasks added): read them now
-        names, attempts, scheduler = state.names, state.attempts, state.scheduler
-        done: collections.Counter[str] = collections.Counter()
-        retried: collections.Counter[str] = collections.Counter()
+        names, attempts, state_of = state.names, state.attempts, state.scheduler.state
+        done: dict[str, int] = {}
+        retried: dict[str, int] = {}
         for c in live:
-            now = attempts[c.node]
-            if now == c.attempt:
-                continue  # held (a stream consumer started early): counted when handed out
-            if now != 0:
-                retried[names[c.node]] += 1  # the next attempt is in flight or waits
-            elif c.ok and scheduler.state(c.node) == "done":
-                done[names[c.node]] += 1
-        failed = collections.Counter(e.task_name for e in state.failures[failures_before:])
-        metrics = self.metrics
-        for counter, counts in (
-            (metrics.completed, done),
-            (metrics.retried, retried),
-            (metrics.failed, failed),
-        ):
-            for name, n in counts.items():
-                counter[name].inc(n)
+            node = c.node
+            now = attempts[node]
+            if now == 0:
+                if c.ok and state_of(node) == "done":  # not refused (outputs that do not split)
+                    name = names[node]
+                    done[name] = done.get(name, 0) + 1
+            elif now != c.attempt:  # the next attempt is in flight or waits for its delay
+                name = names[node]
+                retried[name] = retried.get(name, 0) + 1
+            # else held (a consumer started early with its producer): counted when handed out
+        if done:
+            metrics.completed.add_many(done)
+        if retried:
+            metrics.retried.add_many(retried)
+        if len(state.failures) > failures_before:
+            failed: dict[str, int] = {}
+            for error in state.failures[failures_before:]:
+                failed[error.task_name] = failed.get(error.task_name, 0) + 1
+            metrics.failed.add_many(failed)
 
     def begun(self) -> None:
         self.metrics._live.add(self)
 
     def stream_item(self, key: str) -> None:
-        self.metrics.stream_items[key].inc()
+        self.metrics.stream_items.add(key)
 
     def ended(self, status: str, stats: dict[str, int]) -> None:
         self.metrics._ended(self, status, stats)
@@ -210,24 +218,27 @@ class TimedLocalTransport(LocalTransport):
 
     def __init__(self, metrics: EngineMetrics, executor: Any) -> None:
         super().__init__(executor)
-        self._duration: BoundedChildren[Any] = metrics.duration
+        self._durations = metrics.duration
         self._since: dict[tuple[int, int], float] = {}
 
     def kick(self, jobs: list[Job]) -> None:
-        clock, duration, since, done = time.perf_counter, self._duration, self._since, self.sink.done
+        clock, since, kick, done = time.perf_counter, self._since, super().kick, self.sink.done
+        quick: list[tuple[str, float]] = []
         for job in jobs:
             before = len(done)
             start = clock()
-            super().kick([job])
+            kick([job])
             if len(done) > before:  # it completed at once
-                duration[job.name].observe(clock() - start)
+                quick.append((job.name, clock() - start))
             else:
                 since[job.node, job.attempt] = start
+        if quick:
+            self._durations.observe_many(quick)
 
     def _finished(self, job: Job, fut: asyncio.Future[Any]) -> None:
         start = self._since.pop((job.node, job.attempt), None)
         if start is not None:
-            self._duration[job.name].observe(time.perf_counter() - start)
+            self._durations.observe(job.name, time.perf_counter() - start)
         super()._finished(job, fut)
 
 

@@ -1,6 +1,7 @@
 """Label values with a bound: a metric by task name (or stream key) keeps at most `limit`
 distinct values, the rest share OTHER, so a run adding tasks with generated names cannot grow
-the scrape (and Prometheus' memory) without end."""
+the scrape (and Prometheus' memory) without end. (The engine's own series do the same in
+series.py; this is for prometheus_client metrics, which the workers' multiprocess mode needs.)"""
 
 from __future__ import annotations
 

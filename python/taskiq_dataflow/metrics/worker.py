@@ -127,7 +127,7 @@ class PoolMetrics:
         self.server: MetricsServer | None = None
         self._push: PeriodicPush | None = None
         try:
-            MultiProcessCollector(self.registry, path=self.directory)
+            MultiProcessCollector(self.registry, path=self.directory)  # type: ignore[no-untyped-call]
             self.registry.register(_PoolCollector(self))
             if address is not None:
                 self.server = MetricsServer(self.registry, address[1], address[0])
@@ -146,7 +146,7 @@ class PoolMetrics:
         """A child is gone: its gauges no longer count (its counters still do)."""
         from prometheus_client.multiprocess import mark_process_dead
 
-        mark_process_dead(pid, self.directory)
+        mark_process_dead(pid, self.directory)  # type: ignore[no-untyped-call]
 
     def close(self) -> None:
         if self.server is not None:
@@ -171,4 +171,3 @@ class _PoolCollector:
             "Worker processes that exited and were started again.",
             value=self._pool.restarts,
         )
-
