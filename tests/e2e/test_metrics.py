@@ -21,7 +21,9 @@ from .support import CLI, E2E, TESTS, URL_ENV, Processes, Server, Workers, run, 
 pytestmark = pytest.mark.e2e
 
 BOUND = 30.0  # seconds for each command; each takes 1-3 s
-WHERE = "e2e_tasks:where"  # the name the broker registered the task under
+WHERE = "e2e_tasks:where"  # the names the brokers registered the tasks under
+ON_WORKER = "metrics_tasks:wait_on_worker"  # the engine says the DAG's name, "wait_on_worker"
+CLI_NAME = "taskiq-dataflow"
 
 
 def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -123,3 +125,39 @@ def test_a_bad_metrics_address_is_refused_before_anything_starts(procs):
     assert outcome.code == 2, outcome.describe()
     assert "--metrics" in outcome.stderr and "'localhost:http'" in outcome.stderr
     assert outcome.seconds < BOUND
+
+
+def test_cluster_serves_the_engine_and_the_workers_on_ports_of_their_own(procs, tmp_path):
+    gate = tmp_path / "gate"
+    env = procs.env(pythonpath=[E2E, TESTS])
+    cmd = [CLI, "cluster", "metrics_tasks:broker", "metrics_tasks:gated_on_workers",
+           "--workers", "1", "-i", f"gate={gate}", "--metrics", "127.0.0.1:0",
+           "--progress", "none"]  # fmt: skip
+    started = time.monotonic()
+    proc = procs.spawn(cmd, env=env)
+
+    def both_urls() -> bool:
+        text = procs.output(proc)
+        return ("worker metrics on" in text and f"{CLI_NAME}: metrics on" in text) or (
+            proc.poll() is not None
+        )
+
+    wait_until(both_urls, BOUND, "both metrics URLs")
+    text = procs.output(proc)
+    engine_url, workers_url = url_in(text, f"{CLI_NAME}: metrics"), url_in(text, "worker metrics")
+    assert engine_url != workers_url
+
+    def running_on_a_worker() -> bool:
+        return total(scrape(workers_url), "dataflow_worker_busy_slots") == 1
+
+    wait_until(running_on_a_worker, BOUND, "the gated task busy on the worker")
+    engine = scrape(engine_url)
+    assert total(engine, "dataflow_tasks_in_flight") == 1
+    assert total(engine, "dataflow_tasks_started_total", task="wait_on_worker") == 1
+    assert total(scrape(workers_url), "dataflow_worker_tasks_started_total", task=ON_WORKER) == 1
+    gate.touch()
+    proc.wait(BOUND)
+    output = procs.output(proc)
+    assert proc.returncode == 0, output
+    assert "open" in output
+    assert time.monotonic() - started < BOUND
