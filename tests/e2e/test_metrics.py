@@ -9,8 +9,11 @@ import os
 import re
 import signal
 import sys
+import threading
 import time
 import urllib.request
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -70,6 +73,13 @@ def test_a_worker_pool_serves_one_endpoint_whose_counts_survive_a_restart(procs,
     assert total(samples, "dataflow_worker_tasks_failed_total") == 0
     assert total(samples, "dataflow_worker_task_duration_seconds_count", task=WHERE) == 30
     assert total(samples, "dataflow_worker_slots") == 2 * 64  # both processes' gauges
+
+    # a stream producer on a worker: its items are counted where it ran
+    env = procs.env({URL_ENV: e2e_server.url}, pythonpath=[E2E, TESTS])
+    streamed = run(procs, [sys.executable, str(E2E / "engine_run.py"), "stream", "5", "0"], BOUND,
+                   env=env)  # fmt: skip
+    assert streamed.code == 0, streamed.describe()
+    assert total(scrape(url), "dataflow_stream_items_total", key="ticks") == 5
 
     killed = min(workers.beating_pids())
     os.kill(killed, signal.SIGKILL)
@@ -161,3 +171,80 @@ def test_cluster_serves_the_engine_and_the_workers_on_ports_of_their_own(procs, 
     assert proc.returncode == 0, output
     assert "open" in output
     assert time.monotonic() - started < BOUND
+
+
+class Gateway:
+    """A stand-in Pushgateway: a real HTTP server on a free loopback port that keeps what is
+    pushed to it (method, path, body)."""
+
+    def __init__(self) -> None:
+        self.pushed: list[tuple[str, str, str]] = []
+        gateway = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _keep(self) -> None:
+                size = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(size).decode(errors="replace")
+                gateway.pushed.append((self.command, self.path, body))
+                self.send_response(200)
+                self.end_headers()
+
+            do_PUT = do_POST = _keep
+
+            def log_message(self, *_: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def gateway() -> Iterator[Gateway]:
+    g = Gateway()
+    yield g
+    g.close()
+
+
+def test_run_pushes_its_metrics_when_it_ends(procs, tmp_path, gateway):
+    gate = tmp_path / "gate"
+    gate.touch()
+    cmd = [CLI, "run", "metrics_tasks:gated", "-i", f"gate={gate}", "--metrics-push", gateway.url]
+    outcome = run(procs, cmd, BOUND, env=procs.env(pythonpath=[E2E]))
+    assert outcome.code == 0, outcome.describe()
+    assert outcome.seconds < BOUND
+    [(method, path, body)] = gateway.pushed
+    assert (method, path) == ("PUT", "/metrics/job/taskiq-dataflow")
+    assert 'dataflow_tasks_completed_total{task="after_gate"} 1.0' in body
+    assert 'dataflow_runs_total{status="succeeded"} 1.0' in body
+
+
+def test_a_push_that_fails_is_a_warning_not_the_runs_failure(procs, tmp_path):
+    from taskiq_dataflow.cluster.server import free_port
+
+    gate = tmp_path / "gate"
+    gate.touch()
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    cmd = [CLI, "run", "metrics_tasks:gated", "-i", f"gate={gate}", "--metrics-push", nowhere]
+    outcome = run(procs, cmd, BOUND, env=procs.env(pythonpath=[E2E]))
+    assert outcome.code == 0, outcome.describe()
+    assert f"warning: cannot push metrics to {nowhere}" in outcome.stderr
+    assert "opened" in outcome.stdout  # the outputs were printed all the same
+
+
+def test_a_worker_pool_pushes_when_it_stops(procs, e2e_server, gateway):
+    workers = Workers(
+        procs, e2e_server.url, workers=1, args=["--metrics-push", gateway.url]
+    ).ready()
+    spread(procs, e2e_server, 5)
+    procs.end_group(workers.process)
+    assert workers.process.returncode == 0, workers.log()
+    assert gateway.pushed, workers.log()
+    method, path, body = gateway.pushed[-1]
+    assert (method, path) == ("PUT", "/metrics/job/taskiq-dataflow-worker")
+    assert f'dataflow_worker_tasks_completed_total{{task="{WHERE}"}} 5.0' in body
