@@ -4,12 +4,11 @@ store bytes both ways, and queue depth per pool read while the run waits for wor
 import asyncio
 import os
 
+import cluster_tasks
 from conftest import run
 from taskiq_dataflow import DataflowRegistry, ExecutionEngine
 from taskiq_dataflow.cluster import DataflowNatsBroker
 from taskiq_dataflow.metrics import EngineMetrics
-
-import cluster_tasks
 
 BIG = 3 * 1024 * 1024  # above nats-server's default max_payload: by reference
 
