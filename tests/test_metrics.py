@@ -220,3 +220,13 @@ def _scrape_text(metrics):
     from prometheus_client import generate_latest
 
     return generate_latest(metrics.registry).decode()
+
+
+def test_durations_off_counts_without_timing():
+    metrics = EngineMetrics(durations=False)
+    engine = ExecutionEngine(None, build(named("untimed", "o", lambda: 1)), metrics=metrics)
+    assert type(engine._make_transport("r")) is LocalTransport
+    run(engine.execute())
+    assert value(metrics, "dataflow_tasks_completed_total", task="untimed") == 1
+    assert "dataflow_task_duration_seconds" not in _scrape_text(metrics)
+    assert "dataflow_task_duration_seconds" in _scrape_text(EngineMetrics())  # on by default

@@ -51,7 +51,9 @@ class EngineMetrics:
         # or push: metrics.push("http://pushgateway:9091", job="nightly")
 
     At most `max_label_values` distinct task names (and stream keys) get a series of their
-    own; the rest are counted under "(other)". `buckets` are the duration histogram's."""
+    own; the rest are counted under "(other)". `buckets` are the duration histogram's;
+    `durations=False` does not time in-process tasks (timing each one is most of what metrics
+    cost a run of many quick tasks: see docs/metrics.md)."""
 
     def __init__(
         self,
@@ -59,8 +61,10 @@ class EngineMetrics:
         *,
         max_label_values: int = DEFAULT_LABEL_LIMIT,
         buckets: Sequence[float] = DURATION_BUCKETS,
+        durations: bool = True,
     ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
+        self.durations = durations
         reg, limit = self.registry, max_label_values
         self.started = Counts(
             "dataflow_tasks_started", "Task attempts dispatched (retries too; a redelivery "
@@ -85,9 +89,11 @@ class EngineMetrics:
             "dataflow_stream_items", "Items produced by stream producers that ran in the "
             "engine's process, by output key.", "key", limit,
         )  # fmt: skip
-        for series in (self.started, self.completed, self.failed, self.retried, self.duration,
+        for series in (self.started, self.completed, self.failed, self.retried,
                        self.stream_items):  # fmt: skip
             reg.register(series)
+        if durations:
+            reg.register(self.duration)
         runs = Counter("dataflow_runs_total", "Runs that ended, by status.", ["status"],
                        registry=reg)  # fmt: skip
         self.runs: dict[str, Any] = {
@@ -115,7 +121,9 @@ class EngineMetrics:
     # -- the engine's side ------------------------------------------------------------------------
 
     def local_transport(self, executor: Any) -> LocalTransport:
-        """The in-process transport for a run, timing each task."""
+        """The in-process transport for a run, timing each task (unless durations=False)."""
+        if not self.durations:
+            return LocalTransport(executor)
         return TimedLocalTransport(self, executor)
 
     def run_meter(self, driver: Driver) -> RunMeter:
