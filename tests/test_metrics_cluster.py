@@ -72,3 +72,64 @@ def test_queue_depth_per_pool_while_tasks_wait_for_credit(server, workers):
     assert in_flight >= deepest  # the queued ones count as in flight (dispatched, not done)
     assert value(metrics, "dataflow_queue_depth", pool="default") == 0
     assert value(metrics, "dataflow_tasks_completed_total", task="index") == n
+
+
+def test_a_worker_counts_its_tasks_by_name_and_samples_its_slots(server):
+    from taskiq_dataflow.cluster.worker import Worker
+    from taskiq_dataflow.metrics import WorkerMetrics
+
+    served = DataflowNatsBroker(server.url, heartbeat_interval=0.1, heartbeat_timeout=1.0)
+
+    async def quick(x: int) -> int:
+        return x
+
+    async def slow(x: int) -> int:
+        await asyncio.sleep(0.05)
+        return x
+
+    def blocking(x: int) -> int:
+        raise ValueError(f"no {x}")
+
+    for name, func in (("wm:quick", quick), ("wm:slow", slow), ("wm:blocking", blocking)):
+        served.register_task(func, task_name=name)
+    registry = DataflowRegistry()
+    registry.register_external_input("x")
+    for i in range(3):
+        registry.register_task("wm:quick", inputs=["x"], output=f"q{i}")
+    registry.register_task("wm:slow", inputs=["x"], output="s")
+    registry.register_task("wm:blocking", inputs=["x"], output="b")
+    metrics = WorkerMetrics()
+    worker = Worker(served, concurrency=4, metrics=metrics)
+    engine = ExecutionEngine(
+        DataflowNatsBroker(server.url, heartbeat_timeout=1.0), registry.build_dag(),
+        fail_fast=False, transport="nats",
+    )  # fmt: skip
+
+    async def main() -> None:
+        ready = asyncio.Event()
+        serving = asyncio.ensure_future(worker.run(ready))
+        await asyncio.wait_for(ready.wait(), 10)
+        try:
+            try:
+                await engine.execute({"x": 7})
+            except Exception as exc:
+                assert "no 7" in str(exc)
+            await asyncio.sleep(0.3)  # a heartbeat or two: the gauges are sampled there
+        finally:
+            worker.stop()
+            await serving
+
+    run(main())
+
+    def get(name, **labels):
+        return metrics.registry.get_sample_value(name, labels) or 0.0
+
+    assert get("dataflow_worker_tasks_started_total", task="wm:quick") == 3
+    assert get("dataflow_worker_tasks_completed_total", task="wm:quick") == 3
+    assert get("dataflow_worker_tasks_completed_total", task="wm:slow") == 1
+    assert get("dataflow_worker_tasks_failed_total", task="wm:blocking") == 1
+    assert get("dataflow_worker_tasks_completed_total", task="wm:blocking") == 0
+    assert get("dataflow_worker_task_duration_seconds_count", task="wm:slow") == 1
+    assert get("dataflow_worker_task_duration_seconds_bucket", task="wm:slow", le="0.025") == 0
+    assert get("dataflow_worker_slots") == 4
+    assert get("dataflow_worker_busy_slots") == 0
