@@ -9,6 +9,7 @@ subscribing to step events, which would make the run build an event object per t
 from __future__ import annotations
 
 import collections
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     import asyncio
 
     from ..driver import Driver
+    from .serving import MetricsServer
 
 # seconds: from quick in-process steps to hour-long batch jobs
 DURATION_BUCKETS = (
@@ -33,11 +35,7 @@ DURATION_BUCKETS = (
 )  # fmt: skip
 
 # transport counters (Transport.stats()) exported as counters summed over the engine's runs
-_STATS = {
-    "redeliveries": "dataflow_redeliveries",
-    "object_store_bytes_put": "dataflow_object_store_bytes",
-    "object_store_bytes_get": "dataflow_object_store_bytes",
-}
+_STATS = ("redeliveries", "object_store_bytes_put", "object_store_bytes_get")
 
 
 class EngineMetrics:
@@ -101,11 +99,14 @@ class EngineMetrics:
         }
         self._live: set[RunMeter] = set()
         self._ended_stats: collections.Counter[str] = collections.Counter()
+        # a run's transport counters move from live to ended at once for a scrape: a counter
+        # seen to go down would read as a reset
+        self._books = threading.Lock()
         reg.register(_LiveCollector(self))
 
     # -- entry points -----------------------------------------------------------------------------
 
-    def serve(self, port: int = 0, host: str = "127.0.0.1") -> Any:
+    def serve(self, port: int = 0, host: str = "127.0.0.1") -> MetricsServer:
         """Serve the registry on http://HOST:PORT/metrics from a thread (port 0: a free one,
         see `.url`); returns a MetricsServer to `close()`."""
         from .serving import serve_metrics
@@ -129,30 +130,32 @@ class EngineMetrics:
     def run_meter(self, driver: Driver) -> RunMeter:
         return RunMeter(self, driver)
 
+    def _begun(self, meter: RunMeter) -> None:
+        with self._books:
+            self._live.add(meter)
+
     def _ended(self, meter: RunMeter, status: str, stats: dict[str, int]) -> None:
-        self._live.discard(meter)
+        with self._books:
+            self._live.discard(meter)
+            for key in _STATS:
+                self._ended_stats[key] += stats.get(key, 0)
         self.runs.get(status, self.runs["failed"]).inc()
-        for key in _STATS:
-            if stats.get(key):
-                self._ended_stats[key] += stats[key]
 
     # -- read when scraped (from the server's thread) ---------------------------------------------
 
     def _live_state(self) -> tuple[int, int, dict[str, int], collections.Counter[str]]:
         runs, in_flight = 0, 0
         depth: collections.Counter[str] = collections.Counter()
-        stats = collections.Counter(self._ended_stats)
-        for meter in list(self._live):  # one C-level copy: the loop may add or drop runs meanwhile
-            transport = meter.driver.transport
-            runs += 1
-            try:
+        with self._books:
+            stats = collections.Counter(self._ended_stats)
+            for meter in self._live:
+                transport = meter.driver.transport
+                runs += 1
                 in_flight += meter.driver.state.scheduler.running
                 depth.update(transport.queue_depths())
                 live = transport.stats()
-            except (RuntimeError, KeyError):  # changed under us by the loop: next scrape
-                continue
-            for key in _STATS:
-                stats[key] += live.get(key, 0)
+                for key in _STATS:
+                    stats[key] += live.get(key, 0)
         return runs, in_flight, depth, stats
 
 
@@ -210,7 +213,7 @@ class RunMeter:
             metrics.failed.add_many(failed)
 
     def begun(self) -> None:
-        self.metrics._live.add(self)
+        self.metrics._begun(self)
 
     def stream_item(self, key: str) -> None:
         self.metrics.stream_items.add(key)
