@@ -1,10 +1,11 @@
 """The wheel of scripts/wheel installs where there is no Rust toolchain and runs the demo.
 
 Each case makes a fresh venv (no `--system-site-packages`) whose PATH holds no cargo, rustc or
-maturin, installs the wheel from dist/ into it, its dependencies coming from PyPI, and runs
-examples/demo.py and the same pipeline through the `taskiq-dataflow` command, from a directory
-outside the repository so that only the installed package can be imported. The wheel is abi3, so
-besides the suite's own CPython it goes on the newest other CPython found here.
+maturin, installs the wheel from dist/ into it with its dependencies from PyPI (wheels only: no
+compiler either), and runs examples/demo.py and the same pipeline through the `taskiq-dataflow`
+command, from a directory outside the repository so that only the installed package can be
+imported. The wheel is abi3, so besides the suite's own CPython it goes on the newest other
+CPython found here.
 
 scripts/test builds the wheel before pytest; a wheel missing from dist/, or older than the sources
 it is built from, is built here first by scripts/wheel.
@@ -136,7 +137,9 @@ def install_and_run_demo(procs: Processes, python: str, tmp_path: Path) -> None:
     assert found.pop("prefix") == str(venv)
     assert found == dict.fromkeys(TOOLCHAIN), f"a Rust toolchain is on the venv's PATH: {found}"
 
-    step([py, "-m", "pip", "install", "--no-compile", "--quiet", str(wheel)], INSTALL_TIMEOUT)
+    # wheels only: a dependency that had to be built from source would need a compiler too
+    install = [py, "-m", "pip", "install", "--only-binary=:all:", "--no-compile", "--quiet"]
+    step([*install, str(wheel)], INSTALL_TIMEOUT)
 
     imported = step([py, "-c", "import taskiq_dataflow._core as c; print(c.__file__)"], 30)
     where = imported.stdout.strip()
