@@ -17,7 +17,7 @@ import gc
 import os
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import CompensationError
 from .events import EventBus, RunFinished, RunStarted, StepCompensated, TaskError
@@ -38,7 +38,11 @@ from .run_state import (
     WorkerLost,
 )
 from .slots import SharedSlots
+from .streams import STREAM_ITEMS
 from .transports.base import Completion, Job, Sink, Transport
+
+if TYPE_CHECKING:
+    from .metrics.engine import RunMeter
 
 # Yield to the event loop at least this often while every batch is followed by another at
 # once (in-process tasks that complete without suspending), so other coroutines still run.
@@ -63,6 +67,9 @@ class Driver:
         self.slots, self.limit = slots, limit
         self.sink = Sink()
         transport.attach(self.sink)
+        # the engine's metrics for this run (metrics.engine.RunMeter), None when it has none:
+        # then nothing is counted, per batch or per task
+        self.meter: RunMeter | None = None
         self.stats: dict[str, int] = {}
         # the loop it runs on and its process, for a blocking task that adds tasks from its
         # thread (growth.py); a process pool's forked worker inherits a copy of both
@@ -90,6 +97,17 @@ class Driver:
     # -- the run --------------------------------------------------------------------------------
 
     async def run(self) -> dict[str, Any]:
+        if self.meter is None:
+            return await self._run()
+        self.meter.begun()
+        token = STREAM_ITEMS.set(self.meter.stream_item)  # items of producers run here
+        try:
+            return await self._run()
+        finally:
+            STREAM_ITEMS.reset(token)
+            self.meter.ended(self.state.status or "failed", self.transport.stats())
+
+    async def _run(self) -> dict[str, Any]:
         state, transport, bus = self.state, self.transport, self.bus
         started_at = time.perf_counter()
         produced: dict[str, Any] = {}
@@ -184,23 +202,32 @@ class Driver:
                     self._relaxed = True
                     self._gc.enter_context(relaxed_gc(len(state.tasks)))
                 for event in control:
-                    await carry_out(state.handle(event))
+                    # the jobs of a lost worker go again: a redelivery, not a new start
+                    await carry_out(state.handle(event), type(event) is not WorkerLost)
             after = False
             if sink.done and state.status is None:
                 batch = sink.take()
                 if slots is not None and slots.seceded:
                     after = slots.taking(self, batch)  # tasks seceded or rejoining (slots.py)
-                await carry_out(state.completed(batch))
+                if self.meter is None:
+                    await carry_out(state.completed(batch))
+                else:
+                    seen = self.meter.before(batch)
+                    instructions = state.completed(batch)
+                    self.meter.after(seen)
+                    await carry_out(instructions)
             if slots is not None and (after or len(slots.drivers) > 1):
                 slots.rebalance()  # slots this batch freed may belong to another run now
 
     # -- instructions ---------------------------------------------------------------------------
 
-    async def _carry_out(self, instructions: list[Instruction]) -> None:
+    async def _carry_out(self, instructions: list[Instruction], starts: bool = True) -> None:
         for ins in instructions:
             if type(ins) is Dispatch:
                 if self.state.status is None:  # a listener may have cancelled the run
                     self.transport.kick(ins.jobs)
+                    if self.meter is not None and starts:
+                        self.meter.dispatched(ins.jobs)
             elif type(ins) is Emit:
                 for event in ins.events:
                     await self.bus.emit(event)
@@ -220,7 +247,10 @@ class Driver:
 
     def _look_up(self, ins: LookUp) -> None:
         if self.state.status is None:
-            self.transport.kick(self._serve_from_cache(ins.jobs, ins.ttls))
+            misses = self._serve_from_cache(ins.jobs, ins.ttls)
+            self.transport.kick(misses)
+            if self.meter is not None:
+                self.meter.dispatched(misses)
 
     def _retry_at(self, ins: RetryAt) -> None:
         due = RetryDue(ins.node, ins.attempt)

@@ -14,7 +14,7 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextvars import ContextVar
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import _core
 from .dataflow.dag import DAG
@@ -36,6 +36,9 @@ from .streams import Watch
 from .task_logs import capturing, labels_on, level_number
 from .transports.base import Transport
 from .transports.local import LocalTransport
+
+if TYPE_CHECKING:
+    from .metrics import EngineMetrics
 
 __all__ = [
     "CompensationError",
@@ -65,6 +68,8 @@ class ExecutionEngine:
     `get_execution_report()`); `error_mode=` (an ErrorHandlingMode) says either in one word.
     `resource_aware=True` bounds the tasks in flight by what the machine has free for the
     tasks' `resource_profiles` (optimization.py), measured when the engine is made.
+    `metrics=EngineMetrics()` counts its runs' tasks for Prometheus (taskiq_dataflow.metrics;
+    off by default, and then the runs count nothing).
 
     `capture_logs`: the level from which the records a task logs (any logger, here or on a
     worker) are kept with its execution, when someone records them (a `store`, or a listener
@@ -96,6 +101,7 @@ class ExecutionEngine:
         resource_aware: bool = False,
         resource_profiles: Mapping[str, Any] | None = None,
         adaptive_parallelism: bool = False,
+        metrics: EngineMetrics | None = None,
         capture_logs: str | int | None = "INFO",
     ) -> None:
         if dag is None:
@@ -142,6 +148,11 @@ class ExecutionEngine:
         self._drivers: set[Driver] = set()  # the runs in progress (cancel() stops them all)
         self._slots: SharedSlots | None = None  # made at the first run with max_parallel set
         self.stats: dict[str, int] = {}  # the last run's transport counters (redeliveries...)
+        if metrics is not None and not hasattr(metrics, "run_meter"):
+            raise TypeError(
+                f"metrics must be a taskiq_dataflow.metrics.EngineMetrics, got {metrics!r}"
+            )
+        self.metrics = metrics
         self._last: Driver | None = None  # the latest run, for get_execution_report()
         if on_step_complete is not None:
             self.events.subscribe(self._call_on_step_complete, StepCompleted)
@@ -307,6 +318,8 @@ class ExecutionEngine:
                 raise ValueError("transport='nats' needs a DataflowNatsBroker")
             return NatsTransport(self.broker, run_id)
         if spec == "local" or (spec == "auto" and _is_local_broker(self.broker)):
+            if self.metrics is not None:
+                return self.metrics.local_transport(self._executor)  # times each task
             return LocalTransport(self._executor)
         if spec in ("auto", "broker"):
             from .transports.broker import BrokerTransport
@@ -389,7 +402,10 @@ class ExecutionEngine:
         if fed:
             # still inputs, not outputs of the run (their items are not recorded)
             state.inputs = {**inputs, **dict.fromkeys(fed)}
-        return Driver(state, transport, self.events, self.cache, step_sink, parent, slots, limit)
+        driver = Driver(state, transport, self.events, self.cache, step_sink, parent, slots, limit)
+        if self.metrics is not None:
+            driver.meter = self.metrics.run_meter(driver)
+        return driver
 
     def _shared_slots(self) -> SharedSlots | None:
         if self.max_parallel is None:

@@ -14,7 +14,8 @@ import collections.abc
 import contextlib
 import inspect
 import typing
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Generic, NamedTuple, TypeVar
 
@@ -23,6 +24,12 @@ from .errors import StreamError as StreamError  # its documented path
 T = TypeVar("T")
 
 _END: Any = object()
+
+# Counts each item a producer yields, by output key, where metrics are on (the engine's or a
+# worker's, see metrics/): set in the context tasks start from, read once per producer.
+STREAM_ITEMS: ContextVar[Callable[[str], None] | None] = ContextVar(
+    "taskiq_dataflow_stream_items", default=None
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,9 +205,13 @@ async def pump(
     producer would otherwise run, unread, for ever."""
     if keys is not None and len(keys) > 1:
         return await _pump_keys(items, sinks, keep, keys)
+    counted = STREAM_ITEMS.get()
+    key = keys[0] if keys else _key_of(sinks[0]) if sinks else "(unknown)"
     kept: list[Any] = []
     async with _ending(sinks), contextlib.aclosing(items):  # type: ignore[type-var]
         async for item in items:
+            if counted is not None:
+                counted(key)
             if keep:
                 kept.append(item)
             for sink in sinks:
@@ -230,6 +241,7 @@ async def _pump_keys(
     by_key: dict[str, list[Any]] = {key: [] for key in keys}
     for sink in sinks:
         by_key[_key_of(sink)].append(sink)
+    counted = STREAM_ITEMS.get()
     async with _ending(sinks), contextlib.aclosing(items):  # type: ignore[type-var]
         async for item in items:
             if type(item) is not StreamItem or item.key not in kept:
@@ -238,6 +250,8 @@ async def _pump_keys(
                     f"value) with one of those keys, got {_short_repr(item)}"
                 )
             key, value = item
+            if counted is not None:
+                counted(key)
             if keep:
                 kept[key].append(value)
             for sink in by_key[key]:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import taskiq_dataflow
 from cluster_support import children_of, group_members
 from taskiq_dataflow.cluster.server import free_port
 
@@ -35,6 +36,7 @@ BIN = Path(sys.executable).parent
 CLI = str(BIN / "taskiq-dataflow")
 TAG_ENV = "DATAFLOW_E2E_TAG"
 URL_ENV = "DATAFLOW_NATS_URL"
+PACKAGE_ROOT = Path(taskiq_dataflow.__file__).resolve().parent.parent
 
 
 # -- processes --------------------------------------------------------------------------------
@@ -130,8 +132,9 @@ class Processes:
             PYTHONUNBUFFERED="1",
             **{TAG_ENV: self.tag},
         )
-        if pythonpath:
-            env["PYTHONPATH"] = os.pathsep.join(str(p) for p in pythonpath)
+        # the package under test comes first, as in this process (a worktree's checkout, not
+        # the one the venv's .pth names)
+        env["PYTHONPATH"] = os.pathsep.join(str(p) for p in (*pythonpath, PACKAGE_ROOT))
         env.update(extra or {})
         return env
 
@@ -235,11 +238,12 @@ class Workers:
         workers: int = 2,
         pool: str | None = None,
         env: dict[str, str] | None = None,
+        args: Sequence[str] = (),
     ) -> None:
         self.procs, self.url, self.target = procs, url, target
         self.count, self.pool = workers, pool
         self.log_path = procs.home / f"workers-{uuid.uuid4().hex[:6]}.log"
-        cmd = [CLI, "worker", target, "--workers", str(workers)]
+        cmd = [CLI, "worker", target, "--workers", str(workers), *args]
         if pool:
             cmd += ["--pool", pool]
         self.process = procs.spawn(

@@ -53,6 +53,7 @@ def build_parser(
         help="the broker to run on (default: the DataflowNatsBroker of the tasks, if any)",
     )
     _add_run_args(run)
+    _add_metrics_args(run, "the run's")
     _add_common(run)
 
     graph = sub.add_parser(
@@ -125,6 +126,7 @@ def build_parser(
         help="give up (exit 1) after more than N restarts within 60 s (default: 10 per worker)",
     )
     add_logging_args(worker, "the workers' records")
+    _add_metrics_args(worker, "the pool's (all its worker processes)")
     _add_common(worker)
 
     server = sub.add_parser(
@@ -152,6 +154,15 @@ def build_parser(
     _add_worker_args(cluster)
     cluster.add_argument("pipeline", metavar="TARGET", help="module:attr of the pipeline to run")
     _add_run_args(cluster)
+    _add_metrics_args(cluster, "the run's")
+    cluster.add_argument(
+        "--worker-metrics",
+        type=_metrics_address,
+        default=None,
+        metavar="[HOST:]PORT",
+        help="serve the workers' Prometheus metrics there (default with --metrics: the next "
+        "port on the same host; a free one for port 0)",
+    )
     _add_common(cluster)
     for add in more:
         add(sub)
@@ -260,6 +271,35 @@ def _log_level(text: str) -> str:
             f"{text!r} is not a log level: use one of {', '.join(LOG_LEVELS)}"
         )
     return name
+
+
+def _add_metrics_args(parser: argparse.ArgumentParser, whose: str) -> None:
+    parser.add_argument(
+        "--metrics",
+        type=_metrics_address,
+        default=None,
+        metavar="[HOST:]PORT",
+        help=f"serve {whose} Prometheus metrics at http://HOST:PORT/metrics (HOST defaults to "
+        "127.0.0.1, port 0 picks a free one; the URL is printed on stderr; off by default)",
+    )
+    parser.add_argument(
+        "--metrics-push",
+        default=None,
+        metavar="URL",
+        help=f"push {whose} metrics to the Prometheus Pushgateway at URL"
+        + (" every 15 s" if "pool" in whose else " when the run ends"),
+    )
+
+
+def _metrics_address(text: str) -> str:
+    """`[HOST:]PORT`, checked here so that a typo is an error before anything starts."""
+    from ..metrics.serving import parse_address
+
+    try:
+        parse_address(text, "")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).lstrip()) from None
+    return text
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:

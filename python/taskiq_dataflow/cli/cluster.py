@@ -70,6 +70,11 @@ def _start_workers(args: argparse.Namespace, console: Console) -> _Workers:
            "--log-level", args.log_level, "--log-format", args.log_format]  # fmt: skip
     if args.pool:
         cmd += ["--pool", args.pool]
+    workers_metrics = worker_metrics_address(args)
+    if workers_metrics is not None:
+        cmd += ["--metrics", workers_metrics]
+    if args.metrics_push:
+        cmd += ["--metrics-push", args.metrics_push]
     # its own session: Ctrl-C reaches only this process, which cancels the run first and then
     # stops the workers, instead of every process dying at once mid-frame
     process = subprocess.Popen(
@@ -162,6 +167,20 @@ async def _wait_for_workers(
     finally:
         await nc.close()
     return pids
+
+
+def worker_metrics_address(args: argparse.Namespace) -> str | None:
+    """Where the workers' endpoint goes: --worker-metrics, else with --metrics HOST:PORT the
+    next port on that host (port 0: a free one), else nowhere."""
+    if args.worker_metrics is not None:
+        return str(args.worker_metrics)
+    if args.metrics is None:
+        return None
+    from ..metrics.serving import parse_address
+
+    host, port = parse_address(args.metrics)
+    host = f"[{host}]" if ":" in host else host
+    return f"{host}:{port + 1 if port else 0}"
 
 
 def _pythonpath() -> str:

@@ -38,6 +38,10 @@ def make_engine(
         from ..store import RunStore
 
         options["store"] = RunStore(args.store, target=recorded_target(args.target))
+    if getattr(args, "metrics", None) or getattr(args, "metrics_push", None):
+        from ..metrics import EngineMetrics
+
+        options["metrics"] = EngineMetrics()
     try:
         full = full_dag(runnable)
         check_cli_inputs(full, inputs)

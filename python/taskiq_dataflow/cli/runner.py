@@ -82,8 +82,11 @@ async def run_pipeline(
     progress.attach(engine)
     run_id, start = _start(engine, inputs, args, resume, console)
     try:
-        logs = logging_to(console, args.log_level, args.log_format)
-        with logs, _cancel_on_signals(engine, console) as stopped_by:
+        with (
+            logging_to(console, args.log_level, args.log_format),
+            _cancel_on_signals(engine, console) as stopped_by,
+            _metrics_exposed(engine, args, console),
+        ):
             async with _broker_started(engine.broker, console):
                 outputs = await _execute(start, run_id, args, out, stopped_by)
     finally:
@@ -174,6 +177,37 @@ def _cancel_on_signals(engine: ExecutionEngine, console: Console) -> Iterator[li
     finally:
         for each in installed:
             loop.remove_signal_handler(each)
+
+
+@contextlib.contextmanager
+def _metrics_exposed(engine: ExecutionEngine, args: argparse.Namespace, console: Console) -> Any:
+    """--metrics: the engine's endpoint while the run goes on; --metrics-push: one push when
+    it ends, whatever its outcome (a push that fails is a warning, not the run's failure)."""
+    metrics = engine.metrics
+    address, gateway = getattr(args, "metrics", None), getattr(args, "metrics_push", None)
+    if metrics is None or (address is None and gateway is None):
+        yield
+        return
+    from ..metrics.serving import parse_address
+
+    server = None
+    if address is not None:
+        host, port = parse_address(address)
+        try:
+            server = metrics.serve(port, host)
+        except OSError as exc:
+            raise CLIError(f"--metrics {address}: {exc}", EXIT_FAILED) from exc
+        console.echo(f"{PROG}: metrics on {server.url}")
+    try:
+        yield
+    finally:
+        if gateway is not None:
+            try:
+                metrics.push(gateway)
+            except OSError as exc:
+                console.echo(f"{PROG}: warning: {exc}")
+        if server is not None:
+            server.close()
 
 
 @contextlib.asynccontextmanager

@@ -1,10 +1,12 @@
-"""Worker processes: `taskiq-dataflow worker module:broker --workers N --pool P --concurrency K
---log-level LEVEL --log-format text|json`.
+"""Worker processes: `taskiq-dataflow worker module:broker --workers N --pool P --concurrency K`.
 
 The parent first reaches the server once (so a wrong URL or login is one line, not a traceback
 per child), then supervises N children and restarts one that crashes; each child imports the
 module (so its @broker.task tasks are registered by name) and runs a Worker. A child that cannot
 connect is not restarted, and a crash loop ends the supervisor: both exit non-zero.
+
+With `--metrics [HOST:]PORT` (or `--metrics-push URL`) the parent serves one Prometheus endpoint
+for all its children, restarted ones included (metrics/worker.py).
 
 Logging (task_logs.configure): records at --log-level and above on stderr, as text or JSON lines
 labelled with the run and task that logged them; records are made down to INFO either way, so
@@ -22,11 +24,14 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ClusterError
 from ..task_logs import configure as configure_logging
 from .broker import DataflowNatsBroker
+
+if TYPE_CHECKING:
+    from ..metrics.worker import PoolMetrics
 
 log = logging.getLogger("taskiq_dataflow.worker")
 
@@ -62,13 +67,19 @@ def _say(message: str) -> None:
     sys.stderr.flush()
 
 
-def run_child(target: str, pool: str | None, concurrency: int) -> int:
+def run_child(target: str, pool: str | None, concurrency: int, metered: bool = False) -> int:
     """One worker process, until SIGTERM/SIGINT; EXIT_CANNOT_CONNECT with one line when the
-    server cannot be reached or refuses the login."""
+    server cannot be reached or refuses the login. `metered`: its metrics go to the directory
+    its parent named in its environment."""
     from .worker import Worker
 
     broker = load_broker(target)
-    worker = Worker(broker, pool=pool, concurrency=concurrency)
+    metrics = None
+    if metered:
+        from ..metrics.worker import WorkerMetrics
+
+        metrics = WorkerMetrics()
+    worker = Worker(broker, pool=pool, concurrency=concurrency, metrics=metrics)
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -100,6 +111,7 @@ def supervise(
     pool: str | None,
     concurrency: int,
     max_restarts: int | None = None,
+    metrics: PoolMetrics | None = None,
     log_level: str = "WARNING",
     log_format: str = "text",
 ) -> int:
@@ -107,13 +119,18 @@ def supervise(
 
     Returns 0 when stopped by SIGTERM/SIGINT, EXIT_CANNOT_CONNECT when a child could not reach
     the server (not restarted), EXIT_CRASH_LOOP after more than `max_restarts` restarts
-    within 60 s (default: 10 per worker)."""
+    within 60 s (default: 10 per worker). With `metrics`, the children write theirs to its
+    directory."""
     limit = max_restarts if max_restarts is not None else DEFAULT_RESTARTS_PER_WORKER * workers
     cmd = [sys.executable, "-m", "taskiq_dataflow.cluster.serve", "--child", target,
            "--concurrency", str(concurrency), "--log-level", log_level,
            "--log-format", log_format]  # fmt: skip
     if pool:
         cmd += ["--pool", pool]
+    env = None
+    if metrics is not None:
+        cmd.append("--metered")
+        env = metrics.child_env()
     stopping = False
 
     def stop(*_: Any) -> None:
@@ -122,7 +139,9 @@ def supervise(
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    children = [subprocess.Popen(cmd) for _ in range(workers)]
+    children = [subprocess.Popen(cmd, env=env) for _ in range(workers)]
+    if metrics is not None:
+        metrics.processes = workers
     log.warning(
         "started %d worker process(es) for %s: pids %s",
         workers,
@@ -137,6 +156,9 @@ def supervise(
             status = child.poll()
             if status is None or stopping:
                 continue
+            if metrics is not None:
+                metrics.exited(child.pid)
+                metrics.processes -= 1
             if status == EXIT_CANNOT_CONNECT:
                 _say(f"error: worker pid {child.pid} cannot connect to NATS (above); stopping")
                 code = EXIT_CANNOT_CONNECT
@@ -152,7 +174,10 @@ def supervise(
                 code = EXIT_CRASH_LOOP
                 stopping = True
                 break
-            children[i] = subprocess.Popen(cmd)
+            children[i] = subprocess.Popen(cmd, env=env)
+            if metrics is not None:
+                metrics.processes += 1
+                metrics.restarts += 1
             log.warning(
                 "worker pid %d exited with %s; restarted it as pid %d",
                 child.pid,
@@ -160,6 +185,8 @@ def supervise(
                 children[i].pid,
             )
     _stop_children(children)
+    if metrics is not None:
+        metrics.processes = 0
     return code
 
 
@@ -185,11 +212,14 @@ def serve(
     pool: str | None,
     concurrency: int,
     max_restarts: int | None = None,
+    metrics: str | None = None,
+    metrics_push: str | None = None,
     log_level: str = "WARNING",
     log_format: str = "text",
 ) -> int:
     """The supervisor's whole life: load the broker and reach the server once (each failure
-    one line), then supervise."""
+    one line), then supervise. `metrics` ([HOST:]PORT) serves the pool's metrics there,
+    `metrics_push` (a Pushgateway URL) pushes them every 15 s."""
     configure_logging(log_level, log_format, text_format=WORKER_TEXT_FORMAT)
     try:
         broker = load_broker(target)
@@ -201,7 +231,27 @@ def serve(
     except ClusterError as exc:
         _say(f"error: {exc}")
         return EXIT_CANNOT_CONNECT
-    return supervise(target, workers, pool, concurrency, max_restarts, log_level, log_format)
+    if metrics is None and metrics_push is None:
+        return supervise(
+            target, workers, pool, concurrency, max_restarts, None, log_level, log_format
+        )
+    from ..metrics.serving import parse_address
+    from ..metrics.worker import PoolMetrics
+
+    try:
+        address = None if metrics is None else parse_address(metrics)
+        pool_metrics = PoolMetrics(address, metrics_push)
+    except (ValueError, OSError) as exc:
+        _say(f"error: {exc}")
+        return 2
+    try:
+        if pool_metrics.server is not None:
+            _say(f"worker metrics on {pool_metrics.server.url}")
+        return supervise(
+            target, workers, pool, concurrency, max_restarts, pool_metrics, log_level, log_format
+        )
+    finally:
+        pool_metrics.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -211,17 +261,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pool", default=None)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--max-restarts", type=int, default=None)
+    parser.add_argument("--metrics", default=None, metavar="[HOST:]PORT")
+    parser.add_argument("--metrics-push", default=None, metavar="URL")
     parser.add_argument("--log-level", type=log_level_name, default="WARNING")
     parser.add_argument("--log-format", choices=LOG_FORMATS, default="text")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--metered", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     sys.path.insert(0, os.getcwd())
     if args.child:
         configure_logging(args.log_level, args.log_format, text_format=WORKER_TEXT_FORMAT)
-        return run_child(args.target, args.pool, args.concurrency)
+        return run_child(args.target, args.pool, args.concurrency, args.metered)
     return serve(
         args.target, args.workers, args.pool, args.concurrency, args.max_restarts,
-        args.log_level, args.log_format,
+        args.metrics, args.metrics_push, args.log_level, args.log_format,
     )  # fmt: skip
 
 

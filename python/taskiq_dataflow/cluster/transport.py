@@ -280,7 +280,15 @@ class NatsTransport(Transport):
             "values_uploaded": len(self._uploads),
             "values_by_reference": self._refs_received,
             "results_ignored": self.ignored,
+            "object_store_bytes_put": self._values.bytes_put if self._values else 0,
+            "object_store_bytes_get": self._values.bytes_got if self._values else 0,
         }
+
+    def queue_depths(self) -> dict[str, int]:
+        depths: dict[str, int] = {}
+        for (pool, _), queue in list(self._outbox.items()):
+            depths[pool] = depths.get(pool, 0) + len(queue)
+        return depths
 
     async def materialize(self, values: dict[str, Any]) -> dict[str, Any]:
         assert self._values is not None

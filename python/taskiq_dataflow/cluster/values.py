@@ -22,6 +22,8 @@ class ValueStore:
         # whether the store may hold objects of this run: this side stored or fetched one, or
         # routed a stream between workers, whose large items a worker stores (see StreamLink)
         self.used = False
+        self.bytes_put = 0  # encoded bytes through the store, for the metrics
+        self.bytes_got = 0
 
     async def _obs(self) -> Any:
         self.used = True
@@ -40,11 +42,13 @@ class ValueStore:
     async def put(self, name: str, encoded: bytes) -> ValueRef:
         obs = await self._obs()
         await obs.put(name, encoded)
+        self.bytes_put += len(encoded)
         return ValueRef(self.bucket, name, len(encoded))
 
     async def get(self, ref: ValueRef) -> Any:
         obs = await self._obs()
         result = await obs.get(ref.name)
+        self.bytes_got += len(result.data)
         return self._codec.unpackb(result.data)
 
     async def delete(self, name: str) -> None:

@@ -33,13 +33,13 @@ import time
 import traceback
 import uuid
 from collections import deque
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..dependencies import with_dependencies
 from ..events import LogEntry
 from ..middlewares import TaskHooks, start_middlewares, stop_middlewares, task_hooks
 from ..seceding import CURRENT_SLOT, CURRENT_WORKER
-from ..streams import StreamRef, pump
+from ..streams import STREAM_ITEMS, StreamRef, pump
 from ..task_logs import CURRENT as CURRENT_LOG
 from ..task_logs import DROPPED_LOGGER, TaskLog, capturing, labels_on
 from ..transports.local import _resume
@@ -67,6 +67,9 @@ from .protocol import (
 from .streams import StreamLink, StreamReceiver
 from .values import ValueStore
 
+if TYPE_CHECKING:
+    from ..metrics.worker import WorkerMetrics
+
 log = logging.getLogger("taskiq_dataflow.worker")
 
 # a failure's message and traceback are cut to this many characters each: a frame must stay
@@ -82,8 +85,11 @@ class Worker:
         pool: str | None = None,
         concurrency: int = 64,
         worker_id: str | None = None,
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         self.broker = broker
+        # Prometheus metrics (taskiq_dataflow.metrics): None counts nothing, per task or beat
+        self.metrics = metrics
         self.pool = pool or broker.pool
         self.concurrency = concurrency
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
@@ -132,6 +138,8 @@ class Worker:
     async def run(self, ready: asyncio.Event | None = None) -> None:
         # every task it runs descends from this context: secede() finds its worker there
         CURRENT_WORKER.set(self)
+        if self.metrics is not None:
+            STREAM_ITEMS.set(self.metrics.stream_item)
         self._context = contextvars.copy_context()
         broker = self.broker
         # a task set its heartbeats cannot carry fails here, not in the heartbeat loop (where
@@ -191,12 +199,21 @@ class Worker:
             await asyncio.sleep(self.broker.heartbeat_interval)
 
     def _beat(self) -> None:
+        if self.metrics is not None:
+            self.metrics.sample(self)
         busy = self.concurrency - self._free + len(self._queue)
         beat = Heartbeat(
             self.worker_id, self.pool, busy, self.subject, self.capacity,
             self.broker.heartbeat_interval, self.task_names(),
         )  # fmt: skip
         self._publish(self.broker.heartbeat_subject, encode_heartbeat(self.codec, beat))
+
+    def load(self) -> tuple[int, int, int, int, int]:
+        """(slots held, slots, entries waiting for a slot, bytes put into and got from the
+        object store) for the metrics."""
+        values = self._values
+        put, got = (values.bytes_put, values.bytes_got) if values is not None else (0, 0)
+        return self.concurrency - self._free, self.concurrency, len(self._queue), put, got
 
     def task_names(self) -> frozenset[str]:
         """The names it serves, as its heartbeats advertise them: engines send it only those
@@ -443,6 +460,8 @@ class Worker:
         call = None
         context = None
         key = (cancel, seq)
+        meter = self.metrics
+        started = 0.0 if meter is None else meter.task_started(name)
         if is_async and timeout is None and not _has_refs(args, kwargs):
             # its own context, as an asyncio.Task would have, kept when it continues as one
             context = contextvars.copy_context()
@@ -459,10 +478,14 @@ class Worker:
                     self._stepping = None
             except StopIteration as stop:
                 self._ended_in_place(key)
+                if meter is not None:
+                    meter.task_ended(name, started, True)
                 self._finish(run_id, reply, seq, stop.value, log)
                 return True
             except BaseException as exc:  # every failure becomes a result
                 self._ended_in_place(key)
+                if meter is not None:
+                    meter.task_ended(name, started, False)
                 self._send(reply, self._failure(seq, exc, log))
                 return True
             call = _resume(coro, yielded, None)
@@ -482,6 +505,8 @@ class Worker:
         )
         self._running[key] = fut
         fut.add_done_callback(functools.partial(self._release, key))
+        if meter is not None:
+            fut.add_done_callback(functools.partial(meter.task_done, name, started))
         return False
 
     def _in_threads(self, func: Any, *args: Any, **kwargs: Any) -> asyncio.Future[Any]:
@@ -569,9 +594,10 @@ class Worker:
         timeout: Any,
         call: Any,
         log: TaskLog | None = None,
-    ) -> None:
+    ) -> bool:
         """A task that needs the loop: it suspended when stepped (`call` continues it), is
-        blocking (a thread), has a timeout, takes values by reference or reads a stream."""
+        blocking (a thread), has a timeout, takes values by reference or reads a stream.
+        True when it ran to its end without raising."""
         receivers: list[Any] = []
         try:
             if call is None:
@@ -596,10 +622,13 @@ class Worker:
             if inspect.iscoroutine(call):
                 call.close()  # cancelled before it started: no "never awaited" warning
             self._send(reply, self._cancelled(seq, name, log))
+            return False
         except BaseException as exc:  # every failure becomes a result
             self._send(reply, self._failure(seq, exc, log))
+            return False
         else:
             self._finish(run_id, reply, seq, value, log)
+            return True
         finally:
             for receiver in receivers:
                 await receiver.close()  # its producer stops waiting for us

@@ -144,3 +144,8 @@ class Transport(abc.ABC):
     def stats(self) -> dict[str, int]:
         """Transport counters for the run (redeliveries, duplicates...)."""
         return {}
+
+    def queue_depths(self) -> dict[str, int]:
+        """Tasks waiting in this process for a worker, by pool (read by the metrics when
+        scraped, from another thread: no mutation, copies only)."""
+        return {}

@@ -43,6 +43,8 @@ class LocalTransport(Transport):
         # per distinct callable: is it async, and the taskiq hooks to run around it
         self._kind: dict[Any, tuple[bool, TaskHooks | None]] = {}
         self._hooks: dict[Any, TaskHooks | None] = {}
+        # node -> the TaskLog of its job in flight (only while its run captures or labels)
+        self._logs: dict[int, TaskLog] = {}
 
     async def startup(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -146,7 +148,9 @@ class LocalTransport(Transport):
         loop = asyncio.get_running_loop()
         task = loop.create_task(_resume(coro, yielded, job.timeout), context=context)
         self._tasks[job.node] = task
-        task.add_done_callback(functools.partial(self._finished, job, log))
+        if log is not None:
+            self._logs[job.node] = log
+        task.add_done_callback(functools.partial(self._finished, job))
 
     def _hooks_of(self, task: Any) -> TaskHooks | None:
         # by task too: a producer's callable is a new partial per job, its task is not
@@ -187,10 +191,13 @@ class LocalTransport(Transport):
         if job.timeout is not None:
             fut = asyncio.ensure_future(asyncio.wait_for(fut, job.timeout))
         self._tasks[job.node] = fut
-        fut.add_done_callback(functools.partial(self._finished, job, log))
+        if log is not None:
+            self._logs[job.node] = log
+        fut.add_done_callback(functools.partial(self._finished, job))
 
-    def _finished(self, job: Job, log: TaskLog | None, fut: asyncio.Future[Any]) -> None:
+    def _finished(self, job: Job, fut: asyncio.Future[Any]) -> None:
         self._tasks.pop(job.node, None)
+        log = self._logs.pop(job.node, None) if self._logs else None
         logs = None if log is None else log.entries()
         if fut.cancelled():
             cancelled = asyncio.CancelledError(f"task '{job.name}' was cancelled")

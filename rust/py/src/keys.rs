@@ -40,6 +40,7 @@ impl Seq {
     }
 
     /// The current length: a list may change size whenever Python code runs.
+    #[cfg(not(Py_LIMITED_API))]
     pub(crate) fn len(self) -> usize {
         // SAFETY: `ptr` is a live object of the type `list` says (checked in `exact`; the
         // caller keeps it alive), and these macros only read its size field.
@@ -53,10 +54,25 @@ impl Seq {
         len as usize
     }
 
+    /// The stable ABI (abi3 wheels) has no size macros: the same read through a call.
+    #[cfg(Py_LIMITED_API)]
+    pub(crate) fn len(self) -> usize {
+        // SAFETY: as above; on a list / tuple these calls cannot fail.
+        let len = unsafe {
+            if self.list {
+                ffi::PyList_Size(self.ptr)
+            } else {
+                ffi::PyTuple_Size(self.ptr)
+            }
+        };
+        len as usize
+    }
+
     /// Item `i`, borrowed: valid until Python code runs (which could remove it).
     ///
     /// # Safety
     /// `i < self.len()`, and the object is alive.
+    #[cfg(not(Py_LIMITED_API))]
     pub(crate) unsafe fn get(self, i: usize) -> *mut ffi::PyObject {
         // SAFETY: forwarded to the caller: `i` is in range of a live list / tuple.
         unsafe {
@@ -64,6 +80,23 @@ impl Seq {
                 ffi::PyList_GET_ITEM(self.ptr, i as ffi::Py_ssize_t)
             } else {
                 ffi::PyTuple_GET_ITEM(self.ptr, i as ffi::Py_ssize_t)
+            }
+        }
+    }
+
+    /// The stable ABI's item read is a call (borrowed, like the macros; it cannot fail for
+    /// an index in range).
+    ///
+    /// # Safety
+    /// `i < self.len()`, and the object is alive.
+    #[cfg(Py_LIMITED_API)]
+    pub(crate) unsafe fn get(self, i: usize) -> *mut ffi::PyObject {
+        // SAFETY: forwarded to the caller: `i` is in range of a live list / tuple.
+        unsafe {
+            if self.list {
+                ffi::PyList_GetItem(self.ptr, i as ffi::Py_ssize_t)
+            } else {
+                ffi::PyTuple_GetItem(self.ptr, i as ffi::Py_ssize_t)
             }
         }
     }
