@@ -397,3 +397,18 @@ def test_entries_stay_within_the_bounds_when_threads_raced_past_them():
     assert len(kept) == tl.MAX_BYTES // 101
     assert marker.message.startswith(f"... {tl.MAX_RECORDS + 3 - len(kept)} more records dropped")
     assert tl.TaskLog("r", "t", 1, logging.INFO).entries() is None
+
+
+def test_capture_works_through_the_metrics_timed_transport():
+    """With metrics on, in-process tasks run on metrics' TimedLocalTransport (a LocalTransport
+    overriding _finished): tasks that go on in the loop or a thread keep their records."""
+    from taskiq_dataflow.metrics import EngineMetrics
+
+    engine, events = engine_of(quick, slow, blocking, metrics=EngineMetrics())
+    assert run(engine.execute({})) == {"quick": 1, "slow": 2, "blocking": 1}
+    by_task = logged(events)
+    assert [r.message for r in by_task["slow"].records] == [
+        "before the sleep",
+        "after it, from a child logger",
+    ]
+    assert by_task["blocking"].records[0].message == "in thread"
