@@ -22,7 +22,7 @@ import logging
 from typing import Any, TextIO
 
 from ..errors import CLIError, StoreError
-from .args import STORE_ENV
+from .args import STORE_ENV, add_common
 from .output import EXIT_USAGE, PROG
 from .store_reading import open_store, resolve_run
 
@@ -58,6 +58,7 @@ def add_logs_command(runs_subparsers: Any) -> None:
     logs.add_argument(
         "--json", action="store_true", help="one JSON object per record instead of text lines"
     )
+    add_common(logs)  # --traceback, which main() reads on an error
     logs.set_defaults(runs_command=logs_command)
 
 
