@@ -33,6 +33,7 @@ from .args import (
 )
 from .output import EXIT_USAGE, PROG
 from .runner import Resume, run_pipeline
+from .runs_logs import add_logs_command
 from .store_reading import (
     Stored,
     mapping_json,
@@ -52,7 +53,7 @@ Handler = Callable[[argparse.Namespace, TextIO, TextIO], int]
 def add_runs_parser(sub: Subparsers) -> None:
     runs = sub.add_parser(
         "runs",
-        help="the runs recorded in a run store: list, inspect, restart, replay",
+        help="the runs recorded in a run store: list, inspect, read task logs, restart, replay",
         description="Read the runs a run store (SQLite) recorded, and restart or replay them. "
         "RUN is a run id or a unique prefix of one. The store is --store PATH, else "
         f"${STORE_ENV}, else ./dataflow-runs.db.",
@@ -126,9 +127,7 @@ def add_runs_parser(sub: Subparsers) -> None:
         help="a task to run again (repeatable; give TARGET before it)",
     )
 
-    # ---- the one place `runs logs RUN [TASK]` is added (branch `logs`, cli/runs_logs.py) ----
-    # the lead wires it here: add_logs_command(commands)  (it sets runs_command=logs_command)
-    # ------------------------------------------------------------------------------------------
+    add_logs_command(commands)
 
 
 def _add_store(parser: argparse.ArgumentParser) -> None:
