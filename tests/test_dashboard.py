@@ -9,6 +9,7 @@ import json
 import re
 import socket
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import pytest
 from taskiq_dataflow import (
     DAG,
     DAGNode,
+    DataflowRegistry,
     ExecutionEngine,
     ResultCache,
     RunStore,
@@ -408,3 +410,66 @@ def test_many_task_names_are_capped_with_the_rest_as_other() -> None:
     assert sum(row["total"] for row in snap["by_name"]) == 301
     assert len(snap["graph"]["nodes"]) == 200
     assert sum(e["count"] for e in snap["graph"]["edges"]) == 300
+
+
+def test_streams_show_their_items_and_credits_while_they_flow() -> None:
+    gate = asyncio.Event()
+
+    @pipeline_task(output="ticks", inputs=[])
+    async def ticker() -> AsyncIterator[int]:
+        for i in range(20):
+            yield i
+        await gate.wait()  # the stream stays open until the test has looked
+
+    @pipeline_task(output="total")
+    async def summer(ticks: AsyncIterator[int]) -> int:
+        await gate.wait()  # reads nothing until the test has looked: the items wait in line
+        return sum([i async for i in ticks])
+
+    registry = DataflowRegistry()
+    registry.register_task(ticker)
+    registry.register_task(summer)
+    engine = ExecutionEngine(None, registry.build_dag())
+
+    async def main() -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
+        async with watch_runs(engine) as monitor:
+            handle = engine.start(pipeline_id="streamed")
+            found = None
+            for _ in range(200):
+                await asyncio.sleep(0.01)
+                found = monitor.find("streamed")
+                streams = found.snapshot()["streams"] if found is not None else []
+                if streams and streams[0]["items"] == 20:
+                    break
+            assert found is not None
+            during = found.snapshot()["streams"]
+            gate.set()
+            outputs = await handle
+            return during, found.snapshot()["streams"], outputs["total"]
+
+    during, after, total = run(main())
+    assert total == sum(range(20))
+    (stream,) = during
+    assert stream == {
+        "key": "ticks", "producer": "ticker", "items": 20, "credits": 64 - 20, "state": "open",
+    }  # fmt: skip
+    assert after == [{**stream, "credits": 64, "state": "closed"}]  # read to its end
+
+
+def test_two_concurrent_runs_are_listed_and_each_selectable_on_the_event_stream() -> None:
+    engine = ExecutionEngine(None, slow_dag(width=10, depth=10), max_parallel=4)
+
+    async def main() -> None:
+        async with serve_dashboard(engine, port=0) as dash:
+            assert dash.url is not None
+            one = engine.start({"n": 1}, pipeline_id="one")
+            two = engine.start({"n": 2}, pipeline_id="two")
+            seen: list[tuple[str, Any]] = []
+            await read_events(dash.url + "api/events?run=one", time.monotonic() + 1.2, seen)
+            await asyncio.gather(one.result(), two.result())
+        runs = [data for event, data in seen if event == "runs"]
+        assert {r["run_id"] for r in runs[-1]["runs"]} == {"one", "two"}
+        snaps = [data for event, data in seen if event == "snapshot"]
+        assert snaps and {s["run_id"] for s in snaps} == {"one"}
+
+    run(main())

@@ -24,11 +24,11 @@ MAX_TEXT = 2000  # characters of a message, a task name or a log line
 MAX_TRACEBACK = 16_000  # characters of a traceback (its end is kept: the raise is there)
 MAX_RUN_ID = 200  # longer run ids in a request are refused without a look-up
 
-# sampling of the task stream, per tick: completions looked at (newest first), and starts
-# remembered to match them (per run; oldest dropped first)
-SCAN_PER_TICK = 8192
+# sampling of the task stream, per tick: dispatched nodes and completions looked at (newest
+# first; ~1 ms), and starts remembered to match them (per run; oldest dropped first)
+SCAN_PER_TICK = 2048
 STARTS_KEPT = 65_536
-BATCHES_KEPT = 64  # the newest dispatch / completion batches a run keeps between two ticks
+BATCHES_KEPT = 64  # at most, of the newest dispatch / completion batches held between two ticks
 
 
 def clip(text: str, limit: int = MAX_TEXT) -> str:

@@ -78,12 +78,13 @@ class RunMonitor:
         self.finished_at: float | None = None
         self.total = len(state.tasks)
         # per batch: (monotonic time, the batch itself); only the newest are kept
-        self._dispatches: deque[tuple[float, list[int]]] = deque(maxlen=BATCHES_KEPT)
-        self._completions: deque[tuple[float, list[Completion]]] = deque(maxlen=BATCHES_KEPT)
+        self._dispatches: deque[tuple[float, list[int]]] = deque()
+        self._completions: deque[tuple[float, list[Completion]]] = deque()
+        self._kept_done = self._kept_started = 0  # items in the batches held
         self._starts: dict[int, float] = {}  # node -> start, of dispatches sampled so far
         self._bars: deque[tuple[str | None, str, float, float, bool]] = deque(maxlen=MAX_BARS)
         self._durations: dict[str, list[float]] = {}  # name -> [sum, count] of sampled ones
-        self._cached: list[int] = []
+        self._cached: dict[str, int] = {}  # task name -> cache hits
         self.failures: list[dict[str, Any]] = []
         self._failed_nodes: set[int] = set()
         self.logs: deque[dict[str, Any]] = deque(maxlen=MAX_LOGS)
@@ -100,10 +101,19 @@ class RunMonitor:
     # -- called by the run's state (per batch; per task only on rare paths) ---------------------
 
     def completed(self, batch: list[Completion]) -> None:
-        self._completions.append((time.monotonic(), batch))
+        kept = self._completions
+        kept.append((time.monotonic(), batch))
+        # held only as long as a tick may look at it: the newest SCAN_PER_TICK completions
+        self._kept_done += len(batch)
+        while len(kept) > BATCHES_KEPT or self._kept_done - len(kept[0][1]) >= SCAN_PER_TICK:
+            self._kept_done -= len(kept.popleft()[1])
 
     def dispatched(self, nodes: list[int]) -> None:
-        self._dispatches.append((time.monotonic(), nodes))
+        kept = self._dispatches
+        kept.append((time.monotonic(), nodes))
+        self._kept_started += len(nodes)
+        while len(kept) > BATCHES_KEPT or self._kept_started - len(kept[0][1]) >= SCAN_PER_TICK:
+            self._kept_started -= len(kept.popleft()[1])
 
     def failed(self, completion: Completion, name: str) -> None:
         self._failed_nodes.add(completion.node)
@@ -125,7 +135,9 @@ class RunMonitor:
         )
 
     def cached(self, node: int) -> None:
-        self._cached.append(node)
+        if self.driver is not None:
+            name = self.driver.state.names[node]
+            self._cached[name] = self._cached.get(name, 0) + 1
 
     def log(self, t: float, level: str, task: str, message: str) -> None:
         """A log record of one of the run's tasks (`t`: epoch seconds)."""
@@ -185,9 +197,14 @@ class RunMonitor:
 
     def _sample(self, names: Any) -> None:
         t0, starts = self._t0, self._starts
-        while self._dispatches:
-            at, nodes = self._dispatches.popleft()
-            starts.update(dict.fromkeys(nodes[:SCAN_PER_TICK], at - t0))
+        taken = 0
+        while self._dispatches and taken < SCAN_PER_TICK:
+            at, nodes = self._dispatches.pop()  # newest first
+            first = nodes[: SCAN_PER_TICK - taken]
+            starts.update(dict.fromkeys(first, at - t0))
+            taken += len(first)
+        self._dispatches.clear()
+        self._kept_started = 0
         if len(starts) > STARTS_KEPT:
             keep = list(starts.items())[-STARTS_KEPT // 2 :]
             starts.clear()
@@ -198,7 +215,9 @@ class RunMonitor:
         while self._completions and scanned < SCAN_PER_TICK:
             at, batch = self._completions.pop()  # newest first
             end = at - t0
-            for c in batch[: SCAN_PER_TICK - scanned]:
+            some = batch[: SCAN_PER_TICK - scanned]
+            scanned += len(some)
+            for c in some:
                 start = starts.pop(c.node, None)
                 if start is None:
                     continue
@@ -210,8 +229,8 @@ class RunMonitor:
                         total = durations[name] = [0.0, 0]
                     total[0] += end - start
                     total[1] += 1
-            scanned += len(batch)
         self._completions.clear()
+        self._kept_done = 0
         found.reverse()
         self._bars.extend(found)
 
@@ -310,10 +329,10 @@ class RunMonitor:
                 skipped=skipped,
             )
         names = state.names
-        for node in self._cached:
-            row = rows[self._labels[names[node]]]
-            row["cached"] += 1
-            row["done"] -= 1
+        for name, hits in self._cached.items():
+            row = rows[self._labels[name]]
+            row["cached"] += hits
+            row["done"] -= hits
         if self.status != "running" or state.status is not None:
             # the run is over: fail_fast stopped before the scheduler heard of its failure,
             # and what was still in flight was dropped (counted as skipped)
@@ -331,7 +350,7 @@ class RunMonitor:
         scheduler = state.scheduler
         labelled = scheduler.labelled
         if self._edges[0] != labelled:  # the graph changes only when the run grows
-            self._edges = (labelled, scheduler.edge_counts_by_label())
+            self._edges = (labelled, self._cache.edges(state.names, scheduler, labelled))
         names = self._names
         edges = [(names[s], names[t], n) for s, t, n in self._edges[1]]
         graph, inputs = state.graph, []
@@ -397,6 +416,19 @@ class LabelCache:
     def __init__(self) -> None:
         # id(names) -> (names itself, so the id stays its own; its length; labels, index, names)
         self._found: dict[int, tuple[Any, int, list[int], dict[str, int], list[str]]] = {}
+        self._edges: dict[int, tuple[Any, int, list[tuple[int, int, int]]]] = {}
+
+    def edges(self, names: Any, scheduler: Any, labelled: int) -> list[tuple[int, int, int]]:
+        """The scheduler's edges by label; the same for every run of a DAG (not grown)."""
+        found = self._edges.get(id(names))
+        if found is not None and found[0] is names and found[1] == labelled:
+            return found[2]
+        edges: list[tuple[int, int, int]] = scheduler.edge_counts_by_label()
+        if labelled == len(names) and id(names) in self._found:
+            if len(self._edges) >= self.KEPT:
+                del self._edges[next(iter(self._edges))]
+            self._edges[id(names)] = (names, labelled, edges)
+        return edges
 
     def of(self, names: Any) -> tuple[list[int], dict[str, int], list[str]]:
         found = self._found.get(id(names))

@@ -63,7 +63,7 @@ class Dashboard:
         self._clients = 0
         # per tick: the runs list and each asked-for run's snapshot, encoded once
         self._runs: tuple[float, bytes] = (-1.0, b"")
-        self._snapshots: dict[int, tuple[int, bytes]] = {}
+        self._snapshots: dict[int, tuple[RunMonitor, int, bytes]] = {}
         self._streams: set[asyncio.Task[Any]] = set()
 
     async def start(self) -> str:
@@ -139,12 +139,12 @@ class Dashboard:
 
     def _snapshot_payload(self, run: RunMonitor) -> bytes:
         found = self._snapshots.get(id(run))
-        if found is None or found[0] != run.version:
-            found = self._snapshots[id(run)] = (run.version, encode(run.snapshot()))
+        if found is None or found[0] is not run or found[1] != run.version:
+            found = self._snapshots[id(run)] = (run, run.version, encode(run.snapshot()))
             live = {id(r) for r in self.monitor.runs.values()}
             for key in [k for k in self._snapshots if k not in live]:
                 del self._snapshots[key]
-        return found[1]
+        return found[2]
 
     # -- routes ---------------------------------------------------------------------------------
 
@@ -228,7 +228,7 @@ class Dashboard:
 
     async def _push(self, response: web.StreamResponse, pinned: RunMonitor | None) -> None:
         sent_runs: bytes | None = None
-        sent: tuple[int, int] | None = None  # (run, version) of the last snapshot sent
+        sent: tuple[RunMonitor, int] | None = None  # (run, version) of the last snapshot sent
         quiet_since = time.monotonic()
         while True:
             parts = []
@@ -240,10 +240,10 @@ class Dashboard:
             if run is None:
                 newest = self.monitor.newest_first()
                 run = newest[0] if newest else None
-            if run is not None and sent != (id(run), run.version):
+            if run is not None and (sent is None or sent[0] is not run or sent[1] != run.version):
                 payload = self._snapshot_payload(run)
                 parts.append(b"event: snapshot\ndata: " + payload + b"\n\n")
-                sent = (id(run), run.version)
+                sent = (run, run.version)
             if not parts and time.monotonic() - quiet_since > KEEP_ALIVE:
                 parts.append(b": keep-alive\n\n")
             if parts:
