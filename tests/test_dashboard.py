@@ -473,3 +473,37 @@ def test_two_concurrent_runs_are_listed_and_each_selectable_on_the_event_stream(
         assert snaps and {s["run_id"] for s in snaps} == {"one"}
 
     run(main())
+
+
+def test_host_port_of_the_command_line() -> None:
+    import argparse
+
+    from taskiq_dataflow.cli.args import host_port
+
+    assert host_port("8787") == ("127.0.0.1", 8787)
+    assert host_port("0.0.0.0:0") == ("0.0.0.0", 0)
+    assert host_port("[::1]:9000") == ("::1", 9000)
+    for bad in ("x", ":80", "1.2.3.4:port", "70000"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            host_port(bad)
+
+
+def test_throughput_and_task_stream_stay_within_their_caps() -> None:
+    from taskiq_dataflow.dashboard.limits import MAX_BARS, MAX_LANES, MAX_POINTS
+    from taskiq_dataflow.dashboard.views import add_point, stream_view
+
+    points: list[list[float]] = []
+    for i in range(5000):
+        add_point(points, i * 0.5, 10.0)
+    assert len(points) <= MAX_POINTS and points[-1][0] == 4999 * 0.5  # the whole run, coarser
+    assert all(rate == 10.0 for _, rate in points)
+    # overlapping bars in process take as many slots as were busy at once, then reuse them
+    bars = [(None, "t", float(i), i + 2.5, True) for i in range(10)]
+    view = stream_view(bars, 20.0)
+    assert view["lanes"] == ["slot 1", "slot 2", "slot 3"]
+    assert view["window"] == [0.0, 20.0]
+    # workers get a lane each; past the caps bars and lanes are dropped, not piled up
+    many = [(f"w{i % 500}", "t", float(i), i + 1.0, i % 7 != 0) for i in range(5000)]
+    view = stream_view(many, 5000.0)
+    assert len(view["bars"]) <= MAX_BARS and len(view["lanes"]) <= MAX_LANES
+    assert {b["status"] for b in view["bars"]} == {"done", "failed"}
