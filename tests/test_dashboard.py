@@ -5,6 +5,7 @@ requests, and the offline report (from an engine and from a run store)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import socket
@@ -32,6 +33,7 @@ from taskiq_dataflow.dashboard import (
     watch_runs,
     write_report,
 )
+from taskiq_dataflow.dashboard import monitor as monitor_module
 from taskiq_dataflow.dashboard import server as server_module
 from taskiq_dataflow.dashboard.report import STATIC
 
@@ -191,18 +193,19 @@ def slow_dag(width: int = 40, depth: int = 10) -> DAG:
 
 
 async def read_events(url: str, until: float, seen: list[tuple[str, Any]]) -> None:
+    """The (event, data) pairs of the stream at `url` until the monotonic time `until`."""
     async with aiohttp.ClientSession() as session, session.get(url) as response:
         assert response.status == 200
         assert response.headers["Content-Type"] == "text/event-stream"
         event = None
-        async for raw in response.content:
-            line = raw.decode().rstrip("\n")
-            if line.startswith("event: "):
-                event = line[len("event: ") :]
-            elif line.startswith("data: "):
-                seen.append((event or "", json.loads(line[len("data: ") :])))
-            if time.monotonic() > until:
-                return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(until - time.monotonic()):
+                async for raw in response.content:
+                    line = raw.decode().rstrip("\n")
+                    if line.startswith("event: "):
+                        event = line[len("event: ") :]
+                    elif line.startswith("data: "):
+                        seen.append((event or "", json.loads(line[len("data: ") :])))
 
 
 def test_api_and_event_stream_follow_a_live_run() -> None:
@@ -257,6 +260,7 @@ def test_api_and_event_stream_follow_a_live_run() -> None:
 
 def test_hostile_requests_get_errors_and_the_server_keeps_serving(monkeypatch: Any) -> None:
     monkeypatch.setattr(server_module, "WRITE_TIMEOUT", 1.0)
+    monkeypatch.setattr(monitor_module, "TICK", 0.05)  # more pushes: its socket fills sooner
     engine = ExecutionEngine(None, slow_dag(width=200, depth=10), max_parallel=50)
 
     async def main() -> None:
@@ -282,6 +286,11 @@ def test_hostile_requests_get_errors_and_the_server_keeps_serving(monkeypatch: A
                 lazy.connect((host, int(port)))
                 lazy.sendall(b"GET /api/events HTTP/1.1\r\nHost: x\r\n\r\n")
                 try:
+                    for _ in range(100):
+                        if dash._clients == 1:
+                            break
+                        await asyncio.sleep(0.02)
+                    assert dash._clients == 1  # it is being served
                     started = time.monotonic()
                     await engine.execute({"n": 1})
                     engine_took = time.monotonic() - started
