@@ -18,7 +18,8 @@ MAX_LOGS = 500  # the most recent
 MAX_STREAMS = 100
 MAX_WORKERS = 500
 MAX_INPUTS = 100  # external inputs of the graph, each with at most MAX_NAMES targets
-MAX_RUNS = 50  # finished runs an engine's dashboard keeps (running ones are always listed)
+MAX_RUNS = 50  # finished runs an engine's dashboard keeps (running ones are always kept)
+MAX_LISTED = 200  # runs in a runs list, the newest (nested runs may be many)
 
 MAX_TEXT = 2000  # characters of a message, a task name or a log line
 MAX_TRACEBACK = 16_000  # characters of a traceback (its end is kept: the raise is there)

@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .limits import MAX_LISTED
 from .monitor import EngineMonitor, RunMonitor
 from .views import summary
 
@@ -65,7 +66,9 @@ def _engine_runs(engine: ExecutionEngine, run_id: str | None) -> list[RunMonitor
             "the run store: write_report(path, store=..., run_id=...))"
         )
     runs = monitor.newest_first()
-    if run_id is not None:
+    if run_id is None:
+        runs = runs[:MAX_LISTED]
+    else:
         runs = [r for r in runs if r.run_id == run_id][:1]
         if not runs:
             raise KeyError(f"no run {run_id!r} of this engine to report")

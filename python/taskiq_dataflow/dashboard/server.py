@@ -19,7 +19,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from .limits import MAX_RUN_ID, TICK
+from .limits import MAX_LISTED, MAX_RUN_ID, TICK
 from .monitor import EngineMonitor, RunMonitor
 
 if TYPE_CHECKING:
@@ -121,8 +121,8 @@ class Dashboard:
     # -- data -----------------------------------------------------------------------------------
 
     def runs(self) -> list[dict[str, Any]]:
-        """The RunSummary of each run, newest first."""
-        return [run.summary() for run in self.monitor.newest_first()]
+        """The RunSummary of each run, newest first (at most MAX_LISTED)."""
+        return [run.summary() for run in self.monitor.newest_first()[:MAX_LISTED]]
 
     def snapshot(self, run_id: str) -> dict[str, Any]:
         """The Snapshot of the newest run of that id; KeyError naming it if there is none."""
