@@ -24,6 +24,7 @@ LAYERS = {
         "progress": 2,
         "engine": 2,
         "store_reading": 2,
+        "dashboard": 2,
         "runner": 3,
         "runs_logs": 3,  # `runs logs`, added to the runs group by cli/runs.py
         "run": 4,
@@ -31,6 +32,7 @@ LAYERS = {
         "worker": 4,
         "server": 4,
         "cluster": 4,
+        "report": 4,
         "runs": 5,
         "__init__": 6,
         "__main__": 7,

@@ -258,7 +258,12 @@ def test_the_store_is_the_option_else_the_variable_else_the_default(cli, tmp_pat
     assert f"(recorded in {tmp_path / 'env.db'})" in err  # run records there without --store
     code, out, _ = cli("runs", "ls", "--json")
     assert [r["status"] for r in json.loads(out)] == ["succeeded"]
-    (tmp_path / "dataflow-runs.db").write_bytes((tmp_path / "env.db").read_bytes())
+    # the sqlite backup API: a plain file copy would miss what is still in the WAL file
+    with (
+        sqlite3.connect(tmp_path / "env.db") as src,
+        sqlite3.connect(tmp_path / "dataflow-runs.db") as dst,
+    ):
+        src.backup(dst)
     monkeypatch.delenv("DATAFLOW_STORE")
     code, out, _ = cli("runs", "ls", "--json")  # now the default, in the current directory
     assert [r["status"] for r in json.loads(out)] == ["succeeded"]

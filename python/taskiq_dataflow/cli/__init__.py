@@ -18,10 +18,11 @@ validation error); 130 interrupted (Ctrl-C), 143 terminated (SIGTERM).
 
 The package is split by level, each module importing only those below it: `output` (exit
 codes, formatting), then `args`, `console` and `targets`, then `progress`, `engine` and
-`store_reading` (a run store as the command line reads it), then `runner` (one run as the
-command line shows it), then one module per subcommand (`run`, `graph`, `worker`, `server`,
-`cluster`; none imports another), then `runs` (the `runs` group, whose subcommands may live in
-modules of the level below), and this module on top.
+`store_reading` (a run store as the command line reads it) and `dashboard` (--dashboard,
+--report), then `runner` (one run as the command line shows it), then one module per subcommand
+(`run`, `graph`, `worker`, `server`, `cluster`, `report`; none imports another), then `runs`
+(the `runs` group, whose subcommands may live in modules of the level below), and this module
+on top.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from .args import build_parser
 from .cluster import cluster_command
 from .graph import graph_command
 from .output import EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, PROG
+from .report import report_command
 from .run import run_command
 from .runs import add_runs_parser, runs_command
 from .server import server_command
@@ -54,6 +56,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, TextIO, TextIO], int]] = {
     "server": server_command,
     "cluster": cluster_command,
     "runs": runs_command,
+    "report": report_command,
 }
 
 

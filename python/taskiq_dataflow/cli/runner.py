@@ -27,6 +27,7 @@ from ..execution_engine import (
 from ..pipeline import BrokerConflictError
 from .args import STORE_ENV, parse_inputs
 from .console import Console, logging_to
+from .dashboard import watching
 from .engine import make_engine, warn_unused
 from .output import (
     EXIT_FAILED,
@@ -87,7 +88,7 @@ async def run_pipeline(
             _cancel_on_signals(engine, console) as stopped_by,
             _metrics_exposed(engine, args, console),
         ):
-            async with _broker_started(engine.broker, console):
+            async with _broker_started(engine.broker, console), watching(engine, args, console):
                 outputs = await _execute(start, run_id, args, out, stopped_by)
     finally:
         progress.close()
