@@ -79,22 +79,51 @@
     return (f <= 1 ? 1 : f <= 2 ? 2 : f <= 5 ? 5 : 10) * p;
   }
 
-  // A colour per task name, stable across runs and page loads: FNV-1a of the name spread over
-  // the hue circle by the golden angle, so neighbouring hashes do not get neighbouring hues.
-  var colourCache = {};
-  function colourOf(name) {
-    var c = colourCache[name];
-    if (c) return c;
+  // A colour per task name, from a stable hash (FNV-1a) of the name into a palette of
+  // distinct colours; a name whose slot another name of the same run holds takes the next free
+  // one (names in sorted order, so the same names always get the same colours). Past the
+  // palette, the hash picks a hue.
+  // the first ten are told apart most easily: a run of up to ten names uses only those
+  var PALETTE = ["#4e79a7", "#f28e2b", "#59a14f", "#b07aa1", "#76b7b2", "#edc948", "#9c755f",
+    "#ff9da7", "#2f4b7c", "#b6992d", "#8cd17d", "#d37295", "#a0cbe8", "#c85200", "#6b4c9a",
+    "#499894"];
+  var FIRST = 10;
+  var colours = {}, coloursKey = null;
+
+  function hashOf(name) {
     var h = 2166136261;
     for (var i = 0; i < name.length; i++) {
       h ^= name.charCodeAt(i);
       h = Math.imul(h, 16777619) >>> 0;
     }
-    var hue = Math.round(((h % 360) * 137.508) % 360);
-    var light = 48 + ((h >>> 9) % 3) * 6;
-    c = "hsl(" + hue + ", 62%, " + light + "%)";
-    colourCache[name] = c;
-    return c;
+    return h;
+  }
+
+  function assignColours(names) {
+    var sorted = names.map(String).sort();
+    var key = sorted.join("\u0000");
+    if (key === coloursKey) return;
+    coloursKey = key;
+    colours = {};
+    var taken = {};
+    var slots = sorted.length <= FIRST ? FIRST : PALETTE.length;
+    sorted.forEach(function (name, n) {
+      var h = hashOf(name);
+      if (n >= slots) {
+        colours[name] = "hsl(" + (h % 360) + ", 55%, " + (45 + (h >>> 9) % 3 * 8) + "%)";
+        return;
+      }
+      var slot = h % slots;
+      while (taken[slot]) slot = (slot + 1) % slots;
+      taken[slot] = true;
+      colours[name] = PALETTE[slot];
+    });
+  }
+
+  function colourOf(name) {
+    var c = colours[name];
+    if (c) return c;
+    return PALETTE[hashOf(String(name)) % PALETTE.length];
   }
 
   // -- data in -------------------------------------------------------------------------------
@@ -205,6 +234,7 @@
     renderHeader(snap);
     if (!fresh) return;
     shown.snap = snap;
+    assignColours(namesOf(snap));
     renderProgress(snap);
     renderThroughput(snap);
     renderStream(snap);
@@ -213,6 +243,14 @@
     renderFailures(snap, changedRun);
     renderStreams(snap);
     renderLogs(snap, changedRun);
+  }
+
+  function namesOf(snap) {
+    var seen = {}, out = [];
+    (snap.by_name || []).concat((snap.graph || {}).nodes || []).forEach(function (n) {
+      if (!seen[n.name]) { seen[n.name] = true; out.push(String(n.name)); }
+    });
+    return out;
   }
 
   function renderSelect() {
@@ -309,8 +347,10 @@
       keep[name] = true;
       var row = progressRows[name];
       if (!row) {
-        row = { label: el("div", "name", name), bar: el("div", "bar"), count: el("div", "count"),
-          segs: {} };
+        row = { label: el("div", "name"), bar: el("div", "bar"), count: el("div", "count"),
+          segs: {}, swatch: el("i", "swatch") };
+        row.label.appendChild(row.swatch);
+        row.label.appendChild(document.createTextNode(name));
         row.label.title = name;
         row.bar.dataset.testid = "progress-row";
         row.bar.dataset.name = name;
@@ -325,6 +365,7 @@
         row.count.appendChild(row.rest);
         progressRows[name] = row;
       }
+      row.swatch.style.background = colourOf(name); // its bars' colour in the task stream
       var total = Math.max(1, num(n.total));
       var tip = [];
       STATES.forEach(function (s) {
@@ -522,15 +563,17 @@
     ctx.font = "11px system-ui, sans-serif";
     var tMax = Math.max(num(snap.elapsed), pts.length ? num(pts[pts.length - 1][0]) : 0, 1);
     var tMin = pts.length ? Math.min(0, num(pts[0][0])) : 0;
-    var yMax = niceCeil(Math.max.apply(null, [1].concat(pts.map(function (p) { return num(p[1]); }))) * 1.05);
+    var peak = Math.max.apply(null, [1].concat(pts.map(function (p) { return num(p[1]); })));
+    var yStep = niceCeil(peak * 1.05 / 4);
+    var yMax = yStep * Math.max(1, Math.ceil(peak * 1.05 / yStep));
     var xOf = function (t) { return left + (t - tMin) / (tMax - tMin) * (right - left); };
     var yOf = function (v) { return bottom - v / yMax * (bottom - top); };
     ctx.strokeStyle = "#e3e6eb";
     ctx.fillStyle = "#6b7280";
     ctx.textAlign = "right";
     ctx.textBaseline = "middle";
-    for (var i = 0; i <= 4; i++) {
-      var v = yMax * i / 4, y = Math.round(yOf(v)) + 0.5;
+    for (var v = 0; v <= yMax + 1e-9; v += yStep) {
+      var y = Math.round(yOf(v)) + 0.5;
       ctx.beginPath(); ctx.moveTo(left, y); ctx.lineTo(right, y); ctx.stroke();
       ctx.fillText(shortNum(v), left - 6, y);
     }
