@@ -349,6 +349,86 @@ class FakeRuns:
         return out
 
 
+class FakeBigRuns(FakeRuns):
+    """The live run at every cap of the contract, as the server sends a 1M-task run: 200
+    names, 2,000 bars on 64 lanes, 600 throughput points, 100 failures, 500 logs, 64 workers."""
+
+    def live(self, now: float) -> dict[str, Any]:
+        snap = super().live(now)
+        el = snap["elapsed"]
+        names = [f"stage{i:03d}" for i in range(200)]
+        per = 5_000
+        done = min(per, int(el * self.rate / 200))
+        snap["total"] = per * len(names)
+        snap["by_name"] = [
+            {
+                "name": n,
+                "total": per,
+                "waiting": per - done - min(3, per - done),
+                "done": done,
+                "running": min(3, per - done),
+                "failed": 0,
+                "skipped": 0,
+                "cached": 0,
+                "mean_duration": 0.01,
+            }
+            for n in names
+        ]
+        counts = dict.fromkeys(("waiting", "running", "done", "failed", "skipped", "cached"), 0)
+        for row in snap["by_name"]:
+            for k in counts:
+                counts[k] += row[k]
+        snap["counts"] = counts
+        snap["graph"] = {
+            "nodes": [{"name": n, "count": per} for n in names],
+            "edges": [
+                {"source": names[i], "target": names[j], "count": per}
+                for i in range(200)
+                for j in (i + 1, i + 7)
+                if j < 200
+            ],
+            "inputs": [{"key": "source", "targets": names[:10]}],
+        }
+        lanes = [f"worker-{i:02d}" for i in range(64)]
+        t0 = max(0.0, el - 10)
+        snap["stream"] = {
+            "lanes": lanes,
+            "bars": [
+                {
+                    "lane": i % 64,
+                    "name": names[i % 200],
+                    "start": t0 + i * 0.005,
+                    "end": t0 + i * 0.005 + 0.3,
+                    "status": "done",
+                }
+                for i in range(2000)
+            ],
+            "window": [max(0.0, el - 10), el + 0.5],
+        }
+        snap["throughput"] = [[i * 0.5, 50_000.0 + (i % 17) * 1000] for i in range(600)]
+        first = snap["failures"][:1]
+        snap["failures"] = [dict(f, node=i, t=float(i)) for f in first for i in range(100)]
+        snap["logs"] = [
+            {"t": i * 0.01, "level": "INFO", "task": names[i % 200], "message": f"record {i}"}
+            for i in range(500)
+        ]
+        snap["workers"] = [
+            {
+                "id": lane,
+                "pool": "default",
+                "host": "node",
+                "pid": 1000 + i,
+                "slots": 8,
+                "in_use": i % 9,
+                "last_heartbeat": 0.5,
+                "state": "alive",
+                "done": done,
+            }
+            for i, lane in enumerate(lanes)
+        ]
+        return snap
+
+
 # -- the HTTP side --------------------------------------------------------------------------
 
 
@@ -416,6 +496,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--port", type=int, default=8787)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--rate", type=float, default=4000.0, help="tasks/s of the live run")
+    parser.add_argument("--big", action="store_true", help="the live run at the contract's caps")
     parser.add_argument("--write-report", metavar="PATH", help="write an offline report and exit")
     parser.add_argument("--at", type=float, default=12.0, help="report: seconds into the live run")
     args = parser.parse_args(argv)
@@ -425,7 +506,8 @@ def main(argv: list[str]) -> None:
         Path(args.write_report).write_text(report_html(runs, now))
         return
     print(f"fake dashboard on http://{args.host}:{args.port}/", flush=True)
-    web.run_app(app(FakeRuns(args.rate)), host=args.host, port=args.port, print=None)
+    runs = (FakeBigRuns if args.big else FakeRuns)(args.rate)
+    web.run_app(app(runs), host=args.host, port=args.port, print=None)
 
 
 if __name__ == "__main__":

@@ -46,7 +46,12 @@
 
   function num(v) { return typeof v === "number" && isFinite(v) ? v : 0; }
 
-  function fmtInt(v) { return Math.round(num(v)).toLocaleString("en-US"); }
+  // toLocaleString is slow enough to show on a frame of a thousand numbers
+  function fmtInt(v) {
+    var n = Math.round(num(v));
+    var text = String(Math.abs(n)).replace(/\B(?=(\d{3})+(?!\d))/g, ",");
+    return n < 0 ? "-" + text : text;
+  }
 
   function fmtDuration(s) {
     if (typeof s !== "number" || !isFinite(s) || s < 0) return "–";
@@ -424,7 +429,7 @@
   }
 
   function fmtTick(t, step) {
-    if (step >= 60) return fmtDuration(t);
+    if (step >= 60) return t ? fmtDuration(t) : "0";
     return (step < 1 ? t.toFixed(1) : t.toFixed(0)) + " s";
   }
 
@@ -612,7 +617,7 @@
 
   // -- the DAG collapsed by task name ---------------------------------------------------------
 
-  var NODE_W = 168, NODE_H = 40, GAP_X = 64, GAP_Y = 16, MAX_NODES = 400;
+  var NODE_W = 168, NODE_H = 40, GAP_X = 64, GAP_Y = 16, MAX_NODES = 400, MIN_SCALE = 0.6;
   var graphState = { key: null, nodes: {} };
 
   function renderGraph(snap, changedRun) {
@@ -629,7 +634,8 @@
         + (inputs.length ? " · " + fmtInt(inputs.length) + " inputs" : "")
         + (hidden > 0 ? " · " + fmtInt(hidden) + " more not drawn" : "");
     }
-    // the node's own progress and count, updated in place
+    // the node's own progress and count, updated in place, only what changed: on a graph of
+    // 200 names these writes are most of a frame
     var byName = {};
     (snap.by_name || []).forEach(function (n) { byName[n.name] = n; });
     nodes.forEach(function (n) {
@@ -637,16 +643,25 @@
       if (!parts) return;
       var p = byName[n.name];
       var total = Math.max(1, num(p ? p.total : n.count));
-      var x = 0;
-      STATES.forEach(function (s) {
-        var w = p ? (NODE_W - 2) * num(p[s]) / total : 0;
-        parts.segs[s].setAttribute("x", String(1 + x));
-        parts.segs[s].setAttribute("width", String(Math.max(0, w)));
-        x += w;
-      });
       var done = p ? num(p.done) + num(p.cached) : 0;
-      parts.count.textContent = "×" + fmtInt(n.count) + (p ? "  ·  " + fmtInt(done) + " done" : "");
-      parts.group.classList.toggle("has-failed", !!(p && num(p.failed)));
+      var failed = p ? num(p.failed) : 0;
+      var wDone = Math.round((NODE_W - 2) * done / total * 2) / 2;
+      var wFailed = failed ? Math.max(2, Math.round((NODE_W - 2) * failed / total * 2) / 2) : 0;
+      if (parts.wDone !== wDone) {
+        parts.wDone = wDone;
+        parts.done.setAttribute("width", String(wDone));
+        parts.failed.setAttribute("x", String(1 + wDone));
+      }
+      if (parts.wFailed !== wFailed) {
+        parts.wFailed = wFailed;
+        parts.failed.setAttribute("width", String(wFailed));
+        parts.outline.style.display = failed ? "" : "none";
+      }
+      var text = p ? fmtInt(done) + " done" : "";
+      if (parts.text !== text) {
+        parts.text = text;
+        parts.count.textContent = text;
+      }
     });
   }
 
@@ -779,13 +794,19 @@
     marker.appendChild(svg("path", { d: "M0,0 L8,4 L0,8 z", fill: "#9aa1ad" }));
     defs.appendChild(marker);
     root.insertBefore(defs, root.firstChild);
+    // what changes as the run goes on (progress, done counts, a failure's outline) is drawn
+    // on an overlay of its own, so a snapshot repaints that and not the edges and boxes below
+    var overlay = svg("svg", { class: "overlay", viewBox: "0 0 " + width + " " + height,
+      "aria-hidden": "true" });
     var parts = {};
     items.forEach(function (it) {
-      var gNode = svg("g", { class: "node" + (it.input ? " input" : ""),
-        transform: "translate(" + it.x + "," + it.y + ")", "data-name": it.label });
+      var at = "translate(" + it.x + "," + it.y + ")";
+      var gNode = svg("g", { class: "node" + (it.input ? " input" : ""), transform: at,
+        "data-name": it.label });
       gNode.appendChild(svg("rect", { class: "box", width: NODE_W, height: NODE_H, rx: it.input ? 16 : 5 }));
       var title = svg("title", {});
-      title.textContent = (it.input ? "input " : "") + it.label + (it.input ? "" : " ×" + fmtInt(it.count));
+      title.textContent = (it.input ? "input " : "") + it.label
+        + (it.input ? "" : " \u00d7" + fmtInt(it.count));
       gNode.appendChild(title);
       if (!it.input) {
         gNode.appendChild(svg("rect", { x: 6, y: 6, width: 4, height: NODE_H - 12, rx: 1,
@@ -796,21 +817,28 @@
       text.textContent = truncate(it.label, it.input ? 22 : 19);
       gNode.appendChild(text);
       if (!it.input) {
-        var count = svg("text", { x: 16, y: 31, class: "count" });
-        gNode.appendChild(count);
-        var segs = {};
-        STATES.forEach(function (s) {
-          var seg = svg("rect", { x: 1, y: NODE_H - 4, width: 0, height: 3, class: "s-" + s });
-          seg.style.fill = "var(--" + s + ")";
-          segs[s] = seg;
-          gNode.appendChild(seg);
-        });
-        parts[it.id] = { group: gNode, count: count, segs: segs };
-        count.textContent = "×" + fmtInt(it.count);
+        var total = svg("text", { x: 16, y: 31, class: "count" });
+        total.textContent = "\u00d7" + fmtInt(it.count);
+        gNode.appendChild(total);
+        var live = svg("g", { transform: at, "data-name": it.label });
+        var outline = svg("rect", { class: "failed-outline", width: NODE_W, height: NODE_H, rx: 5 });
+        outline.style.display = "none";
+        var count = svg("text", { x: NODE_W - 8, y: 31, "text-anchor": "end", class: "count" });
+        var done = svg("rect", { x: 1, y: NODE_H - 4, width: 0, height: 3, class: "bar-done" });
+        var failed = svg("rect", { x: 1, y: NODE_H - 4, width: 0, height: 3, class: "bar-failed" });
+        [outline, count, done, failed].forEach(function (n) { live.appendChild(n); });
+        overlay.appendChild(live);
+        parts[it.id] = { count: count, done: done, failed: failed, outline: outline };
       }
       nodeLayer.appendChild(gNode);
     });
-    box.appendChild(root);
+    // shrunk to fit the card, but not below a readable size: a long chain of names scrolls
+    var stack = el("div", "graph-layers");
+    var room = Math.max(200, box.clientWidth - 2);
+    stack.style.width = Math.round(width * Math.max(MIN_SCALE, Math.min(1, room / width))) + "px";
+    stack.appendChild(root);
+    stack.appendChild(overlay);
+    box.appendChild(stack);
     return parts;
   }
 
@@ -997,7 +1025,10 @@
     $("run-select").addEventListener("change", function (e) { choose(e.target.value, false); });
     $("task-stream").addEventListener("mousemove", streamHover);
     $("task-stream").addEventListener("mouseleave", function () { $("stream-tip").hidden = true; });
-    window.addEventListener("resize", function () { schedule(true); });
+    window.addEventListener("resize", function () {
+      graphState.key = null; // laid out again for the new width
+      schedule(true);
+    });
     window.addEventListener("hashchange", function () {
       var id = hashRun();
       if (id && id !== state.selected) choose(id, true);
