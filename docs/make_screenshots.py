@@ -95,14 +95,18 @@ def shoot(url: str, at: float) -> None:
             if time.monotonic() > deadline:
                 raise SystemExit("the run did not get far enough for a screenshot in 90 s")
             page.wait_for_timeout(200)
-        page.wait_for_timeout(300)  # the frame of the last snapshot
-        page.screenshot(path=str(DOCS / "dashboard-live.png"), full_page=True)
+        # the viewport as tall as the page, and a frame drawn at that size: a full-page
+        # screenshot would resize the page under canvases drawn for the old size
+        height = page.evaluate("document.documentElement.scrollHeight")
+        page.set_viewport_size({"width": 1440, "height": height})
+        page.wait_for_timeout(700)
+        page.screenshot(path=str(DOCS / "dashboard-live.png"))
         page.locator("[data-testid=failure]").first.click()
         top = page.locator("#graph").locator("xpath=ancestor::section").bounding_box()
         bottom = page.locator("#failures").locator("xpath=ancestor::section").bounding_box()
         clip = {"x": 0, "y": top["y"] - 14, "width": 1440,
                 "height": bottom["y"] + bottom["height"] - top["y"] + 28}  # fmt: skip
-        page.screenshot(path=str(DOCS / "dashboard-failures.png"), full_page=True, clip=clip)
+        page.screenshot(path=str(DOCS / "dashboard-failures.png"), clip=clip)
         browser.close()
         if errors:
             raise SystemExit("the page logged errors:\n" + "\n".join(errors))

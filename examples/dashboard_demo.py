@@ -22,7 +22,7 @@ GROUP = 100  # shards per aggregate
 BAD_SHARD = 4711
 log = logging.getLogger("dashboard_demo")
 # the seconds a score sleeps: the demo runs ~10-20 s on a laptop; DASHBOARD_DEMO_SLEEP changes it
-SCORE_SLEEP = float(os.environ.get("DASHBOARD_DEMO_SLEEP", "0.03"))
+SCORE_SLEEP = float(os.environ.get("DASHBOARD_DEMO_SLEEP", "0.4"))
 
 
 async def load(source: str, shard: int) -> dict:
@@ -40,7 +40,7 @@ async def validate(parsed: dict) -> bool:
 
 
 async def features(parsed: dict) -> list[float]:
-    await asyncio.sleep(SCORE_SLEEP / 6)
+    await asyncio.sleep(SCORE_SLEEP / 4)
     values = parsed["values"]
     return [sum(values), max(values) - min(values)]
 

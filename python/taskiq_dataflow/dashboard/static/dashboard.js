@@ -430,7 +430,7 @@
 
   function fmtTick(t, step) {
     if (step >= 60) return t ? fmtDuration(t) : "0";
-    return (step < 1 ? t.toFixed(1) : t.toFixed(0)) + " s";
+    return t.toFixed(step < 0.1 ? 2 : step < 1 ? 1 : 0) + " s";
   }
 
   // Lanes x time: one row per worker (or slot), a bar per task coloured by its name.
@@ -467,7 +467,7 @@
     ctx.font = "11px system-ui, sans-serif";
     // lanes
     for (var i = 0; i < lanes.length; i++) {
-      if (i % 2 === 0) {
+      if (i % 2 === 0 && laneH >= 4) { // stripes on thin lanes are only noise
         ctx.fillStyle = "#f6f7f9";
         ctx.fillRect(left, top + i * laneH, right - left, laneH);
       }
