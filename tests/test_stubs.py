@@ -143,6 +143,7 @@ GRAPH_CALLS: list[tuple[str, tuple[Any, ...], Any]] = [
 # Calls in this order on one scheduler of `chain_graph()`, so that each is allowed.
 SCHEDULER_SCRIPT: list[tuple[str, tuple[Any, ...]]] = [
     ("mark_done", ([5],)),
+    ("set_labels", (0, [0, 1, 0, 1, 0, 1, 2])),
     ("start", ()),
     ("running", ()),
     ("complete", (0,)),
@@ -157,6 +158,9 @@ SCHEDULER_SCRIPT: list[tuple[str, tuple[Any, ...]]] = [
     ("set_capacity", (2,)),
     ("state", (0,)),
     ("counts", ()),
+    ("labelled", ()),
+    ("counts_by_label", ()),
+    ("edge_counts_by_label", ()),
     ("cancel", ()),
     ("finished", ()),
 ]

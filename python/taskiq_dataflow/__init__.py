@@ -2,6 +2,7 @@
 
 from ._core import __version__
 from .compose import Flow, FlowError, FlowNode
+from .dashboard import Dashboard, serve_dashboard, watch_runs, write_report
 from .dataflow import DAG, DAGBuilder, DAGNode, DataCache, DataflowRegistry, DataNode, TaskNode
 from .decorators import (
     get_all_pipeline_outputs,
@@ -73,6 +74,7 @@ __all__ = [
     "DAGNode",
     "DAGValidationError",
     "DAGVisualizer",
+    "Dashboard",
     "DataCache",
     "DataNode",
     "DataflowError",
@@ -142,6 +144,9 @@ __all__ = [
     "result_of",
     "secede",
     "seceded",
+    "serve_dashboard",
     "validate_pipeline_outputs",
     "visualize_pipeline",
+    "watch_runs",
+    "write_report",
 ]

@@ -132,6 +132,7 @@ class ExecutionEngine:
         self._slots: SharedSlots | None = None  # made at the first run with max_parallel set
         self.stats: dict[str, int] = {}  # the last run's transport counters (redeliveries...)
         self._last: Driver | None = None  # the latest run, for get_execution_report()
+        self._observers: list[Callable[[Driver], None]] = []  # observe_runs()
         if on_step_complete is not None:
             self.events.subscribe(self._call_on_step_complete, StepCompleted)
 
@@ -275,6 +276,21 @@ class ExecutionEngine:
             "errors": [str(failure) for failure in state.failures],
         }
 
+    def observe_runs(self, observer: Callable[[Driver], None]) -> Callable[[], None]:
+        """Call `observer(driver)` for each run in progress now and for each run this engine
+        prepares from now on, before it starts (a monitor such as the dashboard sets
+        `driver.state.monitor`): once per run, nothing per task. Returns a function that stops
+        the calls."""
+        self._observers.append(observer)
+        for driver in list(self._drivers):
+            observer(driver)
+
+        def stop() -> None:
+            if observer in self._observers:
+                self._observers.remove(observer)
+
+        return stop
+
     def cancel(self) -> None:
         """Stop dispatching, cancel what is in flight, and end every run of this engine in
         progress with ExecutionCancelled."""
@@ -372,7 +388,10 @@ class ExecutionEngine:
         if fed:
             # still inputs, not outputs of the run (their items are not recorded)
             state.inputs = {**inputs, **dict.fromkeys(fed)}
-        return Driver(state, transport, self.events, self.cache, step_sink, parent, slots, limit)
+        driver = Driver(state, transport, self.events, self.cache, step_sink, parent, slots, limit)
+        for observer in self._observers:
+            observer(driver)
+        return driver
 
     def _shared_slots(self) -> SharedSlots | None:
         if self.max_parallel is None:

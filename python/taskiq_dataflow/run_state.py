@@ -319,6 +319,8 @@ class RunState:
         self.streaming: Streaming | None = None  # set once a task produces or reads a stream
         self.stream_keys: dict[int, frozenset[str]] = {}
         self.status: str | None = None
+        # an observer told of each batch (the dashboard's RunMonitor): None costs nothing
+        self.monitor: Any = None
         # what the current event produced, turned into instructions by _out()
         self._events: list[Event] = []
         self._steps: list[StepResult] = []
@@ -387,6 +389,8 @@ class RunState:
         """Apply a batch of completions: one complete_many call into the scheduler."""
         if self.status is not None:
             return []  # late arrivals after the end (a cancel, fail_fast): nothing to do
+        if self.monitor is not None:
+            self.monitor.completed(batch)
         attempts, node_outputs, values = self.attempts, self.node_outputs, self.values
         plain = not (self.keeps_results or self.step_events or self.deliver_steps)
         # after growth, a result_of or a result awaited by one takes the long way
@@ -611,6 +615,8 @@ class RunState:
             self.values[outputs[0]] = c.value
         self.attempts[node] = 0
         done.append(node)
+        if c.cached and self.monitor is not None:
+            self.monitor.cached(node)
         if self.keeps_results:
             plan = self.plan(node)
             if plan.compensate is not None:
@@ -727,6 +733,8 @@ class RunState:
     def _failed(self, c: Completion, stopping: bool) -> bool:
         """Retry, or record a failure for good; True when the run must stop (fail_fast)."""
         node, error = c.node, c.value
+        if self.monitor is not None:
+            self.monitor.failed(c, self.names[node])
         if not stopping and self._may_retry(c):
             return False
         self.attempts[node] = 0
@@ -797,6 +805,8 @@ class RunState:
     def _dispatch(self, nodes: list[int]) -> None:
         if not nodes or self.status is not None:
             return
+        if self.monitor is not None:
+            self.monitor.dispatched(nodes)
         attempts = self.attempts
         for node in nodes:
             attempts[node] = 1

@@ -46,6 +46,8 @@ class Stream(Generic[T]):
         self._queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=buffer)
         self._failure: BaseException | None = None
         self._abandoned = False
+        self.items = 0  # put so far (the dashboard's streams view)
+        self.closed = False
 
     @classmethod
     def of(cls, key: str, values: Iterable[T]) -> Stream[T]:
@@ -55,15 +57,19 @@ class Stream(Generic[T]):
         for value in values:
             stream._queue.put_nowait(value)
         stream._queue.put_nowait(_END)
+        stream.items, stream.closed = len(values), True
         return stream
 
     async def _put(self, value: Any) -> None:
         if not self._abandoned:
+            self.items += 1
             await self._queue.put(value)
 
     async def _close(self, failure: BaseException | None = None) -> None:
         self._failure = failure
-        await self._put(_END)
+        self.closed = True
+        if not self._abandoned:
+            await self._queue.put(_END)
 
     @property
     def _gone(self) -> bool:

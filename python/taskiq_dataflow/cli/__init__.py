@@ -15,9 +15,10 @@ Exit codes: 0 success; 1 a task failed (or the run did, or the cluster cannot be
 validation error); 130 interrupted (Ctrl-C), 143 terminated (SIGTERM).
 
 The package is split by level, each module importing only those below it: `output` (exit
-codes, formatting), then `args`, `console` and `targets`, then `progress` and `engine`, then
-`runner` (one run as the command line shows it), then one module per subcommand (`run`,
-`graph`, `worker`, `server`, `cluster`; none imports another), and this module on top.
+codes, formatting), then `args`, `console` and `targets`, then `progress`, `engine` and
+`dashboard` (--dashboard, --report), then `runner` (one run as the command line shows it),
+then one module per subcommand (`run`, `graph`, `worker`, `server`, `cluster`, `report`;
+none imports another), and this module on top.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from .args import build_parser
 from .cluster import cluster_command
 from .graph import graph_command
 from .output import EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, PROG
+from .report import report_command
 from .run import run_command
 from .server import server_command
 from .worker import worker_command
@@ -48,6 +50,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, TextIO, TextIO], int]] = {
     "worker": worker_command,
     "server": server_command,
     "cluster": cluster_command,
+    "report": report_command,
 }
 
 

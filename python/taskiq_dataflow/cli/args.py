@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run a taskiq-dataflow pipeline or print its graph.",
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {_version()}")
-    sub = parser.add_subparsers(dest="command", metavar="{run,graph,worker,server,cluster}")
+    sub = parser.add_subparsers(dest="command", metavar="{run,graph,worker,server,cluster,report}")
 
     run = sub.add_parser(
         "run",
@@ -106,6 +106,24 @@ def build_parser() -> argparse.ArgumentParser:
     cluster.add_argument("pipeline", metavar="TARGET", help="module:attr of the pipeline to run")
     _add_run_args(cluster)
     _add_common(cluster)
+
+    report = sub.add_parser(
+        "report",
+        help="write the HTML report of a run recorded in a store",
+        description="Write RUN_ID's report from the run store at PATH: the dashboard's views "
+        "of the run in one self-contained HTML file (no network needed to open it).",
+    )
+    report.add_argument("run_id", metavar="RUN_ID", help="the run's id (as --store printed it)")
+    report.add_argument("--store", required=True, metavar="PATH", help="the RunStore (SQLite)")
+    report.add_argument("-o", "--output", required=True, metavar="FILE", help="the HTML file")
+    report.add_argument(
+        "--dag",
+        default=None,
+        metavar="TARGET",
+        help="the pipeline the run ran (module:attr), to draw the graph's edges and list the "
+        "tasks that never started",
+    )
+    _add_common(report)
     return parser
 
 
@@ -144,6 +162,26 @@ def _add_run_args(parser: argparse.ArgumentParser) -> None:
         choices=("auto", "bar", "lines", "none"),
         default="auto",
         help="progress display on stderr: a bar on a terminal, lines otherwise (default: auto)",
+    )
+    parser.add_argument(
+        "--dashboard",
+        type=host_port,
+        default=None,
+        metavar="[HOST:]PORT",
+        help="serve a live web page of the run at HOST:PORT (HOST default 127.0.0.1; PORT 0: "
+        "a free one); its URL is printed at the start",
+    )
+    parser.add_argument(
+        "--dashboard-keep",
+        action="store_true",
+        help="keep serving the dashboard after the run ends, until Ctrl-C",
+    )
+    parser.add_argument(
+        "--report",
+        default=None,
+        metavar="PATH",
+        help="write the run's report (the dashboard's views, one self-contained HTML file) to "
+        "PATH when it ends",
     )
 
 
@@ -184,6 +222,26 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
     return value
+
+
+def host_port(text: str) -> tuple[str, int]:
+    """`[HOST:]PORT` (an IPv6 host in brackets: `[::1]:8787`) -> (host, port)."""
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        host = "127.0.0.1"
+    elif host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if sep and not host:
+        raise argparse.ArgumentTypeError(f"expected [HOST:]PORT, got {text!r} (no host before ':')")
+    try:
+        value = int(port)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected [HOST:]PORT such as 8787 or 0.0.0.0:8787, got {text!r}"
+        ) from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"the port must be 0 to 65535, got {value} in {text!r}")
+    return host, value
 
 
 def parse_inputs(pairs: Sequence[str]) -> dict[str, Any]:

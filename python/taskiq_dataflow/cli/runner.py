@@ -24,6 +24,7 @@ from ..execution_engine import (
 from ..pipeline import BrokerConflictError
 from .args import parse_inputs
 from .console import Console, logging_to
+from .dashboard import watching
 from .engine import make_engine, warn_unused
 from .output import (
     EXIT_FAILED,
@@ -66,7 +67,7 @@ async def run_pipeline(
         console.echo(f"{PROG}: run {run_id} (recorded in {args.store})")
     try:
         with logging_to(console), _cancel_on_signals(engine, console) as stopped_by:
-            async with _broker_started(engine.broker, console):
+            async with _broker_started(engine.broker, console), watching(engine, args, console):
                 outputs = await _execute(engine, inputs, run_id, args, out, stopped_by)
     finally:
         progress.close()

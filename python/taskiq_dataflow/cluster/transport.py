@@ -91,7 +91,8 @@ class _Flight:
 
 class _WorkerState:
     __slots__ = (
-        "capacity", "fresh", "held", "id", "inbox", "last_seen", "lost", "pool", "sent", "tasks",
+        "busy", "capacity", "done", "fresh", "held", "id", "inbox", "last_seen", "lost", "pool",
+        "sent", "tasks",
     )  # fmt: skip
 
     def __init__(self, worker: str, pool: str, now: float) -> None:
@@ -105,6 +106,8 @@ class _WorkerState:
         # the task names it serves, from its heartbeats (None: it does not say, so it gets
         # whatever its pool gets, as workers did before they advertised their tasks)
         self.tasks: frozenset[str] | None = None
+        self.busy = 0  # tasks running or queued on it, as its last heartbeat said
+        self.done = 0  # results of this run it sent that were accepted
 
     def serves(self, name: str) -> bool:
         return self.tasks is None or name in self.tasks
@@ -274,6 +277,25 @@ class NatsTransport(Transport):
             "values_by_reference": self._refs_received,
             "results_ignored": self.ignored,
         }
+
+    def workers(self) -> list[dict[str, Any]]:
+        """The workers this run heard from, as the dashboard shows them: id, pool, host and
+        pid (from a `<host>-<pid>-<hex>` worker id, else None), slots (entries it takes at
+        once), in_use (running or queued, per its last heartbeat), last_heartbeat (seconds
+        ago), state ("alive" or "lost") and done (its results this run accepted)."""
+        now = time.monotonic()
+        found = []
+        for w in self._workers.values():
+            host, pid = _identity(w.id)
+            found.append(
+                {
+                    "id": w.id[:200], "pool": w.pool or None, "host": host, "pid": pid,
+                    "slots": w.capacity or None, "in_use": w.busy,
+                    "last_heartbeat": max(now - w.last_seen, 0.0),
+                    "state": "lost" if w.lost else "alive", "done": w.done,
+                }
+            )  # fmt: skip
+        return found
 
     async def materialize(self, values: dict[str, Any]) -> dict[str, Any]:
         assert self._values is not None
@@ -588,7 +610,9 @@ class NatsTransport(Transport):
             return
         refused = frame.malformed + len(frame.rejections)
         if results:
-            refused += self._accept(results, claims, worker, state)
+            bad = self._accept(results, claims, worker, state)
+            refused += bad
+            state.done += len(results) - bad
         # after the results: a task answered in this same frame needs no claim
         if claims:
             refused += self._claim(claims, worker, state)
@@ -697,7 +721,7 @@ class NatsTransport(Transport):
         except ProtocolError:
             return  # a bystander's, or garbage: no worker to record
         state = self._worker(beat.worker, beat.pool, now)
-        state.tasks = beat.tasks
+        state.tasks, state.busy = beat.tasks, beat.busy
         if beat.inbox is not None and beat.capacity is not None:
             first = state.inbox is None
             state.inbox, state.capacity = beat.inbox, beat.capacity
@@ -905,3 +929,11 @@ def _has_streams(job: Job) -> bool:
     """Whether a job reads a stream (a consumer gets StreamRefs among its inputs)."""
     # `in` over a map of types runs in C: this is on every job's path
     return StreamRef in map(type, job.kwargs.values()) or StreamRef in map(type, job.args)
+
+
+def _identity(worker: str) -> tuple[str | None, int | None]:
+    """(host, pid) of a worker id made by Worker (`<host>-<pid>-<6 hex>`), else (None, None)."""
+    parts = worker.rsplit("-", 2)
+    if len(parts) == 3 and parts[1].isdigit() and len(parts[2]) == 6:
+        return parts[0][:200], int(parts[1])
+    return None, None

@@ -227,6 +227,10 @@ pub struct Scheduler {
     /// The group of each added node (row `v - graph nodes`), `NONE` for none; shorter
     /// than the added nodes when the last ones were added before any group existed.
     group_of: Vec<GroupId>,
+    /// A caller's label per node (`set_labels`, e.g. a task name's index) for
+    /// `counts_by_label`; empty unless asked for, and shorter than the nodes when the
+    /// last ones (added since) have none yet.
+    labels: Vec<u32>,
 }
 
 impl Scheduler {
@@ -264,6 +268,7 @@ impl Scheduler {
             growth: Growth::default(),
             groups: Vec::new(),
             group_of: Vec::new(),
+            labels: Vec::new(),
             graph,
         })
     }
@@ -821,6 +826,76 @@ impl Scheduler {
             failed,
             skipped,
         }
+    }
+
+    /// Labels nodes `first..first + labels.len()` for `counts_by_label` (a monitor's view
+    /// by task name: labelled once, then counted in one pass per look). `first` may not
+    /// leave a gap after the nodes labelled so far; labelling a node again relabels it.
+    pub fn set_labels(&mut self, first: NodeId, labels: &[u32]) -> Result<(), SchedError> {
+        let start = first as usize;
+        let end = start + labels.len();
+        if start > self.labels.len() {
+            return Err(SchedError::OutOfRange(first));
+        }
+        if end > self.states.of.len() {
+            return Err(SchedError::OutOfRange((end - 1) as NodeId));
+        }
+        if end > self.labels.len() {
+            self.labels.resize(end, 0);
+        }
+        self.labels[start..end].copy_from_slice(labels);
+        Ok(())
+    }
+
+    /// How many nodes now labelled (`set_labels`).
+    pub fn labelled(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// Per label (index = label, up to the highest one given), its labelled nodes' counts
+    /// by state in the order of `NodeState::ALL`. One pass over the labelled nodes;
+    /// nodes without a label yet are left out.
+    pub fn counts_by_label(&self) -> Vec<[usize; 6]> {
+        let top = self
+            .labels
+            .iter()
+            .copied()
+            .max()
+            .map_or(0, |m| m as usize + 1);
+        let mut out = vec![[0usize; 6]; top];
+        for (label, state) in self.labels.iter().zip(&self.states.of) {
+            out[*label as usize][*state as usize] += 1;
+        }
+        out
+    }
+
+    /// The edges between labelled nodes counted per (source label, target label), sorted:
+    /// the graph collapsed by label (added nodes' edges included, those `defer` gave
+    /// nodes of the graph left out). One pass over the labelled nodes' predecessors.
+    pub fn edge_counts_by_label(&self) -> Vec<(u32, u32, usize)> {
+        let labels = &self.labels;
+        let base = self.graph.node_count();
+        let mut counts: std::collections::HashMap<(u32, u32), usize> = Default::default();
+        let mut count = |p: NodeId, label: u32| {
+            if let Some(&from) = labels.get(p as usize) {
+                *counts.entry((from, label)).or_insert(0) += 1;
+            }
+        };
+        for (v, &label) in labels.iter().enumerate() {
+            if v < base {
+                for &p in self.graph.predecessors(v as NodeId) {
+                    count(p, label);
+                }
+            } else {
+                for p in self.growth.predecessors(v as NodeId, (v - base) as u32) {
+                    count(p, label);
+                }
+            }
+        }
+        let mut out: Vec<(u32, u32, usize)> =
+            counts.into_iter().map(|((a, b), n)| (a, b, n)).collect();
+        out.sort_unstable();
+        out
     }
 
     /// Nothing Pending, Ready or Running.

@@ -466,3 +466,60 @@ fn counts_by_state_follow_the_states() {
     );
     assert_eq!(Counts::default().by_state().map(|(_, n)| n), [0; 6]);
 }
+
+#[test]
+fn counts_by_label_follow_the_states() {
+    let mut s = Scheduler::new(diamond(), None, None).unwrap();
+    assert!(s.counts_by_label().is_empty());
+    // a gap after the labelled nodes, or past the last node, is refused
+    assert_eq!(s.set_labels(1, &[0]), Err(SchedError::OutOfRange(1)));
+    s.set_labels(0, &[0]).unwrap();
+    assert_eq!(s.set_labels(2, &[0]), Err(SchedError::OutOfRange(2)));
+    assert_eq!(s.set_labels(0, &[0; 6]), Err(SchedError::OutOfRange(5)));
+    s.set_labels(0, &[0, 1, 1]).unwrap();
+    assert_eq!(s.labelled(), 3);
+    s.set_labels(3, &[2, 0]).unwrap();
+    assert_eq!(s.start().unwrap(), vec![0, 4]);
+    assert_eq!(
+        s.counts_by_label(),
+        vec![[0, 0, 2, 0, 0, 0], [2, 0, 0, 0, 0, 0], [1, 0, 0, 0, 0, 0]]
+    );
+    s.complete(0).unwrap();
+    s.fail(1).unwrap();
+    assert_eq!(
+        s.counts_by_label(),
+        vec![[0, 0, 1, 1, 0, 0], [0, 0, 1, 0, 1, 0], [0, 0, 0, 0, 0, 1]]
+    );
+    // relabelling moves a node's count
+    s.set_labels(4, &[2]).unwrap();
+    assert_eq!(s.counts_by_label()[2], [0, 0, 1, 0, 0, 1]);
+}
+
+#[test]
+fn counts_by_label_leave_added_nodes_out_until_labelled() {
+    let mut s = Scheduler::new(diamond(), None, None).unwrap();
+    s.set_labels(0, &[0; 5]).unwrap();
+    s.start().unwrap();
+    let added = s.add_nodes(&["new"], &[(0, 1)]).unwrap();
+    assert_eq!(added.first, 5);
+    assert_eq!(s.counts_by_label().iter().flatten().sum::<usize>(), 5);
+    s.set_labels(5, &[3]).unwrap();
+    assert_eq!(s.counts_by_label()[3], [0, 0, 1, 0, 0, 0]);
+}
+
+#[test]
+fn edge_counts_by_label_collapse_the_graph() {
+    let mut s = Scheduler::new(diamond(), None, None).unwrap();
+    // 0 -> {1, 2} -> 3 with 1 and 2 under one label; 4 alone
+    s.set_labels(0, &[0, 1, 1, 2, 3]).unwrap();
+    assert_eq!(s.edge_counts_by_label(), vec![(0, 1, 2), (1, 2, 2)]);
+    s.start().unwrap();
+    // two added nodes, the second reading the first one's key
+    let added = s.add_nodes(&["x", "x", "z"], &[(0, 1), (1, 1)]).unwrap();
+    assert_eq!(added.first, 5);
+    s.set_labels(5, &[4, 4]).unwrap();
+    assert_eq!(
+        s.edge_counts_by_label(),
+        vec![(0, 1, 2), (1, 2, 2), (4, 4, 1)]
+    );
+}

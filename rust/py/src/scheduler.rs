@@ -137,6 +137,32 @@ impl PyScheduler {
             .collect()
     }
 
+    /// Label nodes first.. (e.g. by task name) for counts_by_label(); no gap allowed.
+    fn set_labels(&mut self, first: NodeId, labels: Vec<u32>) -> PyResult<()> {
+        self.inner.set_labels(first, &labels).map_err(sched_err)
+    }
+
+    /// How many nodes are labelled so far.
+    #[getter]
+    fn labelled(&self) -> usize {
+        self.inner.labelled()
+    }
+
+    /// Per label: (pending, ready, running, done, failed, skipped) of its nodes.
+    fn counts_by_label(&self, py: Python<'_>) -> Vec<(usize, usize, usize, usize, usize, usize)> {
+        let inner = &self.inner;
+        py.detach(|| inner.counts_by_label())
+            .into_iter()
+            .map(|[a, b, c, d, e, f]| (a, b, c, d, e, f))
+            .collect()
+    }
+
+    /// [(source label, target label, node-level edges)] between labelled nodes, sorted.
+    fn edge_counts_by_label(&self, py: Python<'_>) -> Vec<(u32, u32, usize)> {
+        let inner = &self.inner;
+        py.detach(|| inner.edge_counts_by_label())
+    }
+
     #[getter]
     fn running(&self) -> usize {
         self.inner.counts().running
