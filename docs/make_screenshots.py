@@ -2,7 +2,7 @@
 /usr/bin/chromium, driven by Playwright) while a run goes on.
 
     python docs/make_screenshots.py           # the real thing: examples/dashboard_demo.py run
-                                              # with --dashboard on a free port
+                                              # with --dashboard on a free port (-j 32)
     python docs/make_screenshots.py --fake    # against tests/e2e/dashboard_fake.py instead
 
 Writes docs/dashboard-live.png (the whole page, mid-run) and docs/dashboard-failures.png (the
@@ -49,10 +49,12 @@ def serving(fake: bool) -> Iterator[str]:
         cmd += ["--rate", "2500"]
     else:
         cmd = [sys.executable, "-m", "taskiq_dataflow", "run", "examples.dashboard_demo:build"]
-        cmd += ["-i", "source=demo", "--no-fail-fast", "--progress", "none"]
+        # 32 slots and short sleeps: a task stream of 32 lanes with many bars each
+        cmd += ["-i", "source=demo", "--no-fail-fast", "--progress", "none", "-j", "32"]
         cmd += ["--dashboard", f"127.0.0.1:{port}"]
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "python"), str(ROOT)])
+    env["DASHBOARD_DEMO_SLEEP"] = "0.02"
     proc = subprocess.Popen(
         cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, start_new_session=True
     )
@@ -102,6 +104,9 @@ def shoot(url: str, at: float) -> None:
         page.wait_for_timeout(700)
         page.screenshot(path=str(DOCS / "dashboard-live.png"))
         page.locator("[data-testid=failure]").first.click()
+        height = page.evaluate("document.documentElement.scrollHeight")  # the traceback's room
+        page.set_viewport_size({"width": 1440, "height": height})
+        page.wait_for_timeout(700)
         top = page.locator("#graph").locator("xpath=ancestor::section").bounding_box()
         bottom = page.locator("#failures").locator("xpath=ancestor::section").bounding_box()
         clip = {"x": 0, "y": top["y"] - 14, "width": 1440,

@@ -780,7 +780,9 @@
       path.appendChild(title);
       edgeLayer.appendChild(path);
       if (l.count && num(l.count) > 1) {
-        var tx = mx, ty = (y0 + y1) / 2 - 3;
+        // an edge past a column would put its count on a node of that column: near its source
+        var long = b.x - a.x > NODE_W + GAP_X;
+        var tx = long ? x0 + GAP_X / 2 : mx, ty = long ? y0 - 5 : (y0 + y1) / 2 - 3;
         var bg = svg("text", { x: tx, y: ty, "text-anchor": "middle", class: "edge-count-bg" });
         bg.textContent = fmtInt(l.count);
         var label = svg("text", { x: tx, y: ty, "text-anchor": "middle", class: "edge-count" });
