@@ -7,6 +7,7 @@ the network blocked."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
@@ -23,7 +24,7 @@ from .browser_support import (
     wait_for,
     watched_page,
 )
-from .support import ROOT, Processes, free_port, listening, wait_until
+from .support import E2E, ROOT, Processes, free_port, listening, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -133,3 +134,35 @@ def test_the_report_of_the_run_opens_offline(procs, browser, tmp_path):
         assert "shard 4711" in page.inner_text("#traceback")
         assert blocked == [], f"the report asked the network for {blocked}"
         watched.assert_clean()
+
+
+def test_the_workers_of_a_cluster_run_on_the_page(procs, browser):
+    """`cluster ... --dashboard` on a real nats-server and two worker processes: the workers
+    table lists both by their pids, alive, and the task stream has a lane per worker."""
+    port = free_port()
+    cmd = [
+        sys.executable, "-m", "taskiq_dataflow", "cluster", "dashboard_flows:broker",
+        "dashboard_flows:on_cluster", "--workers", "2", "-i", "n=1", "--progress", "none",
+        "-j", "4",  # 40 tasks of 1 s, 4 at a time: ~10 s of a run to look at
+        "--dashboard", f"127.0.0.1:{port}",
+    ]  # fmt: skip
+    env = procs.env({"DASHBOARD_E2E_DELAY": "1"}, pythonpath=[PACKAGE_ROOT, E2E])
+    started = time.monotonic()
+    proc = procs.spawn(cmd, env=env, cwd=ROOT)
+    wait_until(lambda: listening(port) or proc.poll() is not None, 60, "the dashboard to listen")
+    with watched_page(browser) as watched:
+        page = watched.page
+        page.goto(f"http://127.0.0.1:{port}/")
+        rows = page.locator("#workers tbody tr")
+        wait_for(lambda: rows.count() == 2, 30, "two workers in the table")
+        ready = wait_for(
+            lambda: re.search(r"ready: pids (\d+), (\d+)", procs.output(proc)), 10, "the pids"
+        )
+        table = page.inner_text("#workers")
+        for pid in ready.groups():
+            assert pid in table, table
+        assert table.count("alive") == 2 and "lost" not in table
+        wait_for(lambda: "2 lanes" in page.inner_text("#stream-note"), 30, "a lane per worker")
+        assert page.locator("#workers tr.lost").count() == 0
+        watched.assert_clean()
+    assert finished(procs, proc, started) == 0, procs.output(proc)[-3000:]

@@ -496,19 +496,42 @@
       ctx.fillText("No task has finished yet.", (left + right) / 2, (top + bottom) / 2);
       return;
     }
-    // bars, batched by colour; failed ones outlined after
+    // bars, batched by colour; failed ones outlined after. A worker runs several tasks at once
+    // on its slots: the bars of one lane that overlap in time are packed into sub-rows
     var pad = laneH > 6 ? 1.5 : 0.5;
     var byColour = {};
     var failed = [];
+    var perLane = {};
     bars.forEach(function (b) {
       var lane = b.lane | 0;
-      if (lane < 0 || lane >= lanes.length) return;
-      var x0 = xOf(Math.max(t0, num(b.start))), x1 = xOf(Math.min(t1, num(b.end)));
-      var rect = [x0, top + lane * laneH + pad, Math.max(1, x1 - x0), laneH - 2 * pad];
-      var colour = colourOf(String(b.name));
-      (byColour[colour] = byColour[colour] || []).push(rect);
-      if (b.status === "failed") failed.push(rect);
+      if (lane >= 0 && lane < lanes.length) (perLane[lane] = perLane[lane] || []).push(b);
     });
+    var hits = [];
+    var maxSub = Math.max(1, Math.min(8, Math.floor((laneH - 2 * pad) / 3)));
+    Object.keys(perLane).forEach(function (key) {
+      var lane = +key;
+      var list = perLane[key].slice().sort(function (a, b) { return num(a.start) - num(b.start); });
+      var ends = [], rowOf = [];
+      list.forEach(function (b, i) {
+        var start = num(b.start), k = -1;
+        for (var j = 0; j < ends.length; j++) if (ends[j] <= start + 1e-9) { k = j; break; }
+        if (k < 0 && ends.length < maxSub) { k = ends.length; ends.push(0); }
+        if (k < 0) { k = 0; for (j = 1; j < ends.length; j++) if (ends[j] < ends[k]) k = j; }
+        ends[k] = Math.max(ends[k], num(b.end));
+        rowOf[i] = k;
+      });
+      var h = (laneH - 2 * pad) / ends.length, gap = ends.length > 1 ? 1 : 0;
+      list.forEach(function (b, i) {
+        var x0 = xOf(Math.max(t0, num(b.start))), x1 = xOf(Math.min(t1, num(b.end)));
+        var w = Math.max(1, x1 - x0 - (x1 - x0 > 3 ? 1 : 0)); // a hair between neighbours
+        var rect = [x0, top + lane * laneH + pad + rowOf[i] * h, w, Math.max(1, h - gap)];
+        var colour = colourOf(String(b.name));
+        (byColour[colour] = byColour[colour] || []).push(rect);
+        if (b.status === "failed") failed.push(rect);
+        hits.push({ rect: rect, bar: b });
+      });
+    });
+    streamGeom.hits = hits;
     for (var colour in byColour) {
       ctx.fillStyle = colour;
       ctx.beginPath();
@@ -539,20 +562,18 @@
   function streamHover(ev) {
     var tip = $("stream-tip");
     var g = streamGeom;
-    if (!g || !g.bars.length) { tip.hidden = true; return; }
+    if (!g || !g.hits || !g.hits.length) { tip.hidden = true; return; }
     var box = ev.currentTarget.getBoundingClientRect();
     var x = ev.clientX - box.left, y = ev.clientY - box.top;
-    var lane = Math.floor((y - g.top) / g.laneH);
-    var t = g.t0 + (x - g.left) / (g.right - g.left) * (g.t1 - g.t0);
-    var slack = 3 / (g.right - g.left) * (g.t1 - g.t0);
     var hit = null;
-    for (var i = g.bars.length - 1; i >= 0; i--) {
-      var b = g.bars[i];
-      if ((b.lane | 0) === lane && t >= num(b.start) - slack && t <= num(b.end) + slack) { hit = b; break; }
+    var hits = g.hits || [];
+    for (var i = hits.length - 1; i >= 0; i--) {
+      var r = hits[i].rect;
+      if (x >= r[0] - 2 && x <= r[0] + r[2] + 2 && y >= r[1] && y <= r[1] + r[3]) { hit = hits[i].bar; break; }
     }
     if (!hit) { tip.hidden = true; return; }
     tip.textContent = hit.name + " · " + fmtDuration(num(hit.end) - num(hit.start))
-      + (hit.status === "failed" ? " · failed" : "") + " · " + g.lanes[lane];
+      + (hit.status === "failed" ? " · failed" : "") + " · " + g.lanes[hit.lane | 0];
     tip.hidden = false;
     tip.style.left = Math.min(x + 12, box.width - tip.offsetWidth - 4) + "px";
     tip.style.top = (y + 14) + "px";
