@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import random
 import re
 import socket
 import time
@@ -516,3 +517,35 @@ def test_throughput_and_task_stream_stay_within_their_caps() -> None:
     view = stream_view(many, 5000.0)
     assert len(view["bars"]) <= MAX_BARS and len(view["lanes"]) <= MAX_LANES
     assert {b["status"] for b in view["bars"]} == {"done", "failed"}
+
+
+async def nap(s: int) -> int:
+    await asyncio.sleep(random.uniform(0.01, 0.07))  # completions spread out, not in lockstep
+    return s
+
+
+def test_task_stream_bars_spread_over_the_whole_run_not_only_the_moments_before_ticks(
+    monkeypatch: Any,
+) -> None:
+    # a tick samples far fewer completions than happened since the last one (as on a fast
+    # run): the bars it keeps must still cover the time between two ticks evenly
+    monkeypatch.setattr(monitor_module, "SCAN_PER_TICK", 100)
+    monkeypatch.setattr(monitor_module, "KEPT_PER_TICK", 400)
+    nodes = [DAGNode(source, output="s", inputs=["n"], name="source")]
+    nodes += [DAGNode(nap, output=f"o{i}", inputs=["s"], name="nap") for i in range(2500)]
+    engine = ExecutionEngine(None, dag_of(*nodes), max_parallel=50)  # ~1,250 tasks a second
+
+    async def main() -> dict[str, Any]:
+        async with watch_runs(engine) as runs:
+            await engine.execute({"n": 1}, pipeline_id="spread")
+            found = runs.find("spread")
+            assert found is not None
+            return found.snapshot()
+
+    snap = run(main())
+    ends = [bar["end"] for bar in snap["stream"]["bars"]]
+    assert len(ends) > 100
+    buckets = {int(end / 0.1) for end in ends}
+    span = range(2, int((snap["elapsed"] - 0.2) / 0.1))
+    covered = sum(b in buckets for b in span) / len(span)
+    assert covered > 0.6, f"bars in only {covered:.0%} of the run's tenths of a second"

@@ -25,11 +25,13 @@ MAX_TEXT = 2000  # characters of a message, a task name or a log line
 MAX_TRACEBACK = 16_000  # characters of a traceback (its end is kept: the raise is there)
 MAX_RUN_ID = 200  # longer run ids in a request are refused without a look-up
 
-# sampling of the task stream, per tick: dispatched nodes and completions looked at (newest
-# first; ~1 ms), and starts remembered to match them (per run; oldest dropped first)
-SCAN_PER_TICK = 2048
+# sampling of the task stream, per tick: of the batches dispatched and completed since the
+# last tick, those kept (thinned evenly over the tick: KEPT_PER_TICK items at most each way,
+# ~1 ms to match), the bars made of the matches (spread evenly over the tick), and the starts
+# remembered to match later completions (per run; oldest dropped first)
+KEPT_PER_TICK = 16_384
+SCAN_PER_TICK = 2048  # bars per tick at most
 STARTS_KEPT = 65_536
-BATCHES_KEPT = 64  # at most, of the newest dispatch / completion batches held between two ticks
 
 
 def clip(text: str, limit: int = MAX_TEXT) -> str:

@@ -26,11 +26,12 @@ import time
 import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING, Any
+from random import random
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ..events import Event, RunFinished, RunStarted, TaskError
 from .limits import (
-    BATCHES_KEPT,
+    KEPT_PER_TICK,
     MAX_BARS,
     MAX_FAILURES,
     MAX_LOGS,
@@ -77,10 +78,9 @@ class RunMonitor:
         self._t0 = time.monotonic()  # started_at on the monotonic clock
         self.finished_at: float | None = None
         self.total = len(state.tasks)
-        # per batch: (monotonic time, the batch itself); only the newest are kept
-        self._dispatches: deque[tuple[float, list[int]]] = deque()
-        self._completions: deque[tuple[float, list[Completion]]] = deque()
-        self._kept_done = self._kept_started = 0  # items in the batches held
+        # the batches since the last tick, thinned evenly over it (see _Batches)
+        self._dispatches: _Batches[int] = _Batches()
+        self._completions: _Batches[Completion] = _Batches()
         self._starts: dict[int, float] = {}  # node -> start, of dispatches sampled so far
         self._bars: deque[tuple[str | None, str, float, float, bool]] = deque(maxlen=MAX_BARS)
         self._durations: dict[str, list[float]] = {}  # name -> [sum, count] of sampled ones
@@ -101,19 +101,10 @@ class RunMonitor:
     # -- called by the run's state (per batch; per task only on rare paths) ---------------------
 
     def completed(self, batch: list[Completion]) -> None:
-        kept = self._completions
-        kept.append((time.monotonic(), batch))
-        # held only as long as a tick may look at it: the newest SCAN_PER_TICK completions
-        self._kept_done += len(batch)
-        while len(kept) > BATCHES_KEPT or self._kept_done - len(kept[0][1]) >= SCAN_PER_TICK:
-            self._kept_done -= len(kept.popleft()[1])
+        self._completions.add(batch)
 
     def dispatched(self, nodes: list[int]) -> None:
-        kept = self._dispatches
-        kept.append((time.monotonic(), nodes))
-        self._kept_started += len(nodes)
-        while len(kept) > BATCHES_KEPT or self._kept_started - len(kept[0][1]) >= SCAN_PER_TICK:
-            self._kept_started -= len(kept.popleft()[1])
+        self._dispatches.add(nodes)
 
     def failed(self, completion: Completion, name: str) -> None:
         self._failed_nodes.add(completion.node)
@@ -170,8 +161,8 @@ class RunMonitor:
         self.version += 1
         self.driver.state.monitor = None
         self.driver = None
-        self._dispatches.clear()
-        self._completions.clear()
+        self._dispatches.take()
+        self._completions.take()
         self._starts.clear()
 
     # -- looks ----------------------------------------------------------------------------------
@@ -197,27 +188,17 @@ class RunMonitor:
 
     def _sample(self, names: Any) -> None:
         t0, starts = self._t0, self._starts
-        taken = 0
-        while self._dispatches and taken < SCAN_PER_TICK:
-            at, nodes = self._dispatches.pop()  # newest first
-            first = nodes[: SCAN_PER_TICK - taken]
-            starts.update(dict.fromkeys(first, at - t0))
-            taken += len(first)
-        self._dispatches.clear()
-        self._kept_started = 0
+        for at, nodes in self._dispatches.take():
+            starts.update(dict.fromkeys(nodes, at - t0))
         if len(starts) > STARTS_KEPT:
             keep = list(starts.items())[-STARTS_KEPT // 2 :]
             starts.clear()
             starts.update(keep)
-        scanned = 0
         found: list[tuple[str | None, str, float, float, bool]] = []
         durations = self._durations
-        while self._completions and scanned < SCAN_PER_TICK:
-            at, batch = self._completions.pop()  # newest first
+        for at, batch in self._completions.take():
             end = at - t0
-            some = batch[: SCAN_PER_TICK - scanned]
-            scanned += len(some)
-            for c in some:
+            for c in batch:
                 start = starts.pop(c.node, None)
                 if start is None:
                     continue
@@ -229,9 +210,8 @@ class RunMonitor:
                         total = durations[name] = [0.0, 0]
                     total[0] += end - start
                     total[1] += 1
-        self._completions.clear()
-        self._kept_done = 0
-        found.reverse()
+        if len(found) > SCAN_PER_TICK:  # evenly over the tick, as many as the page shows
+            found = found[:: -(-len(found) // SCAN_PER_TICK)]
         self._bars.extend(found)
 
     def summary(self) -> dict[str, Any]:
@@ -566,3 +546,38 @@ async def watch_runs(engine: ExecutionEngine) -> AsyncIterator[EngineMonitor]:
         yield monitor
     finally:
         await monitor.stop()
+
+
+T = TypeVar("T")
+
+
+class _Batches(Generic[T]):
+    """The batches a run's state handed over since the last tick, with their times, thinned
+    evenly over the tick: once they hold more than KEPT_PER_TICK items, about half of them are
+    dropped and later ones are kept with half the chance (and so on), so a tick samples all of
+    it, not only its last moments. Dropped at random, not every other one: the dispatches and
+    the completions are thinned on their own, and a deterministic choice on both sides can keep
+    exactly the dispatches whose completions it drops. O(1) per batch, amortised."""
+
+    __slots__ = ("_batches", "_items", "_keep")
+
+    def __init__(self) -> None:
+        self._batches: list[tuple[float, list[T]]] = []
+        self._items = 0
+        self._keep = 1.0  # the chance a batch is kept
+
+    def add(self, batch: list[T]) -> None:
+        if self._keep < 1.0 and random() >= self._keep:
+            return
+        self._batches.append((time.monotonic(), batch))
+        self._items += len(batch)
+        if self._items > KEPT_PER_TICK and len(self._batches) > 1:
+            self._batches = [b for b in self._batches if random() < 0.5]
+            self._items = sum(len(b) for _, b in self._batches)
+            self._keep /= 2
+
+    def take(self) -> list[tuple[float, list[T]]]:
+        """The batches kept since the last take, oldest first; starts over."""
+        batches, self._batches = self._batches, []
+        self._items, self._keep = 0, 1.0
+        return batches
