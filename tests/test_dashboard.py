@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import random
 import re
 import socket
@@ -549,3 +550,29 @@ def test_task_stream_bars_spread_over_the_whole_run_not_only_the_moments_before_
     span = range(2, int((snap["elapsed"] - 0.2) / 0.1))
     covered = sum(b in buckets for b in span) / len(span)
     assert covered > 0.6, f"bars in only {covered:.0%} of the run's tenths of a second"
+
+
+async def chatty(s: int) -> int:
+    logging.getLogger("tests.chatty").info("working on %d", s)
+    return s
+
+
+def test_what_tasks_log_reaches_the_dashboard_without_a_store(monkeypatch: Any) -> None:
+    # records exist only from the logger's own level up (the root's WARNING by default)
+    monkeypatch.setattr(logging.getLogger("tests.chatty"), "level", logging.INFO)
+    nodes = [DAGNode(source, output="s", inputs=["n"], name="source")]
+    nodes += [DAGNode(chatty, output=f"c{i}", inputs=["s"], name="chatty") for i in range(3)]
+    engine = ExecutionEngine(None, dag_of(*nodes))
+
+    async def main() -> dict[str, Any]:
+        async with watch_runs(engine) as runs:
+            await engine.execute({"n": 7}, pipeline_id="chat")
+            found = runs.find("chat")
+            assert found is not None
+            return found.snapshot()
+
+    logs = run(main())["logs"]
+    assert [(r["task"], r["level"], r["message"]) for r in logs] == [
+        ("chatty", "INFO", "working on 7")
+    ] * 3
+    assert all(r["t"] >= 0 for r in logs)

@@ -396,7 +396,9 @@ class ExecutionEngine:
         run_id = pipeline_id or uuid.uuid4().hex
         transport = self._make_transport(run_id)
         level = self.capture_logs
-        capture = level if level is not None and self.events.listens(StepLogged) else None
+        # a dashboard watching the engine's runs (observe_runs) shows what their tasks log
+        wanted = self._observers or self.events.listens(StepLogged)
+        capture = level if level is not None and wanted else None
         if capture is not None or labels_on():
             transport.log_tasks(run_id, capture)
         elif transport.task_logs is not None:  # a Transport given to the engine, reused

@@ -412,6 +412,7 @@ class RunState:
                 if (
                     plain
                     and len(outputs) == 1
+                    and not c.logs
                     and (not grown or (type(c.value) is not Deferred and node not in awaited))
                 ):  # the hot path: nothing else to record
                     values[outputs[0]] = c.value
@@ -598,9 +599,11 @@ class RunState:
 
     def _logged(self, c: Completion) -> None:
         """What an execution logged, before the event of its outcome."""
+        assert c.logs is not None
+        node = c.node
+        if self.monitor is not None:
+            self.monitor.logged(self.names[node], c.logs)
         if self.step_events:
-            assert c.logs is not None
-            node = c.node
             self._events.append(StepLogged(self.run_id, node, self.names[node], c.attempt, c.logs))
 
     def _succeeded(self, c: Completion, outputs: Sequence[str], done: list[int]) -> Completion:

@@ -25,11 +25,11 @@ import socket
 import time
 import weakref
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from random import random
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from ..events import Event, RunFinished, RunStarted, TaskError
+from ..events import Event, LogEntry, RunFinished, RunStarted, TaskError
 from .limits import (
     KEPT_PER_TICK,
     MAX_BARS,
@@ -130,16 +130,18 @@ class RunMonitor:
             name = self.driver.state.names[node]
             self._cached[name] = self._cached.get(name, 0) + 1
 
-    def log(self, t: float, level: str, task: str, message: str) -> None:
-        """A log record of one of the run's tasks (`t`: epoch seconds)."""
-        self.logs.append(
-            {
-                "t": t - self.started_at,
-                "level": clip(level, 20),
-                "task": clip(task),
-                "message": clip(message),
-            }
-        )
+    def logged(self, task: str, records: Sequence[LogEntry]) -> None:
+        """What one execution of a run's task logged (called by the run's state)."""
+        started, logs = self.started_at, self.logs
+        for r in records[-MAX_LOGS:]:
+            logs.append(
+                {
+                    "t": r.time - started,
+                    "level": clip(r.level, 20),
+                    "task": clip(task),
+                    "message": clip(r.message),
+                }
+            )
 
     # -- the run's start and end (its events) ---------------------------------------------------
 
