@@ -11,6 +11,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -412,3 +413,19 @@ def test_capture_works_through_the_metrics_timed_transport():
         "after it, from a child logger",
     ]
     assert by_task["blocking"].records[0].message == "in thread"
+
+
+@pipeline_task(output="mine")
+async def with_a_thread() -> int:
+    log.info("from the task")
+    # a thread of its own (no context of the task's) logging while the task is stepped
+    helper = threading.Thread(target=log.info, args=("from a thread",))
+    helper.start()
+    helper.join()
+    return 1
+
+
+def test_a_thread_logging_while_a_task_is_stepped_is_not_taken_for_the_task():
+    engine, events = engine_of(with_a_thread)
+    run(engine.execute({}))
+    assert [r.message for r in logged(events)["with_a_thread"].records] == ["from the task"]

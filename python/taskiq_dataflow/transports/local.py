@@ -7,6 +7,7 @@ import concurrent.futures
 import contextvars
 import functools
 import inspect
+import threading
 from typing import Any
 
 from ..errors import TaskArgumentError
@@ -14,7 +15,7 @@ from ..middlewares import TaskHooks, task_hooks
 from ..router import runs_in_engine
 from ..seceding import CURRENT_TASK, STEPPING
 from ..task_logs import CURRENT as CURRENT_LOG
-from ..task_logs import TaskLog
+from ..task_logs import TaskLog, labels_on, set_fallback
 from .base import Completion, Job, Transport, task_error
 
 __all__ = ["LocalTransport", "runs_in_engine"]
@@ -45,6 +46,8 @@ class LocalTransport(Transport):
         self._hooks: dict[Any, TaskHooks | None] = {}
         # node -> the TaskLog of its job in flight (only while its run captures or labels)
         self._logs: dict[int, TaskLog] = {}
+        # node -> the TaskLog a job stepped in place made at its first record (_stepped_log)
+        self._first: dict[int, TaskLog] = {}
 
     async def startup(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -77,11 +80,20 @@ class LocalTransport(Transport):
         outer_sink, outer_node = stepping.sink, stepping.node
         stepping.sink = sink
         task_logs = self.task_logs
+        # capture only: a task's TaskLog is made at its first record (_stepped_log); labels
+        # (JSON log lines) need one in every task's context
+        eager = task_logs is not None and (task_logs[1] is None or labels_on())
+        lazy = task_logs is not None and not eager
+        first = self._first
+        outer_lazy = _LAZY.enter(first, task_logs) if lazy else None
         log = None
         try:
             for job in jobs:
-                if task_logs is not None:
+                if eager:
+                    assert task_logs is not None
                     log = TaskLog(task_logs[0], job.name, job.attempt, task_logs[1])
+                elif lazy:
+                    log = None
                 func = job.func
                 kind = self._kind.get(func)
                 if kind is None:
@@ -103,6 +115,9 @@ class LocalTransport(Transport):
                             push(Completion(job.node, job.attempt, False, error))
                             continue
                 if not is_coro:
+                    if lazy:  # in its thread, CURRENT_LOG holds it
+                        assert task_logs is not None
+                        log = TaskLog(task_logs[0], job.name, job.attempt, task_logs[1])
                     self._run_blocking(job, args, kwargs, log)
                     continue
                 try:
@@ -114,10 +129,15 @@ class LocalTransport(Transport):
                     if log is not None:
                         context.run(CURRENT_LOG.set, log)
                     stepping.node = job.node
+                    if lazy:
+                        _LAZY.job = job
                     try:
                         yielded = context.run(coro.send, None)
                     finally:
                         stepping.node = None
+                        if lazy:
+                            _LAZY.job = None
+                            log = first.pop(job.node, None) if first else None
                 except StopIteration as stop:
                     if log is None:
                         push(Completion(job.node, job.attempt, True, stop.value))
@@ -130,9 +150,16 @@ class LocalTransport(Transport):
                     logs = None if log is None else log.entries()
                     push(Completion(job.node, job.attempt, False, error, logs=logs))
                     continue
+                if lazy:  # it goes on as a Task: its context holds its TaskLog from now on
+                    assert task_logs is not None
+                    if log is None:
+                        log = TaskLog(task_logs[0], job.name, job.attempt, task_logs[1])
+                    context.run(CURRENT_LOG.set, log)
                 self._continue(job, coro, yielded, context, log)
         finally:
             stepping.sink, stepping.node = outer_sink, outer_node
+            if outer_lazy is not None:
+                _LAZY.leave(outer_lazy)
         if sink.done:
             sink.wake()
 
@@ -280,3 +307,50 @@ async def _drive(coro: Any, yielded: Any) -> Any:
             yielded = coro.send(None)
         except StopIteration as stop:
             return stop.value
+
+
+class _Lazy:
+    """The job a LocalTransport steps in place while its run captures, for _stepped_log.
+    A task may run a nested run within its first step: `enter` returns what `leave` puts
+    back."""
+
+    __slots__ = ("job", "level", "logs", "run_id", "thread")
+
+    def __init__(self) -> None:
+        self.job: Job | None = None
+        self.logs: dict[int, TaskLog] = {}
+        self.run_id = ""
+        self.level: int | None = None
+        self.thread = 0
+
+    def enter(
+        self, logs: dict[int, TaskLog], task_logs: tuple[str, int | None] | None
+    ) -> tuple[Any, ...]:
+        assert task_logs is not None
+        outer = (self.job, self.logs, self.run_id, self.level, self.thread)
+        self.job, self.logs = None, logs
+        self.run_id, self.level = task_logs
+        self.thread = threading.get_ident()
+        return outer
+
+    def leave(self, outer: tuple[Any, ...]) -> None:
+        self.job, self.logs, self.run_id, self.level, self.thread = outer
+
+
+_LAZY = _Lazy()
+
+
+def _stepped_log() -> TaskLog | None:
+    """The TaskLog of the task stepped in place right now, made at its first record; None
+    outside one, or in another thread (which the stepped task is not running in)."""
+    lazy = _LAZY
+    job = lazy.job
+    if job is None or threading.get_ident() != lazy.thread:
+        return None
+    log = lazy.logs.get(job.node)
+    if log is None:
+        log = lazy.logs[job.node] = TaskLog(lazy.run_id, job.name, job.attempt, lazy.level)
+    return log
+
+
+set_fallback(_stepped_log)
