@@ -49,13 +49,16 @@ class Sink:
     `control` carries the driver's own events (a retry that came due, a cancel) through the
     same wake-up, so that the driver waits on one thing."""
 
-    __slots__ = ("_event", "control", "done", "fatal")
+    __slots__ = ("_event", "control", "done", "fatal", "stepper")
 
     def __init__(self) -> None:
         self.done: list[Completion] = []
         self.control: list[Any] = []
         self.fatal: BaseException | None = None  # set when a transport cannot go on
         self._event = asyncio.Event()
+        # the LocalTransport whose in-process tasks of this run capture their records lazily
+        # (a record finds its task's TaskLog through the task's CURRENT_TASK: sink, node)
+        self.stepper: Any = None
 
     def push(self, completion: Completion) -> None:
         self.done.append(completion)

@@ -46,8 +46,10 @@ class LocalTransport(Transport):
         self._hooks: dict[Any, TaskHooks | None] = {}
         # node -> the TaskLog of its job in flight (only while its run captures or labels)
         self._logs: dict[int, TaskLog] = {}
-        # node -> the TaskLog a job stepped in place made at its first record (_stepped_log)
+        # node -> the TaskLog a job stepped in place made at its first record (_task_log)
         self._first: dict[int, TaskLog] = {}
+        # node -> its job, of a job that went on as a Task while its run captures lazily
+        self._jobs: dict[int, Job] = {}
 
     async def startup(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -80,12 +82,15 @@ class LocalTransport(Transport):
         outer_sink, outer_node = stepping.sink, stepping.node
         stepping.sink = sink
         task_logs = self.task_logs
-        # capture only: a task's TaskLog is made at its first record (_stepped_log); labels
+        # capture only: a task's TaskLog is made at its first record (_task_log); labels
         # (JSON log lines) need one in every task's context
         eager = task_logs is not None and (task_logs[1] is None or labels_on())
         lazy = task_logs is not None and not eager
         first = self._first
-        outer_lazy = _LAZY.enter(first, task_logs) if lazy else None
+        outer_lazy = None
+        if lazy:
+            outer_lazy = _LAZY.enter(first, task_logs)
+            sink.stepper = self
         log = None
         try:
             for job in jobs:
@@ -150,11 +155,8 @@ class LocalTransport(Transport):
                     logs = None if log is None else log.entries()
                     push(Completion(job.node, job.attempt, False, error, logs=logs))
                     continue
-                if lazy:  # it goes on as a Task: its context holds its TaskLog from now on
-                    assert task_logs is not None
-                    if log is None:
-                        log = TaskLog(task_logs[0], job.name, job.attempt, task_logs[1])
-                    context.run(CURRENT_LOG.set, log)
+                if lazy:  # it goes on as a Task: found by its CURRENT_TASK (_task_log)
+                    self._jobs[job.node] = job
                 self._continue(job, coro, yielded, context, log)
         finally:
             stepping.sink, stepping.node = outer_sink, outer_node
@@ -224,6 +226,8 @@ class LocalTransport(Transport):
 
     def _finished(self, job: Job, fut: asyncio.Future[Any]) -> None:
         self._tasks.pop(job.node, None)
+        if self._jobs:
+            self._jobs.pop(job.node, None)
         log = self._logs.pop(job.node, None) if self._logs else None
         logs = None if log is None else log.entries()
         if fut.cancelled():
@@ -310,7 +314,7 @@ async def _drive(coro: Any, yielded: Any) -> Any:
 
 
 class _Lazy:
-    """The job a LocalTransport steps in place while its run captures, for _stepped_log.
+    """The job a LocalTransport steps in place while its run captures, for _task_log.
     A task may run a nested run within its first step: `enter` returns what `leave` puts
     back."""
 
@@ -340,17 +344,32 @@ class _Lazy:
 _LAZY = _Lazy()
 
 
-def _stepped_log() -> TaskLog | None:
-    """The TaskLog of the task stepped in place right now, made at its first record; None
-    outside one, or in another thread (which the stepped task is not running in)."""
+def _task_log() -> TaskLog | None:
+    """The TaskLog of the in-process task that is logging, made at its first record: the task
+    stepped in place right now (in this thread), else the Task whose context names it (its
+    transport's jobs); None outside a task of a run that captures lazily."""
     lazy = _LAZY
     job = lazy.job
-    if job is None or threading.get_ident() != lazy.thread:
+    if job is not None and threading.get_ident() == lazy.thread:
+        log = lazy.logs.get(job.node)
+        if log is None:
+            log = lazy.logs[job.node] = TaskLog(lazy.run_id, job.name, job.attempt, lazy.level)
+        return log
+    current = CURRENT_TASK.get()
+    if current is None:
         return None
-    log = lazy.logs.get(job.node)
+    sink, node = current
+    transport = sink.stepper
+    if transport is None:
+        return None
+    job = transport._jobs.get(node)
+    task_logs = transport.task_logs
+    if job is None or task_logs is None:
+        return None
+    log = transport._logs.get(node)
     if log is None:
-        log = lazy.logs[job.node] = TaskLog(lazy.run_id, job.name, job.attempt, lazy.level)
+        log = transport._logs[node] = TaskLog(task_logs[0], job.name, job.attempt, task_logs[1])
     return log
 
 
-set_fallback(_stepped_log)
+set_fallback(_task_log)
