@@ -89,9 +89,12 @@ def base_python() -> str:
 
 def no_toolchain_env(procs: Processes, venv: Path) -> dict[str, str]:
     """A user's shell without Rust: the venv's bin, then system dirs that hold none of cargo,
-    rustc, maturin; no variables pointing at a toolchain or another venv."""
+    rustc, maturin; no variables pointing at a toolchain, another venv or the checkout (the
+    package must come from the wheel, not the PYTHONPATH procs.env() gives other tests)."""
     env = procs.env()
-    for var in ("CARGO_HOME", "RUSTUP_HOME", "PYENV_ROOT", "PYENV_VERSION", "VIRTUAL_ENV"):
+    for var in (
+        "CARGO_HOME", "RUSTUP_HOME", "PYENV_ROOT", "PYENV_VERSION", "VIRTUAL_ENV", "PYTHONPATH"
+    ):  # fmt: skip
         env.pop(var, None)
     system = ["/usr/local/bin", "/usr/bin", "/bin"]
     clean = [d for d in system if not any((Path(d) / tool).exists() for tool in TOOLCHAIN)]
