@@ -103,3 +103,21 @@ def wait_for(predicate: Any, timeout: float, what: str, interval: float = 0.2) -
 
 def coloured_fraction(page: Any, canvas_id: str = "task-stream") -> float:
     return float(page.evaluate(COLOURED_PIXELS_JS, canvas_id))
+
+
+def open_offline(page: Any, report: Path) -> list[str]:
+    """Open the report file with every other request aborted; returns the list the aborted
+    URLs are added to (an offline report must leave it empty)."""
+    blocked: list[str] = []
+    own = report.as_uri()
+
+    def only_the_file(route: Any) -> None:
+        if route.request.url.split("#")[0] == own:
+            route.continue_()
+        else:
+            blocked.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", only_the_file)
+    page.goto(own)
+    return blocked

@@ -21,6 +21,7 @@ from .browser_support import (
     chromium,
     coloured_fraction,
     done_count,
+    open_offline,
     wait_for,
     watched_page,
 )
@@ -115,18 +116,7 @@ def test_the_report_of_the_run_opens_offline(procs, browser, tmp_path):
     assert "window.DATAFLOW_REPORT" in html and 'src="' not in html
     with watched_page(browser) as watched:
         page = watched.page
-        blocked: list[str] = []
-        own = report.as_uri()
-
-        def only_the_file(route: Any) -> None:
-            if route.request.url.split("#")[0] == own:
-                route.continue_()
-            else:
-                blocked.append(route.request.url)
-                route.abort()
-
-        page.route("**/*", only_the_file)
-        page.goto(own)
+        blocked = open_offline(page, report)
         page.wait_for_function(f"{STATUS_JS} === 'failed'")
         assert done_count(page) == 99_998
         assert coloured_fraction(page) > 0.02

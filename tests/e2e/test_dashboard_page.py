@@ -20,6 +20,7 @@ from .browser_support import (
     coloured_fraction,
     done_count,
     number,
+    open_offline,
     wait_for,
     watched_page,
 )
@@ -176,18 +177,7 @@ def test_the_offline_report_renders_with_the_network_blocked(watched, tmp_path):
     html = report.read_text()
     assert 'src="' not in html and "/static/" not in html  # nothing to fetch
     page = watched.page
-    blocked: list[str] = []
-    own = report.as_uri()
-
-    def only_the_file(route: Any) -> None:
-        if route.request.url.split("#")[0] == own:
-            route.continue_()
-        else:
-            blocked.append(route.request.url)
-            route.abort()
-
-    page.route("**/*", only_the_file)
-    page.goto(own)
+    blocked = open_offline(page, report)
     page.wait_for_function("document.getElementById('run-status').textContent === 'running'")
     assert page.inner_text("#conn").startswith("report")
     assert page.evaluate("typeof window.DATAFLOW_REPORT") == "object"
