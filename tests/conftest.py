@@ -46,3 +46,17 @@ def registry_of(*tasks, external=()):
 
 def dag_of(*tasks, external=()):
     return registry_of(*tasks, external=external).build_dag()
+
+
+def call_cli(capsys, *args):
+    """`taskiq_dataflow.cli.main(args)` in this process (fast): (exit code, stdout, stderr);
+    argparse's own usage errors count as their exit code."""
+    from taskiq_dataflow.cli import main
+
+    capsys.readouterr()
+    try:
+        code = main(list(args))
+    except SystemExit as exit:
+        code = exit.code
+    out, err = capsys.readouterr()
+    return code, out, err

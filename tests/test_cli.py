@@ -7,7 +7,7 @@ import sys
 import textwrap
 
 import pytest
-from taskiq_dataflow.cli import main
+from conftest import call_cli
 from taskiq_dataflow.cli.args import parse_inputs
 from taskiq_dataflow.errors import CLIError
 
@@ -161,13 +161,7 @@ def cli(flows_dir, capsys, monkeypatch):
     monkeypatch.syspath_prepend(str(flows_dir))
 
     def invoke(*args):
-        capsys.readouterr()
-        try:
-            code = main(list(args))
-        except SystemExit as exit:  # argparse's own usage errors
-            code = exit.code
-        out, err = capsys.readouterr()
-        return Result(code, out, err)
+        return Result(*call_cli(capsys, *args))
 
     return invoke
 

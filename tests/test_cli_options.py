@@ -9,8 +9,8 @@ import re
 import textwrap
 
 import pytest
+from conftest import call_cli
 from taskiq_dataflow import DataflowPipeline
-from taskiq_dataflow.cli import main
 from taskiq_dataflow.cli.args import DEFAULT_MAX_PARALLEL
 from taskiq_dataflow.cli.console import Console
 from taskiq_dataflow.cli.progress import Progress
@@ -104,13 +104,7 @@ def cli(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
 
     def invoke(*args):
-        capsys.readouterr()
-        try:
-            code = main(list(args))
-        except SystemExit as exit:
-            code = exit.code
-        out, err = capsys.readouterr()
-        return code, out, err
+        return call_cli(capsys, *args)
 
     return invoke
 

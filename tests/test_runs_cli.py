@@ -14,8 +14,8 @@ import sys
 import textwrap
 
 import pytest
+from conftest import call_cli
 from taskiq_dataflow import ExecutionEngine, RunStore
-from taskiq_dataflow.cli import main
 from taskiq_dataflow.store import HOST
 
 FLOWS = textwrap.dedent(
@@ -87,13 +87,7 @@ def cli(tmp_path, capsys, monkeypatch):
     sys.modules.pop("hist_flows", None)
 
     def invoke(*args):
-        capsys.readouterr()
-        try:
-            code = main(list(args))
-        except SystemExit as exit:
-            code = exit.code
-        out, err = capsys.readouterr()
-        return code, out, err
+        return call_cli(capsys, *args)
 
     yield invoke
     sys.modules.pop("hist_flows", None)
