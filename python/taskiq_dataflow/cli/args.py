@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeAlias
 
 from ..cluster.broker import NATS_URL_ENV
-from ..errors import CLIError
+from ..errors import CLIError, ClusterError
 from .output import PROG
 
 # Tasks in flight when neither -j nor the pipeline says: enough to keep a cluster of a few dozen
@@ -54,6 +54,7 @@ def build_parser(
         metavar="MODULE:ATTR",
         help="the broker to run on (default: the DataflowNatsBroker of the tasks, if any)",
     )
+    add_server_arg(run, "the run's")
     _add_run_args(run)
     _add_metrics_args(run, "the run's")
     _add_common(run)
@@ -120,6 +121,7 @@ def build_parser(
         "the server cannot be reached or refuses the login, 1 when workers crash in a loop.",
     )
     _add_worker_args(worker)
+    add_server_arg(worker, "the workers'")
     worker.add_argument(
         "--max-restarts",
         type=_positive_int,
@@ -143,6 +145,27 @@ def build_parser(
         "--store-dir",
         default=None,
         help="JetStream storage (default: a temporary dir, removed when the server stops)",
+    )
+    server.add_argument(
+        "--cluster",
+        type=_route_address,
+        default=None,
+        metavar="[HOST:]PORT",
+        help="join a NATS cluster: take routes from the other servers here (HOST default: "
+        "--host); JetStream then replicates across the servers (docs/deployment.md)",
+    )
+    server.add_argument(
+        "--routes",
+        type=_urls,
+        action="extend",
+        default=[],
+        metavar="URL[,URL]",
+        help="the other servers' --cluster addresses, nats://HOST:PORT (repeatable)",
+    )
+    server.add_argument(
+        "--name",
+        default=None,
+        help="this server's name in the cluster, the same on every restart (default: HOST-PORT)",
     )
     _add_common(server)
 
@@ -339,6 +362,35 @@ def _metrics_address(text: str) -> str:
         parse_address(text, "")
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc).lstrip()) from None
+    return text
+
+
+def add_server_arg(parser: argparse.ArgumentParser, whose: str) -> None:
+    """--server: the NATS servers a DataflowNatsBroker connects to, over its own `servers`."""
+    parser.add_argument(
+        "--server",
+        type=_urls,
+        action="extend",
+        default=[],
+        metavar="URL[,URL]",
+        help=f"the NATS server(s) {whose} DataflowNatsBroker connects to instead of its own "
+        "(repeatable or a comma list: servers of one cluster, tried in this order, failed over "
+        "to when one goes away)",
+    )
+
+
+def _urls(text: str) -> list[str]:
+    """`URL[,URL...]`, each a NATS server URL."""
+    from ..cluster.broker import server_list
+
+    try:
+        return server_list(text)
+    except ClusterError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _route_address(text: str) -> str:
+    host_port(text)  # checked: a typo is an error before the server starts
     return text
 
 

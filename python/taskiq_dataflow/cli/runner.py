@@ -77,6 +77,8 @@ async def run_pipeline(
         engine = make_engine(as_pipeline(target, broker), inputs, args, broker)
     except BrokerConflictError as exc:
         raise CLIError(f"{exc} (on the command line: --broker module:attr)") from exc
+    if getattr(args, "server", None):
+        _use_servers(engine, args.server)
     warn_unused(engine.dag, inputs, console)
 
     progress = Progress(args.progress, console)
@@ -209,6 +211,18 @@ def _metrics_exposed(engine: ExecutionEngine, args: argparse.Namespace, console:
                 console.echo(f"{PROG}: warning: {exc}")
         if server is not None:
             server.close()
+
+
+def _use_servers(engine: ExecutionEngine, servers: list[str]) -> None:
+    from ..cluster.broker import DataflowNatsBroker
+
+    if not isinstance(engine.broker, DataflowNatsBroker):
+        where = "in-process" if engine.broker is None else f"on {type(engine.broker).__name__}"
+        raise CLIError(
+            f"--server is for tasks of a DataflowNatsBroker; this pipeline's tasks run {where} "
+            "(give --broker module:attr naming a DataflowNatsBroker)"
+        )
+    engine.broker.use_servers(servers)
 
 
 @contextlib.asynccontextmanager

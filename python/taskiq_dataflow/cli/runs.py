@@ -29,6 +29,7 @@ from .args import (
     add_common,
     add_execution_args,
     add_output_args,
+    add_server_arg,
     positive_int,
 )
 from .output import EXIT_USAGE, PROG
@@ -163,6 +164,7 @@ def _add_resuming(parser: argparse.ArgumentParser, handler: Handler) -> None:
         metavar="MODULE:ATTR",
         help="the broker to run on (default: the DataflowNatsBroker of the tasks, if any)",
     )
+    add_server_arg(parser, "the run's")
     add_execution_args(parser)
     add_output_args(parser)
     add_common(parser)

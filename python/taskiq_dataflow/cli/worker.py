@@ -14,5 +14,5 @@ def worker_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     sys.path.insert(0, os.getcwd())
     return serve(
         args.target, args.workers, args.pool, args.concurrency, args.max_restarts,
-        args.metrics, args.metrics_push, args.log_level, args.log_format,
+        args.metrics, args.metrics_push, args.log_level, args.log_format, args.server,
     )  # fmt: skip

@@ -25,13 +25,53 @@ def default_servers() -> str:
     return os.environ.get(NATS_URL_ENV, "nats://127.0.0.1:4222")
 
 
+def server_list(servers: str | list[str]) -> list[str]:
+    """Server URLs from a URL, a comma list (`nats://a:4222,nats://b:4222`, as in
+    $DATAFLOW_NATS_URL) or a list of either; each checked, so that a typo is named at once
+    rather than found as a connection that never comes up."""
+    items = [servers] if isinstance(servers, str) else list(servers)
+    urls = [url.strip() for item in items for url in str(item).split(",") if url.strip()]
+    if not urls:
+        raise ClusterError(f"no NATS server URL in {servers!r}: give one such as nats://host:4222")
+    for url in urls:
+        check_server_url(url)
+    return urls
+
+
+def check_server_url(url: str) -> None:
+    from urllib.parse import urlsplit
+
+    shown = redact(url)
+    try:
+        parts = urlsplit(url if "://" in url else f"nats://{url}")
+        port = parts.port
+    except ValueError as exc:
+        raise ClusterError(f"NATS server URL {shown!r} is not valid: {exc}") from None
+    if parts.scheme not in ("nats", "tls", "ws", "wss"):
+        raise ClusterError(
+            f"NATS server URL {shown!r} has scheme {parts.scheme!r}: use nats://, tls://, ws:// "
+            "or wss://"
+        )
+    if not parts.hostname:
+        raise ClusterError(f"NATS server URL {shown!r} names no host (nats://host:4222)")
+    if port == 0:
+        raise ClusterError(f"NATS server URL {shown!r} has port 0")
+
+
 class DataflowNatsBroker(NatsBroker):
     """A taskiq broker over NATS (`@broker.task`, `kiq` and `taskiq worker` work as usual) whose
     tasks an ExecutionEngine sends as msgpack frames to pools of `taskiq-dataflow worker`s.
 
-    `servers` defaults to $DATAFLOW_NATS_URL, else nats://127.0.0.1:4222. Connection options
-    (user/password, token, user_credentials, nkeys_seed, tls, ...) are nats-py's `connect()`
-    keywords; they are used for every connection the engine and the workers open.
+    `servers` is one URL, a comma list or a list of URLs: the servers of a NATS cluster,
+    tried in the order given (so a worker lists its own host's server first); the servers the
+    cluster advertises are added to them, and a connection fails over to another when its
+    server goes away. It defaults to $DATAFLOW_NATS_URL (also a comma list), else
+    nats://127.0.0.1:4222. Connection options (user/password, token, user_credentials,
+    nkeys_seed, tls, ...) are nats-py's `connect()` keywords; they are used for every
+    connection the engine and the workers open.
+
+    `object_store_replicas`: the replicas of the object store bucket large values go to
+    (created on first use); None: 3 on a cluster of three or more servers, else 1.
     """
 
     def __init__(
@@ -43,6 +83,7 @@ class DataflowNatsBroker(NatsBroker):
         codec: Codec | None = None,
         large_value_threshold: int = 256 * 1024,
         object_store_bucket: str = "dataflow-values",
+        object_store_replicas: int | None = None,
         heartbeat_interval: float = 0.5,
         heartbeat_timeout: float = 3.0,
         progress_timeout: float = 30.0,
@@ -50,8 +91,12 @@ class DataflowNatsBroker(NatsBroker):
         max_redeliveries: int = 5,
         **connection_kwargs: Any,
     ) -> None:
+        if object_store_replicas is not None and not 1 <= object_store_replicas <= 5:
+            raise ClusterError(
+                f"object_store_replicas={object_store_replicas!r}: JetStream keeps 1 to 5 replicas"
+            )
         super().__init__(
-            servers or default_servers(),
+            server_list(servers or default_servers()),
             subject=f"{prefix}.taskiq.{pool}",
             queue=f"{prefix}-taskiq-{pool}",
             **connection_kwargs,
@@ -61,11 +106,16 @@ class DataflowNatsBroker(NatsBroker):
         self.codec = codec or DEFAULT_CODEC
         self.large_value_threshold = large_value_threshold
         self.object_store_bucket = object_store_bucket
+        self.object_store_replicas = object_store_replicas
         self.heartbeat_interval = heartbeat_interval
         self.heartbeat_timeout = heartbeat_timeout
         self.progress_timeout = progress_timeout
         self.batch_size = batch_size
         self.max_redeliveries = max_redeliveries
+
+    def use_servers(self, servers: str | list[str]) -> None:
+        """Connect to these servers instead (`--server` on the command line)."""
+        self.servers = server_list(servers)
 
     def tasks_subject(self, pool: str) -> str:
         return f"{self.prefix}.tasks.{pool}"
@@ -180,8 +230,10 @@ class DataflowNatsBroker(NatsBroker):
         """A new nats-py connection with this broker's servers and credentials."""
         import nats
 
-        servers = self.servers if isinstance(self.servers, list) else [self.servers]
-        options = {**self.connection_kwargs, **overrides}
+        servers = server_list(self.servers)
+        # the order given is the order of preference (a worker's own host first), not a pool
+        # to shuffle; the servers the cluster advertises come after them
+        options = {"dont_randomize": True, **self.connection_kwargs, **overrides}
         if name is not None:
             options.setdefault("name", name)
         return await nats.connect(servers, **options)

@@ -67,13 +67,21 @@ def _say(message: str) -> None:
     sys.stderr.flush()
 
 
-def run_child(target: str, pool: str | None, concurrency: int, metered: bool = False) -> int:
+def run_child(
+    target: str,
+    pool: str | None,
+    concurrency: int,
+    metered: bool = False,
+    servers: list[str] | None = None,
+) -> int:
     """One worker process, until SIGTERM/SIGINT; EXIT_CANNOT_CONNECT with one line when the
     server cannot be reached or refuses the login. `metered`: its metrics go to the directory
-    its parent named in its environment."""
+    its parent named in its environment; `servers` replace the broker's own."""
     from .worker import Worker
 
     broker = load_broker(target)
+    if servers:
+        broker.use_servers(servers)
     metrics = None
     if metered:
         from ..metrics.worker import WorkerMetrics
@@ -114,6 +122,7 @@ def supervise(
     metrics: PoolMetrics | None = None,
     log_level: str = "WARNING",
     log_format: str = "text",
+    servers: list[str] | None = None,
 ) -> int:
     """Start `workers` children; restart any that crashes until we are told to stop.
 
@@ -127,6 +136,8 @@ def supervise(
            "--log-format", log_format]  # fmt: skip
     if pool:
         cmd += ["--pool", pool]
+    if servers:
+        cmd += ["--server", ",".join(servers)]
     env = None
     if metrics is not None:
         cmd.append("--metered")
@@ -216,14 +227,18 @@ def serve(
     metrics_push: str | None = None,
     log_level: str = "WARNING",
     log_format: str = "text",
+    servers: list[str] | None = None,
 ) -> int:
     """The supervisor's whole life: load the broker and reach the server once (each failure
     one line), then supervise. `metrics` ([HOST:]PORT) serves the pool's metrics there,
-    `metrics_push` (a Pushgateway URL) pushes them every 15 s."""
+    `metrics_push` (a Pushgateway URL) pushes them every 15 s; `servers` (--server) replace
+    the broker's own."""
     configure_logging(log_level, log_format, text_format=WORKER_TEXT_FORMAT)
     try:
         broker = load_broker(target)
-    except (ImportError, ValueError) as exc:
+        if servers:
+            broker.use_servers(servers)
+    except (ImportError, ValueError, ClusterError) as exc:
         _say(f"error: cannot load broker {target!r}: {exc}")
         return 2
     try:
@@ -233,7 +248,7 @@ def serve(
         return EXIT_CANNOT_CONNECT
     if metrics is None and metrics_push is None:
         return supervise(
-            target, workers, pool, concurrency, max_restarts, None, log_level, log_format
+            target, workers, pool, concurrency, max_restarts, None, log_level, log_format, servers
         )
     from ..metrics.serving import parse_address
     from ..metrics.worker import PoolMetrics
@@ -248,8 +263,9 @@ def serve(
         if pool_metrics.server is not None:
             _say(f"worker metrics on {pool_metrics.server.url}")
         return supervise(
-            target, workers, pool, concurrency, max_restarts, pool_metrics, log_level, log_format
-        )
+            target, workers, pool, concurrency, max_restarts, pool_metrics, log_level,
+            log_format, servers,
+        )  # fmt: skip
     finally:
         pool_metrics.close()
 
@@ -265,16 +281,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--metrics-push", default=None, metavar="URL")
     parser.add_argument("--log-level", type=log_level_name, default="WARNING")
     parser.add_argument("--log-format", choices=LOG_FORMATS, default="text")
+    parser.add_argument("--server", action="append", default=[], metavar="URL[,URL]")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--metered", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     sys.path.insert(0, os.getcwd())
     if args.child:
         configure_logging(args.log_level, args.log_format, text_format=WORKER_TEXT_FORMAT)
-        return run_child(args.target, args.pool, args.concurrency, args.metered)
+        return run_child(args.target, args.pool, args.concurrency, args.metered, args.server)
     return serve(
         args.target, args.workers, args.pool, args.concurrency, args.max_restarts,
-        args.metrics, args.metrics_push, args.log_level, args.log_format,
+        args.metrics, args.metrics_push, args.log_level, args.log_format, args.server,
     )  # fmt: skip
 
 

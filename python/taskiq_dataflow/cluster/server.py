@@ -41,7 +41,12 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 class NatsServer:
-    """A nats-server process with JetStream on a loopback port; a context manager."""
+    """A nats-server process with JetStream on a loopback port; a context manager.
+
+    With `cluster` (the HOST:PORT it takes routes from other servers on) and `routes` (theirs,
+    nats://HOST:PORT), it is one server of a NATS cluster named `cluster_name`; JetStream then
+    replicates across the servers, which know each other by `name` (default: host-port, the
+    same on every restart, as JetStream requires)."""
 
     def __init__(
         self,
@@ -50,9 +55,18 @@ class NatsServer:
         store_dir: str | None = None,
         extra_args: list[str] | None = None,
         die_with_parent: bool = False,
+        *,
+        cluster: str | None = None,
+        routes: list[str] | None = None,
+        name: str | None = None,
+        cluster_name: str = "dataflow",
     ) -> None:
         self.host = host
         self.port = port or free_port(host)
+        self.cluster = cluster
+        self.routes = routes or []
+        self.name = name or f"{host}-{self.port}"
+        self.cluster_name = cluster_name
         self._tmp = None if store_dir else tempfile.TemporaryDirectory(prefix="dataflow-nats-")
         self.store_dir = store_dir or self._tmp.name  # type: ignore[union-attr]
         self.extra_args = extra_args or []
@@ -66,6 +80,15 @@ class NatsServer:
     def url(self) -> str:
         return f"nats://{self.host}:{self.port}"
 
+    def cluster_args(self) -> list[str]:
+        if self.cluster is None:
+            return []
+        args = ["-n", self.name, "--cluster_name", self.cluster_name]
+        args += ["--cluster", f"nats://{self.cluster}"]
+        if self.routes:
+            args += ["--routes", ",".join(self.routes)]
+        return args
+
     def start(self, timeout: float = 10.0) -> NatsServer:
         cmd = [
             nats_server_binary(),
@@ -73,6 +96,7 @@ class NatsServer:
             "-p", str(self.port),
             "-js",
             "-sd", self.store_dir,
+            *self.cluster_args(),
             *self.extra_args,
         ]  # fmt: skip
         # stderr to a file, not a pipe: nobody reads a pipe once the server runs, and a full
@@ -151,9 +175,17 @@ def _fatal_line(stderr: str) -> str:
     return line.split("[FTL]", 1)[-1].strip()
 
 
-def serve_forever(port: int = 4222, host: str = "127.0.0.1", store_dir: str | None = None) -> int:
+def serve_forever(
+    port: int = 4222,
+    host: str = "127.0.0.1",
+    store_dir: str | None = None,
+    cluster: str | None = None,
+    routes: list[str] | None = None,
+    name: str | None = None,
+) -> int:
     """`taskiq-dataflow server`: run nats-server until SIGINT/SIGTERM, then stop it and remove
-    its temporary store dir (none is left behind, and no nats-server either)."""
+    its temporary store dir (none is left behind, and no nats-server either). With `cluster`
+    and `routes`, one server of a cluster (see NatsServer)."""
     stop = False
 
     def on_signal(*_: object) -> None:
@@ -161,7 +193,9 @@ def serve_forever(port: int = 4222, host: str = "127.0.0.1", store_dir: str | No
         stop = True
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    server = NatsServer(port, host, store_dir, die_with_parent=True)
+    server = NatsServer(
+        port, host, store_dir, die_with_parent=True, cluster=cluster, routes=routes, name=name
+    )
     try:
         try:
             server.start()
@@ -169,8 +203,15 @@ def serve_forever(port: int = 4222, host: str = "127.0.0.1", store_dir: str | No
             sys.stderr.write(f"taskiq-dataflow server: error: {exc}\n")
             return 1
         where = store_dir or f"{server.store_dir} (temporary)"
+        joined = ""
+        if cluster is not None:
+            peers = ", ".join(routes or []) or "none yet"
+            joined = (
+                f", server {server.name!r} of cluster {server.cluster_name!r}: routes on "
+                f"{cluster}, to {peers}"
+            )
         print(
-            f"nats-server on {server.url} (JetStream on, store {where}); Ctrl-C stops it",
+            f"nats-server on {server.url} (JetStream on, store {where}{joined}); Ctrl-C stops it",
             flush=True,
         )
         process = server.process

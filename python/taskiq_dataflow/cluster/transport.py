@@ -193,7 +193,10 @@ class NatsTransport(Transport):
         self._budget = frame_budget(self._nc.max_payload)
         # a value that would not fit in a frame goes by reference whatever the threshold says
         inline_limit = min(broker.large_value_threshold, self._budget - ENTRY_OVERHEAD)
-        self._values = ValueStore(self._nc, broker.object_store_bucket, inline_limit, self.codec)
+        self._values = ValueStore(
+            self._nc, broker.object_store_bucket, inline_limit, self.codec,
+            broker.object_store_replicas,
+        )  # fmt: skip
         self._link = StreamLink(
             self._nc, self.codec, self._values, broker.heartbeat_interval, broker.prefix,
             self.run_id, broker.progress_timeout,

@@ -12,9 +12,12 @@ from .protocol import Codec, ValueRef
 class ValueStore:
     """Stores encoded values above `threshold` bytes; resolves references back to values."""
 
-    def __init__(self, nc: Any, bucket: str, threshold: int, codec: Codec) -> None:
+    def __init__(
+        self, nc: Any, bucket: str, threshold: int, codec: Codec, replicas: int | None = None
+    ) -> None:
         self._nc = nc
         self.bucket = bucket
+        self.replicas = replicas  # None: as many as the cluster allows, at most 3
         self.threshold = threshold
         self._codec = codec
         self._store: Any = None
@@ -36,8 +39,22 @@ class ValueStore:
                     try:
                         self._store = await js.object_store(self.bucket)
                     except (BucketNotFoundError, NotFoundError):
-                        self._store = await js.create_object_store(self.bucket)
+                        self._store = await self._create(js)
         return self._store
+
+    async def _create(self, js: Any) -> Any:
+        from nats.js.api import ObjectStoreConfig
+        from nats.js.errors import BadRequestError
+
+        replicas = self.replicas or min(3, cluster_size(self._nc))
+        config = ObjectStoreConfig(bucket=self.bucket, replicas=replicas)
+        try:
+            return await js.create_object_store(self.bucket, config)
+        except BadRequestError as exc:
+            # another engine or worker created it a moment earlier
+            if "already in use" not in str(exc):
+                raise
+            return await js.object_store(self.bucket)
 
     async def put(self, name: str, encoded: bytes) -> ValueRef:
         obs = await self._obs()
@@ -80,3 +97,10 @@ class ValueStore:
             return values
         fetched = await asyncio.gather(*(self.get(v) for _, v in refs))
         return {**values, **{k: value for (k, _), value in zip(refs, fetched, strict=True)}}
+
+
+def cluster_size(nc: Any) -> int:
+    """How many servers the connected server's cluster has, as its INFO advertises them (each
+    server's client URL); 1 for a server on its own."""
+    info = getattr(nc, "_server_info", None) or {}
+    return max(1, len(set(info.get("connect_urls") or ())))

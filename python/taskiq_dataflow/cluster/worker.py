@@ -156,7 +156,10 @@ class Worker:
         self._budget = frame_budget(self._nc.max_payload)
         # a result that would not fit in a frame goes by reference whatever the threshold says
         inline_limit = min(broker.large_value_threshold, self._budget - ENTRY_OVERHEAD)
-        self._values = ValueStore(self._nc, broker.object_store_bucket, inline_limit, self.codec)
+        self._values = ValueStore(
+            self._nc, broker.object_store_bucket, inline_limit, self.codec,
+            broker.object_store_replicas,
+        )  # fmt: skip
         self._task_subs = [
             await self._nc.subscribe(self.subject, cb=self._on_tasks),
             await self._nc.subscribe(
