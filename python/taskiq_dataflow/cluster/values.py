@@ -4,9 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from .protocol import Codec, ValueRef
+
+T = TypeVar("T")
+log = logging.getLogger("taskiq_dataflow.nats")
+
+# How long a store operation is tried again while JetStream cannot answer: a cluster that lost
+# a server elects new leaders for its streams within seconds, and a value read or written then
+# must wait for them rather than fail its task.
+UNAVAILABLE_FOR = 30.0
 
 
 class ValueStore:
@@ -56,15 +67,32 @@ class ValueStore:
                 raise
             return await js.object_store(self.bucket)
 
+    async def _retried(self, op: Callable[[Any], Awaitable[T]], what: str) -> T:
+        """`op(store)`, tried again while JetStream is unavailable (no leader for the stream,
+        its server lost: timeouts, no responders, 503), for at most UNAVAILABLE_FOR seconds."""
+        from nats.errors import NoRespondersError
+        from nats.errors import TimeoutError as NatsTimeout
+        from nats.js.errors import ServiceUnavailableError
+
+        deadline = time.monotonic() + UNAVAILABLE_FOR
+        delay = 0.1
+        while True:
+            try:
+                return await op(await self._obs())
+            except (NatsTimeout, NoRespondersError, ServiceUnavailableError) as exc:
+                if time.monotonic() + delay > deadline:
+                    raise
+                log.info("object store %s: %s %s; trying again", self.bucket, what, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+
     async def put(self, name: str, encoded: bytes) -> ValueRef:
-        obs = await self._obs()
-        await obs.put(name, encoded)
+        await self._retried(lambda obs: obs.put(name, encoded), f"put {name}")
         self.bytes_put += len(encoded)
         return ValueRef(self.bucket, name, len(encoded))
 
     async def get(self, ref: ValueRef) -> Any:
-        obs = await self._obs()
-        result = await obs.get(ref.name)
+        result = await self._retried(lambda obs: obs.get(ref.name), f"get {ref.name}")
         self.bytes_got += len(result.data)
         return self._codec.unpackb(result.data)
 
