@@ -62,8 +62,11 @@ class Host:
     port: str  # its switch port, in the switch namespace
 
     def command(self, argv: Sequence[str]) -> list[str]:
-        """`argv` run on this host."""
-        return ["ip", "netns", "exec", self.netns, *argv]
+        """`argv` run on this host: in its network namespace, and in a UTS namespace of its own
+        whose hostname is the host's name (what worker ids and the run store's owner record
+        show). Each step execs the next, so the process started is `argv`'s own."""
+        return ["ip", "netns", "exec", self.netns, "unshare", "--uts", "sh", "-c",
+                'hostname "$0" && exec "$@"', self.name, *argv]  # fmt: skip
 
     @property
     def nats_url(self) -> str:
