@@ -4,8 +4,9 @@
     python multihost_run.py blob URLS SEED            # a 300 KiB value from pool writers to readers
 
 URLS is the comma list of the servers the engine connects to (the first is its own). While the
-run goes, `MARK <percent>` lines on stdout say how far it is (every 10 %), `BLOB` that the large
-value was written: the drill acts on them. The last line is JSON: how many tasks completed, how
+run goes, `MARK <percent> <seconds>` lines on stdout say how far it is (every 10 %) and when
+(seconds since the run started), `BLOB <seconds>` that the large value was written: the drill
+acts on them. The last line is JSON: how many tasks completed, how
 many completions a node got (accepted twice: more than one), requeues, the engine's transport
 stats, and completions per worker pid in 0.25 s buckets (the drill maps pids to hosts).
 """
@@ -78,10 +79,10 @@ async def main(kind: str, urls: str, params: list[str]) -> dict[str, Any]:
         assert isinstance(event, StepCompleted)
         completions[event.node] += 1
         per_worker[event.worker or "engine"][int(now / BUCKET)] += 1
-        if event.task_name == "make_blob":
-            print("BLOB", flush=True)
+        if event.task_name.endswith("make_blob"):
+            print(f"BLOB {now:.3f}", flush=True)
         while len(completions) * 100 >= next_mark * total:
-            print(f"MARK {next_mark}", flush=True)
+            print(f"MARK {next_mark} {now:.3f}", flush=True)
             next_mark = next(marks, 1000)
 
     engine.events.subscribe(on_event, StepCompleted, StepRequeued)

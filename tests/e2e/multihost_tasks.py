@@ -79,6 +79,7 @@ async def make_blob(seed: int) -> bytes:
 @pipeline_task(output="opened", pool="readers")
 async def gate() -> bool:
     """Waits for the file $DRILL_GATE (the drill creates it once it killed a server)."""
+    _count()
     path = Path(os.environ[GATE_ENV])
     while not path.exists():
         await asyncio.sleep(0.05)
