@@ -10,7 +10,6 @@ again (the workers' ledgers), requeues, and how long recovery took.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -49,10 +48,22 @@ class Bed:
         self.cluster = netbed.Cluster(self.net, WORKER_HOSTS, self.env)
         self.pools: list[subprocess.Popen[bytes]] = []
 
-    def start(self) -> None:
+    def start(self, per_host: int = WORKERS_PER_HOST) -> None:
         self.cluster.start(ENGINE)
-        for host in WORKER_HOSTS:
-            self.worker(host, WORKERS_PER_HOST)
+        for host in WORKER_HOSTS if per_host else ():
+            self.worker(host, per_host)
+
+    def stop_pools(self) -> None:
+        for proc in self.pools:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.pools:
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.pools.clear()
 
     def worker(self, host: str, count: int, pool: str | None = None) -> subprocess.Popen[bytes]:
         urls = ",".join(self.cluster.urls_from(host))
@@ -95,12 +106,7 @@ class Bed:
         )
 
     def close(self) -> None:
-        for proc in self.pools:
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in self.pools:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(15)
+        self.stop_pools()
         self.cluster.close()
         self.net.close()
 
@@ -113,14 +119,17 @@ def runs(bed: Bed, *argv: str) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
-def wait_for_workers(bed: Bed, timeout: float = 60.0) -> None:
-    """Until a small run has used a worker on every host (they heart-beat through the cluster)."""
+def wait_for_workers(
+    bed: Bed, hosts: tuple[str, ...] = WORKER_HOSTS, timeout: float = 60.0
+) -> None:
+    """Until a small run has used a worker on each of `hosts` (their heartbeats cross the
+    cluster's routes)."""
     deadline = time.monotonic() + timeout
     while True:
         result = finish(bed.engine("wide", ",".join(bed.cluster.urls), "60", "10"), 60)
         assert result["error"] is None, result
         used = {bed.pid_hosts().get(pid) for pid in result["timeline"]}
-        if set(WORKER_HOSTS) <= used:
+        if set(hosts) <= used:
             return
         assert time.monotonic() < deadline, f"workers of some hosts never ran a task: {used}"
         time.sleep(0.5)
@@ -195,8 +204,9 @@ def stream_replicas(bed: Bed, stream: str) -> int:
 
 def tally(bed: Bed, result: dict[str, Any], **extra: Any) -> dict[str, Any]:
     """A drill's figures: what the engine saw, and executions from the ledgers (reset at the
-    start of the drill, so that they count this run's alone)."""
-    executions = sum(bed.executions().values())
+    start of the drill, so that they count this run's alone), once they stopped growing: a
+    worker cut off may still run what reached it late, after the run ended."""
+    executions = settled(bed)
     return {
         "tasks": result["tasks"],
         "lost": result["tasks"] - result["completed"],
@@ -211,6 +221,20 @@ def tally(bed: Bed, result: dict[str, Any], **extra: Any) -> dict[str, Any]:
         "result": result,
         **extra,
     }
+
+
+def settled(bed: Bed, quiet: float = 1.0, limit: float = 15.0) -> int:
+    """The ledgers' total once it did not change for `quiet` seconds (at most `limit`)."""
+    deadline = time.monotonic() + limit
+    last, since = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        now = sum(bed.executions().values())
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            break
+        time.sleep(0.1)
+    return last
 
 
 def host_rates(bed: Bed, result: dict[str, Any], since: float, until: float) -> dict[str, float]:
@@ -240,10 +264,10 @@ def resumed_after(bed: Bed, result: dict[str, Any], at: float, host: str | None 
 
 
 def cut_worker_host(bed: Bed, width: int, depth: int, host: str = "h2") -> dict[str, Any]:
-    """A `width` x `depth` run; `host`'s link goes down at 20 % for 2.5 heartbeat timeouts."""
+    """A `width` x `depth` run; `host`'s link goes down at 10 % for 2.5 heartbeat timeouts."""
     bed.reset_ledger()
     proc = bed.engine("wide", ",".join(bed.cluster.urls), str(width), str(depth))
-    offset = wait_mark(proc, "MARK 20", 120)
+    offset = wait_mark(proc, "MARK 10", 120)
     before = bed.executions()
     bed.net.cut(host)
     cut_at = time.monotonic() - offset
@@ -365,7 +389,7 @@ def lose_engine_host(bed: Bed) -> dict[str, Any]:
     recovered = time.monotonic() - lost_at
     bed.net.heal(ENGINE)
     row = json.loads(runs(bed, "show", run_id, "--json").stdout)
-    after = sum(bed.executions().values())
+    after = settled(bed)
     return {
         "run_id": run_id, "early": early, "second": second, "row": row,
         "tasks": row["tasks"]["total"], "lost": row["tasks"]["total"] - row["tasks"]["done"],
