@@ -6,53 +6,77 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Any
 
 import pytest
 
-from .support import CLI, URL_ENV, Processes, free_port, listening, run, wait_until
+from .support import (
+    CLI,
+    URL_ENV,
+    Processes,
+    descendants,
+    free_port,
+    listening,
+    run,
+    wait_until,
+)
 from .test_cli_commands import EXAMPLE, one_error_line
 
 pytestmark = pytest.mark.e2e
 
 
-def clustered_servers(procs: Processes) -> list[str]:
-    """Two `taskiq-dataflow server`s on loopback, routed to each other: their client URLs."""
+def clustered_servers(procs: Processes) -> tuple[list[str], list[Any]]:
+    """Two `taskiq-dataflow server`s on loopback, routed to each other: their client URLs and
+    their processes."""
     ports = [(free_port(), free_port()) for _ in range(2)]
+    servers = []
     for i, (client, route) in enumerate(ports):
         other = ports[1 - i][1]
-        procs.spawn(
+        servers.append(procs.spawn(
             [CLI, "server", "--port", str(client), "--cluster", str(route), "--routes",
              f"nats://127.0.0.1:{other}", "--name", f"n{i}"],
             log=procs.home / f"server-{i}.log",
-        )  # fmt: skip
+        ))  # fmt: skip
     for client, _ in ports:
         wait_until(lambda c=client: listening(c), 15, "a clustered server")
-    return [f"nats://127.0.0.1:{client}" for client, _ in ports]
+    return [f"nats://127.0.0.1:{client}" for client, _ in ports], servers
+
+
+def ran_on(procs: Processes, cmd: list[str], env: dict[str, str], timeout: float) -> set[int]:
+    """The pids that ran the example's tasks, once a run of `cmd` took them to a worker
+    (until the routes carry the worker's heartbeats to the engine's server)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        outcome = run(procs, cmd, 60, env=env)
+        assert outcome.code == 0, outcome.describe()
+        pids = {v["pid"] for v in json.loads(outcome.stdout)["report"]["ran_on"].values()}
+        if outcome.seconds < 5:
+            return pids
+        assert time.monotonic() < deadline, outcome.describe()
 
 
 def test_worker_and_engine_on_different_servers_of_one_cluster(procs: Processes) -> None:
-    a, b = clustered_servers(procs)
+    (a, b), servers = clustered_servers(procs)
     log = procs.home / "server-0.log"
     wait_until(lambda: "cluster 'dataflow'" in log.read_text(), 10, "the server's banner")
     # the broker's own URL is unreachable: --server replaces it
     env = procs.env({URL_ENV: "nats://127.0.0.1:1"})
+    # the worker is given b alone: it learns a from b's INFO (the cluster advertises it)
     workers = procs.spawn(
-        [CLI, "worker", f"{EXAMPLE}:broker", "--workers", "1", "--server", f"{b},{a}"],
+        [CLI, "worker", f"{EXAMPLE}:broker", "--workers", "1", "--server", b],
         env=env,
         log=procs.home / "worker.log",
     )
     cmd = [CLI, "run", f"{EXAMPLE}:registry", "-i", "source=x", "--json", "--server", a,
            "--progress", "none"]  # fmt: skip
-    deadline = time.monotonic() + 30
-    while True:  # until the routes carry the worker's heartbeats to the engine's server
-        outcome = run(procs, cmd, 60, env=env)
-        assert outcome.code == 0, outcome.describe()
-        pids = {v["pid"] for v in json.loads(outcome.stdout)["report"]["ran_on"].values()}
-        if pids and outcome.seconds < 5:
-            break
-        assert time.monotonic() < deadline, outcome.describe()
-    assert workers.pid not in pids  # the supervisor's children ran them, not the CLI
-    assert all(pid != 0 for pid in pids)
+    pids = ran_on(procs, cmd, env, 30)
+    children = descendants(workers.pid)
+    assert pids and pids <= set(children), (pids, children)  # the worker ran them, not the CLI
+    # b dies: the worker fails over to a, the server it was never given, and serves on
+    servers[1].kill()
+    servers[1].wait(10)
+    assert ran_on(procs, cmd, env, 30) == pids
+    assert descendants(workers.pid) == children  # the same worker process, not a restart
 
 
 @pytest.mark.parametrize(
