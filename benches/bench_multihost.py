@@ -109,7 +109,8 @@ def run_drills(bed: drills.Bed) -> dict[str, Any]:
     out = {}
     out["cut"] = drills.cut_worker_host(bed, 1000, 100, "h2")
     out["worker_server"] = drills.kill_worker_hosts_server(bed, 1000, 100, "h2")
-    out["engine_server"] = drills.kill_engines_server(bed, 1000, 100, "h3")
+    out["engine_server"] = drills.lose_engines_server(bed, 1000, 100, "h3", "kill")
+    out["engine_server_cut"] = drills.lose_engines_server(bed, 1000, 100, "h3", "cut")
     out["large_value"] = drills.lose_large_values_server(bed)
     out["engine_host"] = drills.lose_engine_host(bed)
     for figures in out.values():
@@ -159,6 +160,14 @@ def render(res: dict[str, Any], command: str) -> str:
         f"{es['elapsed']:.1f} s | completions resumed {es['resumed_after']:.1f} s after the "
         f"kill ({es['redeliveries']:,} sent again on reconnect, {es['duplicates_dropped']:,} "
         "late duplicates dropped) |"
+    )
+    ec = d["engine_server_cut"]
+    lines.append(
+        f"| h3, the engine's server's host, cut off at 20 % for the rest of the run | "
+        f"{ec['tasks']:,} | {ec['lost']} | {ec['accepted_twice']} | {ec['re_executed']} | "
+        f"{ec['requeued']} | {ec['elapsed']:.1f} s | completions resumed "
+        f"{ec['resumed_after']:.1f} s after the cut (3 unanswered 1 s pings, then another "
+        "server; h3's workers lost with it) |"
     )
     lv = d["large_value"]
     lines.append(

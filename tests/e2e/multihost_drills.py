@@ -309,16 +309,31 @@ def kill_worker_hosts_server(bed: Bed, width: int, depth: int, host: str = "h2")
     return figures
 
 
-def kill_engines_server(bed: Bed, width: int, depth: int, host: str = "h3") -> dict[str, Any]:
-    """The server the engine is connected to (`host`, first in its list) SIGKILLed at 20 %."""
+def lose_engines_server(
+    bed: Bed, width: int, depth: int, host: str = "h3", how: str = "kill"
+) -> dict[str, Any]:
+    """The server the engine is connected to (`host`, first in its list) lost at 20 %:
+    SIGKILLed (`how="kill"`: its connections close at once), or its host's link cut for the
+    rest of the run (`how="cut"`: its connections go silent, given up after unanswered
+    pings; the host's workers are lost with it)."""
     bed.reset_ledger()
     proc = bed.engine("wide", ",".join(bed.cluster.urls_from(host)), str(width), str(depth))
     offset = wait_mark(proc, "MARK 20", 120)
-    bed.cluster.servers[host].kill()
-    killed_at = time.monotonic() - offset
-    result = finish(proc, 300)
-    figures = tally(bed, result, resumed_after=resumed_after(bed, result, killed_at))
-    restored(bed, host)
+    if how == "kill":
+        bed.cluster.servers[host].kill()
+    else:
+        bed.net.cut(host)
+    lost_at = time.monotonic() - offset
+    try:
+        result = finish(proc, 300)
+    finally:
+        if how == "cut":
+            bed.net.heal(host)
+    figures = tally(bed, result, resumed_after=resumed_after(bed, result, lost_at))
+    if how == "kill":
+        restored(bed, host)
+    else:
+        bed.cluster.wait_ready(ENGINE)
     return figures
 
 

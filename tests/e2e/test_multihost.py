@@ -80,8 +80,17 @@ def test_worker_hosts_server_killed_its_workers_fail_over(bed: Bed) -> None:
 
 
 def test_engines_server_killed_the_engine_fails_over(bed: Bed) -> None:
-    figures = drills.kill_engines_server(bed, 400, 50, "h3")
+    figures = drills.lose_engines_server(bed, 400, 50, "h3", "kill")
     assert_whole(figures)
+    assert 0 <= figures["resumed_after"] < 20, figures
+
+
+def test_engines_server_cut_off_the_engine_gives_it_up_and_fails_over(bed: Bed) -> None:
+    """A silent server (its host's link down, its workers with it): the engine's pings go
+    unanswered, it moves to another server, and h3's tasks go to the other hosts' workers."""
+    figures = drills.lose_engines_server(bed, 400, 50, "h3", "cut")
+    assert_whole(figures)
+    assert figures["requeued"] > 0, figures  # h3's workers were lost with their server
     assert 0 <= figures["resumed_after"] < 20, figures
 
 

@@ -232,8 +232,16 @@ class DataflowNatsBroker(NatsBroker):
 
         servers = server_list(self.servers)
         # the order given is the order of preference (a worker's own host first), not a pool
-        # to shuffle; the servers the cluster advertises come after them
-        options = {"dont_randomize": True, **self.connection_kwargs, **overrides}
+        # to shuffle; the servers the cluster advertises come after them. A server that goes
+        # silent (its host cut off) is given up after 3 unanswered pings 5 s apart, well within
+        # progress_timeout, rather than nats-py's 2 x 120 s.
+        options = {
+            "dont_randomize": True,
+            "ping_interval": 5,
+            "max_outstanding_pings": 3,
+            **self.connection_kwargs,
+            **overrides,
+        }
         if name is not None:
             options.setdefault("name", name)
         return await nats.connect(servers, **options)
