@@ -62,3 +62,5 @@ def test_cluster_size_counts_the_servers_the_connected_one_advertises() -> None:
     assert cluster_size(_Connection({"connect_urls": ["10.0.0.1:4222"]})) == 1
     urls = ["10.0.0.1:4222", "10.0.0.2:4222", "10.0.0.3:4222", "10.0.0.3:4222"]
     assert cluster_size(_Connection({"connect_urls": urls})) == 3
+    assert cluster_size(_Connection({"connect_urls": "10.0.0.1:4222"})) == 1  # not a list
+    assert cluster_size(_Connection({"connect_urls": [1, None, "a:1"]})) == 1

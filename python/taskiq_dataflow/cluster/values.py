@@ -130,5 +130,8 @@ class ValueStore:
 def cluster_size(nc: Any) -> int:
     """How many servers the connected server's cluster has, as its INFO advertises them (each
     server's client URL); 1 for a server on its own."""
-    info = getattr(nc, "_server_info", None) or {}
-    return max(1, len(set(info.get("connect_urls") or ())))
+    info = getattr(nc, "_server_info", None)
+    urls = info.get("connect_urls") if isinstance(info, dict) else None
+    if not isinstance(urls, list):
+        return 1
+    return max(1, len({url for url in urls if isinstance(url, str)}))
