@@ -60,3 +60,34 @@ def call_cli(capsys, *args):
         code = exit.code
     out, err = capsys.readouterr()
     return code, out, err
+
+
+# the modules that take longest (tens of seconds each, measured serially), longest first; an
+# entry is a prefix of module paths (test_multihost: every tests/e2e/test_multihost*.py)
+SLOW_MODULES = (
+    "tests/e2e/test_multihost",
+    "tests/e2e/test_wheel_install.py",
+    "tests/e2e/test_dashboard_browser.py",
+    "tests/e2e/test_readme_commands.py",
+    "tests/e2e/test_cli_commands.py",
+    "tests/e2e/test_runs_commands.py",
+    "tests/e2e/test_dashboard_page.py",
+    "tests/e2e/test_hostile_frames.py",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (scripts/test: `-n 2 --dist loadfile --no-loadscope-reorder`, a
+    module to one worker, modules handed out in collection order) the slowest modules go first,
+    so that no worker is left running one of them alone at the end. A plain run keeps the
+    collection order."""
+    if not hasattr(config, "workerinput"):
+        return
+
+    def key(item: pytest.Item) -> int:
+        path = item.path.relative_to(config.rootpath).as_posix()
+        return next(
+            (i for i, m in enumerate(SLOW_MODULES) if path.startswith(m)), len(SLOW_MODULES)
+        )
+
+    items.sort(key=key)  # stable: the rest, and the tests within a module, keep their order
