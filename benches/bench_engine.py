@@ -55,6 +55,7 @@ from common import (
     cpu_model,
     git_commit,
     loadavg,
+    proc_status,
     taskiq_flow_dag,
     wide,
     write_section,
@@ -235,14 +236,6 @@ async def run_system(system: str, built: Any) -> int:
 # -- one measurement in a fresh interpreter -------------------------------------------------------
 
 
-def _status(field: str) -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
 def _reset_peak() -> bool:
     try:
         with open("/proc/self/clear_refs", "w") as f:
@@ -275,8 +268,8 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
     built = build_system(system, preds)
     gc.collect()
     peak_reset = _reset_peak()
-    rss0 = _status("VmRSS")
-    hwm0 = _status("VmHWM")
+    rss0 = proc_status("VmRSS")
+    hwm0 = proc_status("VmHWM")
     started = [0.0, 0.0]
 
     cap = spec.get("cap")
@@ -302,12 +295,12 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
             "completed": 0,
             "elapsed": elapsed,
             "oom": spec["mem_gb"],
-            "peak_bytes": max(_status("VmHWM") - rss0, 0),
+            "peak_bytes": max(proc_status("VmHWM") - rss0, 0),
             "capped": False,
         }
     elapsed = time.perf_counter() - started[0]
     cpu = time.process_time() - started[1]
-    hwm1 = _status("VmHWM")
+    hwm1 = proc_status("VmHWM")
     if count != n:
         raise AssertionError(f"{system} produced {count} results for {n} tasks")
     base = rss0 if peak_reset else hwm0

@@ -32,21 +32,13 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from common import cpu_model, git_commit, loadavg, nproc
+from common import cpu_model, git_commit, loadavg, nproc, proc_status
 
 WIDTH = 10_000
 
 
 async def noop(*args: Any) -> None:
     return None
-
-
-def _status(field: str) -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    return 0
 
 
 def _reset_peak() -> None:
@@ -78,13 +70,13 @@ def child(n: int, build: str, seed: int) -> dict[str, Any]:
     loop.run_until_complete(ExecutionEngine(None, warm).execute())
     parents = _parents(n, seed)
     gc.collect()
-    rss = [_status("VmRSS")]
+    rss = [proc_status("VmRSS")]
     phases: dict[str, float] = {}
 
     def mark(name: str, began: float) -> None:
         phases[name + "_s"] = time.perf_counter() - began
         gc.collect()
-        rss.append(_status("VmRSS"))
+        rss.append(proc_status("VmRSS"))
         out[name + "_bytes"] = rss[-1] - rss[-2]
 
     began = time.perf_counter()
@@ -124,22 +116,22 @@ def child(n: int, build: str, seed: int) -> dict[str, Any]:
     mark("scheduler", began)
     del sched
     gc.collect()
-    rss0 = _status("VmRSS")
+    rss0 = proc_status("VmRSS")
     out["dag_rss"] = rss0
     _reset_peak()
     began, cpu0 = time.perf_counter(), time.process_time()
     results = loop.run_until_complete(ExecutionEngine(None, dag).execute())
     out["run_s"] = time.perf_counter() - began
     out["run_cpu_s"] = time.process_time() - cpu0
-    out["run_peak_bytes"] = _status("VmHWM") - rss0
+    out["run_peak_bytes"] = proc_status("VmHWM") - rss0
     assert len(results) == n, len(results)
     gc.collect()
-    out["run_kept_bytes"] = _status("VmRSS") - rss0
+    out["run_kept_bytes"] = proc_status("VmRSS") - rss0
     del results
     gc.collect()
-    out["after_results_dropped_bytes"] = _status("VmRSS") - rss0
+    out["after_results_dropped_bytes"] = proc_status("VmRSS") - rss0
     out.update(phases)
-    out["total_peak_rss"] = max(_status("VmHWM"), rss0)
+    out["total_peak_rss"] = max(proc_status("VmHWM"), rss0)
     return out
 
 

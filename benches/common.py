@@ -81,6 +81,15 @@ def nproc() -> int:
         return os.cpu_count() or 0
 
 
+def proc_status(field: str) -> int:
+    """A byte count of this process's /proc/self/status (VmRSS, VmHWM...); 0 if absent."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
 def loadavg() -> str:
     try:
         return " ".join(Path("/proc/loadavg").read_text().split()[:3])
