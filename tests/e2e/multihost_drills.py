@@ -71,13 +71,13 @@ class Bed:
                 str(count), "--concurrency", "64"]  # fmt: skip
         if pool:
             argv += ["--pool", pool]
-        log = (self.tmp / f"worker-{host}-{pool or 'default'}.log").open("ab")
-        proc = subprocess.Popen(
-            self.net[host].command(argv),
-            env={**self.env, "DRILL_HOST": host},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        with (self.tmp / f"worker-{host}-{pool or 'default'}.log").open("ab") as log:
+            proc = subprocess.Popen(
+                self.net[host].command(argv),
+                env={**self.env, "DRILL_HOST": host},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         self.pools.append(proc)
         return proc
 

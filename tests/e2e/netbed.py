@@ -23,7 +23,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -140,8 +140,8 @@ class ClusterServer:
     store_dir: str
     routes: list[str]
     log: Path
+    env: dict[str, str]
     process: subprocess.Popen[bytes] | None = None
-    env: dict[str, str] = field(default_factory=dict)
 
     def start(self) -> None:
         argv = [
@@ -190,7 +190,7 @@ class Cluster:
     """nats-servers on `hosts` of `bed`, each routed to the others, JetStream on."""
 
     def __init__(self, bed: NetBed, hosts: Sequence[str], env: dict[str, str]) -> None:
-        self.bed = bed
+        self.bed, self.env = bed, env
         self._tmp = tempfile.TemporaryDirectory(prefix="dataflow-netbed-")
         root = Path(self._tmp.name)
         self.servers: dict[str, ClusterServer] = {}
@@ -201,8 +201,8 @@ class Cluster:
             ]
             store = root / f"js-{name}"
             store.mkdir()
-            self.servers[name] = ClusterServer(host, str(store), routes, root / f"{name}.log")
-            self.servers[name].env = env
+            log = root / f"{name}.log"
+            self.servers[name] = ClusterServer(host, str(store), routes, log, env)
 
     @property
     def urls(self) -> list[str]:
@@ -233,7 +233,7 @@ class Cluster:
                 ),
                 capture_output=True,
                 text=True,
-                env=next(iter(self.servers.values())).env,
+                env=self.env,
                 timeout=30,
             )
             if probe.returncode == 0:
