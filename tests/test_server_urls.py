@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from taskiq_dataflow.cluster import DataflowNatsBroker
 from taskiq_dataflow.cluster.broker import server_list
@@ -64,3 +66,26 @@ def test_cluster_size_counts_the_servers_the_connected_one_advertises() -> None:
     assert cluster_size(_Connection({"connect_urls": urls})) == 3
     assert cluster_size(_Connection({"connect_urls": "10.0.0.1:4222"})) == 1  # not a list
     assert cluster_size(_Connection({"connect_urls": [1, None, "a:1"]})) == 1
+
+
+@pytest.mark.parametrize(
+    "command", [["run", "m:registry"], ["worker", "m:broker"], ["runs", "restart", "abc"]]
+)
+def test_server_repeated_and_comma_lists_add_up_in_order(command: list[str]) -> None:
+    argv = [*command, "--server", "nats://a:1", "--server", "nats://b:2,nats://c:3"]
+    args = _parser().parse_args(argv)
+    assert args.server == ["nats://a:1", "nats://b:2", "nats://c:3"]
+
+
+def test_server_routes_repeated_and_comma_lists_add_up() -> None:
+    argv = ["server", "--cluster", "6222", "--routes", "nats://a:6222", "--routes",
+            "nats://b:6222,nats://c:6222"]  # fmt: skip
+    args = _parser().parse_args(argv)
+    assert args.routes == ["nats://a:6222", "nats://b:6222", "nats://c:6222"]
+    assert args.cluster == "6222"
+
+
+def _parser() -> Any:
+    from taskiq_dataflow.cli import add_runs_parser, build_parser
+
+    return build_parser(add_runs_parser)
