@@ -140,7 +140,9 @@ def render_drills(res: dict[str, Any], command: str) -> str:
         "",
         preamble(res, command) + " Two worker processes per host, heartbeat timeout 1.5 s "
         "and pings every 1 s (tests/e2e/multihost_tasks.py). Re-executed: executions counted "
-        "by the workers' ledgers beyond one per task.",
+        "by the workers' ledgers beyond one per task, until they were quiet for 1 s after the "
+        "run; a host healed only after its run ended (h3's cut) may still run frames that "
+        "reach it late, after that count.",
         "",
         "| drill | tasks | lost | accepted twice | re-executed | requeued | run time | recovery |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
