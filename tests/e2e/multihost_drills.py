@@ -277,15 +277,16 @@ def cut_worker_host(bed: Bed, width: int, depth: int, host: str = "h2") -> dict[
     healed_at = time.monotonic() - offset
     result = finish(proc, 300)
     first_requeue = result["requeued_at"][0] if result["requeued_at"] else -1.0
+    rates_before = host_rates(bed, result, max(cut_at - 2, 0), cut_at)
+    rates_during = host_rates(bed, result, cut_at, healed_at)
     healthy = [h for h in WORKER_HOSTS if h != host]
     return tally(
         bed, result, cut_for=round(healed_at - cut_at, 2), before=before, during=during,
         requeued_after=round(first_requeue - cut_at, 2) if first_requeue >= 0 else -1.0,
         rejoined_after=resumed_after(bed, result, healed_at, host),
-        healthy_rate_before=sum(host_rates(bed, result, max(cut_at - 2, 0), cut_at)[h]
-                                for h in healthy),
-        healthy_rate_during=sum(host_rates(bed, result, cut_at, healed_at)[h] for h in healthy),
-        cut_host_rate_before=host_rates(bed, result, max(cut_at - 2, 0), cut_at)[host],
+        healthy_rate_before=sum(rates_before[h] for h in healthy),
+        healthy_rate_during=sum(rates_during[h] for h in healthy),
+        cut_host_rate_before=rates_before[host],
     )  # fmt: skip
 
 
