@@ -78,15 +78,6 @@ class Driver:
         self._gc = contextlib.ExitStack()
         self._relaxed = False
         self._timers: list[asyncio.TimerHandle] = []
-        # instructions off the hot path (Dispatch and Emit are tested first, inline)
-        self._rare: dict[type, Callable[[Any], None]] = {
-            Deliver: self._deliver,
-            LookUp: self._look_up,
-            RetryAt: self._retry_at,
-            Stop: self._stop,
-            Requeue: self._requeue,
-            Store: self._store,
-        }
 
     def cancel(self) -> None:
         """Stop dispatching, cancel what is in flight; the run ends with ExecutionCancelled."""
@@ -116,9 +107,9 @@ class Driver:
         await transport.startup()
         state.link = transport.stream_link()
         # fewer GC passes in a large run, or once tasks added to it make it one (_loop)
-        self._gc = contextlib.ExitStack()
-        self._gc.enter_context(relaxed_gc(len(state.tasks)))
         self._relaxed = len(state.tasks) >= RELAX_GC_AT
+        if self._relaxed:
+            self._gc.enter_context(relaxed_gc(len(state.tasks)))
         try:
             if bus:
                 await bus.emit(self._started())
@@ -179,9 +170,15 @@ class Driver:
 
     async def _loop(self) -> None:
         state, sink, carry_out, slots = self.state, self.sink, self._carry_out, self.slots
-        await carry_out(state.start())  # with shared slots: none yet, what is ready waits
-        if slots is not None:
-            slots.join(self)  # grants this run its share (SlotsGranted through the sink)
+        transport = self.transport
+        if slots is not None and not slots.drivers:
+            # alone: all the slots are its own before it starts (no SlotsGranted turn)
+            slots.join(self)
+            await carry_out(state.start())
+        else:
+            await carry_out(state.start())  # with shared slots: none yet, what is ready waits
+            if slots is not None:
+                slots.join(self)  # grants this run its share (SlotsGranted through the sink)
         eager = 0
         while state.status is None:
             slots = self.slots  # a run bounded on its own gets slots at its first secede
@@ -210,7 +207,11 @@ class Driver:
                 if slots is not None and slots.seceded:
                     after = slots.taking(self, batch)  # tasks seceded or rejoining (slots.py)
                 if self.meter is None:
-                    await carry_out(state.completed(batch))
+                    instructions = state.completed(batch)
+                    if len(instructions) == 1 and type(instructions[0]) is Dispatch:
+                        transport.kick(instructions[0].jobs)  # the hot path, not awaited
+                    else:
+                        await carry_out(instructions)
                 else:
                     seen = self.meter.before(batch)
                     instructions = state.completed(batch)
@@ -235,10 +236,10 @@ class Driver:
                 self._carry_out_rare(ins)
 
     def _carry_out_rare(self, ins: Instruction) -> None:
-        handler = self._rare.get(type(ins))
+        handler = _RARE.get(type(ins))
         if handler is None:
             raise TypeError(f"the driver cannot carry out {type(ins).__name__}: {ins!r}")
-        handler(ins)
+        handler(self, ins)
 
     def _deliver(self, ins: Deliver) -> None:
         assert self.step_sink is not None
@@ -319,6 +320,16 @@ class Driver:
                 if c.node == job.node and c.attempt == job.attempt:
                     return c
 
+
+# instructions off the hot path (Dispatch and Emit are tested first, inline)
+_RARE: dict[type, Callable[[Driver, Any], None]] = {
+    Deliver: Driver._deliver,
+    LookUp: Driver._look_up,
+    RetryAt: Driver._retry_at,
+    Stop: Driver._stop,
+    Requeue: Driver._requeue,
+    Store: Driver._store,
+}
 
 RELAX_GC_AT = 10_000  # tasks in a run
 _gc_users = 0

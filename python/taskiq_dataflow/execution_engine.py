@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import itertools
 import logging
-import uuid
+import os
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -28,7 +29,8 @@ from .errors import (
     TaskFailedError,
 )
 from .events import Event, EventBus, StepCompleted, StepLogged
-from .run_state import Policy, RunConfig, RunState, StepResult, resolve_policy
+from .router import Router
+from .run_state import Policy, RunConfig, RunState, SharedPlans, StepResult, resolve_policy
 from .seceding import awaiting_slot, seceded_slot
 from .slots import SharedSlots
 from .stream_wiring import feed_inputs
@@ -136,6 +138,9 @@ class ExecutionEngine:
         self.events = EventBus()
         self._defaults = Policy(retries, retry_delay, retry_backoff, retry_jitter, timeout)
         self._transport_spec = transport
+        # the broker for which "auto" was found to mean the in-process transport (no broker
+        # type checks, nor their imports, at each run)
+        self._local_for: Any = _UNDECIDED
         self._executor = executor
         self._priority = priority
         self.cache = cache  # a ResultCache for tasks declared with pipeline_task(cache=True)
@@ -147,6 +152,9 @@ class ExecutionEngine:
         self._recording = store.attach(self) if store is not None else None
         self._drivers: set[Driver] = set()  # the runs in progress (cancel() stops them all)
         self._slots: SharedSlots | None = None  # made at the first run with max_parallel set
+        self._plans = SharedPlans()
+        self._valid: _core.Graph | None = None  # the graph validate() last passed
+        self._external: list[str] = []  # that graph's keys given at run time
         self.stats: dict[str, int] = {}  # the last run's transport counters (redeliveries...)
         if metrics is not None and not hasattr(metrics, "run_meter"):
             raise TypeError(
@@ -325,6 +333,8 @@ class ExecutionEngine:
         spec = self._transport_spec
         if isinstance(spec, Transport):
             return spec
+        if spec == "local" or (spec == "auto" and self._local_for is self.broker):
+            return self._local_transport()
         from .cluster.broker import DataflowNatsBroker
 
         if spec == "nats" or (spec == "auto" and isinstance(self.broker, DataflowNatsBroker)):
@@ -333,10 +343,9 @@ class ExecutionEngine:
             if not isinstance(self.broker, DataflowNatsBroker):
                 raise ValueError("transport='nats' needs a DataflowNatsBroker")
             return NatsTransport(self.broker, run_id)
-        if spec == "local" or (spec == "auto" and _is_local_broker(self.broker)):
-            if self.metrics is not None:
-                return self.metrics.local_transport(self._executor)  # times each task
-            return LocalTransport(self._executor)
+        if spec == "auto" and _is_local_broker(self.broker):
+            self._local_for = self.broker
+            return self._local_transport()
         if spec in ("auto", "broker"):
             from .transports.broker import BrokerTransport
 
@@ -347,8 +356,13 @@ class ExecutionEngine:
             f"unknown transport {spec!r}: use 'auto', 'local', 'broker', 'nats' or a Transport"
         )
 
+    def _local_transport(self) -> LocalTransport:
+        if self.metrics is not None:
+            return self.metrics.local_transport(self._executor)  # times each task
+        return LocalTransport(self._executor)
+
     def _check_inputs(self, inputs: dict[str, Any]) -> None:
-        missing = [k for k in self.dag.external_inputs if k not in inputs]
+        missing = [k for k in self._external if k not in inputs]
         if not missing:
             return
         graph, names = self.dag.graph, self.dag.task_names
@@ -388,12 +402,17 @@ class ExecutionEngine:
             raise ValueError(
                 f"execute(max_parallel=...) must be an int of at least 1, got {limit!r}"
             )
-        self.dag.validate()
-        self._check_inputs(inputs)
+        dag = self.dag
+        if self._valid is not dag.graph:  # validated once per graph shape, not once per run
+            dag.validate()
+            self._external = dag.external_inputs
+            self._valid = dag.graph
+        if self._external:
+            self._check_inputs(inputs)
         # async iterables among the inputs are streams: each gets a producer of its own
         dag, inputs, fed = feed_inputs(self.dag, inputs)
         slots = self._shared_slots()
-        run_id = pipeline_id or uuid.uuid4().hex
+        run_id = pipeline_id or new_run_id()
         transport = self._make_transport(run_id)
         level = self.capture_logs
         # a dashboard watching the engine's runs (observe_runs) shows what their tasks log
@@ -403,6 +422,7 @@ class ExecutionEngine:
             transport.log_tasks(run_id, capture)
         elif transport.task_logs is not None:  # a Transport given to the engine, reused
             transport.task_logs = None
+        router = transport.router()
         config = RunConfig(
             dag,
             self._defaults,
@@ -413,8 +433,10 @@ class ExecutionEngine:
             caching=self.cache is not None,
             step_events=self.events.step_listeners,
             deliver_steps=step_sink is not None,
-            router=transport.router(),
+            router=router,
             recording=self._recording,
+            shared_plans=self._plans.valid_for(self._plan_settings(router)),
+            shared_below=len(self.dag),
         )
         state = RunState(run_id, config, inputs, restore)
         if fed:
@@ -426,6 +448,11 @@ class ExecutionEngine:
         for observer in self._observers:
             observer(driver)
         return driver
+
+    def _plan_settings(self, router: Router) -> tuple[Any, ...]:
+        """What a task's plan depends on besides the task (SharedPlans.valid_for)."""
+        placement = (router.remote, router.streams_travel, router.default_pool)
+        return (*placement, self.cache is not None, self.broker, self._defaults)
 
     def _shared_slots(self) -> SharedSlots | None:
         if self.max_parallel is None:
@@ -659,6 +686,28 @@ def current_engine() -> ExecutionEngine | None:
 def current_run() -> _Current | None:
     """(engine, run id, driver) of the run the calling task belongs to, else None."""
     return _CURRENT.get()
+
+
+_UNDECIDED = object()
+
+
+class _RunIds:
+    """Run ids in uuid4().hex's form (32 hex digits) at a tenth of its cost: a random prefix
+    per process (drawn again in a forked child) and a counter."""
+
+    def __init__(self) -> None:
+        self._draw()
+        os.register_at_fork(after_in_child=self._draw)
+
+    def _draw(self) -> None:
+        self.prefix = os.urandom(8).hex()
+        self.next = itertools.count(int.from_bytes(os.urandom(4))).__next__
+
+    def __call__(self) -> str:
+        return f"{self.prefix}{self.next() & 0xFFFF_FFFF_FFFF_FFFF:016x}"
+
+
+new_run_id = _RunIds()
 
 
 def _leaves_process(driver: Driver) -> bool:

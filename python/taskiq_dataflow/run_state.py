@@ -43,7 +43,7 @@ from .growth_state import Growth
 from .router import Placement, Router
 from .streams import is_producer, stream_params
 from .task import InEngine, get_spec, original_function
-from .transports.base import Completion, Job, task_error
+from .transports.base import Completion, Job, new_job, task_error
 
 if TYPE_CHECKING:
     from .dataflow.graph import NodeFields
@@ -266,6 +266,23 @@ class Plan(NamedTuple):
     place: Placement  # where it runs, from the transport's Router
 
 
+class SharedPlans:
+    """An engine's plans across its runs: id(task) -> (task, plan), the task kept so that its
+    id cannot be reused by another object. Valid for one set of engine settings (`key`)."""
+
+    __slots__ = ("by_task", "key")
+
+    def __init__(self) -> None:
+        self.key: tuple[Any, ...] = ()
+        self.by_task: dict[int, tuple[Any, Plan]] = {}
+
+    def valid_for(self, key: tuple[Any, ...]) -> SharedPlans:
+        """Itself, emptied first if the settings plans depend on changed."""
+        if key != self.key:
+            self.key, self.by_task = key, {}
+        return self
+
+
 @dataclass(slots=True)
 class RunConfig:
     """What a run takes from its engine (so the state reads no engine internals)."""
@@ -282,6 +299,11 @@ class RunConfig:
     router: Router = field(default_factory=Router.in_process)
     # the run store's recording (store._Recording): digests and restores added tasks
     recording: Any = None
+    # plans kept by the engine across its runs, for the tasks of nodes below `shared_below`
+    # (the engine's own DAG; tasks added by growth or by streamed inputs are per run): made
+    # once per task per engine, not once per run, which is most of a small run's cost
+    shared_plans: SharedPlans | None = None
+    shared_below: int = 0
 
 
 class RunState:
@@ -400,22 +422,24 @@ class RunState:
         done: list[int] = []
         stop = False
         for c in batch:
-            node = c.node
-            if attempts[node] != c.attempt:
+            # unpacked, not read by name: a NamedTuple field costs a descriptor lookup
+            node, attempt, ok, value, _, _, logs = c
+            if attempts[node] != attempt:
                 continue  # a late duplicate of a superseded attempt
             if streaming is not None:
                 if streaming.hold(c):
                     continue
                 c = streaming.unstopped(c)
-            if c.ok:
+                ok, logs = c.ok, c.logs
+            if ok:
                 outputs = node_outputs[node]
                 if (
                     plain
                     and len(outputs) == 1
-                    and not c.logs
+                    and not logs
                     and (not grown or (type(c.value) is not Deferred and node not in awaited))
                 ):  # the hot path: nothing else to record
-                    values[outputs[0]] = c.value
+                    values[outputs[0]] = c.value if streaming is not None else value
                     attempts[node] = 0
                     done.append(node)
                     continue
@@ -434,7 +458,8 @@ class RunState:
             return self._out()
         if done:
             self._dispatch(self.scheduler.complete_many(done))
-        self._check_finished()
+        if self.status is None and self.scheduler.finished:
+            self.status = "failed" if self.failures or self.first_error else "succeeded"
         return self._out()
 
     # -- tasks added while the run goes on ------------------------------------------------------
@@ -822,12 +847,12 @@ class RunState:
             return
         if self.monitor is not None:
             self.monitor.dispatched(nodes)
-        attempts = self.attempts
-        for node in nodes:
-            attempts[node] = 1
         if self.streaming is None:
-            job = self.job
-            jobs = [job(node, 1) for node in nodes]
+            jobs = self._first_jobs(nodes)  # (which sets their attempts)
+        else:
+            attempts = self.attempts
+            for node in nodes:
+                attempts[node] = 1
         if self.streaming is not None:
             # consumers start with their producers: their routes exist before any job is
             # built (so the jobs above are made again once per run, by the batch whose plans
@@ -851,6 +876,22 @@ class RunState:
         return todo
 
     def _out(self) -> list[Instruction]:
+        if not (
+            self._events
+            or self._steps
+            or self._stores
+            or self.requeue
+            or self._lookups
+            or self._retries
+            or self.stops
+        ):  # the common case: jobs to dispatch, perhaps the end
+            jobs = self._jobs
+            if jobs:
+                self._jobs = []
+                if self.status is None:
+                    return [Dispatch(jobs)]
+                return [Dispatch(jobs), Finish(self.status)]
+            return [] if self.status is None else [Finish(self.status)]
         out: list[Instruction] = []
         if self._events:
             out.append(Emit(self._events))
@@ -890,8 +931,15 @@ class RunState:
         key: Any = (id(task), node) if own else id(task)
         found = self.plans.get(key)
         if found is None:
-            given = {k: meta[k] for k in OVERRIDES if k in meta} if own else {}
-            found = self.plans[key] = self._make_plan(node, task, given)
+            shared = self.config.shared_plans
+            if shared is not None and not own and node < self.config.shared_below:
+                kept = shared.by_task.get(key)
+                if kept is None or kept[0] is not task:
+                    kept = shared.by_task[key] = (task, self._make_plan(node, task, {}))
+                found = self.plans[key] = kept[1]
+            else:
+                given = {k: meta[k] for k in OVERRIDES if k in meta} if own else {}
+                found = self.plans[key] = self._make_plan(node, task, given)
             if found.compensate is not None or found.cache is not None:
                 self.keeps_results = True
             if (found.producer or found.streams) and self.streaming is None:
@@ -948,6 +996,43 @@ class RunState:
                 found |= {k for k, p in zip(keys, names, strict=False) if p in plan.streams}
             self.stream_keys[node] = found
         return found
+
+    def _first_jobs(self, nodes: list[int]) -> list[Job]:
+        """`[self.job(node, 1) for node in nodes]` while no stream is wired, in one loop: the
+        engine's hottest path, so the plan lookup and the Job are inlined."""
+        tasks, metadata, names = self.tasks, self.metadata, self.names
+        node_inputs, plans, values, attempts = (
+            self.node_inputs,
+            self.plans,
+            self.values,
+            self.attempts,
+        )
+        plan_of = self.plan
+        getitem = values.__getitem__
+        jobs: list[Job] = []
+        append = jobs.append
+        for node in nodes:
+            attempts[node] = 1
+            task = tasks[node]
+            plan = plans.get(id(task)) if metadata[node] is None else None
+            if plan is None:
+                plan = plan_of(node)
+                if self.streaming is not None:
+                    # this plan revealed the run's first stream: _dispatch starts over
+                    for rest in nodes:
+                        attempts[rest] = 1
+                    break
+            keys = node_inputs[node]
+            func, params, policy, _, _, _, _, _, place = plan
+            if params.issuperset(keys) if params is not None else all_names(keys):
+                args: tuple[Any, ...] = ()
+                kwargs = {k: getitem(k) for k in keys}
+            else:
+                args, kwargs = tuple(map(getitem, keys)), {}
+            append(new_job((
+                node, 1, task, func, args, kwargs, names[node], policy.timeout, None, place,
+            )))  # fmt: skip
+        return jobs
 
     def job(self, node: int, attempt: int) -> Job:
         plan = self.plan(node)

@@ -63,6 +63,11 @@ class SharedSlots:
         drivers = [d for d in self.drivers if d.state.status is None]
         if not drivers:
             return
+        if len(drivers) == 1 and not self.rejoiners:
+            # alone (most runs of a service): water-filling gives it every slot its own limit
+            # allows, plus its seceded tasks
+            self._alone(drivers[0])
+            return
         counts = [d.state.scheduler.counts() for d in drivers]
         away = [self.away.get(d, 0) for d in drivers] if self.away else [0] * len(drivers)
         # tasks holding a slot, and those waiting to rejoin (a slot is theirs before anyone's)
@@ -92,6 +97,15 @@ class SharedSlots:
             driver.state.scheduler.set_capacity(capacity)
             if capacity > counts[i]["running"] and counts[i]["ready"]:
                 driver.sink.signal(_GRANTED)
+
+    def _alone(self, driver: Driver) -> None:
+        limit = driver.limit
+        capacity = self.total if limit is None else min(limit, self.total)
+        capacity += self.away.get(driver, 0) if self.away else 0
+        scheduler = driver.state.scheduler
+        scheduler.set_capacity(capacity)
+        if capacity > scheduler.running and scheduler.ready:
+            driver.sink.signal(_GRANTED)
 
     # -- secede / rejoin (seceding.py) ----------------------------------------------------------
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import functools
 import traceback
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from ..events import LogEntry, TaskError
@@ -36,6 +38,14 @@ class Completion(NamedTuple):
     logs: tuple[LogEntry, ...] | None = None  # what it logged, when the run captures (task_logs)
 
 
+# A Job or Completion from one tuple of every field, in C: the NamedTuple's own __new__ is a
+# Python function, a call that the hot paths (one per task) skip.
+new_job: Callable[[tuple[Any, ...]], Job] = functools.partial(tuple.__new__, Job)
+new_completion: Callable[[tuple[Any, ...]], Completion] = functools.partial(
+    tuple.__new__, Completion
+)
+
+
 def task_error(name: str, exc: BaseException) -> TaskError:
     text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     return TaskError(name, type(exc).__name__, str(exc), text, exc)
@@ -55,32 +65,42 @@ class Sink:
         self.done: list[Completion] = []
         self.control: list[Any] = []
         self.fatal: BaseException | None = None  # set when a transport cannot go on
-        self._event = asyncio.Event()
+        # made when the driver first has to wait: a run whose tasks all finish in place never
+        # does, and then pays for no Event nor its set() per kick
+        self._event: asyncio.Event | None = None
         # the LocalTransport whose in-process tasks of this run capture their records lazily
         # (a record finds its task's TaskLog through the task's CURRENT_TASK: sink, node)
         self.stepper: Any = None
 
     def push(self, completion: Completion) -> None:
         self.done.append(completion)
-        self._event.set()
+        if self._event is not None:
+            self._event.set()
 
     def wake(self) -> None:
-        self._event.set()
+        if self._event is not None:
+            self._event.set()
 
     def signal(self, event: Any) -> None:
         self.control.append(event)
-        self._event.set()
+        if self._event is not None:
+            self._event.set()
 
     def fail(self, exc: BaseException) -> None:
         self.fatal = exc
-        self._event.set()
+        if self._event is not None:
+            self._event.set()
 
     async def wait(self) -> None:
         """Until something arrived (returns at once when something is there already)."""
         if self.done or self.control or self.fatal is not None:
             return
-        self._event.clear()
-        await self._event.wait()
+        event = self._event
+        if event is None:
+            event = self._event = asyncio.Event()
+        else:
+            event.clear()
+        await event.wait()
 
     def take(self) -> list[Completion]:
         batch, self.done = self.done, []

@@ -8,6 +8,7 @@ import contextvars
 import functools
 import inspect
 import threading
+from contextvars import copy_context
 from typing import Any
 
 from ..errors import TaskArgumentError
@@ -16,7 +17,7 @@ from ..router import runs_in_engine
 from ..seceding import CURRENT_TASK, STEPPING
 from ..task_logs import CURRENT as CURRENT_LOG
 from ..task_logs import TaskLog, labels_on, set_fallback
-from .base import Completion, Job, Transport, task_error
+from .base import Completion, Job, Transport, new_completion, task_error
 
 __all__ = ["LocalTransport", "runs_in_engine"]
 
@@ -43,6 +44,8 @@ class LocalTransport(Transport):
         self._loop: asyncio.AbstractEventLoop | None = None
         # per distinct callable: is it async, and the taskiq hooks to run around it
         self._kind: dict[Any, tuple[bool, TaskHooks | None]] = {}
+        # per distinct callable: an async function with no hooks (kick's fast path)
+        self._fast: dict[Any, bool] = {}
         self._hooks: dict[Any, TaskHooks | None] = {}
         # node -> the TaskLog of its job in flight (only while its run captures or labels)
         self._logs: dict[int, TaskLog] = {}
@@ -74,6 +77,48 @@ class LocalTransport(Transport):
         return self._executor
 
     def kick(self, jobs: list[Job]) -> None:
+        if self.task_logs is not None:
+            self._kick_logged(jobs)
+            return
+        # A run that neither captures nor labels its tasks' records: _kick_logged's steps
+        # without a TaskLog, in one tight loop (the engine's hottest path).
+        sink = self.sink
+        push = sink.done.append
+        stepping = STEPPING
+        outer_sink, outer_node = stepping.sink, stepping.node
+        stepping.sink = sink
+        fast = self._fast
+        try:
+            for job in jobs:
+                # unpacked, not read by name: a NamedTuple field costs a descriptor lookup
+                node, attempt, task, func, args, kwargs, name, _, _, _ = job
+                plain = fast.get(func)
+                if plain is None:
+                    plain = fast[func] = _is_async(func) and self._hooks_of(task) is None
+                if not plain:
+                    self._kick_logged([job])  # taskiq hooks, or a blocking function
+                    continue
+                try:
+                    coro = func(*args, **kwargs)
+                    context = copy_context()  # its own, kept if it goes on as a Task
+                    stepping.node = node
+                    try:
+                        yielded = context.run(coro.send, None)
+                    finally:
+                        stepping.node = None
+                except StopIteration as stop:
+                    push(new_completion((node, attempt, True, stop.value, None, False, None)))
+                    continue
+                except BaseException as exc:
+                    push(Completion(node, attempt, False, task_error(name, exc)))
+                    continue
+                self._continue(job, coro, yielded, context, None)
+        finally:
+            stepping.sink, stepping.node = outer_sink, outer_node
+        if sink.done:
+            sink.wake()
+
+    def _kick_logged(self, jobs: list[Job]) -> None:
         sink = self.sink
         push = sink.done.append
         # while a task is stepped here, STEPPING names it (for secede() and sub-runs); a task
@@ -182,7 +227,10 @@ class LocalTransport(Transport):
         task.add_done_callback(functools.partial(self._finished, job))
 
     def _hooks_of(self, task: Any) -> TaskHooks | None:
-        # by task too: a producer's callable is a new partial per job, its task is not
+        if not _is_taskiq_task(task):
+            return None
+        # by task too: a producer's callable is a new partial per job, its task is not; and
+        # per run, so that middlewares added to a broker since its last run take part
         if task not in self._hooks:
             self._hooks[task] = task_hooks(task)
         return self._hooks[task]
@@ -267,6 +315,13 @@ class LocalTransport(Transport):
             self._executor = None
 
 
+@functools.lru_cache(maxsize=4096)  # a run asks once per distinct task; runs repeat
+def _is_taskiq_task(task: Any) -> bool:
+    """Whether taskiq's hooks (middlewares, argument parsing) may run around `task`."""
+    return isinstance(getattr(task, "task_name", None), str) and hasattr(task, "kiq")
+
+
+@functools.lru_cache(maxsize=4096)  # a run asks once per distinct callable; runs repeat
 def _is_async(func: Any) -> bool:
     """An async function, or an object whose __call__ is one."""
     if inspect.iscoroutinefunction(func):

@@ -168,6 +168,13 @@ impl PyScheduler {
         self.inner.counts().running
     }
 
+    /// Ready nodes not handed out (kept back by the capacity): `counts()["ready"]` without
+    /// the dict.
+    #[getter]
+    fn ready(&self) -> usize {
+        self.inner.counts().ready
+    }
+
     #[getter]
     fn finished(&self) -> bool {
         self.inner.is_finished()
