@@ -34,6 +34,8 @@ def test_module_exports():
         "CycleError",
         "SchedulerError",
         "GrowthError",
+        "NodeIds",
+        "Levels",
         "__version__",
     }
     assert isinstance(_core.__version__, str) and _core.__version__.count(".") == 2

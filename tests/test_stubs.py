@@ -146,6 +146,7 @@ SCHEDULER_SCRIPT: list[tuple[str, tuple[Any, ...]]] = [
     ("set_labels", (0, [0, 1, 0, 1, 0, 1, 2])),
     ("start", ()),
     ("running", ()),
+    ("ready", ()),
     ("complete", (0,)),
     ("complete_many", ([1, 6],)),
     ("add_nodes", (["k6", "grown", "ext", "grown2"], [(1, 1), (1, 1)])),

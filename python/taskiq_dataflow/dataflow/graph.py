@@ -2,7 +2,9 @@
 
 A DAG stores one entry per task in parallel lists (task, name, inputs, outputs, metadata) and
 builds its Rust graph lazily, in one call, the first time a structural question is asked. Node
-objects are views (dag, id) made on access, so a million-task DAG holds no per-node Python object.
+objects are views (dag, id) made on access, so a million-task DAG holds no per-node Python object;
+queries (`topological_sort()`, `levels`, `roots`, `predecessors`...) return sequences of such views
+over the Rust id arrays (`sequences.py`), not lists.
 
 This is the bottom of the dataflow layer: it imports neither the registry nor the visualizer.
 They, the store and the engine read a DAG through its column API (`task_names`, `node_inputs`,
@@ -20,6 +22,7 @@ from typing import Any, NamedTuple, TextIO, TypeVar
 from .. import _core
 from ..errors import CycleError, DAGValidationError, DataflowError, format_cycle
 from ..task import check_keys, get_spec, infer_inputs, outputs_of, task_display_name
+from .sequences import LevelSequence, NodeSequence
 
 _T = TypeVar("_T")
 AsciiRenderer = Callable[["DAG", int], str]
@@ -159,16 +162,17 @@ class DAGNode:
         return 0 if dag is None else dag.level_of(self._id)
 
     @property
-    def dependencies(self) -> list[DAGNode]:
-        """The nodes this one runs after (its predecessors)."""
+    def dependencies(self) -> Sequence[DAGNode]:
+        """The nodes this one runs after (its predecessors): a NodeSequence, [] outside a DAG."""
         dag = self._dag
-        return [] if dag is None else dag.views(dag.graph.predecessors(self._id))
+        return [] if dag is None else NodeSequence(dag, dag.graph.predecessors(self._id))
 
     @property
-    def dependents(self) -> list[DAGNode]:
-        """The nodes that run after this one (its successors)."""
+    def dependents(self) -> Sequence[DAGNode]:
+        """The nodes that run after this one (its successors): a NodeSequence, [] outside a
+        DAG."""
         dag = self._dag
-        return [] if dag is None else dag.views(dag.graph.successors(self._id))
+        return [] if dag is None else NodeSequence(dag, dag.graph.successors(self._id))
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, DAGNode):
@@ -393,17 +397,36 @@ class DAG:
         node._own = None
         return node
 
+    def node_id_of(self, value: object) -> int | None:
+        """`value`'s id if it is a node of this DAG, -1 for a node of another DAG or of none
+        (no view of this DAG equals it), None if it is not a DAGNode."""
+        if not isinstance(value, DAGNode):
+            return None
+        return value._id if value._dag is self else -1
+
     def views(self, ids: Iterable[int]) -> list[DAGNode]:
         """DAGNode views of these ids, in their order."""
-        view = DAGNode._view
-        return [view(self, i) for i in ids]
+        return list(self.iter_views(ids))
 
-    def topological_ids(self) -> list[int]:
-        """`topological_sort()` as node ids; a cycle raises CycleError naming its tasks."""
+    def iter_views(self, ids: Iterable[int]) -> Iterator[DAGNode]:
+        """DAGNode views of these ids, made one at a time as the iterator is read."""
+        # the view made inline: a third faster than map(self.view, ids)
+        new = _new_object
+        for i in ids:
+            node = new(DAGNode)
+            node._dag = self
+            node._id = i
+            node._own = None
+            yield node
+
+    def topological_ids(self) -> _core.NodeIds:
+        """`topological_sort()` as node ids (a sequence of ints held in Rust, equal to the list
+        of them; `.tolist()` makes one); a cycle raises CycleError naming its tasks."""
         return self._ids(self.graph.topological_order)
 
-    def level_ids(self) -> list[list[int]]:
-        """`get_parallel_levels()` as node ids; a cycle raises CycleError naming its tasks."""
+    def level_ids(self) -> _core.Levels:
+        """`get_parallel_levels()` as node ids (a sequence of `_core.NodeIds`, one flat array in
+        Rust, equal to the list of lists of ids); a cycle raises CycleError naming its tasks."""
         return self._ids(self.graph.levels)
 
     def level_of(self, node_id: int) -> int:
@@ -412,11 +435,7 @@ class DAG:
         graph = self.graph
         cached = self._level_by_id
         if cached is None or cached[0] is not graph:
-            by_id = [0] * len(self._tasks)
-            for depth, level in enumerate(self.level_ids()):
-                for i in level:
-                    by_id[i] = depth
-            cached = self._level_by_id = (graph, by_id)
+            cached = self._level_by_id = (graph, self.level_ids().level_by_node(len(self._tasks)))
         return cached[1][node_id]
 
     def append_node(
@@ -593,15 +612,15 @@ class DAG:
         return _EdgeSet(self)
 
     @property
-    def roots(self) -> list[DAGNode]:
-        return self.views(self.graph.roots())
+    def roots(self) -> NodeSequence[DAGNode]:
+        return NodeSequence(self, self.graph.roots())
 
     @property
-    def leaves(self) -> list[DAGNode]:
-        return self.views(self.graph.leaves())
+    def leaves(self) -> NodeSequence[DAGNode]:
+        return NodeSequence(self, self.graph.leaves())
 
     @property
-    def levels(self) -> list[list[DAGNode]]:
+    def levels(self) -> LevelSequence[DAGNode]:
         return self.get_parallel_levels()
 
     @property
@@ -617,7 +636,7 @@ class DAG:
         """The node for an id, a task name, or a task object."""
         return DAGNode._view(self, self._resolve(ref))
 
-    def compute_levels(self) -> list[list[DAGNode]]:
+    def compute_levels(self) -> LevelSequence[DAGNode]:
         """The parallel levels (also `dag.levels` and each node's `level`), computed now: a
         cycle raises CycleError naming its tasks. taskiq-flow needs this call before `levels`
         is read; here `levels` is always current, so the call is only a check."""
@@ -639,47 +658,50 @@ class DAG:
             )
         return self.view(ids[0])
 
-    def topological_sort(self) -> list[DAGNode]:
+    # The queries below return sequences of views made on access (sequences.py), backed by
+    # the ids Rust computed: no list of a million views for a million-task DAG.
+
+    def topological_sort(self) -> NodeSequence[DAGNode]:
         """Execution order; ties between independent tasks go in insertion order."""
-        return self.views(self.topological_ids())
+        return NodeSequence(self, self.topological_ids(), whole=True)
 
-    def get_parallel_levels(self) -> list[list[DAGNode]]:
+    def get_parallel_levels(self) -> LevelSequence[DAGNode]:
         """Groups of tasks whose dependencies all lie in earlier groups."""
-        return [self.views(level) for level in self.level_ids()]
+        return LevelSequence(self, self.level_ids())
 
-    def get_ready_tasks(self, completed: Iterable[NodeRef]) -> list[DAGNode]:
+    def get_ready_tasks(self, completed: Iterable[NodeRef]) -> NodeSequence[DAGNode]:
         """Tasks not in `completed` whose dependencies are all in `completed`."""
         ids = [self._resolve(c) for c in completed]
-        return self.views(self.graph.ready_given(ids))
+        return NodeSequence(self, self.graph.ready_given(ids))
 
-    def predecessors(self, node: NodeRef) -> list[DAGNode]:
-        return self.views(self.graph.predecessors(self._resolve(node)))
+    def predecessors(self, node: NodeRef) -> NodeSequence[DAGNode]:
+        return NodeSequence(self, self.graph.predecessors(self._resolve(node)))
 
-    def successors(self, node: NodeRef) -> list[DAGNode]:
-        return self.views(self.graph.successors(self._resolve(node)))
+    def successors(self, node: NodeRef) -> NodeSequence[DAGNode]:
+        return NodeSequence(self, self.graph.successors(self._resolve(node)))
 
-    def ancestors(self, nodes: NodeRef | Iterable[NodeRef]) -> list[DAGNode]:
-        return self.views(self.graph.ancestors(self._resolve_many(nodes)))
+    def ancestors(self, nodes: NodeRef | Iterable[NodeRef]) -> NodeSequence[DAGNode]:
+        return NodeSequence(self, self.graph.ancestors(self._resolve_many(nodes)))
 
-    def descendants(self, nodes: NodeRef | Iterable[NodeRef]) -> list[DAGNode]:
-        return self.views(self.graph.descendants(self._resolve_many(nodes)))
+    def descendants(self, nodes: NodeRef | Iterable[NodeRef]) -> NodeSequence[DAGNode]:
+        return NodeSequence(self, self.graph.descendants(self._resolve_many(nodes)))
 
     def _resolve_many(self, nodes: NodeRef | Iterable[NodeRef]) -> list[int]:
         if isinstance(nodes, (DAGNode, int, str)) or not isinstance(nodes, Iterable):
             return [self._resolve(nodes)]
         return [self._resolve(n) for n in nodes]
 
-    def required_for(self, outputs: str | Iterable[str]) -> list[DAGNode]:
+    def required_for(self, outputs: str | Iterable[str]) -> NodeSequence[DAGNode]:
         """The tasks needed to produce `outputs`: their producers and everything upstream."""
         keys = [outputs] if isinstance(outputs, str) else list(outputs)
         try:
-            return self.views(self.graph.required_for(keys))
+            return NodeSequence(self, self.graph.required_for(keys))
         except KeyError as exc:
             raise KeyError(f"no task produces output {exc.args[0]!r}") from None
 
     def subgraph(self, outputs: str | Iterable[str]) -> DAG:
         """A new DAG with only the tasks needed to produce `outputs`."""
-        ids = [n.id for n in self.required_for(outputs)]
+        ids = self.required_for(outputs).ids.tolist()
         keep = set(ids)
         position = {old: new for new, old in enumerate(ids)}
         sub = DAG.from_columns(

@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
+from .. import _core
 from ..dataflow.graph import DAG, set_ascii_renderer
 from ..errors import CycleError
 from .collapse import DEFAULT_COLLAPSE_ABOVE
@@ -98,7 +99,7 @@ def _to_json(dag: DAG) -> dict[str, Any]:
     try:
         level_ids, order = dag.level_ids(), dag.topological_ids()
     except CycleError:
-        level_ids, order, cyclic = [], [], True
+        level_ids, order, cyclic = _core.Levels(), _core.NodeIds(), True
     else:
         cyclic = False
     level_of = {i: depth for depth, level in enumerate(level_ids) for i in level}

@@ -1,14 +1,16 @@
-//! `Graph`: the core graph behind a Python class. Whole-graph work runs with the GIL released.
+//! `Graph`: the core graph behind a Python class. Whole-graph work runs with the GIL released;
+//! node ids come back as `NodeIds` / `Levels` (ids.rs), not as lists.
 
 use std::sync::Arc;
 
 use dataflow_core::{Graph, KeyId, NodeId, Problem};
 use pyo3::exceptions::PyKeyError;
 use pyo3::prelude::*;
-use pyo3::types::{PyList, PyTuple};
+use pyo3::types::PyTuple;
 
 use crate::builder::{graph_from_edges, graph_from_keys};
 use crate::errors::{cycle_err, graph_err};
+use crate::ids::{NodeIds, PyLevels};
 
 /// The task graph as integers: node ids are positions, data keys are interned strings.
 #[pyclass(module = "taskiq_dataflow._core", name = "Graph", frozen)]
@@ -106,33 +108,39 @@ impl PyGraph {
     }
 
     /// Node ids in dependency order; among independent nodes the smaller id comes first.
-    fn topological_order(&self, py: Python<'_>) -> PyResult<Vec<NodeId>> {
+    fn topological_order(&self, py: Python<'_>) -> PyResult<NodeIds> {
         let graph = self.inner.clone();
         py.detach(|| graph.topological_order())
+            .map(NodeIds::new)
             .map_err(|c| cycle_err(&c))
     }
 
     /// Node ids grouped by parallel level.
-    fn levels<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+    fn levels(&self, py: Python<'_>) -> PyResult<PyLevels> {
         let graph = self.inner.clone();
-        let levels = py.detach(|| graph.levels()).map_err(|c| cycle_err(&c))?;
-        PyList::new(py, levels.iter())
+        py.detach(|| graph.levels())
+            .map(PyLevels::new)
+            .map_err(|c| cycle_err(&c))
     }
 
-    fn roots(&self) -> Vec<NodeId> {
-        self.inner.roots()
+    fn roots(&self) -> NodeIds {
+        NodeIds::new(self.inner.roots())
     }
 
-    fn leaves(&self) -> Vec<NodeId> {
-        self.inner.leaves()
+    fn leaves(&self) -> NodeIds {
+        NodeIds::new(self.inner.leaves())
     }
 
-    fn predecessors(&self, node: NodeId) -> PyResult<Vec<NodeId>> {
-        Ok(self.inner.predecessors(self.node(node)?).to_vec())
+    fn predecessors(&self, node: NodeId) -> PyResult<NodeIds> {
+        Ok(NodeIds::new(
+            self.inner.predecessors(self.node(node)?).to_vec(),
+        ))
     }
 
-    fn successors(&self, node: NodeId) -> PyResult<Vec<NodeId>> {
-        Ok(self.inner.successors(self.node(node)?).to_vec())
+    fn successors(&self, node: NodeId) -> PyResult<NodeIds> {
+        Ok(NodeIds::new(
+            self.inner.successors(self.node(node)?).to_vec(),
+        ))
     }
 
     fn has_edge(&self, source: NodeId, target: NodeId) -> PyResult<bool> {
@@ -145,21 +153,24 @@ impl PyGraph {
     }
 
     /// Nodes with a path to any of `nodes`.
-    fn ancestors(&self, py: Python<'_>, nodes: Vec<NodeId>) -> PyResult<Vec<NodeId>> {
+    fn ancestors(&self, py: Python<'_>, nodes: Vec<NodeId>) -> PyResult<NodeIds> {
         self.inner.check_nodes(&nodes).map_err(graph_err)?;
-        Ok(py.detach(|| self.inner.ancestors(&nodes)))
+        Ok(NodeIds::new(py.detach(|| self.inner.ancestors(&nodes))))
     }
 
     /// Nodes reachable from any of `nodes`.
-    fn descendants(&self, py: Python<'_>, nodes: Vec<NodeId>) -> PyResult<Vec<NodeId>> {
+    fn descendants(&self, py: Python<'_>, nodes: Vec<NodeId>) -> PyResult<NodeIds> {
         self.inner.check_nodes(&nodes).map_err(graph_err)?;
-        Ok(py.detach(|| self.inner.descendants(&nodes)))
+        Ok(NodeIds::new(py.detach(|| self.inner.descendants(&nodes))))
     }
 
     /// The producers of `keys` and everything upstream of them. KeyError names an unknown key.
-    fn required_for(&self, keys: Vec<String>) -> PyResult<Vec<NodeId>> {
+    fn required_for(&self, keys: Vec<String>) -> PyResult<NodeIds> {
         let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-        self.inner.required_for(&keys).map_err(PyKeyError::new_err)
+        self.inner
+            .required_for(&keys)
+            .map(NodeIds::new)
+            .map_err(PyKeyError::new_err)
     }
 
     /// (total weight, node ids) of the heaviest path; weight 1 per node unless given.
@@ -179,8 +190,8 @@ impl PyGraph {
     }
 
     /// Nodes not in `completed` whose predecessors are all in it.
-    fn ready_given(&self, completed: Vec<NodeId>) -> Vec<NodeId> {
-        self.inner.ready_given(&completed)
+    fn ready_given(&self, completed: Vec<NodeId>) -> NodeIds {
+        NodeIds::new(self.inner.ready_given(&completed))
     }
 
     /// The node producing `key`, or None.
