@@ -1061,7 +1061,11 @@ class RunState:
         if self.grown is not None and self.grown.unlisted:
             unlisted = self.grown.unlisted
             return {k: v for k, v in self.values.items() if k not in inputs and k not in unlisted}
-        return {k: v for k, v in self.values.items() if k not in inputs}
+        # a copy in C, then the few inputs taken out: not a Python loop over every value
+        produced = dict(self.values)
+        for key in inputs:
+            produced.pop(key, None)
+        return produced
 
     def compensations(self) -> list[Job]:
         """One job per completed task that has a compensation, in reverse topological order,
