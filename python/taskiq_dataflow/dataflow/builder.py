@@ -32,6 +32,18 @@ class DAGBuilder:
 
     node = add_task
 
+    def add_tasks(
+        self,
+        tasks: Any,
+        outputs: Sequence[str | Sequence[str] | None] | None = None,
+        inputs: Sequence[Sequence[str] | None] | None = None,
+        **kwargs: Any,
+    ) -> DAGBuilder:
+        """Many tasks at once, a row each: `DataflowRegistry.register_tasks` (`names=`,
+        `metadata=` as there)."""
+        self._registry.register_tasks(tasks, outputs, inputs, **kwargs)
+        return self
+
     @property
     def registry(self) -> DataflowRegistry:
         """The registry the builder fills (for inspection before `build()`)."""
