@@ -145,6 +145,36 @@ async def run_graphlib(preds: Preds) -> int:
     return len(results)
 
 
+# -- the floor: one coroutine step per task ------------------------------------------------------
+
+
+def run_floor(dag: Any) -> int:
+    """The least any in-process engine does per task, on our own Rust scheduler: gather the
+    arguments, create the coroutine, step it once in a context of its own, store the value,
+    complete the frontier in one call. No retries, errors, limits, events or suspension: not a
+    peer, the ceiling a peer could reach (issue 14's "floor")."""
+    import contextvars
+
+    from taskiq_dataflow import _core
+
+    scheduler = _core.Scheduler(dag.graph, None, None)
+    inputs, outputs, tasks = dag.node_inputs, dag.node_outputs, dag.tasks
+    values: dict[str, Any] = {}
+    getitem, copy = values.__getitem__, contextvars.copy_context
+    ready = scheduler.start()
+    while ready:
+        done = []
+        for node in ready:
+            coro = tasks[node](*map(getitem, inputs[node]))
+            try:
+                copy().run(coro.send, None)
+            except StopIteration as stop:
+                values[outputs[node][0]] = stop.value
+                done.append(node)
+        ready = scheduler.complete_many(done)
+    return len(values)
+
+
 # -- dask -----------------------------------------------------------------------------------------
 
 
@@ -211,7 +241,7 @@ async def run_flow(built: tuple[Any, Any]) -> int:
 
 
 def build_system(system: str, preds: Preds, prefix: str = "k") -> Any:
-    if system == "ours":
+    if system in ("ours", "floor"):
         return build_ours(preds)
     if system == "graphlib":
         return preds
@@ -228,6 +258,8 @@ async def run_system(system: str, built: Any) -> int:
         return await run_ours(built)
     if system == "graphlib":
         return await run_graphlib(built)
+    if system == "floor":
+        return run_floor(built)
     if system == "taskiq-flow":
         return await run_flow(built)
     return run_dask(built, "threaded" if system == "dask-threaded" else "sync")
@@ -395,6 +427,7 @@ NAMES = {
     "ours": "taskiq-dataflow `ExecutionEngine`",
     "ours-cold": "taskiq-dataflow, first `execute()` of the process",
     "graphlib": "hand-written asyncio + graphlib loop",
+    "floor": "floor: one coroutine step per task, no engine (not a peer)",
     "taskiq-flow": "taskiq-flow 1.2.2 + `InMemoryBroker`",
     "dask-threaded": "dask `threaded.get` (sync no-ops)",
     "dask-sync": "dask `get`, synchronous (sync no-ops)",
@@ -420,6 +453,18 @@ def row(workload: str, r: dict[str, Any], ours: dict[str, Any]) -> str:
         f"| {workload} | {name} | {r['tasks']:,} | {r['elapsed']:.3f} | {rate(r):,.0f} "
         f"| {ratio:,.2f} | {cpu:,.2f} | {mem:,.0f} |"
     )
+
+
+def floor_line(res: dict[str, Any], shape: Sequence[Any], label: str) -> list[str]:
+    """How far our CPU per task is from the floor's (absent from dumps made before it)."""
+    if not any(r["system"] == "floor" for r in res["results"]):
+        return []
+    ours, floor = find(res, "ours", shape), find(res, "floor", shape)
+    per = {k: r["cpu"] / r["tasks"] * 1e6 for k, r in (("ours", ours), ("floor", floor))}
+    return [
+        f"- {label}, CPU per task: ours {per['ours']:.2f} µs, the floor {per['floor']:.2f} µs "
+        f"(ours is {per['ours'] / per['floor']:.2f}x the floor; issue 14's target 1.5 µs)."
+    ]
 
 
 def find(res: dict[str, Any], system: str, shape: Sequence[Any]) -> dict[str, Any]:
@@ -509,6 +554,10 @@ def render(res: dict[str, Any], command: str) -> str:
         "- **hand-written loop**: `graphlib.TopologicalSorter` built from the same edges (inside "
         "the timing), `asyncio.create_task` per ready node with its parents' results as "
         "arguments, `asyncio.wait(FIRST_COMPLETED)`, `done(...)`.",
+        "- **floor** (wide 1,000 x 100 only; not a peer): on our Rust `Scheduler`, each ready "
+        "node's coroutine created and stepped once in its own context copy, its value stored, "
+        "the frontier completed in one `complete_many`; no retries, errors, limits, events or "
+        "suspended tasks. What an engine costs per task beyond it is its own bookkeeping.",
         "- **taskiq-flow 1.2.2**: its `ExecutionEngine` with taskiq's `InMemoryBroker("
         "max_stored_results=-1)` (the default of 100 evicts the results of a wave wider than 100 "
         "before taskiq-flow polls them, and the run never ends), one registered task per node "
@@ -529,6 +578,7 @@ def render(res: dict[str, Any], command: str) -> str:
         f"- {wl}, ours ÷ hand-written loop: **{vs_loop:.2f}x** in tasks/s (target ≥ 3x): "
         + ("met" if vs_loop >= 3 else "**missed**")
         + f"; in CPU per task, {vs_loop_cpu:.2f}x.",
+        *floor_line(res, W, wl),
         f"- engine CPU per task on {ml}: **{cpu_big:.2f} µs** (target < 5 µs): "
         + ("met." if cpu_big < 5 else "**missed**.")
         + f" Peak memory of that run: {mem_big:,.0f} B per task above the built DAG.",
@@ -666,7 +716,7 @@ def main() -> None:
         "results": results,
     }
     pressure0 = cpu_pressure()
-    medians(("ours", "graphlib"), W, repeat)
+    medians(("ours", "graphlib", "floor"), W, repeat)
     once("dask-threaded", W, mem_gb=args.dask_mem_gb)
     medians(("ours", "graphlib", "dask-threaded", "dask-sync"), P, repeat)
     medians(("ours",), M, 1 if quick else 3)
