@@ -266,6 +266,12 @@ class Ours(System):
         self.stats = dict(engine.stats)
         return len(results)
 
+    def stop(self) -> None:
+        # the engine's connection, which its runs share in this loop (cluster/session.py)
+        with contextlib.suppress(Exception):
+            self.loop.run_until_complete(self.cbt.broker.shutdown())
+        super().stop()
+
 
 class HandWritten(System):
     async def _connect(self) -> None:
@@ -973,6 +979,9 @@ def main() -> int:
     parser.add_argument("--systems", default="ours,nats-py,taskiq-kiq,taskiq-flow,dask")
     parser.add_argument("--no-profile", action="store_true")
     parser.add_argument(
+        "--only", choices=["wide", "chain"], help="run only this kind of DAG (a quick look)"
+    )
+    parser.add_argument(
         "--baseline",
         metavar="FILE:LABEL",
         help="a --json dump of an older tree (e.g. PYTHONPATH=old/python) to compare ours with",
@@ -1035,6 +1044,13 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
     from taskiq_dataflow.cluster.server import NatsServer
 
     p = plan(args.quick)
+    if args.only:
+        p = {
+            k: [(s, r) for s, r in v if s[0] == args.only]
+            if isinstance(v, list) and k in SYSTEMS
+            else v
+            for k, v in p.items()
+        }
     systems = [s for s in args.systems.split(",") if s]
     res: dict[str, Any] = {"machine": machine(), "load_before": loadavg(), "records": []}
     t_start = time.perf_counter()

@@ -7,13 +7,16 @@ import contextlib
 import logging
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from taskiq_nats import NatsBroker
 
 from ..errors import ClusterError as ClusterError  # its documented path
 from .protocol import DEFAULT_CODEC, Codec
 from .redact import redact
+
+if TYPE_CHECKING:
+    from .session import EngineSession
 
 log = logging.getLogger("taskiq_dataflow.nats")
 
@@ -112,10 +115,33 @@ class DataflowNatsBroker(NatsBroker):
         self.progress_timeout = progress_timeout
         self.batch_size = batch_size
         self.max_redeliveries = max_redeliveries
+        # the engine side's connection per event loop, shared by the runs (cluster/session.py)
+        self._sessions: dict[asyncio.AbstractEventLoop, EngineSession] = {}
+        self._taskiq_started = False
+
+    # How long the engine's connection (shared by the runs of this broker in an event loop)
+    # stays open after its last run ended; the next run within that time starts at once.
+    session_linger: float = 10.0
+
+    async def startup(self) -> None:
+        await super().startup()
+        self._taskiq_started = True
+
+    async def shutdown(self) -> None:
+        """Close the engine's connection in this loop (if a run opened one), then what
+        taskiq's startup() opened (if it was called)."""
+        from .session import close_sessions
+
+        await close_sessions(self)
+        if self._taskiq_started:
+            self._taskiq_started = False
+            await super().shutdown()
 
     def use_servers(self, servers: str | list[str]) -> None:
         """Connect to these servers instead (`--server` on the command line)."""
         self.servers = server_list(servers)
+        for session in list(self._sessions.values()):
+            session._forget()  # the next run connects to these (the old one closes when idle)
 
     def tasks_subject(self, pool: str) -> str:
         return f"{self.prefix}.tasks.{pool}"

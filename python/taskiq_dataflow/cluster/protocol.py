@@ -104,7 +104,8 @@ __all__ = [
     "encode_cancel", "encode_credit", "encode_end", "encode_heartbeat", "encode_hello",
     "encode_items", "encode_ping", "encode_results", "encode_task_body", "encode_tasks",
     "failure_part", "find_undecodable", "item_part", "logs_part", "packed", "peek_reply",
-    "rejection_part", "result_part", "stream_subjects", "task_part", "value_part",
+    "rejection_part", "result_part", "stream_subjects", "task_part", "tasks_head",
+    "tasks_with_head", "value_part",
 ]  # fmt: skip
 
 TASKS, RESULTS, HEARTBEAT, PING = "tasks", "results", "hb", "ping"
@@ -234,6 +235,25 @@ def encode_tasks(
     return codec.frame_of_parts(
         TASKS, "tasks", parts, run=run, reply=reply, cancel=cancel, logs=list(logs)
     )
+
+
+def tasks_head(codec: Codec, run: str, reply: str, cancel: str) -> bytes:
+    """The bytes every tasks frame of a run (without `logs`) starts with, up to its entries:
+    `tasks_with_head(head, parts)` is `encode_tasks(codec, parts, run, reply, cancel)`."""
+    empty = encode_tasks(codec, [], run, reply, cancel)
+    return empty[:-1]  # without the empty array's header
+
+
+def tasks_with_head(head: bytes, parts: list[bytes]) -> bytes:
+    return b"".join([head, _array_header(len(parts)), *parts])
+
+
+def _array_header(n: int) -> bytes:
+    if n < 16:
+        return bytes((0x90 | n,))
+    if n < 0x10000:
+        return b"\xdc" + n.to_bytes(2, "big")
+    return b"\xdd" + n.to_bytes(4, "big")
 
 
 def decode_tasks(codec: Codec, data: bytes) -> TasksFrame:

@@ -51,6 +51,7 @@ from .protocol import (
     MAX_TASK_NAME,
     EncodeError,
     Failure,
+    Heartbeat,
     ProtocolError,
     ResultsFrame,
     TaskLogging,
@@ -62,10 +63,14 @@ from .protocol import (
     encode_task_body,
     encode_tasks,
     task_part,
+    tasks_head,
+    tasks_with_head,
 )
 from .redact import redact
+from .session import EngineSession, session_for
 from .streams import StreamLink
 from .values import ValueStore
+from .wire import publish_frames, subscribe_direct, unsubscribe_direct
 
 log = logging.getLogger("taskiq_dataflow.nats")
 
@@ -125,6 +130,7 @@ class NatsTransport(Transport):
         # neither answer for our tasks nor cancel the run (never put them in a log or error)
         self.reply_subject = broker.reply_subject(run_id, secrets.token_hex(16))
         self._cancel_key = secrets.token_hex(16)
+        self._head: tuple[str, bytes] | None = None  # (cancel key, its tasks frames' head)
         self.redeliveries = 0
         self.duplicates = 0
         # claims and result entries refused: malformed, or not from the attempt's worker
@@ -150,8 +156,9 @@ class NatsTransport(Transport):
         self._heard = time.monotonic()
         self._offline = False
         self._nc: Any = None
+        self._session: EngineSession | None = None  # the connection, shared with other runs
         self._subs: list[Any] = []
-        self._watchdog: asyncio.Task[None] | None = None
+        self._watching = False  # whether the session's ticker calls _check (session.py)
         self._values: ValueStore | None = None
         self._link: StreamLink | None = None
         self._background: set[asyncio.Future[Any]] = set()
@@ -176,20 +183,10 @@ class NatsTransport(Transport):
     async def startup(self) -> None:
         await self._local.startup()
         broker = self.broker
-
-        def on_disconnected() -> None:
-            self._offline = True
-
-        def on_reconnected() -> None:
-            self._offline = False
-            self._resend_all()
-
-        self._nc = await broker.connect_checked(
-            f"dataflow-engine-{self.run_id}",
-            broker.progress_timeout,
-            on_disconnected=on_disconnected,
-            on_reconnected=on_reconnected,
-        )
+        # the connection and the heartbeats are the broker's in this loop, shared by its runs
+        # (session.py): a run does not connect, nor wait for the workers it already knows
+        session = await session_for(broker)
+        self._nc = session.nc
         self._budget = frame_budget(self._nc.max_payload)
         # a value that would not fit in a frame goes by reference whatever the threshold says
         inline_limit = min(broker.large_value_threshold, self._budget - ENTRY_OVERHEAD)
@@ -201,13 +198,18 @@ class NatsTransport(Transport):
             self._nc, self.codec, self._values, broker.heartbeat_interval, broker.prefix,
             self.run_id, broker.progress_timeout,
         )  # fmt: skip
-        self._subs = [
-            await self._nc.subscribe(self.reply_subject, cb=self._on_reply),
-            await self._nc.subscribe(broker.heartbeat_subject, cb=self._on_heartbeat),
-        ]
-        await self._discover()
+        # the results come to _reply from nats-py's reader itself (wire.py); the SUB leaves
+        # with the first tasks frame, on the same connection, so it reaches the server first
+        self._subs = [await subscribe_direct(self._nc, self.reply_subject, self._reply)]
+        self._session = session
+        try:
+            if not session.join(self):
+                await self._discover()
+        except BaseException:
+            await self.shutdown()  # the driver shuts down only what started: leave the session
+            raise
         self._heard = time.monotonic()
-        self._watchdog = asyncio.ensure_future(self._watch())
+        self._watching = True  # the session's ticker checks the run's silences from now on
 
     async def _discover(self) -> None:
         """Ask the workers to heart-beat now, and give them a moment: work then goes straight
@@ -228,10 +230,12 @@ class NatsTransport(Transport):
 
     async def shutdown(self) -> None:
         await self._local.shutdown()
-        if self._watchdog is not None:
-            self._watchdog.cancel()
+        self._watching = False
         for fut in list(self._background):
             fut.cancel()
+        session, self._session = self._session, None
+        if session is not None:
+            session.leave(self)  # no more heartbeats, disconnects or reconnects for this run
         if self._values is not None and self._values.used and self._nc.is_connected:
             # the run's large values were materialized into its results: free the store
             with contextlib.suppress(Exception):
@@ -239,9 +243,9 @@ class NatsTransport(Transport):
         if self._nc is not None:
             for sub in self._subs:
                 with contextlib.suppress(Exception):
-                    await sub.unsubscribe()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._nc.close(), 5)
+                    await unsubscribe_direct(self._nc, sub)
+            self._subs = []
+            # the connection is the session's: it stays open for the broker's next run
 
     def cancel(self) -> None:
         self._local.cancel()
@@ -491,6 +495,8 @@ class NatsTransport(Transport):
             self._dispatch(route, queue, now, frames)
             if not queue:
                 del self._outbox[route]
+        if not frames or publish_frames(self._nc, frames):
+            return  # written to the socket at once (wire.py)
         for subject, frame in frames:
             try:
                 pending = publish_now(self._nc, subject, frame)
@@ -526,11 +532,17 @@ class NatsTransport(Transport):
                 seqs = self._take(queue, len(queue))
                 self._frames(self.broker.tasks_subject(route[0]), seqs, None, now, frames)
             return
+        session = self._session
         while queue:
-            open_ = [(w.capacity - len(w.held), w) for w in targets]
-            open_ = [(room, w) for room, w in open_ if room > 0]
+            open_ = [(room, w) for w in targets if (room := w.capacity - len(w.held)) > 0]
             if not open_:
                 return  # credit comes back with the results (_on_reply flushes again)
+            if len(open_) > 1 and session is not None:
+                # the first worker in turn, across the runs of the session: concurrent runs
+                # (which do not see each other's credit) of a task or two each spread evenly
+                session.turn += 1
+                turn = session.turn % len(open_)
+                open_ = open_[turn:] + open_[:turn]
             share = math.ceil(len(queue) / len(open_))
             for room, w in open_:
                 seqs = self._take(queue, min(room, share))
@@ -627,10 +639,17 @@ class NatsTransport(Transport):
         attempts: list[int] | None = None,
         names: list[str] | None = None,
     ) -> bytes:
-        logs = None
-        if attempts is not None:
-            assert self.task_logs is not None
-            logs = TaskLogging(self.task_logs[1], attempts, names or [])
+        if attempts is None:
+            # what every frame of the run starts with, encoded once (for each cancel key)
+            head = self._head
+            if head is None or head[0] != self._cancel_key:
+                head = self._head = (
+                    self._cancel_key,
+                    tasks_head(self.codec, self.run_id, self.reply_subject, self._cancel_key),
+                )
+            return tasks_with_head(head[1], parts)
+        assert self.task_logs is not None
+        logs = TaskLogging(self.task_logs[1], attempts, names or [])
         return encode_tasks(
             self.codec, parts, self.run_id, self.reply_subject, self._cancel_key, logs
         )
@@ -638,6 +657,10 @@ class NatsTransport(Transport):
     # -- receiving ------------------------------------------------------------------------------
 
     async def _on_reply(self, msg: Any) -> None:
+        self._reply(msg)
+
+    def _reply(self, msg: Any) -> None:
+        """A results frame on the run's subject (called by nats-py's reader as it reads it)."""
         self._heard = now = time.monotonic()
         frame = self._read(msg.data)
         if frame is None:
@@ -759,11 +782,17 @@ class NatsTransport(Transport):
         return any(w.inbox for w in self._workers.values())
 
     async def _on_heartbeat(self, msg: Any) -> None:
+        """A heartbeat frame (the session decodes each once and hands it to every run)."""
         self._heard = now = time.monotonic()
         try:
             beat = decode_heartbeat(self.codec, msg.data)
         except ProtocolError:
             return  # a bystander's, or garbage: no worker to record
+        self._beat(beat, now)
+
+    def _beat(self, beat: Heartbeat, now: float) -> None:
+        """A worker's heartbeat, heard at `now` (a run that starts gets the latest beat of each
+        worker the session heard lately, with the time it was heard)."""
         state = self._worker(beat.worker, beat.pool, now)
         state.tasks, state.busy = beat.tasks, beat.busy
         if beat.inbox is not None and beat.capacity is not None:
@@ -797,32 +826,33 @@ class NatsTransport(Transport):
 
     # -- failure detection ----------------------------------------------------------------------
 
-    async def _watch(self) -> None:
+    def _check(self, now: float) -> None:
+        """What the silences mean, every tick of the session (at most heartbeat_timeout / 4
+        and 0.25 s apart): the run failing for lack of progress, workers lost, tasks no live
+        worker serves, frames nobody claimed."""
         broker = self.broker
         timeout = broker.heartbeat_timeout
-        while True:
-            await asyncio.sleep(min(timeout / 4, 0.25))
-            now = time.monotonic()
-            if self._inflight and now - self._heard > broker.progress_timeout:
-                self._fail(self._no_progress())
-                return
-            if self._offline:
-                # The silence is our connection's, not the workers': redelivering now would only
-                # use up max_redeliveries. _resend_all sends everything once we are back.
+        if self._inflight and now - self._heard > broker.progress_timeout:
+            self._watching = False
+            self._fail(self._no_progress())
+            return
+        if self._offline:
+            # The silence is our connection's, not the workers': redelivering now would only
+            # use up max_redeliveries. _resend_all sends everything once we are back.
+            return
+        for state in list(self._workers.values()):
+            if not state.lost and now - state.last_seen > timeout:
+                self._lose(state, now)
+        for route, since in list(self._unserved.items()):
+            if now - since > broker.progress_timeout:
+                self._unserved_too_long(route, now - since)
+        seen: set[int] = set()
+        for flight in list(self._inflight.values()):
+            if id(flight) in seen:
                 continue
-            for state in list(self._workers.values()):
-                if not state.lost and now - state.last_seen > timeout:
-                    self._lose(state, now)
-            for route, since in list(self._unserved.items()):
-                if now - since > broker.progress_timeout:
-                    self._unserved_too_long(route, now - since)
-            seen: set[int] = set()
-            for flight in list(self._inflight.values()):
-                if id(flight) in seen:
-                    continue
-                seen.add(id(flight))
-                if not (flight.claimed or flight.queued) and now - flight.sent_at > timeout:
-                    self._unclaimed(flight)
+            seen.add(id(flight))
+            if not (flight.claimed or flight.queued) and now - flight.sent_at > timeout:
+                self._unclaimed(flight)
 
     def _no_progress(self) -> ClusterError:
         broker = self.broker

@@ -66,6 +66,7 @@ from .protocol import (
 )
 from .streams import StreamLink, StreamReceiver
 from .values import ValueStore
+from .wire import publish_frames, reading_more, subscribe_direct, unsubscribe_direct
 
 if TYPE_CHECKING:
     from ..metrics.worker import WorkerMetrics
@@ -160,12 +161,23 @@ class Worker:
             self._nc, broker.object_store_bucket, inline_limit, self.codec,
             broker.object_store_replicas,
         )  # fmt: skip
+        # task frames are handled by nats-py's reader as it reads them (wire.py), in run()'s
+        # context (the tasks stepped in place start from a copy of it)
+        context = self._context
+
+        def on_tasks(msg: Any) -> None:
+            context.run(self._on_tasks, msg)
+
+        def on_pool_tasks(msg: Any) -> None:
+            context.run(self._on_pool_tasks, msg)
+
         self._task_subs = [
-            await self._nc.subscribe(self.subject, cb=self._on_tasks),
-            await self._nc.subscribe(
+            await subscribe_direct(self._nc, self.subject, on_tasks),
+            await subscribe_direct(
+                self._nc,
                 broker.tasks_subject(self.pool),
+                on_pool_tasks,
                 queue=broker.queue_group(self.pool),
-                cb=self._on_pool_tasks,
             ),
         ]
         control = [
@@ -181,7 +193,9 @@ class Worker:
             await self._stop.wait()
         finally:
             beat.cancel()
-            for sub in [*self._task_subs, *control]:
+            for sub in self._task_subs:
+                await unsubscribe_direct(self._nc, sub)
+            for sub in control:
                 await sub.unsubscribe()
             self._queue.clear()
             for task in list(self._running.values()):
@@ -245,10 +259,10 @@ class Worker:
 
     # -- incoming frames ------------------------------------------------------------------------
 
-    async def _on_pool_tasks(self, msg: Any) -> None:
-        await self._on_tasks(msg, pooled=True)
+    def _on_pool_tasks(self, msg: Any) -> None:
+        self._on_tasks(msg, pooled=True)
 
-    async def _on_tasks(self, msg: Any, pooled: bool = False) -> None:
+    def _on_tasks(self, msg: Any, pooled: bool = False) -> None:
         """A tasks frame on its own subject, or (`pooled`) from its pool's queue group, which
         an engine uses before it knows the pool's workers: there an entry it does not serve
         is neither claimed nor answered (another service's worker in the same pool may serve
@@ -304,12 +318,18 @@ class Worker:
         try:
             self._pump()
         finally:
-            if all(sub.pending_msgs == 0 for sub in self._task_subs):
+            if not self._more_to_read():
                 # no other frame waits behind this one, so nothing would join the batch:
                 # answer now instead of a loop iteration later
                 self._flush()
             elif not scheduled:
                 asyncio.get_running_loop().call_soon(self._flush)
+
+    def _more_to_read(self) -> bool:
+        """Whether more frames may follow this one at once: they were read with it (the frames
+        read together are answered together), or a subscription queues messages (when
+        wire.py fell back to callbacks)."""
+        return reading_more(self._nc) or any(sub.pending_msgs for sub in self._task_subs)
 
     def _reject(self, msg: Any, exc: BaseException) -> None:
         """A frame we cannot read: answer on its reply subject if it has one, else log it."""
@@ -692,11 +712,16 @@ class Worker:
         outbox, self._outbox = self._outbox, {}
         claims, self._claims = self._claims, {}
         budget = self._budget
+        frames = []
         for reply in {**claims, **outbox}:
             seqs = claims.get(reply, [])
             for parts in _chunks(outbox.get(reply, []), budget - 10 * len(seqs)):
-                self._publish(reply, encode_results(self.codec, self.worker_id, seqs, parts))
+                frames.append((reply, encode_results(self.codec, self.worker_id, seqs, parts)))
                 seqs = []
+        if not frames or publish_frames(self._nc, frames):
+            return  # written to the socket at once (wire.py)
+        for reply, frame in frames:
+            self._publish(reply, frame)
 
     def _publish(self, subject: str, frame: bytes) -> None:
         try:
