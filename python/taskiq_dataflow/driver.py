@@ -217,8 +217,13 @@ class Driver:
                     instructions = state.completed(batch)
                     self.meter.after(seen)
                     await carry_out(instructions)
-            if slots is not None and (after or len(slots.drivers) > 1):
-                slots.rebalance()  # slots this batch freed may belong to another run now
+            if slots is not None:
+                if after:
+                    slots.rebalance()  # a rejoining task gets the slots this batch freed first
+                elif len(slots.drivers) > 1:
+                    # slots this batch freed may belong to another run now: once per loop
+                    # iteration for all the runs' batches, not once per batch (O(runs) each)
+                    slots.rebalance_soon()
 
     # -- instructions ---------------------------------------------------------------------------
 

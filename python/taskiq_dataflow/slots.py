@@ -35,7 +35,7 @@ _GRANTED = SlotsGranted()
 
 
 class SharedSlots:
-    __slots__ = ("away", "drivers", "rejoiners", "seceded", "total")
+    __slots__ = ("away", "drivers", "rejoiners", "seceded", "soon", "total")
 
     def __init__(self, total: int) -> None:
         self.total = total
@@ -45,6 +45,7 @@ class SharedSlots:
         self.seceded: dict[tuple[Driver, int], int] = {}
         self.away: dict[Driver, int] = {}
         self.rejoiners: deque[tuple[Driver, int, asyncio.Future[None]]] = deque()
+        self.soon = False  # a rebalance is due at the loop's next turn (rebalance_soon)
 
     def join(self, driver: Driver) -> None:
         self.drivers.append(driver)
@@ -56,6 +57,18 @@ class SharedSlots:
             if self.seceded:
                 self._forget(driver)
             self.rebalance()
+
+    def rebalance_soon(self) -> None:
+        """`rebalance()` at the event loop's next turn, once for every batch of every run
+        handled in this one. The bound holds meanwhile: the capacities sum to at most the
+        slots, and each run stays within its own until then."""
+        if not self.soon:
+            self.soon = True
+            asyncio.get_running_loop().call_soon(self._rebalance_due)
+
+    def _rebalance_due(self) -> None:
+        self.soon = False
+        self.rebalance()
 
     def rebalance(self) -> None:
         """Fair targets by water-filling over each run's demand (running + ready, at most its
