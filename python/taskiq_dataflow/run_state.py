@@ -458,8 +458,7 @@ class RunState:
             return self._out()
         if done:
             self._dispatch(self.scheduler.complete_many(done))
-        if self.status is None and self.scheduler.finished:
-            self.status = "failed" if self.failures or self.first_error else "succeeded"
+        self._check_finished()
         return self._out()
 
     # -- tasks added while the run goes on ------------------------------------------------------
