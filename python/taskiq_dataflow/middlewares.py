@@ -101,12 +101,18 @@ class TaskHooks:
         return value
 
 
+def is_taskiq_task(task: Any) -> bool:
+    """Whether `task` is a taskiq task, around whose calls hooks (middlewares, argument
+    parsing) may run."""
+    return isinstance(getattr(task, "task_name", None), str) and hasattr(task, "kiq")
+
+
 def task_hooks(task: Any, broker: Any = None) -> TaskHooks | None:
     """The hooks of `task` (its own broker's middlewares, or `broker`'s: a cluster worker's),
     or None when it is no taskiq task or has nothing to run around its calls."""
-    task_name = getattr(task, "task_name", None)
-    if not isinstance(task_name, str) or not hasattr(task, "kiq"):
+    if not is_taskiq_task(task):
         return None
+    task_name: str = task.task_name
     broker = broker if broker is not None else getattr(task, "broker", None)
     middlewares = list(getattr(broker, "middlewares", ()))
     # InMemoryBroker(cast_types=False) turns taskiq's parsing off: so it is here

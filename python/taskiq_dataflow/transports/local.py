@@ -12,7 +12,7 @@ from contextvars import copy_context
 from typing import Any
 
 from ..errors import TaskArgumentError
-from ..middlewares import TaskHooks, task_hooks
+from ..middlewares import TaskHooks, is_taskiq_task, task_hooks
 from ..router import runs_in_engine
 from ..seceding import CURRENT_TASK, STEPPING
 from ..task_logs import CURRENT as CURRENT_LOG
@@ -44,8 +44,6 @@ class LocalTransport(Transport):
         self._loop: asyncio.AbstractEventLoop | None = None
         # per distinct callable: is it async, and the taskiq hooks to run around it
         self._kind: dict[Any, tuple[bool, TaskHooks | None]] = {}
-        # per distinct callable: an async function with no hooks (kick's fast path)
-        self._fast: dict[Any, bool] = {}
         self._hooks: dict[Any, TaskHooks | None] = {}
         # node -> the TaskLog of its job in flight (only while its run captures or labels)
         self._logs: dict[int, TaskLog] = {}
@@ -87,15 +85,15 @@ class LocalTransport(Transport):
         stepping = STEPPING
         outer_sink, outer_node = stepping.sink, stepping.node
         stepping.sink = sink
-        fast = self._fast
+        kinds = self._kind
         try:
             for job in jobs:
                 # unpacked, not read by name: a NamedTuple field costs a descriptor lookup
                 node, attempt, task, func, args, kwargs, name, _, _, _ = job
-                plain = fast.get(func)
-                if plain is None:
-                    plain = fast[func] = _is_async(func) and self._hooks_of(task) is None
-                if not plain:
+                kind = kinds.get(func)
+                if kind is None:
+                    kind = kinds[func] = self._kind_of(func, task)
+                if kind is not _PLAIN_ASYNC:
                     self._kick_logged([job])  # taskiq hooks, or a blocking function
                     continue
                 try:
@@ -147,7 +145,7 @@ class LocalTransport(Transport):
                 func = job.func
                 kind = self._kind.get(func)
                 if kind is None:
-                    kind = self._kind[func] = (_is_async(func), self._hooks_of(job.task))
+                    kind = self._kind[func] = self._kind_of(func, job.task)
                 is_coro, hooks = kind
                 args, kwargs = job.args, job.kwargs
                 if hooks is not None:
@@ -225,6 +223,12 @@ class LocalTransport(Transport):
         if log is not None:
             self._logs[job.node] = log
         task.add_done_callback(functools.partial(self._finished, job))
+
+    def _kind_of(self, func: Any, task: Any) -> tuple[bool, TaskHooks | None]:
+        """(is it async, the taskiq hooks around it); the one _PLAIN_ASYNC tuple for an async
+        callable without hooks, so that kick's fast path tests it by identity."""
+        is_async, hooks = _is_async(func), self._hooks_of(task)
+        return _PLAIN_ASYNC if is_async and hooks is None else (is_async, hooks)
 
     def _hooks_of(self, task: Any) -> TaskHooks | None:
         if not _is_taskiq_task(task):
@@ -315,10 +319,9 @@ class LocalTransport(Transport):
             self._executor = None
 
 
-@functools.lru_cache(maxsize=4096)  # a run asks once per distinct task; runs repeat
-def _is_taskiq_task(task: Any) -> bool:
-    """Whether taskiq's hooks (middlewares, argument parsing) may run around `task`."""
-    return isinstance(getattr(task, "task_name", None), str) and hasattr(task, "kiq")
+_PLAIN_ASYNC: tuple[bool, TaskHooks | None] = (True, None)
+# a run asks once per distinct task; runs repeat
+_is_taskiq_task = functools.lru_cache(maxsize=4096)(is_taskiq_task)
 
 
 @functools.lru_cache(maxsize=4096)  # a run asks once per distinct callable; runs repeat
