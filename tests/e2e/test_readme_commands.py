@@ -152,7 +152,11 @@ class Sampler:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            self.seen.update(tagged(self.tag))
+            for pid, cmd in tagged(self.tag).items():
+                # An exiting process reads as an empty command line once its memory is
+                # released, before it turns zombie: keep what an earlier sample saw.
+                if cmd or pid not in self.seen:
+                    self.seen[pid] = cmd
             self._stop.wait(0.05)
 
     def workers(self) -> set[int]:
