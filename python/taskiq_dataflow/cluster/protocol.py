@@ -80,6 +80,7 @@ from ..codec import (
     Packed,
     Undecodable,
     ValueRef,
+    _array_header,
     _short,
     _uint,
     find_undecodable,
@@ -246,14 +247,6 @@ def tasks_head(codec: Codec, run: str, reply: str, cancel: str) -> bytes:
 
 def tasks_with_head(head: bytes, parts: list[bytes]) -> bytes:
     return b"".join([head, _array_header(len(parts)), *parts])
-
-
-def _array_header(n: int) -> bytes:
-    if n < 16:
-        return bytes((0x90 | n,))
-    if n < 0x10000:
-        return b"\xdc" + n.to_bytes(2, "big")
-    return b"\xdd" + n.to_bytes(4, "big")
 
 
 def decode_tasks(codec: Codec, data: bytes) -> TasksFrame:
