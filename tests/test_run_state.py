@@ -27,6 +27,7 @@ from taskiq_dataflow.run_state import (
     RetryDue,
     RunConfig,
     RunState,
+    StepInPlace,
     Stop,
     Store,
     WorkerLost,
@@ -91,6 +92,35 @@ def test_a_chain_runs_to_the_end_one_dispatch_per_batch():
     assert state.completed([ok(n["b"], 2), ok(n["c"], 3)]) == [Finish("succeeded")]
     assert state.status == "succeeded" and state.produced() == {"a": 1, "b": 2, "c": 3}
     assert state.error(state.produced()) is None
+
+
+def test_in_place_ready_nodes_go_out_as_one_step_and_their_values_advance_the_run():
+    state, n = state_of(a, b, c)
+    state.in_place = True
+    assert state.start() == [StepInPlace([n["a"]])]
+    assert state.attempts[n["a"]] == 1
+    out = state.stepped([n["a"]], [1], [])
+    assert out == [StepInPlace([n["b"], n["c"]])]
+    # c failed on the sink meanwhile: it comes in as a Completion of attempt 1
+    assert state.stepped([n["b"]], [2], []) == []
+    assert state.completed([failed(n["c"], "c")]) == [Finish("failed")]
+    assert state.status == "failed" and state.produced() == {"a": 1, "b": 2}
+
+
+def test_in_place_nodes_not_stepped_go_out_as_jobs():
+    state, n = state_of(a, b, c)
+    state.in_place = True
+    state.start()
+    out = state.stepped([n["a"]], [1], [])
+    out = state.stepped([n["b"]], [2], [n["c"]])  # c's plan asked for the long way
+    assert dispatched(out) == [("c", 1)] and kinds(out) == ["Dispatch"]
+    assert state.completed([ok(n["c"], 3)]) == [Finish("succeeded")]
+
+
+def test_kept_results_take_the_long_way_even_in_place():
+    state, _ = state_of(a, b)
+    state.in_place, state.keeps_results = True, True
+    assert dispatched(state.start()) == [("a", 1)]
 
 
 def test_a_late_duplicate_of_an_attempt_is_dropped():

@@ -10,11 +10,9 @@ from .run_state import (
     Plan,
     Policy,
     StepResult,
-    all_names,
-    params_of,
-    positional_params,
     split_outputs,
 )
+from .task import all_names, params_of, positional_params
 
 __all__ = [
     "COMPENSATION",

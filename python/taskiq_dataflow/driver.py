@@ -32,6 +32,7 @@ from .run_state import (
     RetryAt,
     RetryDue,
     RunState,
+    StepInPlace,
     StepResult,
     Stop,
     Store,
@@ -78,6 +79,7 @@ class Driver:
         self._gc = contextlib.ExitStack()
         self._relaxed = False
         self._timers: list[asyncio.TimerHandle] = []
+        self._step: list[int] | None = None  # nodes to step in place (StepInPlace)
 
     def cancel(self) -> None:
         """Stop dispatching, cancel what is in flight; the run ends with ExecutionCancelled."""
@@ -106,6 +108,8 @@ class Driver:
         self.loop, self.pid = asyncio.get_running_loop(), os.getpid()
         await transport.startup()
         state.link = transport.stream_link()
+        # a meter counts each task as it starts: through kick
+        state.in_place = self.meter is None and transport.steps_in_place()
         # fewer GC passes in a large run, or once tasks added to it make it one (_loop)
         self._relaxed = len(state.tasks) >= RELAX_GC_AT
         if self._relaxed:
@@ -182,6 +186,30 @@ class Driver:
         eager = 0
         while state.status is None:
             slots = self.slots  # a run bounded on its own gets slots at its first secede
+            if self._step is not None and not (sink.done or sink.control):
+                # what the last batch made ready, stepped in place (a completion or an event
+                # that came meanwhile goes first: a failure stops a fail_fast run at once)
+                eager += 1
+                if eager % EAGER_YIELD_EVERY == 0:
+                    await asyncio.sleep(0)
+                    if state.status is not None:
+                        break
+                nodes, self._step = self._step, None
+                done, values, rest = transport.step_in_place(state, nodes)
+                if slots is not None and slots.seceded:
+                    # a task that seceded in its first step and returned in it leaves its
+                    # extra capacity: recorded as a batch, which slots.taking looks at
+                    for node, value in zip(done, values, strict=True):
+                        sink.done.append(Completion(node, 1, True, value))
+                    done, values = [], []
+                instructions = state.stepped(done, values, rest)
+                if len(instructions) == 1 and type(instructions[0]) is StepInPlace:
+                    self._step = instructions[0].nodes  # the hot path
+                else:
+                    await carry_out(instructions)
+                if slots is not None and len(slots.drivers) > 1:
+                    slots.rebalance_soon()
+                continue
             if sink.done or sink.control:
                 eager += 1
                 if eager % EAGER_YIELD_EVERY == 0:
@@ -208,7 +236,9 @@ class Driver:
                     after = slots.taking(self, batch)  # tasks seceded or rejoining (slots.py)
                 if self.meter is None:
                     instructions = state.completed(batch)
-                    if len(instructions) == 1 and type(instructions[0]) is Dispatch:
+                    if len(instructions) == 1 and type(instructions[0]) is StepInPlace:
+                        self._stepping(instructions[0].nodes)  # the hot path
+                    elif len(instructions) == 1 and type(instructions[0]) is Dispatch:
                         transport.kick(instructions[0].jobs)  # the hot path, not awaited
                     else:
                         await carry_out(instructions)
@@ -227,9 +257,15 @@ class Driver:
 
     # -- instructions ---------------------------------------------------------------------------
 
+    def _stepping(self, nodes: list[int]) -> None:
+        """Step these in place at the loop's next turn (the loop does, before it waits)."""
+        self._step = nodes if self._step is None else self._step + nodes
+
     async def _carry_out(self, instructions: list[Instruction], starts: bool = True) -> None:
         for ins in instructions:
-            if type(ins) is Dispatch:
+            if type(ins) is StepInPlace:
+                self._stepping(ins.nodes)
+            elif type(ins) is Dispatch:
                 if self.state.status is None:  # a listener may have cancelled the run
                     self.transport.kick(ins.jobs)
                     if self.meter is not None and starts:

@@ -43,8 +43,7 @@ from .dataflow.registry import DataflowRegistry
 from .events import StepCompleted, StepFailed
 from .execution_engine import ExecutionEngine
 from .pipeline import check_engine_options, engine_option_names
-from .run_state import positional_params
-from .task import SPEC_ATTR, get_spec, original_function, task_display_name
+from .task import SPEC_ATTR, get_spec, original_function, positional_params, task_display_name
 
 __all__ = ["ChunkConfig", "MapReduce", "MapReduceResult", "MapResult"]
 

@@ -12,7 +12,6 @@ A job is still one NamedTuple per task (the transports' unit), as before this sp
 
 from __future__ import annotations
 
-import inspect
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -42,8 +41,15 @@ from .events import (
 from .growth_state import Growth
 from .router import Placement, Router
 from .streams import is_producer, stream_params
-from .task import InEngine, get_spec, original_function
-from .transports.base import Completion, Job, new_job, task_error
+from .task import (  # the binding rules live with the tasks (the transports use them too)
+    InEngine,
+    all_names,
+    get_spec,
+    original_function,
+    params_of,
+    positional_params,
+)
+from .transports.base import Completion, Job, new_completion, new_job, task_error
 
 if TYPE_CHECKING:
     from .dataflow.graph import NodeFields
@@ -157,6 +163,14 @@ class Dispatch:
 
 
 @dataclass(slots=True)
+class StepInPlace:
+    """Step these nodes' tasks in place (Transport.step_in_place) and feed what they returned
+    to `stepped`: the plain in-process case, with no Job nor Completion per task."""
+
+    nodes: list[int]
+
+
+@dataclass(slots=True)
 class RetryAt:
     """Feed RetryDue(node, attempt) back after `delay` seconds."""
 
@@ -194,7 +208,9 @@ class Finish:
     status: str
 
 
-Instruction = Emit | Deliver | LookUp | Dispatch | RetryAt | Stop | Requeue | Store | Finish
+Instruction = (
+    Emit | Deliver | LookUp | Dispatch | StepInPlace | RetryAt | Stop | Requeue | Store | Finish
+)
 
 
 # -- per task -------------------------------------------------------------------------------------
@@ -342,6 +358,10 @@ class RunState:
         self.streaming: Streaming | None = None  # set once a task produces or reads a stream
         self.stream_keys: dict[int, frozenset[str]] = {}
         self.status: str | None = None
+        # set by the driver when its transport steps plain tasks in place: ready nodes then go
+        # out as StepInPlace while nothing asks for more than their values (plain_in_place)
+        self.in_place = False
+        self._in_place: list[int] = []
         # an observer told of each batch (the dashboard's RunMonitor): None costs nothing
         self.monitor: Any = None
         # what the current event produced, turned into instructions by _out()
@@ -414,12 +434,44 @@ class RunState:
             return []  # late arrivals after the end (a cancel, fail_fast): nothing to do
         if self.monitor is not None:
             self.monitor.completed(batch)
+        done: list[int] = []
+        return self._advance(done, self._record(batch, done))
+
+    def stepped(self, done: list[int], values: list[Any], rest: list[int]) -> list[Instruction]:
+        """What a StepInPlace came to: `done[i]` returned `values[i]` without suspending (the
+        others ended in a Completion on the sink, or go on there); `rest` were not stepped
+        (a plan made on the way asked for the long way) and are dispatched as jobs."""
+        if self.status is not None:
+            return []
+        if rest:
+            self._dispatch_jobs(rest)
+        if not self.plain_in_place():  # a task grew the run, or a stream or a monitor came
+            pairs = zip(done, values, strict=True)
+            ok = [new_completion((n, 1, True, v, None, False, None)) for n, v in pairs]
+            return self.completed(ok)
+        attempts, node_outputs, kept = self.attempts, self.node_outputs, self.values
+        finished: list[int] = []
+        slow = None
+        for node, value in zip(done, values, strict=True):
+            outputs = node_outputs[node]
+            if len(outputs) == 1:
+                kept[outputs[0]] = value
+                attempts[node] = 0
+                finished.append(node)
+            else:  # a dict spread over its outputs (checked there)
+                if slow is None:
+                    slow = []
+                slow.append(new_completion((node, 1, True, value, None, False, None)))
+        return self._advance(finished, slow is not None and self._record(slow, finished))
+
+    def _record(self, batch: list[Completion], done: list[int]) -> bool:
+        """Record each completion; the nodes that succeeded go to `done`. True: the run stops
+        (a failure under fail_fast)."""
         attempts, node_outputs, values = self.attempts, self.node_outputs, self.values
         plain = not (self.keeps_results or self.step_events or self.deliver_steps)
         # after growth, a result_of or a result awaited by one takes the long way
         grown, awaited = self.grown is not None, self.awaited
         streaming = self.streaming
-        done: list[int] = []
         stop = False
         for c in batch:
             # unpacked, not read by name: a NamedTuple field costs a descriptor lookup
@@ -451,6 +503,11 @@ class RunState:
             elif c.logs:
                 self._logged(c)
             stop = self._failed(c, stop) or stop
+        return stop
+
+    def _advance(self, done: list[int], stop: bool) -> list[Instruction]:
+        """The batch is recorded: complete `done` in the scheduler, dispatch what that made
+        ready (unless the run stops), and say what to do."""
         if stop:
             if done:
                 self.scheduler.complete_many(done)
@@ -841,11 +898,30 @@ class RunState:
 
     # -- dispatch -------------------------------------------------------------------------------
 
+    def plain_in_place(self) -> bool:
+        """Whether a node that returned in place needs nothing recorded but its value."""
+        return (
+            self.in_place
+            and self.streaming is None
+            and self.grown is None
+            and self.monitor is None
+            and not (self.keeps_results or self.step_events or self.deliver_steps)
+        )
+
     def _dispatch(self, nodes: list[int]) -> None:
         if not nodes or self.status is not None:
             return
         if self.monitor is not None:
             self.monitor.dispatched(nodes)
+        if self.plain_in_place():
+            attempts = self.attempts
+            for node in nodes:
+                attempts[node] = 1
+            self._in_place.extend(nodes)
+            return
+        self._dispatch_jobs(nodes)
+
+    def _dispatch_jobs(self, nodes: list[int]) -> None:
         if self.streaming is None:
             jobs = self._first_jobs(nodes)  # (which sets their attempts)
         else:
@@ -884,6 +960,12 @@ class RunState:
             or self._retries
             or self.stops
         ):  # the common case: jobs to dispatch, perhaps the end
+            if self._in_place and self.status is None:
+                step, self._in_place = self._in_place, []
+                if not self._jobs:
+                    return [StepInPlace(step)]
+                jobs, self._jobs = self._jobs, []
+                return [StepInPlace(step), Dispatch(jobs)]
             jobs = self._jobs
             if jobs:
                 self._jobs = []
@@ -907,6 +989,9 @@ class RunState:
         if self._lookups:
             lookups, self._lookups = self._lookups, []
             out.append(LookUp(lookups, [self.plan(j.node).cache for j in lookups]))
+        if self._in_place:
+            out.append(StepInPlace(self._in_place))
+            self._in_place = []
         if self._jobs:
             out.append(Dispatch(self._jobs))
             self._jobs = []
@@ -1100,39 +1185,6 @@ class RunState:
 
 
 # -- helpers --------------------------------------------------------------------------------------
-
-
-def all_names(keys: Sequence[str]) -> bool:
-    return all(k.isidentifier() for k in keys)
-
-
-def params_of(func: Any) -> frozenset[str] | None:
-    """Parameter names that keys bind to by keyword; None when the callable takes **kwargs.
-
-    A node whose input keys are not all parameter names (or, for **kwargs, not all Python
-    names) gets its values positionally, in the order of its declared inputs; so does a
-    callable whose signature cannot be read (builtins).
-    """
-    try:
-        params = inspect.signature(func).parameters
-    except (TypeError, ValueError):
-        return frozenset()
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return None
-    return frozenset(
-        name
-        for name, p in params.items()
-        if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    )
-
-
-def positional_params(func: Any) -> list[str]:
-    try:
-        params = inspect.signature(func).parameters.values()
-    except (TypeError, ValueError):
-        return []
-    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    return [p.name for p in params if p.kind in kinds]
 
 
 def split_outputs(name: str, outputs: Sequence[str], value: Any) -> dict[str, Any]:

@@ -435,3 +435,39 @@ def _absent_producer(name: str) -> Callable[..., Any]:
 
     remote.__qualname__ = remote.__name__ = name
     return remote
+
+
+# -- how a node's input keys bind to its task's parameters ---------------------------------------
+
+
+def params_of(func: Any) -> frozenset[str] | None:
+    """Parameter names that keys bind to by keyword; None when the callable takes **kwargs.
+
+    A node whose input keys are not all parameter names (or, for **kwargs, not all Python
+    names) gets its values positionally, in the order of its declared inputs; so does a
+    callable whose signature cannot be read (builtins).
+    """
+    try:
+        params = inspect.signature(func).parameters
+    except (TypeError, ValueError):
+        return frozenset()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return None
+    return frozenset(
+        name
+        for name, p in params.items()
+        if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    )
+
+
+def positional_params(func: Any) -> list[str]:
+    try:
+        params = inspect.signature(func).parameters.values()
+    except (TypeError, ValueError):
+        return []
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return [p.name for p in params if p.kind in kinds]
+
+
+def all_names(keys: Sequence[str]) -> bool:
+    return all(k.isidentifier() for k in keys)

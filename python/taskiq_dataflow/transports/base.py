@@ -7,10 +7,13 @@ import asyncio
 import functools
 import traceback
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..events import LogEntry, TaskError
 from ..router import Placement, Router
+
+if TYPE_CHECKING:
+    from ..run_state import RunState
 
 
 class Job(NamedTuple):
@@ -136,6 +139,20 @@ class Transport(abc.ABC):
     @abc.abstractmethod
     def kick(self, jobs: list[Job]) -> None:
         """Start `jobs` without blocking; each ends in exactly one Completion on the sink."""
+
+    def steps_in_place(self) -> bool:
+        """Whether `step_in_place` may be asked to run a run's plain tasks (the driver asks
+        once per run, after startup)."""
+        return False
+
+    def step_in_place(
+        self, state: RunState, nodes: list[int]
+    ) -> tuple[list[int], list[Any], list[int]]:
+        """Run the tasks of `nodes` (a RunState's StepInPlace, attempt 1) as far as they go
+        at once, reading their arguments from `state` without changing it. Returns (the nodes
+        that returned, their values, the nodes not stepped); the others end on the sink as
+        kicked jobs do."""
+        raise NotImplementedError(f"{type(self).__name__} does not step tasks in place")
 
     def router(self) -> Router:
         """Placement of tasks for this transport: everything runs in this process."""

@@ -9,15 +9,19 @@ import functools
 import inspect
 import threading
 from contextvars import copy_context
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import TaskArgumentError
 from ..middlewares import TaskHooks, is_taskiq_task, task_hooks
 from ..router import runs_in_engine
 from ..seceding import CURRENT_TASK, STEPPING
+from ..task import all_names
 from ..task_logs import CURRENT as CURRENT_LOG
 from ..task_logs import TaskLog, labels_on, set_fallback
-from .base import Completion, Job, Transport, new_completion, task_error
+from .base import Completion, Job, Transport, new_job, task_error
+
+if TYPE_CHECKING:
+    from ..run_state import RunState
 
 __all__ = ["LocalTransport", "runs_in_engine"]
 
@@ -74,27 +78,54 @@ class LocalTransport(Transport):
                 )
         return self._executor
 
-    def kick(self, jobs: list[Job]) -> None:
-        if self.task_logs is not None:
-            self._kick_logged(jobs)
-            return
-        # A run that neither captures nor labels its tasks' records: _kick_logged's steps
-        # without a TaskLog, in one tight loop (the engine's hottest path).
+    def steps_in_place(self) -> bool:
+        # a run that captures or labels its tasks' records needs a TaskLog per task (kick)
+        return self.task_logs is None
+
+    def step_in_place(
+        self, state: RunState, nodes: list[int]
+    ) -> tuple[list[int], list[Any], list[int]]:
+        """Each node's plain async task called and stepped once, with no Job nor Completion
+        for one that returns without suspending (most cheap tasks): the engine's hottest
+        loop, so RunState.job's argument binding is inlined. One that suspends goes on as a
+        Task, one that fails ends on the sink; hooks or a blocking function go through kick."""
+        tasks, metadata, plans, names = state.tasks, state.metadata, state.plans, state.names
+        node_inputs = state.node_inputs
+        getitem = state.values.__getitem__
+        kinds = self._kind
         sink = self.sink
         push = sink.done.append
+        done: list[int] = []
+        returned: list[Any] = []
+        rest: list[int] = []
+        # while a task is stepped here, STEPPING names it (for secede() and sub-runs); a task
+        # may run a whole nested run within its first step, so the outer names come back after
         stepping = STEPPING
         outer_sink, outer_node = stepping.sink, stepping.node
         stepping.sink = sink
-        kinds = self._kind
         try:
-            for job in jobs:
-                # unpacked, not read by name: a NamedTuple field costs a descriptor lookup
-                node, attempt, task, func, args, kwargs, name, _, _, _ = job
+            for node in nodes:
+                task = tasks[node]
+                plan = plans.get(id(task)) if metadata[node] is None else None
+                if plan is None:
+                    plan = state.plan(node)
+                    if not state.plain_in_place():  # this plan revealed a stream or a cache
+                        rest = nodes[nodes.index(node) :]
+                        break
+                func, params, policy, _, _, _, _, _, place = plan
+                keys = node_inputs[node]
+                if params.issuperset(keys) if params is not None else all_names(keys):
+                    args: tuple[Any, ...] = ()
+                    kwargs = {k: getitem(k) for k in keys}
+                else:
+                    args, kwargs = tuple(map(getitem, keys)), {}
                 kind = kinds.get(func)
                 if kind is None:
                     kind = kinds[func] = self._kind_of(func, task)
-                if kind is not _PLAIN_ASYNC:
-                    self._kick_logged([job])  # taskiq hooks, or a blocking function
+                if kind is not _PLAIN_ASYNC:  # taskiq hooks, or a blocking function
+                    timeout = policy.timeout
+                    fields = (node, 1, task, func, args, kwargs, names[node], timeout, None, place)
+                    self.kick([new_job(fields)])
                     continue
                 try:
                     coro = func(*args, **kwargs)
@@ -105,18 +136,20 @@ class LocalTransport(Transport):
                     finally:
                         stepping.node = None
                 except StopIteration as stop:
-                    push(new_completion((node, attempt, True, stop.value, None, False, None)))
+                    done.append(node)
+                    returned.append(stop.value)
                     continue
                 except BaseException as exc:
-                    push(Completion(node, attempt, False, task_error(name, exc)))
+                    push(Completion(node, 1, False, task_error(names[node], exc)))
                     continue
-                self._continue(job, coro, yielded, context, None)
+                timeout = policy.timeout
+                fields = (node, 1, task, func, args, kwargs, names[node], timeout, None, place)
+                self._continue(new_job(fields), coro, yielded, context, None)
         finally:
             stepping.sink, stepping.node = outer_sink, outer_node
-        if sink.done:
-            sink.wake()
+        return done, returned, rest
 
-    def _kick_logged(self, jobs: list[Job]) -> None:
+    def kick(self, jobs: list[Job]) -> None:
         sink = self.sink
         push = sink.done.append
         # while a task is stepped here, STEPPING names it (for secede() and sub-runs); a task
