@@ -76,8 +76,7 @@ class Driver:
         # thread (growth.py); a process pool's forked worker inherits a copy of both
         self.loop: asyncio.AbstractEventLoop | None = None
         self.pid = 0
-        self._gc = contextlib.ExitStack()
-        self._relaxed = False
+        self._gc: contextlib.ExitStack | None = None  # relaxed_gc, once the run is large
         self._timers: list[asyncio.TimerHandle] = []
         self._step: list[int] | None = None  # nodes to step in place (StepInPlace)
 
@@ -111,9 +110,8 @@ class Driver:
         # a meter counts each task as it starts: through kick
         state.in_place = self.meter is None and transport.steps_in_place()
         # fewer GC passes in a large run, or once tasks added to it make it one (_loop)
-        self._relaxed = len(state.tasks) >= RELAX_GC_AT
-        if self._relaxed:
-            self._gc.enter_context(relaxed_gc(len(state.tasks)))
+        if len(state.tasks) >= RELAX_GC_AT:
+            self._relax()
         try:
             if bus:
                 await bus.emit(self._started())
@@ -136,7 +134,8 @@ class Driver:
         finally:
             if self.slots is not None:
                 self.slots.leave(self)
-            self._gc.close()
+            if self._gc is not None:
+                self._gc.close()
             for timer in self._timers:
                 timer.cancel()
             if state.status != "succeeded":
@@ -221,11 +220,10 @@ class Driver:
                 raise sink.fatal
             if sink.control:
                 control, sink.control = sink.control, []
-                if not self._relaxed and len(state.tasks) >= RELAX_GC_AT:
+                if self._gc is None and len(state.tasks) >= RELAX_GC_AT:
                     # tasks added made it a large run: collect as for one that large from the
                     # start, before the added tasks are dispatched
-                    self._relaxed = True
-                    self._gc.enter_context(relaxed_gc(len(state.tasks)))
+                    self._relax()
                 for event in control:
                     # the jobs of a lost worker go again: a redelivery, not a new start
                     await carry_out(state.handle(event), type(event) is not WorkerLost)
@@ -256,6 +254,10 @@ class Driver:
                     slots.rebalance_soon()
 
     # -- instructions ---------------------------------------------------------------------------
+
+    def _relax(self) -> None:
+        self._gc = contextlib.ExitStack()
+        self._gc.enter_context(relaxed_gc(len(self.state.tasks)))
 
     def _stepping(self, nodes: list[int]) -> None:
         """Step these in place at the loop's next turn (the loop does, before it waits)."""
