@@ -462,7 +462,16 @@ class RunState:
                 if slow is None:
                     slow = []
                 slow.append(new_completion((node, 1, True, value, None, False, None)))
-        return self._advance(finished, slow is not None and self._record(slow, finished))
+        if slow is not None or rest:
+            return self._advance(finished, slow is not None and self._record(slow, finished))
+        # the common case: _advance with _dispatch's in-place branch, whose checks held above
+        ready = self.scheduler.complete_many(finished) if finished else None
+        if not ready:
+            self._check_finished()
+            return self._out()
+        for node in ready:
+            attempts[node] = 1
+        return [StepInPlace(ready)]
 
     def _record(self, batch: list[Completion], done: list[int]) -> bool:
         """Record each completion; the nodes that succeeded go to `done`. True: the run stops
