@@ -50,6 +50,7 @@ from .protocol import (
     Failure,
     Heartbeat,
     ProtocolError,
+    TasksFrame,
     ValueRef,
     cancel_key_of,
     decode_cancel,
@@ -117,6 +118,9 @@ class Worker:
         self._captures = False
         # task name -> (callable, is async, is an async generator: a stream producer)
         self._funcs: dict[str, tuple[Any, bool, bool, TaskHooks | None]] = {}
+        # task name -> its callable, for the async ones without hooks that are not producers
+        # (what _on_tasks steps itself)
+        self._plain: dict[str, Any] = {}
         self._threads = concurrent.futures.ThreadPoolExecutor(
             concurrency, thread_name_prefix="dataflow-worker"
         )
@@ -272,9 +276,25 @@ class Worker:
         except ProtocolError as exc:
             self._reject(msg, exc)
             return
+        # the results of the tasks stepped below join one frame, sent at the end
+        scheduled, self._flush_scheduled = self._flush_scheduled, True
+        try:
+            self._admit(frame, pooled)
+            self._pump()
+        finally:
+            if not self._more_to_read():
+                # no other frame waits behind this one, so nothing would join the batch:
+                # answer now instead of a loop iteration later
+                self._flush()
+            elif not scheduled:
+                asyncio.get_running_loop().call_soon(self._flush)
+
+    def _admit(self, frame: TasksFrame, pooled: bool) -> None:
+        """Claim a frame's entries: step the plain ones now, queue the others for a slot."""
         run_id, reply, cancel = frame.run, frame.reply, frame.cancel
         seqs = []
         queue = self._queue
+        plain, meterless = self._plain, self.metrics is None
         logging_ = frame.logs
         task_log = None
         labelled = logging_ is not None or labels_on()
@@ -303,6 +323,17 @@ class Worker:
                         logging_.level, logging_.attempts[i], logging_.tasks[i] or name,
                     )  # fmt: skip
                     task_log = TaskLog(run_id, label, attempt, level, self.worker_id)
+            if (
+                timeout is None and task_log is None and stream is None and not queue
+                and self._free > 0 and not self._rejoiners and meterless
+                and (func := plain.get(name)) is not None and not _has_refs(args, kwargs)
+            ):  # fmt: skip
+                # the common entry (a plain async task with a free slot and nothing ahead of
+                # it): stepped here, without the queue and _start's checks
+                self._free -= 1
+                if self._step(func, run_id, reply, seq, name, args, kwargs, cancel):
+                    self._free += 1
+                continue
             entry = (run_id, reply, seq, name, args, kwargs, timeout, stream, cancel, task_log)
             if stream is not None or _has_refs(args, kwargs, (StreamRef,)):
                 # a stream task never waits for a slot: consumers holding every slot while
@@ -314,16 +345,6 @@ class Worker:
                 queue.append(entry)
         if seqs:  # a frame with nothing of ours (left to the queue group) gets no answer
             self._claims.setdefault(reply, []).extend(seqs)
-        scheduled, self._flush_scheduled = self._flush_scheduled, True  # results join below
-        try:
-            self._pump()
-        finally:
-            if not self._more_to_read():
-                # no other frame waits behind this one, so nothing would join the batch:
-                # answer now instead of a loop iteration later
-                self._flush()
-            elif not scheduled:
-                asyncio.get_running_loop().call_soon(self._flush)
 
     def _more_to_read(self) -> bool:
         """Whether more frames may follow this one at once: they were read with it (the frames
@@ -469,6 +490,8 @@ class Worker:
                 func, inspect.iscoroutinefunction(func), inspect.isasyncgenfunction(func),
                 task_hooks(task, self.broker),
             )  # fmt: skip
+            if found[1] and not found[2] and found[3] is None:
+                self._plain[name] = func
         func, is_async, is_producer, hooks = found
         if is_producer != (stream is not None):
             self._send(reply, self._failure(seq, self._kind_mismatch(name, is_producer)))
@@ -515,22 +538,84 @@ class Worker:
         if log is not None and context is None:
             context = contextvars.copy_context()
             context.run(CURRENT_LOG.set, log)
+        if is_async and context is None:
+            context = contextvars.copy_context()
+        run = self._execute(
+            run_id, reply, seq, name, func, is_async, args, kwargs, timeout, call, log
+        )
+        self._go_on(key, run, context, is_async, name, started)
+        return False
+
+    def _step(
+        self,
+        func: Any,
+        run_id: str,
+        reply: str,
+        seq: int,
+        name: str,
+        args: list[Any],
+        kwargs: dict[str, Any],
+        cancel: str,
+    ) -> bool:
+        """`_start` for a plain async task without a timeout, log, refs or meter: the same
+        steps, without the checks that do not apply. True when it already finished."""
+        key = (cancel, seq)
+        context = contextvars.copy_context()
+        self._stepping = key
+        try:
+            try:
+                coro = func(*args, **kwargs)
+                yielded = context.run(coro.send, None)
+            finally:
+                self._stepping = None
+        except StopIteration as stop:
+            if self._seceded:
+                self._ended_in_place(key)
+            try:
+                encoded = self.codec.packb(stop.value)
+            except Exception:  # _finish says what is wrong
+                self._finish(run_id, reply, seq, stop.value)
+                return True
+            assert self._values is not None
+            if len(encoded) > self._values.threshold:
+                self._spawn(self._upload(run_id, reply, seq, encoded))
+            else:
+                outbox = self._outbox.get(reply)
+                if outbox is None:
+                    outbox = self._outbox[reply] = []
+                outbox.append(result_part(seq, encoded))
+                self._schedule_flush()
+            return True
+        except BaseException as exc:  # every failure becomes a result
+            if self._seceded:
+                self._ended_in_place(key)
+            self._send(reply, self._failure(seq, exc))
+            return True
+        call = _resume(coro, yielded, None)
+        run = self._execute(run_id, reply, seq, name, func, True, args, kwargs, None, call)
+        self._go_on(key, run, context, True, name, 0.0)
+        return False
+
+    def _go_on(
+        self,
+        key: tuple[str, int],
+        run: Any,
+        context: contextvars.Context | None,
+        is_async: bool,
+        name: str,
+        started: float,
+    ) -> None:
+        """A task that did not finish in place goes on as an asyncio.Task holding its slot."""
         if is_async:
             # a task that goes on in the loop names its slot in its own context
-            if context is None:
-                context = contextvars.copy_context()
+            assert context is not None
             context.run(CURRENT_SLOT.set, (self, key))
-        fut = asyncio.get_running_loop().create_task(
-            self._execute(
-                run_id, reply, seq, name, func, is_async, args, kwargs, timeout, call, log
-            ),
-            context=context,
-        )
+        fut = asyncio.get_running_loop().create_task(run, context=context)
         self._running[key] = fut
         fut.add_done_callback(functools.partial(self._release, key))
+        meter = self.metrics
         if meter is not None:
             fut.add_done_callback(functools.partial(meter.task_done, name, started))
-        return False
 
     def _in_threads(self, func: Any, *args: Any, **kwargs: Any) -> asyncio.Future[Any]:
         partial = functools.partial(func, *args, **kwargs)
