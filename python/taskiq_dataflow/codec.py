@@ -49,7 +49,7 @@ import threading
 import uuid
 import weakref
 import zoneinfo
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -231,14 +231,10 @@ class Codec:
 
     def packb(self, obj: Any) -> bytes:
         local = self._local
+        # _packer inlined: packb runs once per value sent
         packer = getattr(local, "packer", None)
-        if packer is None:
-            packer = local.packer = msgpack.Packer(
-                default=self._default, strict_types=True, use_bin_type=True
-            )
-            local.busy = False
-        if local.busy:
-            packer = msgpack.Packer(default=self._default, strict_types=True, use_bin_type=True)
+        if packer is None or local.busy:
+            packer = self._packer(local)
         else:
             local.busy = True
         try:
@@ -249,20 +245,42 @@ class Codec:
             raise
         except (TypeError, ValueError, OverflowError) as exc:
             packer.reset()
-            if "recursion limit" in str(exc):
-                raise EncodeError(
-                    f"the value is nested deeper than {MAX_DEPTH} levels (lists, dicts, tuples, "
-                    f"dataclasses...), which msgpack cannot carry: {_DEPTH_HELP}"
-                ) from None
-            if isinstance(exc, OverflowError):
-                raise EncodeError(
-                    f"{exc}: msgpack carries integers from -2**63 to 2**64-1; send a larger one "
-                    "as a str or a Decimal"
-                ) from None
-            raise EncodeError(str(exc)) from None
+            raise _encode_error(exc) from None
         finally:
             if packer is local.packer:
                 local.busy = False
+
+    def pack_each(self, objs: Iterable[Any]) -> list[bytes]:
+        """`[self.packb(obj) for obj in objs]` with one packer fetched for them all (the
+        engine encodes every task body of a batch at once). The first that cannot be encoded
+        raises, as packb would."""
+        local = self._local
+        packer = self._packer(local)
+        try:
+            return list(map(packer.pack, objs))
+        except EncodeError:
+            packer.reset()
+            raise
+        except (TypeError, ValueError, OverflowError) as exc:
+            packer.reset()
+            raise _encode_error(exc) from None
+        finally:
+            if packer is local.packer:
+                local.busy = False
+
+    def _packer(self, local: threading.local) -> msgpack.Packer:
+        """This thread's packer, marked busy; a fresh one when it is busy already (a hook
+        called from inside a pack encodes a value of its own)."""
+        packer = getattr(local, "packer", None)
+        if packer is None:
+            packer = local.packer = msgpack.Packer(
+                default=self._default, strict_types=True, use_bin_type=True
+            )
+            local.busy = False
+        if local.busy:
+            return msgpack.Packer(default=self._default, strict_types=True, use_bin_type=True)
+        local.busy = True
+        return packer
 
     # -- decoding -------------------------------------------------------------------------------
 
@@ -313,6 +331,21 @@ class Codec:
                 f"frame has protocol version {_short(frame.get('v'))}; this side speaks {VERSION}"
             )
         return frame
+
+
+def _encode_error(exc: Exception) -> EncodeError:
+    """What msgpack raised, as the EncodeError that says what to do about it."""
+    if "recursion limit" in str(exc):
+        return EncodeError(
+            f"the value is nested deeper than {MAX_DEPTH} levels (lists, dicts, tuples, "
+            f"dataclasses...), which msgpack cannot carry: {_DEPTH_HELP}"
+        )
+    if isinstance(exc, OverflowError):
+        return EncodeError(
+            f"{exc}: msgpack carries integers from -2**63 to 2**64-1; send a larger one as a str "
+            "or a Decimal"
+        )
+    return EncodeError(str(exc))
 
 
 # ExtType.__new__ re-checks its arguments in Python, which costs more than packing a small value;

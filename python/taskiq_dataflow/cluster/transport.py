@@ -38,7 +38,7 @@ from ..events import TaskError
 from ..router import Router
 from ..run_state import WorkerLost
 from ..streams import StreamRef
-from ..transports.base import Completion, Job, Sink, Transport, task_error
+from ..transports.base import Completion, Job, Sink, Transport, new_completion, task_error
 from ..transports.local import LocalTransport
 from .broker import (
     ENTRY_OVERHEAD,
@@ -334,8 +334,12 @@ class NatsTransport(Transport):
         scheduled = self._flush_scheduled
         self._flush_scheduled = True  # flushed below, not from the loop
         try:
-            for job in jobs:
-                self._kick_one(job)
+            link = self._link
+            if self._lost or (link is not None and link.routed):
+                for job in jobs:
+                    self._kick_one(job)
+            else:
+                self._kick_plain(jobs)
         finally:
             if self._outbox or self._streams_out:
                 # the engine hands over everything that became ready at once: send it now
@@ -343,6 +347,52 @@ class NatsTransport(Transport):
                 self._flush()
             else:
                 self._flush_scheduled = scheduled
+
+    def _kick_plain(self, jobs: list[Job]) -> None:
+        """_kick_one for every job, while no worker was lost and no stream routed: the jobs
+        for workers have their bodies encoded in one pass and go to the outbox inline (the
+        engine's path for every task it sends)."""
+        flights: list[_Flight] = []
+        bodies: list[list[Any]] = []
+        for job in jobs:
+            place = job.place
+            # here, a stream producer, or a plain function (which fails): the long way
+            if place is None or place.local or place.name is None or job.stream is not None:
+                self._kick_one(job)
+            else:
+                name = place.name
+                flights.append(_Flight(job, place.pool, name, b"", False))
+                bodies.append([name, list(job.args), job.kwargs, job.timeout])
+        if not flights:
+            return
+        try:
+            encoded = self.codec.pack_each(bodies)
+        except EncodeError:
+            for flight in flights:  # each again on its own: the one that fails says why
+                self._kick_one(flight.job)
+            return
+        assert self._values is not None
+        threshold, inflight, outbox = self._values.threshold, self._inflight, self._outbox
+        seq = self._seq
+        route: tuple[str, str] | None = None
+        queue: deque[int] = deque()
+        for flight, body in zip(flights, encoded, strict=True):
+            flight.body = body
+            if len(body) > threshold:
+                self._spawn(self._offload(flight))
+                continue
+            seq += 1
+            flight.seqs.append(seq)
+            flight.queued = True
+            inflight[seq] = flight
+            if flight.route != route:
+                route = flight.route
+                found = outbox.get(route)
+                if found is None:
+                    found = outbox[route] = deque()
+                queue = found
+            queue.append(seq)
+        self._seq = seq
 
     def stream_link(self) -> StreamLink:
         assert self._link is not None, "the stream link exists once the transport started"
@@ -750,11 +800,8 @@ class NatsTransport(Transport):
                 value = TaskError(job.name, *value)  # a protocol.Failure
             elif type(value) is ValueRef:
                 self._refs_received += 1
-            if logs is None:
-                done(Completion(job.node, job.attempt, ok, value, worker))
-            else:
-                records = logs.get(seq)
-                done(Completion(job.node, job.attempt, ok, value, worker, False, records))
+            records = None if logs is None else logs.get(seq)
+            done(new_completion((job.node, job.attempt, ok, value, worker, False, records)))
         self.sink.wake()
         return refused
 
