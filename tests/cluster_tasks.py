@@ -112,6 +112,13 @@ def noop(*args):
 
 
 @broker.task
+async def index_or_unsendable(i: int, bad: int) -> object:
+    """Its index, or at `bad` a value msgpack cannot carry (async without a timeout: a worker
+    steps it to its end in place, its result encoded with those of its frame)."""
+    return object() if i == bad else i
+
+
+@broker.task
 async def index(i: int, delay: float = 0.0) -> int:
     """Returns its own index (bound as a constant input), after sleeping `delay`."""
     if delay:

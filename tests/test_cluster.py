@@ -24,7 +24,13 @@ import pytest
 from cluster_support import CODEC, WorkerProcesses, index_dag
 from cluster_tasks import Colour, Inner, Level, Money, Reading
 from conftest import dag_of, run
-from taskiq_dataflow import DataflowRegistry, ExecutionEngine, TaskFailedError, pipeline_task
+from taskiq_dataflow import (
+    DataflowExecutionError,
+    DataflowRegistry,
+    ExecutionEngine,
+    TaskFailedError,
+    pipeline_task,
+)
 from taskiq_dataflow.cluster import Codec, DataflowNatsBroker, NatsServer
 from taskiq_dataflow.cluster.protocol import RESULTS, TASKS
 
@@ -170,6 +176,26 @@ def test_unencodable_return_value_names_the_task(server, cluster):
     assert "task 'unsendable' failed: EncodeError" in message
     assert "return value cannot be sent" in message
     assert "builtins.object" in message and "Codec.register" in message
+
+
+def test_an_unencodable_result_fails_only_its_task_among_its_frames_results(server, cluster):
+    registry = DataflowRegistry()
+    inputs: dict[str, Any] = {f"i{i}": i for i in range(40)}
+    for key in (*inputs, "bad"):
+        registry.register_external_input(key)
+    for i in range(40):
+        registry.register_task(
+            cluster_tasks.index_or_unsendable, name=f"t{i}", output=f"k{i}", inputs=[f"i{i}", "bad"]
+        )
+    engine = ExecutionEngine(engine_broker(server), registry.build_dag(), fail_fast=False)
+    with pytest.raises(DataflowExecutionError) as info:
+        run(engine.execute({**inputs, "bad": 17}))
+    assert {k: v for k, v in info.value.results.items() if k.startswith("k")} == {
+        f"k{i}": i for i in range(40) if i != 17
+    }
+    [failure] = info.value.failures
+    assert failure.task_name == "t17" and failure.type == "EncodeError"
+    assert "return value cannot be sent" in failure.message and "builtins.object" in failure.message
 
 
 def test_unencodable_input_names_the_task_and_input(server, cluster):

@@ -293,6 +293,7 @@ class Worker:
         """Claim a frame's entries: step the plain ones now, queue the others for a slot."""
         run_id, reply, cancel = frame.run, frame.reply, frame.cancel
         seqs = []
+        finished: list[list[Any]] = []  # [seq, True, value] of each task stepped to its end
         queue = self._queue
         plain, meterless = self._plain, self.metrics is None
         logging_ = frame.logs
@@ -331,7 +332,7 @@ class Worker:
                 # the common entry (a plain async task with a free slot and nothing ahead of
                 # it): stepped here, without the queue and _start's checks
                 self._free -= 1
-                if self._step(func, run_id, reply, seq, name, args, kwargs, cancel):
+                if self._step(func, run_id, reply, seq, name, args, kwargs, cancel, finished):
                     self._free += 1
                 continue
             entry = (run_id, reply, seq, name, args, kwargs, timeout, stream, cancel, task_log)
@@ -345,6 +346,30 @@ class Worker:
                 queue.append(entry)
         if seqs:  # a frame with nothing of ours (left to the queue group) gets no answer
             self._claims.setdefault(reply, []).extend(seqs)
+        if finished:
+            self._finished(run_id, reply, finished)
+
+    def _finished(self, run_id: str, reply: str, entries: list[list[Any]]) -> None:
+        """The results of tasks stepped to their end, for the reply frame: encoded in one pass,
+        each as its entry `[seq, True, value]`; one too large, or that cannot be encoded, goes
+        through _finish, which says what is wrong or uploads it."""
+        try:
+            parts = self.codec.pack_each(entries)
+        except Exception:  # a user codec may raise anything
+            for seq, _, value in entries:
+                self._finish(run_id, reply, seq, value)
+            return
+        assert self._values is not None
+        threshold = self._values.threshold
+        outbox = self._outbox.get(reply)
+        if outbox is None:
+            outbox = self._outbox[reply] = []
+        for part, (seq, _, value) in zip(parts, entries, strict=True):
+            if len(part) > threshold:  # (the entry's few bytes more than its value)
+                self._finish(run_id, reply, seq, value)
+            else:
+                outbox.append(part)
+        self._schedule_flush()
 
     def _more_to_read(self) -> bool:
         """Whether more frames may follow this one at once: they were read with it (the frames
@@ -556,9 +581,11 @@ class Worker:
         args: list[Any],
         kwargs: dict[str, Any],
         cancel: str,
+        finished: list[list[Any]],
     ) -> bool:
         """`_start` for a plain async task without a timeout, log, refs or meter: the same
-        steps, without the checks that do not apply. True when it already finished."""
+        steps, without the checks that do not apply. True when it already finished: then its
+        result entry is in `finished`, to be encoded with the others of its frame."""
         key = (cancel, seq)
         context = contextvars.copy_context()
         self._stepping = key
@@ -571,20 +598,7 @@ class Worker:
         except StopIteration as stop:
             if self._seceded:
                 self._ended_in_place(key)
-            try:
-                encoded = self.codec.packb(stop.value)
-            except Exception:  # _finish says what is wrong
-                self._finish(run_id, reply, seq, stop.value)
-                return True
-            assert self._values is not None
-            if len(encoded) > self._values.threshold:
-                self._spawn(self._upload(run_id, reply, seq, encoded))
-            else:
-                outbox = self._outbox.get(reply)
-                if outbox is None:
-                    outbox = self._outbox[reply] = []
-                outbox.append(result_part(seq, encoded))
-                self._schedule_flush()
+            finished.append([seq, True, stop.value])
             return True
         except BaseException as exc:  # every failure becomes a result
             if self._seceded:
