@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import msgpack
 import pytest
 from taskiq_dataflow import codec as codec_module
 from taskiq_dataflow.cluster import protocol
@@ -59,7 +60,10 @@ from taskiq_dataflow.cluster.protocol import (
     rejection_part,
     result_part,
     stream_subjects,
+    task_head,
     task_part,
+    tasks_head,
+    tasks_with_head,
     value_part,
 )
 from taskiq_dataflow.events import LogEntry
@@ -104,6 +108,17 @@ def test_tasks_frame_round_trip():
         TaskEntry(300, "m:gen", [], {}, 2.5, [True, [REF]]),
         TaskEntry(301, "m:split", [], {}, None, [False, [REF], ["evens", "odds"]]),
     ]
+
+
+def test_a_frame_joined_from_task_heads_and_bodies_reads_as_its_entries():
+    """The engine's frames: each entry's task_head then its body, joined once (any seq)."""
+    seqs = [0, 127, 128, 65535, 65536, 2**32 - 1, 2**32, 2**63, -5]
+    body = encode_task_body(CODEC, "m:echo", [1], {}, None)
+    pieces = [piece for seq in seqs for piece in (task_head(seq), body)]
+    head = tasks_head(CODEC, "run1", "dataflow.results.r.s", "ck")
+    frame = decode_tasks(CODEC, tasks_with_head(head, pieces, len(seqs)))
+    assert frame.entries == [TaskEntry(seq, "m:echo", [1], {}, None, None) for seq in seqs]
+    assert all(msgpack.unpackb(task_head(seq) + b"\xc0") == [seq, None] for seq in seqs)
 
 
 def test_results_frame_round_trip():

@@ -105,7 +105,7 @@ __all__ = [
     "encode_cancel", "encode_credit", "encode_end", "encode_heartbeat", "encode_hello",
     "encode_items", "encode_ping", "encode_results", "encode_task_body", "encode_tasks",
     "failure_part", "find_undecodable", "item_part", "logs_part", "packed", "peek_reply",
-    "rejection_part", "result_part", "stream_subjects", "task_part", "tasks_head",
+    "rejection_part", "result_part", "stream_subjects", "task_head", "task_part", "tasks_head",
     "tasks_with_head", "value_part",
 ]  # fmt: skip
 
@@ -218,6 +218,18 @@ def task_part(seq: int, body: bytes) -> bytes:
     return b"\x92" + _int_part(seq) + body
 
 
+def task_head(seq: int) -> bytes:
+    """What goes before an encoded task body in its entry `[seq, body]`: the engine joins the
+    heads and bodies of a frame's entries at once (tasks_with_head), not an entry at a time.
+    A seq under 2**32 takes its 4-byte form whatever its size (valid msgpack, one step)."""
+    if 0 <= seq < 0x100000000:
+        return _ENTRY_U32 + seq.to_bytes(4, "big")
+    return b"\x92" + _int_part(seq)
+
+
+_ENTRY_U32 = b"\x92\xce"  # an array of 2, then a uint32
+
+
 def encode_tasks(
     codec: Codec,
     parts: list[bytes],
@@ -245,8 +257,12 @@ def tasks_head(codec: Codec, run: str, reply: str, cancel: str) -> bytes:
     return empty[:-1]  # without the empty array's header
 
 
-def tasks_with_head(head: bytes, parts: list[bytes]) -> bytes:
-    return b"".join([head, _array_header(len(parts)), *parts])
+def tasks_with_head(head: bytes, parts: list[bytes], entries: int | None = None) -> bytes:
+    """A tasks frame of the run `head` is of (tasks_head), its entries joined from `parts`:
+    one part per entry (task_part), or, with their count in `entries`, each entry's task_head
+    then its body."""
+    count = len(parts) if entries is None else entries
+    return b"".join([head, _array_header(count), *parts])
 
 
 def decode_tasks(codec: Codec, data: bytes) -> TasksFrame:

@@ -62,7 +62,7 @@ from .protocol import (
     encode_ping,
     encode_task_body,
     encode_tasks,
-    task_part,
+    task_head,
     tasks_head,
     tasks_with_head,
 )
@@ -657,39 +657,39 @@ class NatsTransport(Transport):
             target.sent = True
             worker = target.id
         limit, budget = self.broker.batch_size, self._budget
-        parts: list[bytes] = []
-        # each entry's attempt and task name, when the run's tasks get a TaskLog on the
-        # workers too
-        attempts: list[int] | None = None if self.task_logs is None else []
+        logged = self.task_logs is not None
+        # each entry's task_head and body, joined once per frame (logged: its whole entry)
+        pieces: list[bytes] = []
+        attempts: list[int] = []  # each entry's attempt and task name, when logged
         names: list[str] = []
-        size = 0
+        count = size = 0
         for seq in seqs:
             flight = inflight[seq]
             flight.queued, flight.sent_at, flight.worker = False, now, worker
             if target is not None:
                 owner[seq] = worker  # type: ignore[assignment]
                 target.held.add(seq)
-            part = task_part(seq, flight.body)
-            if parts and (len(parts) >= limit or size + len(part) > budget):
-                frames.append((subject, self._tasks_frame(parts, attempts, names)))
-                parts, size = [], 0
-                if attempts is not None:
-                    attempts, names = [], []
-            parts.append(part)
-            if attempts is not None:
+            head, body = task_head(seq), flight.body
+            entry = len(head) + len(body)
+            if count and (count >= limit or size + entry > budget):
+                frames.append((subject, self._tasks_frame(pieces, count, attempts, names)))
+                pieces, attempts, names, count, size = [], [], [], 0, 0
+            if logged:
+                pieces.append(head + body)
                 attempts.append(flight.job.attempt)
                 names.append(flight.job.name[:MAX_TASK_NAME])
-            size += len(part)
-        if parts:
-            frames.append((subject, self._tasks_frame(parts, attempts, names)))
+            else:
+                pieces.append(head)
+                pieces.append(body)
+            count += 1
+            size += entry
+        if count:
+            frames.append((subject, self._tasks_frame(pieces, count, attempts, names)))
 
     def _tasks_frame(
-        self,
-        parts: list[bytes],
-        attempts: list[int] | None = None,
-        names: list[str] | None = None,
+        self, pieces: list[bytes], count: int, attempts: list[int], names: list[str]
     ) -> bytes:
-        if attempts is None:
+        if self.task_logs is None:
             # what every frame of the run starts with, encoded once (for each cancel key)
             head = self._head
             if head is None or head[0] != self._cancel_key:
@@ -697,11 +697,10 @@ class NatsTransport(Transport):
                     self._cancel_key,
                     tasks_head(self.codec, self.run_id, self.reply_subject, self._cancel_key),
                 )
-            return tasks_with_head(head[1], parts)
-        assert self.task_logs is not None
-        logs = TaskLogging(self.task_logs[1], attempts, names or [])
+            return tasks_with_head(head[1], pieces, count)
+        logs = TaskLogging(self.task_logs[1], attempts, names)
         return encode_tasks(
-            self.codec, parts, self.run_id, self.reply_subject, self._cancel_key, logs
+            self.codec, pieces, self.run_id, self.reply_subject, self._cancel_key, logs
         )
 
     # -- receiving ------------------------------------------------------------------------------
@@ -778,22 +777,24 @@ class NatsTransport(Transport):
         inflight, owner, done, refused = self._inflight, self._owner, self.sink.done.append, 0
         claimed: set[int] | None = None
         for seq, ok, value in results:
-            flight = inflight.get(seq)
+            flight = inflight.pop(seq, None)
             if flight is None:
                 self.duplicates += 1
                 continue
-            holder = owner.get(seq)
-            if holder != worker:
+            holder = owner.pop(seq, None)
+            if holder == worker:
+                state.held.discard(seq)
+            else:
                 if claimed is None:
                     claimed = set(claims)
                 if holder is not None or seq not in claimed:
-                    refused += 1  # a result from someone the attempt was never given to
+                    # a result from someone the attempt was never given to: it stays as it was
+                    inflight[seq] = flight
+                    if holder is not None:
+                        owner[seq] = holder
+                    refused += 1
                     continue
-            if len(flight.seqs) == 1:  # the usual case, inline: sent once, answered once
-                del inflight[seq]
-                if owner.pop(seq, None) is not None:
-                    state.held.discard(seq)
-            else:
+            if len(flight.seqs) > 1:  # sent more than once: the other attempts leave too
                 self._release(flight)
             job = flight.job
             if not ok:
