@@ -9,6 +9,8 @@ import cluster_tasks
 import pytest
 from cluster_support import index_dag
 from conftest import run
+from hypothesis import given
+from hypothesis import strategies as st
 from taskiq_dataflow import DataflowRegistry, ExecutionEngine, StepCompleted, StepStarted
 from taskiq_dataflow.cluster import DataflowNatsBroker
 from taskiq_dataflow.slots import water_fill
@@ -101,6 +103,16 @@ def test_water_fill_is_fair_and_uses_every_slot_asked_for():
     assert water_fill(3, [5, 5, 5, 5]) == [1, 1, 1, 0]
     assert water_fill(4, [0, 0]) == [0, 0]
     assert sum(water_fill(7, [3, 9, 1, 4])) == 7
+
+
+@given(st.integers(0, 300), st.lists(st.integers(0, 120), max_size=12))
+def test_water_fill_gives_each_its_demand_or_an_equal_level(total, demand):
+    targets = water_fill(total, demand)
+    assert sum(targets) == min(total, sum(demand))
+    assert all(0 <= t <= d for t, d in zip(targets, demand, strict=True))
+    short = [t for t, d in zip(targets, demand, strict=True) if t < d]
+    # a run left short of its demand is at the level: nobody else is more than one above it
+    assert not short or max(targets) <= min(short) + 1
 
 
 def test_on_the_cluster_concurrent_runs_share_the_bound(server, workers):

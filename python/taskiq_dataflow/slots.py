@@ -81,24 +81,26 @@ class SharedSlots:
             # allows, plus its seceded tasks
             self._alone(drivers[0])
             return
-        counts = [d.state.scheduler.counts() for d in drivers]
+        total = self.total
+        schedulers = [d.state.scheduler for d in drivers]
+        # this runs once per event-loop turn while runs share the slots: read what it needs,
+        # not counts()'s dict of every state
+        in_scheduler = [s.running for s in schedulers]
+        ready = [s.ready for s in schedulers]
         away = [self.away.get(d, 0) for d in drivers] if self.away else [0] * len(drivers)
         # tasks holding a slot, and those waiting to rejoin (a slot is theirs before anyone's)
-        running = [c["running"] - a for c, a in zip(counts, away, strict=True)]
+        running = [r - a for r, a in zip(in_scheduler, away, strict=True)]
         if self.rejoiners:
             self._admit(drivers, running)
-        demand = [
-            min(r + c["ready"], d.limit if d.limit is not None else self.total)
-            for d, c, r in zip(drivers, counts, running, strict=True)
-        ]
-        targets = water_fill(self.total, demand)
+        limits = [d.limit if d.limit is not None else total for d in drivers]
+        demand = [min(r + q, m) for r, q, m in zip(running, ready, limits, strict=True)]
+        targets = water_fill(total, demand)
         # slots nobody needs now are headroom, so that a run dispatches what its next batch
         # makes ready without waiting for a rebalance
-        limits = [d.limit if d.limit is not None else self.total for d in drivers]
         room = [m - t for m, t in zip(limits, targets, strict=True)]
-        spare = water_fill(self.total - sum(targets), room)
+        spare = water_fill(total - sum(targets), room)
         targets = [t + s for t, s in zip(targets, spare, strict=True)]
-        free = self.total - sum(running)
+        free = total - sum(running)
         # most below target first: the run that waits longest for its share gets it first
         order = sorted(range(len(drivers)), key=lambda i: running[i] - targets[i])
         for i in order:
@@ -106,10 +108,9 @@ class SharedSlots:
             free -= extra
             capacity = targets[i] if targets[i] < running[i] else running[i] + extra
             capacity += away[i]  # seceded tasks are running in the scheduler, on no slot
-            driver = drivers[i]
-            driver.state.scheduler.set_capacity(capacity)
-            if capacity > counts[i]["running"] and counts[i]["ready"]:
-                driver.sink.signal(_GRANTED)
+            schedulers[i].set_capacity(capacity)
+            if capacity > in_scheduler[i] and ready[i]:
+                drivers[i].sink.signal(_GRANTED)
 
     def _alone(self, driver: Driver) -> None:
         limit = driver.limit
@@ -246,6 +247,8 @@ def slots_of(driver: Driver) -> SharedSlots | None:
 def water_fill(total: int, demand: list[int]) -> list[int]:
     """Split `total` slots: every run gets min(its demand, an equal level), the level as high
     as the slots allow; what the equal split cannot divide goes to the first runs."""
+    if sum(demand) <= total:
+        return list(demand)  # enough for all: the level rises above every demand
     targets = [0] * len(demand)
     left = total
     open_runs = sorted(range(len(demand)), key=demand.__getitem__)
