@@ -374,3 +374,32 @@ def test_a_marker_anywhere_but_at_the_head_of_its_array_is_an_error():
         with pytest.raises(ProtocolError, match="marker extension outside of the array"):
             CODEC.unpackb(msgpack.packb(stray))
     assert CODEC.unpackb(msgpack.packb([tuple_mark, 1])) == (1,)  # and the codec is still fine
+
+
+def test_a_value_decodes_the_same_when_its_first_marker_comes_after_other_extensions():
+    """A frame is first read without the list hook, given up at its first marker array: the
+    values decoded before it (a user type, a datetime) are decoded again in the second pass."""
+    decoded: list[bytes] = []
+
+    class Tag:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def __eq__(self, other: object) -> bool:
+            return isinstance(other, Tag) and other.name == self.name
+
+    def decode(data: bytes) -> Tag:
+        decoded.append(data)
+        return Tag(data.decode())
+
+    codec = Codec()
+    codec.register(Tag, 70, lambda tag: tag.name.encode(), decode)
+    when = dt.datetime(2026, 12, 4, tzinfo=dt.UTC)
+    plain = {"tag": Tag("first"), "at": when, "items": [1, [2, "three"]]}
+    assert codec.unpackb(codec.packb(plain)) == plain
+    assert decoded == [b"first"]  # no marker at all: one pass
+    value = {"tag": Tag("a"), "at": when, "pair": (1, 2), "set": {3}, "tail": [Tag("b"), (4,)]}
+    decoded.clear()
+    again = codec.unpackb(codec.packb(value))
+    assert again == value and type(again["pair"]) is tuple and type(again["tail"][1]) is tuple
+    assert decoded == [b"a", b"a", b"b"]  # the one ahead of the first marker, twice

@@ -721,17 +721,30 @@ class _Decoder:
             (True, True): (self.lazy_ext_hook, self.list_hook),
             (False, True): (self.tolerant_ext_hook, self.tolerant_list_hook),
         }
+        # each mode's ext hook for a first pass without the list hook (see unpack)
+        self.probes = {mode: _probing(hooks[0]) for mode, hooks in self.hooks.items()}
+        self.strict_probe = self.probes[False, False]
 
     def unpack(self, data: bytes, lazy: bool, tolerant: bool, what: str) -> Any:
-        ext_hook, list_hook = self.hooks[lazy, tolerant] if lazy or tolerant else self.strict
+        if lazy or tolerant:
+            (ext_hook, list_hook), probe = self.hooks[lazy, tolerant], self.probes[lazy, tolerant]
+        else:
+            (ext_hook, list_hook), probe = self.strict, self.strict_probe
         marks = self.marks
         try:
             if self.ext_depth:  # a user codec decoding its payload: keep off the C stack
                 value = _unpack_whole(_unpacker(data, ext_hook, list_hook), len(data))
             else:
-                value = msgpack.unpackb(
-                    data, ext_hook=ext_hook, list_hook=list_hook, raw=False, strict_map_key=False
-                )
+                # msgpack calls the list hook for every array, which only marker arrays need:
+                # a first pass without it, given up at the first marker, and then a second
+                # pass with it (most frames hold no marker: plain data, None, str, numbers)
+                try:
+                    value = msgpack.unpackb(data, ext_hook=probe, raw=False, strict_map_key=False)
+                except _HasMarks:
+                    value = msgpack.unpackb(
+                        data, ext_hook=ext_hook, list_hook=list_hook, raw=False,
+                        strict_map_key=False,
+                    )  # fmt: skip
         except Exception as exc:
             raise self.error(exc, marks, what) from None
         if self.marks != marks:
@@ -835,6 +848,19 @@ class _Decoder:
         if self.marks != marks:
             raise ProtocolError(_STRAY_MARK)
         return value
+
+
+class _HasMarks(Exception):
+    """A value holds a marker array: decode it again with the list hook."""
+
+
+def _probing(ext_hook: Callable[[int, bytes], Any]) -> Callable[[int, bytes], Any]:
+    def probe(code: int, data: bytes) -> Any:
+        if _FIRST_MARK <= code <= _LAST_MARK:
+            raise _HasMarks
+        return ext_hook(code, data)
+
+    return probe
 
 
 def _list_hook(build: Callable[[list[Any]], Any]) -> Callable[[list[Any]], Any]:
