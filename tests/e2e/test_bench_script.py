@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -40,3 +41,17 @@ def test_an_unknown_bench_is_refused_with_its_name():
     assert refused.returncode == 2
     assert "unknown bench 'dags'" in refused.stderr
     assert "scripts/bench --list" in refused.stderr
+
+
+def test_the_hop_floor_bench_measures_round_trips_on_its_own_server():
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benches" / "bench_hop_floor.py"), "--hops", "50",
+         "--rounds", "2"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    found = re.search(r"50 hops x 2 rounds: median (\d+) µs/hop, best (\d+) µs/hop", done.stdout)
+    assert found is not None, done.stdout
+    assert 0 < int(found[2]) <= int(found[1])
+    assert time.monotonic() - started < 30
