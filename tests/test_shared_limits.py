@@ -4,6 +4,7 @@ the NATS cluster."""
 
 import asyncio
 import time
+from types import SimpleNamespace
 
 import cluster_tasks
 import pytest
@@ -13,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from taskiq_dataflow import DataflowRegistry, ExecutionEngine, StepCompleted, StepStarted
 from taskiq_dataflow.cluster import DataflowNatsBroker
-from taskiq_dataflow.slots import water_fill
+from taskiq_dataflow.slots import SharedSlots, water_fill
 
 
 class Gauge:
@@ -133,3 +134,43 @@ def test_on_the_cluster_concurrent_runs_share_the_bound(server, workers):
     results = run(go())
     assert all(r == {f"k{i}": i for i in range(6)} for r in results)
     assert flight["peak"] == 2
+
+
+class _Scheduler:
+    def __init__(self, running: int, ready: int) -> None:
+        self.running, self.ready, self.capacity = running, ready, -1
+
+    def set_capacity(self, capacity: int) -> None:
+        self.capacity = capacity
+
+
+@given(
+    st.integers(1, 300),
+    st.lists(
+        st.tuples(st.integers(0, 40), st.integers(0, 40), st.none() | st.integers(1, 60)),
+        min_size=2, max_size=12,
+    ),
+)  # fmt: skip
+def test_rebalance_grants_no_more_than_the_free_slots_and_all_that_fits(total, runs):
+    """(running, ready, own limit) of each run: what rebalance sets each run's capacity to."""
+    slots = SharedSlots(total)
+    drivers = [
+        SimpleNamespace(
+            state=SimpleNamespace(status=None, scheduler=_Scheduler(running, ready)),
+            limit=limit, sink=SimpleNamespace(signal=lambda event: None),
+        )
+        for running, ready, limit in runs
+    ]  # fmt: skip
+    slots.drivers.extend(drivers)
+    slots.rebalance()
+    capacity = [d.state.scheduler.capacity for d in drivers]
+    running = [r for r, _, _ in runs]
+    granted = sum(max(c - r, 0) for c, r in zip(capacity, running, strict=True))
+    assert granted <= max(total - sum(running), 0)
+    for c, (r, _, limit) in zip(capacity, runs, strict=True):
+        if limit is not None and r <= limit:
+            assert c <= limit  # a run's own bound holds
+    demand = [min(r + q, total if limit is None else limit) for r, q, limit in runs]
+    held = [max(d, r) for d, r in zip(demand, running, strict=True)]  # (a run may be over)
+    if sum(held) <= total:  # enough for all: each may start everything it has ready
+        assert all(c >= d for c, d in zip(capacity, demand, strict=True))

@@ -56,7 +56,9 @@ class SharedSlots:
             self.drivers.remove(driver)
             if self.seceded:
                 self._forget(driver)
-            self.rebalance()
+            # its slots go to the others at the loop's next turn, with whatever else changed
+            # in this one (concurrent runs end and start together)
+            self.rebalance_soon()
 
     def rebalance_soon(self) -> None:
         """`rebalance()` at the event loop's next turn, once for every batch of every run
@@ -92,23 +94,42 @@ class SharedSlots:
         running = [r - a for r, a in zip(in_scheduler, away, strict=True)]
         if self.rejoiners:
             self._admit(drivers, running)
+        unbounded = all(d.limit is None for d in drivers)
+        if unbounded and not self.rejoiners:
+            demand = [r + q for r, q in zip(running, ready, strict=True)]
+            left = total - sum(demand)
+            if left >= 0:
+                # every run's demand fits: each gets it and an equal share of the rest as
+                # headroom, which is what the general case below comes to then, without its
+                # sorts (a service's concurrent small runs, on every loop turn)
+                share, odd = divmod(left, len(drivers))
+                for i, scheduler in enumerate(schedulers):
+                    capacity = demand[i] + share + (i < odd) + away[i]
+                    scheduler.set_capacity(capacity)
+                    if capacity > in_scheduler[i] and ready[i]:
+                        drivers[i].sink.signal(_GRANTED)
+                return
         limits = [d.limit if d.limit is not None else total for d in drivers]
         demand = [min(r + q, m) for r, q, m in zip(running, ready, limits, strict=True)]
         targets = water_fill(total, demand)
-        # slots nobody needs now are headroom, so that a run dispatches what its next batch
-        # makes ready without waiting for a rebalance
-        room = [m - t for m, t in zip(limits, targets, strict=True)]
-        spare = water_fill(total - sum(targets), room)
-        targets = [t + s for t, s in zip(targets, spare, strict=True)]
         free = total - sum(running)
-        # most below target first: the run that waits longest for its share gets it first
+        # what each run needs now first, most below its target first (the run that waits
+        # longest for its share gets it first); a run over its target keeps only the target
         order = sorted(range(len(drivers)), key=lambda i: running[i] - targets[i])
+        have = targets.copy()
         for i in order:
-            extra = min(max(targets[i] - running[i], 0), max(free, 0))
-            free -= extra
-            capacity = targets[i] if targets[i] < running[i] else running[i] + extra
-            capacity += away[i]  # seceded tasks are running in the scheduler, on no slot
-            schedulers[i].set_capacity(capacity)
+            if targets[i] >= running[i]:
+                extra = min(targets[i] - running[i], max(free, 0))
+                free -= extra
+                have[i] = running[i] + extra
+        # then the slots nobody needs now, as headroom: a run dispatches what its next batch
+        # makes ready without waiting for a rebalance
+        room = [max(m - h, 0) for m, h in zip(limits, have, strict=True)]
+        spare = water_fill(max(free, 0), room)
+        for i, scheduler in enumerate(schedulers):
+            # seceded tasks are running in the scheduler, on no slot
+            capacity = have[i] + spare[i] + away[i]
+            scheduler.set_capacity(capacity)
             if capacity > in_scheduler[i] and ready[i]:
                 drivers[i].sink.signal(_GRANTED)
 
