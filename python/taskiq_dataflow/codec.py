@@ -850,8 +850,9 @@ class _Decoder:
         return value
 
 
-class _HasMarks(Exception):
-    """A value holds a marker array: decode it again with the list hook."""
+class _HasMarks(ProtocolError):
+    """A value holds a marker array: decode it again with the list hook (never leaves
+    _Decoder.unpack; in the package's one tree as every exception of it)."""
 
 
 def _probing(ext_hook: Callable[[int, bytes], Any]) -> Callable[[int, bytes], Any]:
