@@ -4,6 +4,7 @@ and the field (or, inside a frame of entries, fails that entry alone)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from typing import Any
 
@@ -506,3 +507,20 @@ def test_a_four_element_entry_without_an_int_seq_is_malformed():
     entries = [["1", True, "x", [GOOD]], [None, False, ["E", "m", ""], [GOOD]]]
     frame = decode_results(CODEC, _frame(RESULTS, w="w1", results=entries))
     assert frame.results == [] and frame.malformed == 2
+
+
+@pytest.mark.parametrize(
+    ("args", "refs"),
+    [
+        ([1, "two", None, [3.0, {"k": b"v"}]], False),
+        ([(1, 2)], True),  # a marker array: it could have been a reference
+        ([REF], True),
+        ([dt.datetime(2026, 12, 4)], True),  # any extension type at all
+    ],
+)
+def test_a_tasks_frame_says_whether_its_entries_may_hold_references(args, refs):
+    """A worker looks for references only in a frame that held an extension type at all."""
+    parts = [task_part(1, encode_task_body(CODEC, "m:echo", args, {}, None))]
+    frame = decode_tasks(CODEC, encode_tasks(CODEC, parts, "run1", "dataflow.results.r.s", "ck"))
+    assert frame.refs is refs
+    assert frame.entries[0].args == args

@@ -317,6 +317,11 @@ class Codec:
             [bytes((0x80 | size,)), head[1:], self.packb(key), _array_header(len(parts)), *parts]
         )
 
+    def last_read_plain(self) -> bool:
+        """Whether the last frame or value this thread decoded held no extension type at all:
+        no marker array, reference, user type, date... (so no ValueRef nor StreamRef)."""
+        return self._decoder().plain
+
     def read_frame(self, data: bytes, lazy: bool = False, tolerant: bool = False) -> dict[str, Any]:
         """Decode a frame; ProtocolError says what is wrong with it. With `tolerant`, values
         that cannot be decoded are Undecodable (see find_undecodable) instead of an error."""
@@ -713,6 +718,9 @@ class _Decoder:
         self.by_code = by_code
         self.marks = 0  # markers seen minus markers consumed by the array each heads
         self.ext_depth = 0  # extension payloads being decoded inside one another
+        # whether the last value unpack() decoded held no extension type at all (Codec.
+        # last_read_plain): no marker array, reference, user type, date...
+        self.plain = False
         self.list_hook = _list_hook(self.build)
         self.strict = (self.ext_hook, self.list_hook)
         self.hooks = {
@@ -722,7 +730,7 @@ class _Decoder:
             (False, True): (self.tolerant_ext_hook, self.tolerant_list_hook),
         }
         # each mode's ext hook for a first pass without the list hook (see unpack)
-        self.probes = {mode: _probing(hooks[0]) for mode, hooks in self.hooks.items()}
+        self.probes = {mode: _probing(hooks[0], self) for mode, hooks in self.hooks.items()}
         self.strict_probe = self.probes[False, False]
 
     def unpack(self, data: bytes, lazy: bool, tolerant: bool, what: str) -> Any:
@@ -731,6 +739,7 @@ class _Decoder:
         else:
             (ext_hook, list_hook), probe = self.strict, self.strict_probe
         marks = self.marks
+        self.plain = False
         try:
             if self.ext_depth:  # a user codec decoding its payload: keep off the C stack
                 value = _unpack_whole(_unpacker(data, ext_hook, list_hook), len(data))
@@ -739,8 +748,10 @@ class _Decoder:
                 # a first pass without it, given up at the first marker, and then a second
                 # pass with it (most frames hold no marker: plain data, None, str, numbers)
                 try:
+                    self.plain = True  # until the probe meets an extension type
                     value = msgpack.unpackb(data, ext_hook=probe, raw=False, strict_map_key=False)
                 except _HasMarks:
+                    self.plain = False
                     value = msgpack.unpackb(
                         data, ext_hook=ext_hook, list_hook=list_hook, raw=False,
                         strict_map_key=False,
@@ -769,6 +780,7 @@ class _Decoder:
 
     def error(self, exc: Exception, marks: int, what: str) -> ProtocolError:
         self.marks = marks  # the markers of a failed decode were never consumed
+        self.plain = False
         if isinstance(exc, msgpack.StackError):
             return _TooDeep(f"a {what} nested deeper than {MAX_DEPTH} levels")
         if isinstance(exc, ProtocolError):
@@ -855,10 +867,13 @@ class _HasMarks(ProtocolError):
     _Decoder.unpack; in the package's one tree as every exception of it)."""
 
 
-def _probing(ext_hook: Callable[[int, bytes], Any]) -> Callable[[int, bytes], Any]:
+def _probing(
+    ext_hook: Callable[[int, bytes], Any], decoder: _Decoder
+) -> Callable[[int, bytes], Any]:
     def probe(code: int, data: bytes) -> Any:
         if _FIRST_MARK <= code <= _LAST_MARK:
             raise _HasMarks
+        decoder.plain = False
         return ext_hook(code, data)
 
     return probe

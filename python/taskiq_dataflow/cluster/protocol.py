@@ -196,6 +196,9 @@ class TasksFrame(NamedTuple):
     cancel: str
     entries: list[TaskEntry | BadTask]
     logs: TaskLogging | None = None
+    # whether an entry may hold a ValueRef or StreamRef: False when the frame held no
+    # extension type at all (Codec.last_read_plain), and the worker looks for none
+    refs: bool = True
 
 
 def encode_task_body(
@@ -267,6 +270,7 @@ def tasks_with_head(head: bytes, parts: list[bytes], entries: int | None = None)
 
 def decode_tasks(codec: Codec, data: bytes) -> TasksFrame:
     frame, tolerant = _read(codec, data, TASKS)
+    refs = not codec.last_read_plain()
     run, reply, tasks = frame.get("run"), frame.get("reply"), frame.get("tasks")
     cancel = frame.get("cancel", run)  # engines before the cancel key used the run id
     for field, value, wanted in (
@@ -297,7 +301,7 @@ def decode_tasks(codec: Codec, data: bytes) -> TasksFrame:
     logs = frame.get("logs")
     if logs is not None:
         logs = _task_logging(logs, len(entries))
-    return TasksFrame(run, reply, cancel, entries, logs)  # type: ignore[arg-type]
+    return TasksFrame(run, reply, cancel, entries, logs, refs)  # type: ignore[arg-type]
 
 
 def _task_logging(logs: Any, entries: int) -> TaskLogging:

@@ -296,6 +296,7 @@ class Worker:
         finished: list[list[Any]] = []  # [seq, True, value] of each task stepped to its end
         queue = self._queue
         plain, meterless = self._plain, self.metrics is None
+        refs = frame.refs  # (False: no entry holds a reference, none is looked for)
         logging_ = frame.logs
         task_log = None
         labelled = logging_ is not None or labels_on()
@@ -327,7 +328,8 @@ class Worker:
             if (
                 timeout is None and task_log is None and stream is None and not queue
                 and self._free > 0 and not self._rejoiners and meterless
-                and (func := plain.get(name)) is not None and not _has_refs(args, kwargs)
+                and (func := plain.get(name)) is not None
+                and not (refs and _has_refs(args, kwargs))
             ):  # fmt: skip
                 # the common entry (a plain async task with a free slot and nothing ahead of
                 # it): stepped here, without the queue and _start's checks
@@ -336,7 +338,7 @@ class Worker:
                     self._free += 1
                 continue
             entry = (run_id, reply, seq, name, args, kwargs, timeout, stream, cancel, task_log)
-            if stream is not None or _has_refs(args, kwargs, (StreamRef,)):
+            if stream is not None or (refs and _has_refs(args, kwargs, (StreamRef,))):
                 # a stream task never waits for a slot: consumers holding every slot while
                 # their producer waits in the queue would wait forever
                 self._free -= 1
