@@ -112,9 +112,10 @@ def noop(*args):
 
 
 @broker.task
-async def index_or_unsendable(i: int, bad: int) -> object:
-    """Its index, or at `bad` a value msgpack cannot carry (async without a timeout: a worker
-    steps it to its end in place, its result encoded with those of its frame)."""
+async def index_or_unsendable(i, bad):
+    """Its index, or at `bad` a value msgpack cannot carry (async, without a timeout nor type
+    hints for taskiq to parse its arguments by: a worker steps it to its end in place, its
+    result encoded with those of its frame)."""
     return object() if i == bad else i
 
 
@@ -149,8 +150,9 @@ def measure(blob: bytes) -> dict[str, int]:
 
 
 @broker.task
-async def blob_now(size: int, seed: int) -> bytes:
-    """`size` bytes at once (no suspension): many finish within one frame's flush."""
+async def blob_now(size, seed):
+    """`size` bytes at once (no suspension): many finish within one frame's flush. No type
+    hints, so taskiq parses nothing and a worker steps it in place as it arrives."""
     return bytes([seed % 256]) * size
 
 

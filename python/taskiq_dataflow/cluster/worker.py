@@ -353,8 +353,8 @@ class Worker:
 
     def _finished(self, run_id: str, reply: str, entries: list[list[Any]]) -> None:
         """The results of tasks stepped to their end, for the reply frame: encoded in one pass,
-        each as its entry `[seq, True, value]`; one too large, or that cannot be encoded, goes
-        through _finish, which says what is wrong or uploads it."""
+        each as its entry `[seq, True, value]`; a large one goes to the object store as it was
+        encoded (not encoded again), and when one cannot be encoded, _finish says which."""
         try:
             parts = self.codec.pack_each(entries)
         except Exception:  # a user codec may raise anything
@@ -366,11 +366,14 @@ class Worker:
         outbox = self._outbox.get(reply)
         if outbox is None:
             outbox = self._outbox[reply] = []
-        for part, (seq, _, value) in zip(parts, entries, strict=True):
+        for part, (seq, _, _) in zip(parts, entries, strict=True):
             if len(part) > threshold:  # (the entry's few bytes more than its value)
-                self._finish(run_id, reply, seq, value)
-            else:
-                outbox.append(part)
+                # the value, after the entry's array header, seq (as this packer wrote it) and True
+                encoded = part[2 + len(self.codec.packb(seq)) :]
+                if len(encoded) > threshold:
+                    self._spawn(self._upload(run_id, reply, seq, encoded))
+                    continue
+            outbox.append(part)
         self._schedule_flush()
 
     def _more_to_read(self) -> bool:
