@@ -49,6 +49,11 @@ if TYPE_CHECKING:
 # once (in-process tasks that complete without suspending), so other coroutines still run.
 EAGER_YIELD_EVERY = 256
 
+# this process's id (Driver.pid, for growth.py's check from a forked pool's child), kept
+# instead of a getpid system call per run
+_pid = [os.getpid()]
+os.register_at_fork(after_in_child=lambda: _pid.__setitem__(0, os.getpid()))
+
 
 class Driver:
     def __init__(
@@ -107,7 +112,7 @@ class Driver:
         started_at = time.perf_counter()
         produced: dict[str, Any] = {}
         compensation: list[TaskError] = []
-        self.loop, self.pid = asyncio.get_running_loop(), os.getpid()
+        self.loop, self.pid = asyncio.get_running_loop(), _pid[0]
         await transport.startup()
         state.link = transport.stream_link()
         # a meter counts each task as it starts: through kick
@@ -177,7 +182,13 @@ class Driver:
     async def _loop(self) -> None:
         state, sink, carry_out, slots = self.state, self.sink, self._carry_out, self.slots
         transport = self.transport
-        if slots is not None and not slots.drivers:
+        if slots is None:
+            instructions = state.start()
+            if len(instructions) == 1 and type(instructions[0]) is StepInPlace:
+                self._step = instructions[0].nodes  # the hot path
+            else:
+                await carry_out(instructions)
+        elif not slots.drivers:
             # alone: all the slots are its own before it starts (no SlotsGranted turn)
             slots.join(self)
             await carry_out(state.start())

@@ -154,6 +154,7 @@ class ExecutionEngine:
         self._slots: SharedSlots | None = None  # made at the first run with max_parallel set
         self._plans = SharedPlans()
         self._valid: _core.Graph | None = None  # the graph validate() last passed
+        self._size = 0  # its nodes
         self._external: list[str] = []  # that graph's keys given at run time
         self.stats: dict[str, int] = {}  # the last run's transport counters (redeliveries...)
         if metrics is not None and not hasattr(metrics, "run_meter"):
@@ -332,9 +333,12 @@ class ExecutionEngine:
 
     def _make_transport(self, run_id: str) -> Transport:
         spec = self._transport_spec
+        # the engine's usual answer first: an ABC's isinstance costs more than the rest
+        if spec == "auto" and self._local_for is self.broker:
+            return self._local_transport()
         if isinstance(spec, Transport):
             return spec
-        if spec == "local" or (spec == "auto" and self._local_for is self.broker):
+        if spec == "local":
             return self._local_transport()
         from .cluster.broker import DataflowNatsBroker
 
@@ -407,18 +411,18 @@ class ExecutionEngine:
         if self._valid is not dag.graph:  # validated once per graph shape, not once per run
             dag.validate()
             self._external = dag.external_inputs
-            self._valid = dag.graph
+            self._valid, self._size = dag.graph, len(dag)
         if self._external:
             self._check_inputs(inputs)
         # async iterables among the inputs are streams: each gets a producer of its own
-        dag, inputs, fed = feed_inputs(self.dag, inputs)
+        dag, inputs, fed = feed_inputs(self.dag, inputs) if inputs else (self.dag, inputs, [])
         slots = self._shared_slots()
         run_id = pipeline_id or new_run_id()
         transport = self._make_transport(run_id)
         level = self.capture_logs
         # a dashboard watching the engine's runs (observe_runs) shows what their tasks log
-        wanted = self._observers or self.events.listens(StepLogged)
-        capture = level if level is not None and wanted else None
+        wanted = level is not None and (self._observers or self.events.listens(StepLogged))
+        capture = level if wanted else None
         if capture is not None or labels_on():
             transport.log_tasks(run_id, capture)
         elif transport.task_logs is not None:  # a Transport given to the engine, reused
@@ -429,7 +433,7 @@ class ExecutionEngine:
             self._defaults,
             self.fail_fast,
             0 if slots is not None else limit,  # shared: the slots grant capacity (slots.py)
-            self._priorities(dag.graph, len(dag)),
+            None if self._priority is None else self._priorities(dag.graph, len(dag)),
             self.broker,
             caching=self.cache is not None,
             step_events=self.events.step_listeners,
@@ -437,7 +441,7 @@ class ExecutionEngine:
             router=router,
             recording=self._recording,
             shared_plans=self._plans.valid_for(self._plan_settings(router)),
-            shared_below=len(self.dag),
+            shared_below=self._size,
         )
         state = RunState(run_id, config, inputs, restore)
         if fed:
@@ -472,6 +476,8 @@ class ExecutionEngine:
         self._last = driver
         logs = driver.transport.task_logs
         try:
+            if slot is None and (logs is None or logs[1] is None):
+                return await driver.run()  # the usual case, without the two context managers
             with capturing() if logs is not None and logs[1] is not None else _no_capture:
                 if slot is not None:
                     async with seceded_slot(slot):

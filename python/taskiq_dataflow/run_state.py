@@ -282,20 +282,29 @@ class Plan(NamedTuple):
     place: Placement  # where it runs, from the transport's Router
 
 
+def _changes_nothing(plan: Plan) -> bool:
+    """Whether a run that uses `plan` stays as it is (RunState.plan sets no flag for it)."""
+    return plan.compensate is None and plan.cache is None and not (plan.producer or plan.streams)
+
+
 class SharedPlans:
     """An engine's plans across its runs: id(task) -> (task, plan), the task kept so that its
     id cannot be reused by another object. Valid for one set of engine settings (`key`)."""
 
-    __slots__ = ("by_task", "key")
+    __slots__ = ("by_task", "key", "plain")
 
     def __init__(self) -> None:
         self.key: tuple[Any, ...] = ()
         self.by_task: dict[int, tuple[Any, Plan]] = {}
+        # id(task) -> plan, of the plans that change nothing in a run that uses them (no
+        # cache, compensation or stream): a run starts with these (RunState.plans), and asks
+        # plan() only for the others. An id here cannot be another task's: by_task holds it
+        self.plain: dict[int, Plan] = {}
 
     def valid_for(self, key: tuple[Any, ...]) -> SharedPlans:
         """Itself, emptied first if the settings plans depend on changed."""
         if key != self.key:
-            self.key, self.by_task = key, {}
+            self.key, self.by_task, self.plain = key, {}, {}
         return self
 
 
@@ -327,6 +336,54 @@ class RunState:
     `handle(event)`; each returns the instructions to carry out. `status` is None while the
     run goes on."""
 
+    # slots: over 30 attributes unshare an instance dict's keys (CPython 3.11), which made a
+    # small run's state cost 1.2 us to build instead of 0.4 and slowed every attribute read
+    __slots__ = (
+        "_events",
+        "_in_place",
+        "_jobs",
+        "_keeps",
+        "_lookups",
+        "_monitor",
+        "_retries",
+        "_steps",
+        "_steps_ok",
+        "_stores",
+        "attempts",
+        "awaited",
+        "config",
+        "defers_to",
+        "deliver_steps",
+        "fail_fast",
+        "failures",
+        "first_error",
+        "graph",
+        "grown",
+        "inputs",
+        "link",
+        "losses",
+        "metadata",
+        "names",
+        "node_inputs",
+        "node_outputs",
+        "plain",
+        "plans",
+        "requeue",
+        "restored",
+        "results",
+        "router",
+        "run_id",
+        "scheduler",
+        "skipped",
+        "status",
+        "step_events",
+        "stops",
+        "stream_keys",
+        "streaming",
+        "tasks",
+        "values",
+    )
+
     def __init__(
         self,
         run_id: str,
@@ -347,23 +404,25 @@ class RunState:
         self.scheduler = _core.Scheduler(self.graph, config.priorities, config.max_parallel)
         self.values: dict[str, Any] = dict(inputs)
         self.restored = dict(restore or {})
-        self.attempts = [0] * len(dag)  # the attempt in flight per node; 0 = none, -1 = waiting
-        self.plans: dict[Any, Plan] = {}
+        # the attempt in flight per node; 0 = none, -1 = waiting
+        self.attempts = [0] * len(self.tasks)
+        shared = config.shared_plans
+        self.plans: dict[Any, Plan] = {} if shared is None else dict(shared.plain)
         self.results: dict[int, Any] = {}  # raw results of tasks that have a compensation
         self.failures: list[TaskError] = []
         self.skipped: dict[str, str] = {}
         self.first_error: TaskError | None = None
-        self.keeps_results = False  # some task has a compensation or a cache: look at plans
+        self._keeps = False  # keeps_results
         self.link: Any = None  # the transport's stream link (set by the driver once started)
         self.streaming: Streaming | None = None  # set once a task produces or reads a stream
         self.stream_keys: dict[int, frozenset[str]] = {}
         self.status: str | None = None
-        # set by the driver when its transport steps plain tasks in place: ready nodes then go
-        # out as StepInPlace while nothing asks for more than their values (plain_in_place)
-        self.in_place = False
+        self._steps_ok = False  # in_place
         self._in_place: list[int] = []
-        # an observer told of each batch (the dashboard's RunMonitor): None costs nothing
-        self.monitor: Any = None
+        self._monitor: Any = None  # monitor
+        # whether a node that returned in place needs nothing recorded but its value: read
+        # once per batch, so kept up to date (_replain) by whatever changes what it depends on
+        self.plain = False
         # what the current event produced, turned into instructions by _out()
         self._events: list[Event] = []
         self._steps: list[StepResult] = []
@@ -432,8 +491,8 @@ class RunState:
         """Apply a batch of completions: one complete_many call into the scheduler."""
         if self.status is not None:
             return []  # late arrivals after the end (a cancel, fail_fast): nothing to do
-        if self.monitor is not None:
-            self.monitor.completed(batch)
+        if self._monitor is not None:
+            self._monitor.completed(batch)
         done: list[int] = []
         return self._advance(done, self._record(batch, done))
 
@@ -445,7 +504,7 @@ class RunState:
             return []
         if rest:
             self._dispatch_jobs(rest)
-        if not self.plain_in_place():  # a task grew the run, or a stream or a monitor came
+        if not self.plain:  # a task grew the run, or a stream or a monitor came
             pairs = zip(done, values, strict=True)
             ok = [new_completion((n, 1, True, v, None, False, None)) for n, v in pairs]
             return self.completed(ok)
@@ -477,7 +536,7 @@ class RunState:
         """Record each completion; the nodes that succeeded go to `done`. True: the run stops
         (a failure under fail_fast)."""
         attempts, node_outputs, values = self.attempts, self.node_outputs, self.values
-        plain = not (self.keeps_results or self.step_events or self.deliver_steps)
+        plain = not (self._keeps or self.step_events or self.deliver_steps)
         # after growth, a result_of or a result awaited by one takes the long way
         grown, awaited = self.grown is not None, self.awaited
         streaming = self.streaming
@@ -599,6 +658,7 @@ class RunState:
         self.node_outputs, self.tasks = list(self.node_outputs), list(self.tasks)
         self.metadata = list(self.metadata)
         self.grown = Growth(self)
+        self.plain = False
         return self.grown
 
     def _skipped_at_once(self, node: int) -> None:
@@ -691,8 +751,8 @@ class RunState:
         """What an execution logged, before the event of its outcome."""
         assert c.logs is not None
         node = c.node
-        if self.monitor is not None:
-            self.monitor.logged(self.names[node], c.logs)
+        if self._monitor is not None:
+            self._monitor.logged(self.names[node], c.logs)
         if self.step_events:
             self._events.append(StepLogged(self.run_id, node, self.names[node], c.attempt, c.logs))
 
@@ -720,9 +780,9 @@ class RunState:
             self.values[outputs[0]] = c.value
         self.attempts[node] = 0
         done.append(node)
-        if c.cached and self.monitor is not None:
-            self.monitor.cached(node)
-        if self.keeps_results:
+        if c.cached and self._monitor is not None:
+            self._monitor.cached(node)
+        if self._keeps:
             plan = self.plan(node)
             if plan.compensate is not None:
                 self.results[node] = c.value
@@ -838,8 +898,8 @@ class RunState:
     def _failed(self, c: Completion, stopping: bool) -> bool:
         """Retry, or record a failure for good; True when the run must stop (fail_fast)."""
         node, error = c.node, c.value
-        if self.monitor is not None:
-            self.monitor.failed(c, self.names[node])
+        if self._monitor is not None:
+            self._monitor.failed(c, self.names[node])
         if not stopping and self._may_retry(c):
             return False
         self.attempts[node] = 0
@@ -907,22 +967,52 @@ class RunState:
 
     # -- dispatch -------------------------------------------------------------------------------
 
-    def plain_in_place(self) -> bool:
-        """Whether a node that returned in place needs nothing recorded but its value."""
-        return (
-            self.in_place
+    def _replain(self) -> None:
+        self.plain = (
+            self._steps_ok
             and self.streaming is None
             and self.grown is None
-            and self.monitor is None
-            and not (self.keeps_results or self.step_events or self.deliver_steps)
+            and self._monitor is None
+            and not (self._keeps or self.step_events or self.deliver_steps)
         )
+
+    @property
+    def in_place(self) -> bool:
+        """Set by the driver when its transport steps plain tasks in place: ready nodes then
+        go out as StepInPlace while nothing asks for more than their values (`plain`)."""
+        return self._steps_ok
+
+    @in_place.setter
+    def in_place(self, allowed: bool) -> None:
+        self._steps_ok = allowed
+        self._replain()
+
+    @property
+    def keeps_results(self) -> bool:
+        """Some task has a compensation or a cache: look at plans."""
+        return self._keeps
+
+    @keeps_results.setter
+    def keeps_results(self, keeps: bool) -> None:
+        self._keeps = keeps
+        self._replain()
+
+    @property
+    def monitor(self) -> Any:
+        """An observer told of each batch (the dashboard's RunMonitor): None costs nothing."""
+        return self._monitor
+
+    @monitor.setter
+    def monitor(self, monitor: Any) -> None:
+        self._monitor = monitor
+        self._replain()
 
     def _dispatch(self, nodes: list[int]) -> None:
         if not nodes or self.status is not None:
             return
-        if self.monitor is not None:
-            self.monitor.dispatched(nodes)
-        if self.plain_in_place():
+        if self._monitor is not None:
+            self._monitor.dispatched(nodes)
+        if self.plain:
             attempts = self.attempts
             for node in nodes:
                 attempts[node] = 1
@@ -946,7 +1036,7 @@ class RunState:
         if self.step_events:
             run_id, names = self.run_id, self.names
             self._events.extend(StepStarted(run_id, n, names[n], 1) for n in nodes)
-        if self.keeps_results and self.config.caching:
+        if self._keeps and self.config.caching:
             jobs = self._split_cached(jobs)
         self._jobs.extend(jobs)
 
@@ -1029,6 +1119,9 @@ class RunState:
                 kept = shared.by_task.get(key)
                 if kept is None or kept[0] is not task:
                     kept = shared.by_task[key] = (task, self._make_plan(node, task, {}))
+                    shared.plain.pop(key, None)
+                    if _changes_nothing(kept[1]):
+                        shared.plain[key] = kept[1]
                 found = self.plans[key] = kept[1]
             else:
                 given = {k: meta[k] for k in OVERRIDES if k in meta} if own else {}
@@ -1039,6 +1132,7 @@ class RunState:
                 from .stream_wiring import Streaming
 
                 self.streaming = Streaming(self)
+                self.plain = False
         return found
 
     def _make_plan(self, node: int, task: Any, given: dict[str, Any]) -> Plan:

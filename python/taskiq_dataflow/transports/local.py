@@ -109,7 +109,7 @@ class LocalTransport(Transport):
                 plan = plans.get(id(task)) if metadata[node] is None else None
                 if plan is None:
                     plan = state.plan(node)
-                    if not state.plain_in_place():  # this plan revealed a stream or a cache
+                    if not state.plain:  # this plan revealed a stream or a cache
                         rest = nodes[nodes.index(node) :]
                         break
                 func, params, policy, _, _, _, _, _, place = plan
@@ -330,8 +330,9 @@ class LocalTransport(Transport):
             self.sink.push(Completion(job.node, job.attempt, False, error, logs=logs))
 
     def cancel(self) -> None:
-        for fut in list(self._tasks.values()):
-            fut.cancel()
+        if self._tasks:
+            for fut in list(self._tasks.values()):
+                fut.cancel()
 
     def stop(self, node: int) -> bool:
         fut = self._tasks.get(node)
