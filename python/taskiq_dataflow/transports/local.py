@@ -49,6 +49,8 @@ class LocalTransport(Transport):
         # per distinct callable: is it async, and the taskiq hooks to run around it
         self._kind: dict[Any, tuple[bool, TaskHooks | None]] = {}
         self._hooks: dict[Any, TaskHooks | None] = {}
+        # id(task) -> how step_in_place calls it (_stepper), for the run's tasks: per run
+        self._plain: dict[int, tuple[Any, Any, bool]] = {}
         # node -> the TaskLog of its job in flight (only while its run captures or labels)
         self._logs: dict[int, TaskLog] = {}
         # node -> the TaskLog a job stepped in place made at its first record (_task_log)
@@ -58,6 +60,8 @@ class LocalTransport(Transport):
 
     async def startup(self) -> None:
         self._loop = asyncio.get_running_loop()
+        if self._plain:  # a transport given to the engine, reused: ids of another run's tasks
+            self._plain = {}
 
     def _pool(self) -> concurrent.futures.Executor:
         if self._executor is None:
@@ -89,12 +93,10 @@ class LocalTransport(Transport):
         for one that returns without suspending (most cheap tasks): the engine's hottest
         loop, so RunState.job's argument binding is inlined. One that suspends goes on as a
         Task, one that fails ends on the sink; hooks or a blocking function go through kick."""
-        tasks, metadata, plans, names = state.tasks, state.metadata, state.plans, state.names
-        node_inputs = state.node_inputs
+        tasks, metadata, node_inputs = state.tasks, state.metadata, state.node_inputs
         getitem = state.values.__getitem__
-        kinds = self._kind
+        plain = self._plain
         sink = self.sink
-        push = sink.done.append
         done: list[int] = []
         returned: list[Any] = []
         rest: list[int] = []
@@ -106,26 +108,21 @@ class LocalTransport(Transport):
         try:
             for node in nodes:
                 task = tasks[node]
-                plan = plans.get(id(task)) if metadata[node] is None else None
-                if plan is None:
-                    plan = state.plan(node)
-                    if not state.plain:  # this plan revealed a stream or a cache
+                found = plain.get(id(task)) if metadata[node] is None else None
+                if found is None:
+                    found = self._stepper(state, node, task)
+                    if found is None:  # its plan revealed a stream or a cache
                         rest = nodes[nodes.index(node) :]
                         break
-                func, params, policy, _, _, _, _, _, place = plan
+                func, params, steps = found
                 keys = node_inputs[node]
                 if params.issuperset(keys) if params is not None else all_names(keys):
                     args: tuple[Any, ...] = ()
                     kwargs = {k: getitem(k) for k in keys}
                 else:
                     args, kwargs = tuple(map(getitem, keys)), {}
-                kind = kinds.get(func)
-                if kind is None:
-                    kind = kinds[func] = self._kind_of(func, task)
-                if kind is not _PLAIN_ASYNC:  # taskiq hooks, or a blocking function
-                    timeout = policy.timeout
-                    fields = (node, 1, task, func, args, kwargs, names[node], timeout, None, place)
-                    self.kick([new_job(fields)])
+                if not steps:  # taskiq hooks, or a blocking function
+                    self.kick([self._job(state, node, func, args, kwargs)])
                     continue
                 try:
                     coro = func(*args, **kwargs)
@@ -140,14 +137,39 @@ class LocalTransport(Transport):
                     returned.append(stop.value)
                     continue
                 except BaseException as exc:
-                    push(Completion(node, 1, False, task_error(names[node], exc)))
+                    error = task_error(state.names[node], exc)
+                    sink.done.append(Completion(node, 1, False, error))
                     continue
-                timeout = policy.timeout
-                fields = (node, 1, task, func, args, kwargs, names[node], timeout, None, place)
-                self._continue(new_job(fields), coro, yielded, context, None)
+                job = self._job(state, node, func, args, kwargs)
+                self._continue(job, coro, yielded, context, None)
         finally:
             stepping.sink, stepping.node = outer_sink, outer_node
         return done, returned, rest
+
+    def _stepper(self, state: RunState, node: int, task: Any) -> tuple[Any, Any, bool] | None:
+        """How step_in_place calls a node's task: (func, its keyword-bindable params, whether
+        it is a plain async function stepped here rather than kicked), kept per task of the
+        run in `_plain`; None when the node's plan asks the run for the long way."""
+        own = state.metadata[node] is not None
+        plan = None if own else state.plans.get(id(task))
+        if plan is None:
+            plan = state.plan(node)
+            if not state.plain:
+                return None
+        func = plan.func
+        kind = self._kind.get(func)
+        if kind is None:
+            kind = self._kind[func] = self._kind_of(func, task)
+        found = (func, plan.params, kind is _PLAIN_ASYNC)
+        if not own:
+            self._plain[id(task)] = found
+        return found
+
+    @staticmethod
+    def _job(state: RunState, node: int, func: Any, args: Any, kwargs: Any) -> Job:
+        plan = state.plan(node)
+        task, name, place = state.tasks[node], state.names[node], plan.place
+        return new_job((node, 1, task, func, args, kwargs, name, plan.policy.timeout, None, place))
 
     def kick(self, jobs: list[Job]) -> None:
         sink = self.sink
