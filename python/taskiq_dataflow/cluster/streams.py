@@ -423,11 +423,13 @@ class StreamLink:
         self.prefix, self.run_id, self.give_up = prefix, run_id, give_up
         # in the routes' subjects: a bystander who knows the run id cannot inject items or
         # end a stream (only the engine makes routes; workers get them inside task frames)
-        self._secret = secrets.token_hex(16)
+        self._secret = ""  # made with the first route (most runs have none)
         self.routed = False  # whether any route was made: until then no job carries a stream
 
     def route(self, node: int, index: int, key: str, buffer: int) -> StreamRef:
         """The route of consumer `node`'s input number `index` (`key`)."""
+        if not self._secret:
+            self._secret = secrets.token_hex(16)
         items, credits = stream_subjects(self.prefix, self.run_id, self._secret, node, index)
         self.routed = True
         if self.values is not None:

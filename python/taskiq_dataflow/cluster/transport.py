@@ -128,8 +128,9 @@ class NatsTransport(Transport):
         self.run_id = run_id
         # the run's secrets: whoever may publish on the server but cannot read our frames can
         # neither answer for our tasks nor cancel the run (never put them in a log or error)
-        self.reply_subject = broker.reply_subject(run_id, secrets.token_hex(16))
-        self._cancel_key = secrets.token_hex(16)
+        secret = secrets.token_hex(32)  # (one system call for both)
+        self.reply_subject = broker.reply_subject(run_id, secret[:32])
+        self._cancel_key = secret[32:]
         self._head: tuple[str, bytes] | None = None  # (cancel key, its tasks frames' head)
         self.redeliveries = 0
         self.duplicates = 0
@@ -148,11 +149,11 @@ class NatsTransport(Transport):
         # node -> a flight whose worker was lost, out of the books until the run kicks it again
         self._lost: dict[int, _Flight] = {}
         self._budget = frame_budget(1024 * 1024)  # set from the server's INFO on connect
-        self._discovered = asyncio.Event()
+        self._discovered: asyncio.Event | None = None  # made by _discover, set by _beat
         self._flush_scheduled = False
-        # tasks placed here (control nodes such as a map over a sub-DAG) run in this process
-        self._local = LocalTransport()
-        self._local.attach(self.sink)
+        # tasks placed here (control nodes such as a map over a sub-DAG) run in this process,
+        # on a transport made for the first (_here)
+        self._local: LocalTransport | None = None
         self._heard = time.monotonic()
         self._offline = False
         self._nc: Any = None
@@ -168,12 +169,23 @@ class NatsTransport(Transport):
 
     def attach(self, sink: Sink) -> None:
         super().attach(sink)
-        self._local.attach(sink)
+        if self._local is not None:
+            self._local.attach(sink)
 
     def log_tasks(self, run_id: str, level: int | None) -> None:
         # the tasks frames carry the level (and each entry's attempt) to the workers
         super().log_tasks(run_id, level)
-        self._local.log_tasks(run_id, level)
+        if self._local is not None:
+            self._local.log_tasks(run_id, level)
+
+    def _here(self) -> LocalTransport:
+        local = self._local
+        if local is None:
+            local = self._local = LocalTransport()
+            local.attach(self.sink)
+            if self.task_logs is not None:
+                local.log_tasks(*self.task_logs)
+        return local
 
     def router(self) -> Router:
         return Router(remote=True, streams_travel=True, default_pool=self.broker.pool)
@@ -181,7 +193,6 @@ class NatsTransport(Transport):
     # -- lifecycle ------------------------------------------------------------------------------
 
     async def startup(self) -> None:
-        await self._local.startup()
         broker = self.broker
         # the connection and the heartbeats are the broker's in this loop, shared by its runs
         # (session.py): a run does not connect, nor wait for the workers it already knows
@@ -218,10 +229,13 @@ class NatsTransport(Transport):
         answer. Workers heard later join as their heartbeats arrive."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + DISCOVERY_WAIT
+        discovered = self._discovered = asyncio.Event()
+        if any(state.inbox is not None for state in self._workers.values()):
+            discovered.set()
         await self._nc.publish(self.broker.ping_subject, encode_ping())
         await self._nc.flush()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._discovered.wait(), DISCOVERY_WAIT)
+            await asyncio.wait_for(discovered.wait(), DISCOVERY_WAIT)
         # the others answer within moments of the first: wait while more keep coming
         known = -1
         while len(self._workers) != known and loop.time() < deadline:
@@ -229,7 +243,8 @@ class NatsTransport(Transport):
             await asyncio.sleep(DISCOVERY_QUIET)
 
     async def shutdown(self) -> None:
-        await self._local.shutdown()
+        if self._local is not None:
+            await self._local.shutdown()
         self._watching = False
         for fut in list(self._background):
             fut.cancel()
@@ -248,7 +263,8 @@ class NatsTransport(Transport):
             # the connection is the session's: it stays open for the broker's next run
 
     def cancel(self) -> None:
-        self._local.cancel()
+        if self._local is not None:
+            self._local.cancel()
         self._outbox.clear()
         self._streams_out.clear()
         self._unserved.clear()
@@ -268,7 +284,7 @@ class NatsTransport(Transport):
         """Cancel `node`'s job alone (a stream producer nobody reads any more): where it waits,
         it is dropped; where it runs, its worker is told to cancel it, and answers with a
         CancelledError like any cancelled task."""
-        if self._local.stop(node):
+        if self._local is not None and self._local.stop(node):
             return True
         seqs = [seq for seq, flight in self._inflight.items() if flight.job.node == node]
         if not seqs or self._nc is None or not self._nc.is_connected:
@@ -401,7 +417,7 @@ class NatsTransport(Transport):
     def _kick_one(self, job: Job) -> None:
         place = job.place
         if place is None or place.local:
-            self._local.kick([job])
+            self._here().kick([job])
             return
         if self._lost and self._resend_lost(job):
             return
@@ -847,7 +863,8 @@ class NatsTransport(Transport):
             first = state.inbox is None
             state.inbox, state.capacity = beat.inbox, beat.capacity
             state.fresh = self._freshness(beat.interval)
-            self._discovered.set()
+            if self._discovered is not None:
+                self._discovered.set()
             if first:
                 self._rehome(state)
         if self._outbox or self._streams_out:

@@ -32,7 +32,7 @@ class ValueStore:
         self.threshold = threshold
         self._codec = codec
         self._store: Any = None
-        self._lock = asyncio.Lock()
+        self._lock: asyncio.Lock | None = None  # made at the first use (most runs have none)
         # whether the store may hold objects of this run: this side stored or fetched one, or
         # routed a stream between workers, whose large items a worker stores (see StreamLink)
         self.used = False
@@ -42,6 +42,8 @@ class ValueStore:
     async def _obs(self) -> Any:
         self.used = True
         if self._store is None:
+            if self._lock is None:
+                self._lock = asyncio.Lock()
             async with self._lock:
                 if self._store is None:
                     from nats.js.errors import BucketNotFoundError, NotFoundError

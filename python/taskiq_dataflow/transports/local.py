@@ -45,7 +45,6 @@ class LocalTransport(Transport):
         self._executor: concurrent.futures.Executor | None = None
         self._owns_executor = False
         self._tasks: dict[int, asyncio.Future[Any]] = {}
-        self._loop: asyncio.AbstractEventLoop | None = None
         # per distinct callable: is it async, and the taskiq hooks to run around it
         self._kind: dict[Any, tuple[bool, TaskHooks | None]] = {}
         self._hooks: dict[Any, TaskHooks | None] = {}
@@ -59,7 +58,6 @@ class LocalTransport(Transport):
         self._jobs: dict[int, Job] = {}
 
     async def startup(self) -> None:
-        self._loop = asyncio.get_running_loop()
         if self._plain:  # a transport given to the engine, reused: ids of another run's tasks
             self._plain = {}
 
@@ -297,8 +295,8 @@ class LocalTransport(Transport):
     def _in_pool(self, func: Any, *args: Any, **kwargs: Any) -> asyncio.Future[Any]:
         """A blocking function inside a task's middlewares: called from the task's own
         context, which it keeps in the thread as _run_blocking does."""
-        assert self._loop is not None
-        return self._loop.run_in_executor(self._pool(), self._in_context(func, args, kwargs))
+        loop = asyncio.get_running_loop()
+        return loop.run_in_executor(self._pool(), self._in_context(func, args, kwargs))
 
     def _in_context(
         self,
@@ -321,9 +319,8 @@ class LocalTransport(Transport):
     def _run_blocking(
         self, job: Job, args: tuple[Any, ...], kwargs: dict[str, Any], log: TaskLog | None
     ) -> None:
-        assert self._loop is not None
         call = self._in_context(job.func, args, kwargs, log)
-        fut: asyncio.Future[Any] = self._loop.run_in_executor(self._pool(), call)
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().run_in_executor(self._pool(), call)
         if job.timeout is not None:
             fut = asyncio.ensure_future(asyncio.wait_for(fut, job.timeout))
         self._tasks[job.node] = fut
