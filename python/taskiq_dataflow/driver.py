@@ -71,8 +71,13 @@ class Driver:
         self.step_sink, self.parent = step_sink, parent
         # the engine's slots shared with its other runs, and this run's own bound within them
         self.slots, self.limit = slots, limit
-        self.sink = Sink()
-        transport.attach(self.sink)
+        # the sink a transport made for the run (most are made per run), else one of its own
+        sink = transport.sink
+        if sink.taken:
+            sink = Sink()
+            transport.attach(sink)
+        sink.taken = True
+        self.sink = sink
         # the engine's metrics for this run (metrics.engine.RunMeter), None when it has none:
         # then nothing is counted, per batch or per task
         self.meter: RunMeter | None = None
@@ -200,28 +205,34 @@ class Driver:
         while state.status is None:
             slots = self.slots  # a run bounded on its own gets slots at its first secede
             if self._step is not None and not (sink.done or sink.control):
-                # what the last batch made ready, stepped in place (a completion or an event
-                # that came meanwhile goes first: a failure stops a fail_fast run at once)
-                eager += 1
-                if eager % EAGER_YIELD_EVERY == 0:
-                    await asyncio.sleep(0)
-                    if state.status is not None:
-                        break
+                # what the last batch made ready, stepped in place, batch after batch while
+                # each makes only more of that (a completion or an event that came meanwhile
+                # goes first: a failure stops a fail_fast run at once)
                 nodes, self._step = self._step, None
-                done, values, rest = transport.step_in_place(state, nodes)
-                if slots is not None and slots.seceded:
-                    # a task that seceded in its first step and returned in it leaves its
-                    # extra capacity: recorded as a batch, which slots.taking looks at
-                    for node, value in zip(done, values, strict=True):
-                        sink.done.append(Completion(node, 1, True, value))
-                    done, values = [], []
-                instructions = state.stepped(done, values, rest)
-                if len(instructions) == 1 and type(instructions[0]) is StepInPlace:
-                    self._step = instructions[0].nodes  # the hot path
-                else:
-                    await carry_out(instructions)
-                if slots is not None and len(slots.drivers) > 1:
-                    slots.rebalance_soon()
+                while True:
+                    eager += 1
+                    if eager % EAGER_YIELD_EVERY == 0:
+                        await asyncio.sleep(0)
+                        if state.status is not None:
+                            break
+                    slots = self.slots
+                    done, values, rest = transport.step_in_place(state, nodes)
+                    if slots is not None and slots.seceded:
+                        # a task that seceded in its first step and returned in it leaves its
+                        # extra capacity: recorded as a batch, which slots.taking looks at
+                        for node, value in zip(done, values, strict=True):
+                            sink.done.append(Completion(node, 1, True, value))
+                        done, values = [], []
+                    instructions = state.stepped(done, values, rest)
+                    if slots is not None and len(slots.drivers) > 1:
+                        slots.rebalance_soon()
+                    if len(instructions) != 1 or type(instructions[0]) is not StepInPlace:
+                        await carry_out(instructions)
+                        break
+                    nodes = instructions[0].nodes  # the hot path
+                    if sink.done or sink.control:
+                        self._step = nodes
+                        break
                 continue
             if sink.done or sink.control:
                 eager += 1

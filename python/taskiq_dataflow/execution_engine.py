@@ -184,7 +184,9 @@ class ExecutionEngine:
     ) -> dict[str, Any]:
         """Run the DAG; returns every output key's value. `max_parallel` bounds this run's
         tasks in flight (within the engine's own bound, shared with its other runs)."""
-        driver = self._prepare(dict(inputs or {}), pipeline_id, None, limit=max_parallel)
+        driver = self._prepare(
+            dict(inputs) if inputs else {}, pipeline_id, None, limit=max_parallel
+        )
         return await self._drive(driver)  # (not through _run: a coroutine less per run)
 
     async def execute_async(
@@ -198,7 +200,7 @@ class ExecutionEngine:
         (a `break`) cancels this run, not the engine's other runs."""
         queue: asyncio.Queue[StepResult | None] = asyncio.Queue()
         driver = self._prepare(
-            dict(inputs or {}), pipeline_id, queue.put_nowait, limit=max_parallel
+            dict(inputs) if inputs else {}, pipeline_id, queue.put_nowait, limit=max_parallel
         )
         run = asyncio.ensure_future(self._drive(driver))
         run.add_done_callback(lambda _: queue.put_nowait(None))
@@ -224,7 +226,9 @@ class ExecutionEngine:
         """Start a run without awaiting it (call it with the event loop running): the handle
         gives its id and live progress, cancels that run alone, and is awaited for its
         outputs (or its error). Bad inputs raise here, before anything starts."""
-        driver = self._prepare(dict(inputs or {}), pipeline_id, None, limit=max_parallel)
+        driver = self._prepare(
+            dict(inputs) if inputs else {}, pipeline_id, None, limit=max_parallel
+        )
         # the caller goes on running: it gives its slot back only while it awaits the
         # handle (RunHandle.result)
         return RunHandle(driver, asyncio.ensure_future(self._drive(driver, secede=False)))

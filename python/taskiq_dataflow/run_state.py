@@ -509,22 +509,24 @@ class RunState:
             ok = [new_completion((n, 1, True, v, None, False, None)) for n, v in pairs]
             return self.completed(ok)
         attempts, node_outputs, kept = self.attempts, self.node_outputs, self.values
-        finished: list[int] = []
         slow = None
         for node, value in zip(done, values, strict=True):
             outputs = node_outputs[node]
             if len(outputs) == 1:
                 kept[outputs[0]] = value
                 attempts[node] = 0
-                finished.append(node)
             else:  # a dict spread over its outputs (checked there)
                 if slow is None:
                     slow = []
                 slow.append(new_completion((node, 1, True, value, None, False, None)))
-        if slow is not None or rest:
-            return self._advance(finished, slow is not None and self._record(slow, finished))
+        if slow is not None:
+            spread = {c.node for c in slow}
+            finished = [node for node in done if node not in spread]
+            return self._advance(finished, self._record(slow, finished))
+        if rest:
+            return self._advance(done, False)
         # the common case: _advance with _dispatch's in-place branch, whose checks held above
-        ready = self.scheduler.complete_many(finished) if finished else None
+        ready = self.scheduler.complete_many(done) if done else None
         if not ready:
             self._check_finished()
             return self._out()

@@ -62,7 +62,7 @@ class Sink:
     `control` carries the driver's own events (a retry that came due, a cancel) through the
     same wake-up, so that the driver waits on one thing."""
 
-    __slots__ = ("_event", "control", "done", "fatal", "stepper")
+    __slots__ = ("_event", "control", "done", "fatal", "stepper", "taken")
 
     def __init__(self) -> None:
         self.done: list[Completion] = []
@@ -74,6 +74,7 @@ class Sink:
         # the LocalTransport whose in-process tasks of this run capture their records lazily
         # (a record finds its task's TaskLog through the task's CURRENT_TASK: sink, node)
         self.stepper: Any = None
+        self.taken = False  # a driver's: the next driver of its transport attaches its own
 
     def push(self, completion: Completion) -> None:
         self.done.append(completion)
