@@ -62,15 +62,16 @@ class Sink:
     `control` carries the driver's own events (a retry that came due, a cancel) through the
     same wake-up, so that the driver waits on one thing."""
 
-    __slots__ = ("_event", "control", "done", "fatal", "stepper", "taken")
+    __slots__ = ("_waiter", "control", "done", "fatal", "stepper", "taken")
 
     def __init__(self) -> None:
         self.done: list[Completion] = []
         self.control: list[Any] = []
         self.fatal: BaseException | None = None  # set when a transport cannot go on
-        # made when the driver first has to wait: a run whose tasks all finish in place never
-        # does, and then pays for no Event nor its set() per kick
-        self._event: asyncio.Event | None = None
+        # the future the driver awaits while nothing has arrived (a bare future: an
+        # asyncio.Event's wait and set cost a few Python calls each, once per batch); a run
+        # whose tasks all finish in place never waits, and then pays for nothing per kick
+        self._waiter: asyncio.Future[None] | None = None
         # the LocalTransport whose in-process tasks of this run capture their records lazily
         # (a record finds its task's TaskLog through the task's CURRENT_TASK: sink, node)
         self.stepper: Any = None
@@ -78,33 +79,32 @@ class Sink:
 
     def push(self, completion: Completion) -> None:
         self.done.append(completion)
-        if self._event is not None:
-            self._event.set()
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def wake(self) -> None:
-        if self._event is not None:
-            self._event.set()
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def signal(self, event: Any) -> None:
         self.control.append(event)
-        if self._event is not None:
-            self._event.set()
+        self.wake()
 
     def fail(self, exc: BaseException) -> None:
         self.fatal = exc
-        if self._event is not None:
-            self._event.set()
+        self.wake()
 
     async def wait(self) -> None:
         """Until something arrived (returns at once when something is there already)."""
         if self.done or self.control or self.fatal is not None:
             return
-        event = self._event
-        if event is None:
-            event = self._event = asyncio.Event()
-        else:
-            event.clear()
-        await event.wait()
+        waiter = self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await waiter
+        finally:
+            self._waiter = None
 
     def take(self) -> list[Completion]:
         batch, self.done = self.done, []
