@@ -120,16 +120,16 @@ class LocalTransport(Transport):
                 else:
                     args, kwargs = tuple(map(getitem, keys)), {}
                 if not steps:  # taskiq hooks, or a blocking function
+                    stepping.node = None
                     self.kick([self._job(state, node, func, args, kwargs)])
                     continue
+                # named until the next node is (no code of the user's runs in between), and
+                # also while its function makes the coroutine (a wrapper's code is the task's)
+                stepping.node = node
                 try:
                     coro = func(*args, **kwargs)
                     context = copy_context()  # its own, kept if it goes on as a Task
-                    stepping.node = node
-                    try:
-                        yielded = context.run(coro.send, None)
-                    finally:
-                        stepping.node = None
+                    yielded = context.run(coro.send, None)
                 except StopIteration as stop:
                     done.append(node)
                     returned.append(stop.value)
