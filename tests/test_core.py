@@ -36,6 +36,7 @@ def test_module_exports():
         "GrowthError",
         "NodeIds",
         "Levels",
+        "share_slots",
         "__version__",
     }
     assert isinstance(_core.__version__, str) and _core.__version__.count(".") == 2
@@ -535,3 +536,34 @@ def test_state_names_and_counts_keys():
     with pytest.raises(SchedulerError) as info:
         sched.state(6)
     assert info.value.args == ("node 6 does not exist", 6)
+
+
+def _running(running: int, ready: int) -> _core.Scheduler:
+    scheduler = _core.Scheduler(_core.Graph.from_edges(running + ready, []), None, running)
+    assert len(scheduler.start()) == running
+    return scheduler
+
+
+def test_share_slots_gives_each_run_its_demand_and_a_share_of_the_rest():
+    a, b, c = _running(2, 3), _running(1, 0), _running(0, 0)
+    # demands 5, 1 and 0 of 12 slots: 6 left, 2 each
+    assert _core.share_slots([a, b, c], 12, [0, 0, 0]) == [0]  # only a has ready nodes
+    assert (a.capacity, b.capacity, c.capacity) == (7, 3, 2)
+    assert a.take_ready() == [2, 3, 4]  # its capacity lets them all start
+
+
+def test_share_slots_counts_seceded_nodes_outside_the_slots():
+    a = _running(3, 1)  # 2 of the 3 running seceded: demand 2 of 4 slots
+    assert _core.share_slots([a, _running(0, 0)], 4, [2, 0]) == [0]
+    assert a.capacity == 3 + 1 + 1  # running, ready, a share of the 2 left
+
+
+def test_share_slots_leaves_a_demand_that_does_not_fit_alone():
+    a, b = _running(3, 2), _running(2, 0)
+    assert _core.share_slots([a, b], 6, [0, 0]) is None
+    assert (a.capacity, b.capacity) == (3, 2)  # unchanged
+
+
+def test_share_slots_wants_one_seceded_count_per_scheduler():
+    with pytest.raises(ValueError, match="one seceded count per scheduler"):
+        _core.share_slots([_running(1, 0)], 4, [])

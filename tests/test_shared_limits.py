@@ -12,7 +12,7 @@ from cluster_support import index_dag
 from conftest import run
 from hypothesis import given
 from hypothesis import strategies as st
-from taskiq_dataflow import DataflowRegistry, ExecutionEngine, StepCompleted, StepStarted
+from taskiq_dataflow import DataflowRegistry, ExecutionEngine, StepCompleted, StepStarted, _core
 from taskiq_dataflow.cluster import DataflowNatsBroker
 from taskiq_dataflow.slots import SharedSlots, water_fill
 
@@ -136,12 +136,11 @@ def test_on_the_cluster_concurrent_runs_share_the_bound(server, workers):
     assert flight["peak"] == 2
 
 
-class _Scheduler:
-    def __init__(self, running: int, ready: int) -> None:
-        self.running, self.ready, self.capacity = running, ready, -1
-
-    def set_capacity(self, capacity: int) -> None:
-        self.capacity = capacity
+def _scheduler(running: int, ready: int) -> _core.Scheduler:
+    """A scheduler of independent nodes, `running` of them running and `ready` ready."""
+    scheduler = _core.Scheduler(_core.Graph.from_edges(running + ready, []), None, running)
+    assert len(scheduler.start()) == running
+    return scheduler
 
 
 @given(
@@ -156,7 +155,7 @@ def test_rebalance_grants_no_more_than_the_free_slots_and_all_that_fits(total, r
     slots = SharedSlots(total)
     drivers = [
         SimpleNamespace(
-            state=SimpleNamespace(status=None, scheduler=_Scheduler(running, ready)),
+            state=SimpleNamespace(status=None, scheduler=_scheduler(running, ready)),
             limit=limit, sink=SimpleNamespace(signal=lambda event: None),
         )
         for running, ready, limit in runs

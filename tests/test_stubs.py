@@ -157,6 +157,7 @@ SCHEDULER_SCRIPT: list[tuple[str, tuple[Any, ...]]] = [
     ("take_ready", ()),
     ("fail", (2,)),
     ("set_capacity", (2,)),
+    ("capacity", ()),
     ("state", (0,)),
     ("counts", ()),
     ("labelled", ()),

@@ -12,6 +12,7 @@ __all__ = [
     "Scheduler",
     "SchedulerError",
     "__version__",
+    "share_slots",
 ]
 __version__: str
 
@@ -115,6 +116,11 @@ class Scheduler:
     def ready(self) -> int: ...
     @property
     def finished(self) -> bool: ...
+    @property
+    def capacity(self) -> int | None: ...
+
+def share_slots(schedulers: list[Scheduler], total: int, away: list[int]) -> list[int] | None:
+    """Each scheduler's capacity when its run's demand fits (slots.py); the runs with room."""
 
 # Immutable sequences held in Rust, registered as collections.abc.Sequence; they compare equal
 # to the lists they stand for (list[int], list[list[int]]) and are unhashable like them.

@@ -25,6 +25,7 @@ from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from . import _core
 from .run_state import SlotsGranted
 
 if TYPE_CHECKING:
@@ -85,30 +86,23 @@ class SharedSlots:
             return
         total = self.total
         schedulers = [d.state.scheduler for d in drivers]
-        # this runs once per event-loop turn while runs share the slots: read what it needs,
-        # not counts()'s dict of every state
+        away = [self.away.get(d, 0) for d in drivers] if self.away else [0] * len(drivers)
+        if not self.rejoiners and all(d.limit is None for d in drivers):
+            # every run's demand fits (a service's concurrent small runs, on every loop turn):
+            # each gets it and an equal share of the rest as headroom, which is what the
+            # general case below comes to then; one call for all the schedulers
+            granted = _core.share_slots(schedulers, total, away)
+            if granted is not None:
+                for i in granted:
+                    drivers[i].sink.signal(_GRANTED)
+                return
+        # read what it needs, not counts()'s dict of every state
         in_scheduler = [s.running for s in schedulers]
         ready = [s.ready for s in schedulers]
-        away = [self.away.get(d, 0) for d in drivers] if self.away else [0] * len(drivers)
         # tasks holding a slot, and those waiting to rejoin (a slot is theirs before anyone's)
         running = [r - a for r, a in zip(in_scheduler, away, strict=True)]
         if self.rejoiners:
             self._admit(drivers, running)
-        unbounded = all(d.limit is None for d in drivers)
-        if unbounded and not self.rejoiners:
-            demand = [r + q for r, q in zip(running, ready, strict=True)]
-            left = total - sum(demand)
-            if left >= 0:
-                # every run's demand fits: each gets it and an equal share of the rest as
-                # headroom, which is what the general case below comes to then, without its
-                # sorts (a service's concurrent small runs, on every loop turn)
-                share, odd = divmod(left, len(drivers))
-                for i, scheduler in enumerate(schedulers):
-                    capacity = demand[i] + share + (i < odd) + away[i]
-                    scheduler.set_capacity(capacity)
-                    if capacity > in_scheduler[i] and ready[i]:
-                        drivers[i].sink.signal(_GRANTED)
-                return
         limits = [d.limit if d.limit is not None else total for d in drivers]
         demand = [min(r + q, m) for r, q, m in zip(running, ready, limits, strict=True)]
         targets = water_fill(total, demand)

@@ -1,5 +1,6 @@
 //! Pure-Rust core of taskiq-dataflow: the dependency graph built from task input and
-//! output keys, its validation and orderings, and the ready-set scheduler.
+//! output keys, its validation and orderings, the ready-set scheduler, and the sharing of an
+//! engine's slots among its runs.
 //!
 //! Nodes and keys are dense `u32` ids and adjacency lives in CSR arrays, so graphs of
 //! millions of nodes stay compact and every algorithm is iterative.
@@ -14,6 +15,7 @@ mod mem;
 mod order;
 mod ready_queue;
 mod scheduler;
+mod slots;
 mod validate;
 
 pub type NodeId = u32;
@@ -25,4 +27,5 @@ pub use graph::Graph;
 pub use grow::{Added, GrowError};
 pub use order::Levels;
 pub use scheduler::{AddOptions, Counts, GroupId, NodeState, SchedError, Scheduler};
+pub use slots::share_fitting;
 pub use validate::Problem;

@@ -23,7 +23,7 @@ use pyo3::types::PySequence;
 use crate::errors::{CycleError, GrowthError, SchedulerError};
 use crate::graph::PyGraph;
 use crate::ids::{NodeIds, PyLevels};
-use crate::scheduler::PyScheduler;
+use crate::scheduler::{share_slots, PyScheduler};
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -31,6 +31,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyScheduler>()?;
     m.add_class::<NodeIds>()?;
     m.add_class::<PyLevels>()?;
+    m.add_function(wrap_pyfunction!(share_slots, m)?)?;
     // isinstance(x, Sequence) holds, and pyo3 reads them as Vec arguments (Scheduler.mark_done...)
     PySequence::register::<NodeIds>(m.py())?;
     PySequence::register::<PyLevels>(m.py())?;

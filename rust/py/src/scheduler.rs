@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use dataflow_core::{AddOptions, GroupId, NodeId, Scheduler};
+use dataflow_core::{share_fitting, AddOptions, GroupId, NodeId, Scheduler};
 use pyo3::prelude::*;
 
 use crate::errors::{defer_err, grow_err, sched_err};
@@ -179,4 +179,40 @@ impl PyScheduler {
     fn finished(&self) -> bool {
         self.inner.is_finished()
     }
+
+    /// Most nodes running at once (None: no bound), as `set_capacity` left it.
+    #[getter]
+    fn capacity(&self) -> Option<usize> {
+        self.inner.capacity()
+    }
+}
+
+/// The shared slots' common case in one call (slots.py): when the runs' demand fits in
+/// `total`, each scheduler gets its capacity from `share_fitting` and the indices of the runs
+/// that now have room for ready nodes come back; None, and nothing set, when it does not fit.
+#[pyfunction]
+pub(crate) fn share_slots(
+    mut schedulers: Vec<PyRefMut<'_, PyScheduler>>,
+    total: usize,
+    away: Vec<usize>,
+) -> PyResult<Option<Vec<usize>>> {
+    if away.len() != schedulers.len() {
+        return Err(pyo3::exceptions::PyValueError::new_err(
+            "share_slots: one seceded count per scheduler",
+        ));
+    }
+    let counts: Vec<_> = schedulers.iter().map(|s| s.inner.counts()).collect();
+    let running: Vec<usize> = counts.iter().map(|c| c.running).collect();
+    let ready: Vec<usize> = counts.iter().map(|c| c.ready).collect();
+    let Some(capacities) = share_fitting(&running, &away, &ready, total) else {
+        return Ok(None);
+    };
+    let mut granted = Vec::new();
+    for (i, (scheduler, capacity)) in schedulers.iter_mut().zip(capacities).enumerate() {
+        scheduler.inner.set_capacity(Some(capacity));
+        if capacity > running[i] && ready[i] > 0 {
+            granted.push(i);
+        }
+    }
+    Ok(Some(granted))
 }
