@@ -114,11 +114,13 @@ class LocalTransport(Transport):
                         break
                 func, params, steps = found
                 keys = node_inputs[node]
+                # None: by position (a call without an empty **{} costs less)
+                kwargs: dict[str, Any] | None = None
                 if params.issuperset(keys) if params is not None else all_names(keys):
                     args: tuple[Any, ...] = ()
                     kwargs = {k: getitem(k) for k in keys}
                 else:
-                    args, kwargs = tuple(map(getitem, keys)), {}
+                    args = tuple(map(getitem, keys))
                 if not steps:  # taskiq hooks, or a blocking function
                     stepping.node = None
                     self.kick([self._job(state, node, func, args, kwargs)])
@@ -127,7 +129,7 @@ class LocalTransport(Transport):
                 # also while its function makes the coroutine (a wrapper's code is the task's)
                 stepping.node = node
                 try:
-                    coro = func(*args, **kwargs)
+                    coro = func(*args) if kwargs is None else func(**kwargs)
                     context = copy_context()  # its own, kept if it goes on as a Task
                     yielded = context.run(coro.send, None)
                 except StopIteration as stop:
@@ -164,10 +166,13 @@ class LocalTransport(Transport):
         return found
 
     @staticmethod
-    def _job(state: RunState, node: int, func: Any, args: Any, kwargs: Any) -> Job:
+    def _job(
+        state: RunState, node: int, func: Any, args: Any, kwargs: dict[str, Any] | None
+    ) -> Job:
         plan = state.plan(node)
         task, name, place = state.tasks[node], state.names[node], plan.place
-        return new_job((node, 1, task, func, args, kwargs, name, plan.policy.timeout, None, place))
+        fields = (node, 1, task, func, args, kwargs or {}, name, plan.policy.timeout, None, place)
+        return new_job(fields)
 
     def kick(self, jobs: list[Job]) -> None:
         sink = self.sink
