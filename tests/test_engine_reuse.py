@@ -210,3 +210,58 @@ def test_concurrent_runs_of_one_engine_keep_their_own_results():
         return await asyncio.gather(*(engine.execute() for _ in range(50)))
 
     assert run(callers()) == [{"a": 1, "b": 2, "c": 3, "d": 5}] * 50
+
+
+def test_a_transport_given_to_the_engine_serves_run_after_run():
+    """The first run takes the sink the transport made; each later run attaches its own, so
+    the completions of tasks that suspend reach the run that is waiting for them."""
+    from taskiq_dataflow.transports.local import LocalTransport
+
+    async def a():
+        await asyncio.sleep(0)  # suspends: its value comes back through the sink
+        return 1
+
+    async def b(a):
+        return a + 1
+
+    reg = DataflowRegistry()
+    reg.register_task(a, output="a")
+    reg.register_task(b, output="b", inputs=["a"])
+    transport = LocalTransport()
+    engine = ExecutionEngine(None, reg.build_dag(), transport=transport)
+
+    async def three_runs():
+        return [await asyncio.wait_for(engine.execute(), 5) for _ in range(3)]
+
+    assert run(three_runs()) == [{"a": 1, "b": 2}] * 3
+    # another DAG on the same transport: nothing the transport kept of the last run's tasks
+    engine.dag = small()
+    assert run(asyncio.wait_for(engine.execute(), 5)) == {"a": 1, "b": 2, "c": 3, "d": 5}
+
+
+def test_every_run_of_an_engine_compensates_its_tasks():
+    """A task with a compensation sets what its run keeps when the run first plans it: the
+    engine's later runs, which start from its kept plans, must set it too."""
+    from taskiq_dataflow import TaskFailedError
+
+    undone = []
+
+    async def undo(result):
+        undone.append(result)
+
+    @pipeline_task(output="x", compensate=undo)
+    async def x():
+        return "x-result"
+
+    @pipeline_task(output="y", inputs=["x"])
+    async def y(x):
+        raise ValueError("y broke")
+
+    reg = DataflowRegistry()
+    reg.register_task(x)
+    reg.register_task(y)
+    engine = ExecutionEngine(None, reg.build_dag())
+    for _ in range(3):
+        with pytest.raises(TaskFailedError, match="y broke"):
+            run(engine.execute())
+    assert undone == ["x-result"] * 3

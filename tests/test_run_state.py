@@ -117,6 +117,21 @@ def test_in_place_nodes_not_stepped_go_out_as_jobs():
     assert state.completed([ok(n["c"], 3)]) == [Finish("succeeded")]
 
 
+def test_plain_follows_what_it_depends_on():
+    state, _ = state_of(a, b)
+    assert not state.plain  # until the driver's transport steps in place
+    state.in_place = True
+    assert state.plain
+    state.monitor = object()  # a dashboard watching: every batch is recorded the long way
+    assert not state.plain
+    state.monitor = None
+    assert state.plain
+    state.keeps_results = True
+    assert not state.plain
+    state.keeps_results, state.in_place = False, False
+    assert not state.plain
+
+
 def test_kept_results_take_the_long_way_even_in_place():
     state, _ = state_of(a, b)
     state.in_place, state.keeps_results = True, True
