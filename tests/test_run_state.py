@@ -98,11 +98,14 @@ def test_in_place_ready_nodes_go_out_as_one_step_and_their_values_advance_the_ru
     state, n = state_of(a, b, c)
     state.in_place = True
     assert state.start() == [StepInPlace([n["a"]])]
-    assert state.attempts[n["a"]] == 1
-    out = state.stepped([n["a"]], [1], [])
+    assert state.attempts[n["a"]] == 0  # stepped, not in flight as a job
+    out = state.stepped([n["a"]], [n["a"]], [1], [])
     assert out == [StepInPlace([n["b"], n["c"]])]
-    # c failed on the sink meanwhile: it comes in as a Completion of attempt 1
-    assert state.stepped([n["b"]], [2], []) == []
+    assert state.attempts == [0, 0, 0]
+    # c failed on the sink meanwhile: taking the long way, it became attempt 1, and its
+    # Completion of attempt 1 is read as the one in flight
+    assert state.stepped([n["b"], n["c"]], [n["b"]], [2], []) == []
+    assert state.attempts[n["c"]] == 1
     assert state.completed([failed(n["c"], "c")]) == [Finish("failed")]
     assert state.status == "failed" and state.produced() == {"a": 1, "b": 2}
 
@@ -111,10 +114,22 @@ def test_in_place_nodes_not_stepped_go_out_as_jobs():
     state, n = state_of(a, b, c)
     state.in_place = True
     state.start()
-    out = state.stepped([n["a"]], [1], [])
-    out = state.stepped([n["b"]], [2], [n["c"]])  # c's plan asked for the long way
+    out = state.stepped([n["a"]], [n["a"]], [1], [])
+    out = state.stepped([n["b"], n["c"]], [n["b"]], [2], [n["c"]])  # c asked for the long way
     assert dispatched(out) == [("c", 1)] and kinds(out) == ["Dispatch"]
     assert state.completed([ok(n["c"], 3)]) == [Finish("succeeded")]
+
+
+def test_a_node_stepped_in_place_that_suspends_completes_as_attempt_1():
+    state, n = state_of(a, b, c)
+    state.in_place = True
+    state.start()
+    # a suspended: it goes on as a Task, whose Completion comes later
+    assert state.stepped([n["a"]], [], [], []) == []
+    assert state.attempts[n["a"]] == 1
+    assert state.completed([ok(n["a"], 1)]) == [StepInPlace([n["b"], n["c"]])]
+    # a late duplicate of a's attempt is not read again
+    assert state.completed([ok(n["a"], 1)]) == []
 
 
 def test_plain_follows_what_it_depends_on():

@@ -223,7 +223,7 @@ class Driver:
                         for node, value in zip(done, values, strict=True):
                             sink.done.append(Completion(node, 1, True, value))
                         done, values = [], []
-                    instructions = state.stepped(done, values, rest)
+                    instructions = state.stepped(nodes, done, values, rest)
                     if slots is not None and len(slots.drivers) > 1:
                         slots.rebalance_soon()
                     if len(instructions) != 1 or type(instructions[0]) is not StepInPlace:

@@ -165,7 +165,9 @@ class Dispatch:
 @dataclass(slots=True)
 class StepInPlace:
     """Step these nodes' tasks in place (Transport.step_in_place) and feed what they returned
-    to `stepped`: the plain in-process case, with no Job nor Completion per task."""
+    to `stepped`: the plain in-process case, with no Job nor Completion per task. Their
+    attempts stay 0 while they are stepped: `stepped` gives attempt 1 to those that took the
+    long way (kicked, suspended, failed) before any completion of theirs is read."""
 
     nodes: list[int]
 
@@ -496,29 +498,41 @@ class RunState:
         done: list[int] = []
         return self._advance(done, self._record(batch, done))
 
-    def stepped(self, done: list[int], values: list[Any], rest: list[int]) -> list[Instruction]:
-        """What a StepInPlace came to: `done[i]` returned `values[i]` without suspending (the
-        others ended in a Completion on the sink, or go on there); `rest` were not stepped
-        (a plan made on the way asked for the long way) and are dispatched as jobs."""
+    def stepped(
+        self, nodes: list[int], done: list[int], values: list[Any], rest: list[int]
+    ) -> list[Instruction]:
+        """What the StepInPlace of `nodes` came to: `done[i]` returned `values[i]` without
+        suspending; the others ended in a Completion on the sink (attempt 1), or go on as
+        jobs; `rest` (a suffix of `nodes`) were not stepped (a plan made on the way asked for
+        the long way) and are dispatched as jobs."""
+        attempts = self.attempts
+        if len(done) + len(rest) != len(nodes):
+            returned = set(done)
+            for node in nodes[: len(nodes) - len(rest)]:
+                if node not in returned:
+                    attempts[node] = 1
         if self.status is not None:
             return []
         if rest:
             self._dispatch_jobs(rest)
         if not self.plain:  # a task grew the run, or a stream or a monitor came
+            for node in done:
+                attempts[node] = 1
             pairs = zip(done, values, strict=True)
             ok = [new_completion((n, 1, True, v, None, False, None)) for n, v in pairs]
             return self.completed(ok)
-        attempts, node_outputs, kept = self.attempts, self.node_outputs, self.values
+        node_outputs, kept = self.node_outputs, self.values
         slow = None
         for node, value in zip(done, values, strict=True):
-            outputs = node_outputs[node]
-            if len(outputs) == 1:
-                kept[outputs[0]] = value
-                attempts[node] = 0
-            else:  # a dict spread over its outputs (checked there)
+            try:
+                (key,) = node_outputs[node]  # (cheaper than a len() check when it holds)
+            except ValueError:  # no output, or a dict spread over its outputs (checked there)
                 if slow is None:
                     slow = []
+                attempts[node] = 1
                 slow.append(new_completion((node, 1, True, value, None, False, None)))
+                continue
+            kept[key] = value
         if slow is not None:
             spread = {c.node for c in slow}
             finished = [node for node in done if node not in spread]
@@ -530,8 +544,6 @@ class RunState:
         if not ready:
             self._check_finished()
             return self._out()
-        for node in ready:
-            attempts[node] = 1
         return [StepInPlace(ready)]
 
     def _record(self, batch: list[Completion], done: list[int]) -> bool:
@@ -1014,10 +1026,7 @@ class RunState:
             return
         if self._monitor is not None:
             self._monitor.dispatched(nodes)
-        if self.plain:
-            attempts = self.attempts
-            for node in nodes:
-                attempts[node] = 1
+        if self.plain:  # (their attempts stay 0 while stepped: StepInPlace)
             self._in_place.extend(nodes)
             return
         self._dispatch_jobs(nodes)

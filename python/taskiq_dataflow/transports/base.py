@@ -149,7 +149,7 @@ class Transport(abc.ABC):
     def step_in_place(
         self, state: RunState, nodes: list[int]
     ) -> tuple[list[int], list[Any], list[int]]:
-        """Run the tasks of `nodes` (a RunState's StepInPlace, attempt 1) as far as they go
+        """Run the tasks of `nodes` (a RunState's StepInPlace, as attempt 1) as far as they go
         at once, reading their arguments from `state` without changing it. Returns (the nodes
         that returned, their values, the nodes not stepped); the others end on the sink as
         kicked jobs do."""

@@ -103,33 +103,45 @@ class LocalTransport(Transport):
         stepping = STEPPING
         outer_sink, outer_node = stepping.sink, stepping.node
         stepping.sink = sink
+        last = None  # nodes of one task often come together: its stepper is looked up once
+        func: Any = None
+        params: frozenset[str] | None = None
+        steps = fast = False
+        args: tuple[Any, ...] = ()
+        kwargs: dict[str, Any] | None = None  # None: by position (cheaper than an empty **{})
         try:
             for node in nodes:
                 task = tasks[node]
-                found = plain.get(id(task)) if metadata[node] is None else None
-                if found is None:
-                    found = self._stepper(state, node, task)
-                    if found is None:  # its plan revealed a stream or a cache
-                        rest = nodes[nodes.index(node) :]
-                        break
-                func, params, steps = found
+                if task is not last or metadata[node] is not None:
+                    found = plain.get(id(task)) if metadata[node] is None else None
+                    if found is None:
+                        found = self._stepper(state, node, task)
+                        if found is None:  # its plan revealed a stream or a cache
+                            rest = nodes[nodes.index(node) :]
+                            break
+                    func, params, steps = found
+                    # the common case: stepped, and bound by position with no check per node
+                    fast = steps and params is _BY_POSITION
+                    last = task if metadata[node] is None else None
                 keys = node_inputs[node]
-                # None: by position (a call without an empty **{} costs less)
-                kwargs: dict[str, Any] | None = None
-                if params.issuperset(keys) if params is not None else all_names(keys):
-                    args: tuple[Any, ...] = ()
-                    kwargs = {k: getitem(k) for k in keys}
-                else:
-                    args = tuple(map(getitem, keys))
-                if not steps:  # taskiq hooks, or a blocking function
-                    stepping.node = None
-                    self.kick([self._job(state, node, func, args, kwargs)])
-                    continue
+                if not fast:
+                    kwargs = None
+                    if params.issuperset(keys) if params is not None else all_names(keys):
+                        args, kwargs = (), {k: getitem(k) for k in keys}
+                    else:
+                        args = tuple(map(getitem, keys))
+                    if not steps:  # taskiq hooks, or a blocking function
+                        stepping.node = None
+                        self.kick([self._job(state, node, func, args, kwargs)])
+                        continue
                 # named until the next node is (no code of the user's runs in between), and
                 # also while its function makes the coroutine (a wrapper's code is the task's)
                 stepping.node = node
                 try:
-                    coro = func(*args) if kwargs is None else func(**kwargs)
+                    if fast:
+                        coro = func(*map(getitem, keys))
+                    else:
+                        coro = func(*args) if kwargs is None else func(**kwargs)
                     context = copy_context()  # its own, kept if it goes on as a Task
                     yielded = context.run(coro.send, None)
                 except StopIteration as stop:
@@ -140,6 +152,8 @@ class LocalTransport(Transport):
                     error = task_error(state.names[node], exc)
                     sink.done.append(Completion(node, 1, False, error))
                     continue
+                if fast:  # it suspended: its job holds its arguments (for a retry)
+                    args, kwargs = tuple(map(getitem, keys)), None
                 job = self._job(state, node, func, args, kwargs)
                 self._continue(job, coro, yielded, context, None)
         finally:
@@ -160,7 +174,9 @@ class LocalTransport(Transport):
         kind = self._kind.get(func)
         if kind is None:
             kind = self._kind[func] = self._kind_of(func, task)
-        found = (func, plan.params, kind is _PLAIN_ASYNC)
+        # no keyword-bindable parameter: every call is by position (no params check per node)
+        params = _BY_POSITION if plan.params is not None and not plan.params else plan.params
+        found = (func, params, kind is _PLAIN_ASYNC)
         if not own:
             self._plain[id(task)] = found
         return found
@@ -378,6 +394,8 @@ class LocalTransport(Transport):
 
 
 _PLAIN_ASYNC: tuple[bool, TaskHooks | None] = (True, None)
+# a stepper's params for a function with no keyword-bindable parameter: bound by position
+_BY_POSITION: frozenset[str] = frozenset()
 # a run asks once per distinct task; runs repeat
 _is_taskiq_task = functools.lru_cache(maxsize=4096)(is_taskiq_task)
 
